@@ -196,6 +196,7 @@ class Tensor:
     def release(self):
         """Free the GPU memory now instead of at garbage collection."""
         if self._owner and self.buffer is not None:
+            self.dev.flush()  # recorded dispatches may still use this buffer
             self.dev._free(self.buffer, self.nbytes)
         self.buffer = None
 

@@ -1,0 +1,56 @@
+# Two commands (see README):
+#   make demo   install what is missing, then serve the app at http://127.0.0.1:8000
+#   make test   install what is missing (incl. chromium + lavapipe), then run tests/ and e2e/
+# Every step is idempotent: stamps under .venv/ record what is already installed.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 8000
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_DEMO := python3 python3-venv nodejs npm libsndfile1
+APT_TEST := $(APT_DEMO) chromium mesa-vulkan-drivers
+
+.PHONY: demo test setup setup-test apt-demo apt-test npm venv venv-test clean
+
+demo: apt-demo venv npm
+	@$(VENV)/bin/stemtone serve --port $(PORT)
+
+test: apt-test venv-test npm
+	XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-/tmp} $(PY) -m pytest tests e2e
+
+# ---- system packages (Debian), only those missing
+apt-demo:
+	@missing=$$(for p in $(APT_DEMO); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "apt: installing $$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; fi
+
+apt-test:
+	@missing=$$(for p in $(APT_TEST); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "apt: installing $$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; fi
+
+# ---- Python: .venv with the package installed editable (.venv/bin/stemtone is the CLI)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.stamp-base: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	@touch $@
+
+$(VENV)/.stamp-test: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@ $(VENV)/.stamp-base
+
+venv: $(VENV)/.stamp-base
+venv-test: $(VENV)/.stamp-test
+
+# ---- web packages (pyodide, pyscript) pinned by package-lock.json, served locally
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+npm: node_modules/.package-lock.json
+
+clean:
+	rm -rf $(VENV) node_modules

@@ -1,0 +1,137 @@
+"""The runtime interface itself: uploads, readback, parameter packing, grid folding,
+limits and error reporting, on the native (lavapipe) backend."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from pycore import runtime
+from pycore.runtime import DeviceLostError, GPUError, GPUOutOfMemoryError
+
+SCALE_WGSL = """
+// test kernel: y[i] = x[i] * scale + offset, 1-D grid of 64-wide workgroups
+struct Params { n: u32, scale: f32, offset: i32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+override WG: u32 = 64;
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let i = wg_linear(wid, nwg) * WG + li;
+    if (i < p.n) { y[i] = x[i] * p.scale + f32(p.offset); }
+}
+"""
+
+BROKEN_WGSL = """
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(1) fn main() { y[0] = undefined_name; }
+"""
+
+
+@pytest.fixture
+def kdir(tmp_path, monkeypatch):
+    (tmp_path / "t_scale.wgsl").write_text(SCALE_WGSL)
+    (tmp_path / "t_broken.wgsl").write_text(BROKEN_WGSL)
+    monkeypatch.setattr(runtime, "KERNEL_DIRS", [str(tmp_path)] + runtime.KERNEL_DIRS)
+    return tmp_path
+
+
+def test_roundtrip_dtypes(dev, rng):
+    x = rng.standard_normal((3, 5, 7)).astype(np.float32)
+    t = dev.tensor(x)
+    assert t.shape == (3, 5, 7)
+    np.testing.assert_array_equal(t.numpy(), x)
+    np.testing.assert_array_equal(asyncio.run(t.read()), x)
+    i = dev.tensor(np.arange(-5, 6, dtype=np.int32), dtype="i32")
+    np.testing.assert_array_equal(i.numpy(), np.arange(-5, 6))
+    # lists and bytes work without numpy
+    assert dev.tensor([1.0, 2.0, 3.0]).numpy().tolist() == [1.0, 2.0, 3.0]
+    assert dev.tensor(np.float32([4, 5]).tobytes()).numpy().tolist() == [4.0, 5.0]
+
+
+def test_f16_storage_and_fallback(dev):
+    from pycore.backend_native import NativeDevice
+
+    x = np.float32([1.0, -2.5, 65504.0, 1e-3])
+    h = np.float16(x).astype(np.float32)  # what half storage keeps
+    t = dev.tensor(x, dtype="f16")
+    assert t.dtype == ("f16" if dev.has_f16 else "f32")
+    np.testing.assert_array_equal(t.numpy().astype(np.float32), h)
+    nof16 = NativeDevice(f16=False)
+    assert not nof16.has_f16
+    t2 = nof16.tensor(x, dtype="f16")
+    assert t2.dtype == "f32"  # fallback: f32 storage holding the f16-rounded values
+    np.testing.assert_array_equal(t2.numpy(), h)
+
+
+def test_reshape_views_share_buffer(dev):
+    t = dev.tensor(np.arange(12, dtype=np.float32))
+    v = t.reshape(3, -1)
+    assert v.shape == (3, 4) and v.buffer is t.buffer
+    with pytest.raises(ValueError, match="reshape"):
+        t.reshape(5, 3)
+
+
+def test_run_params_and_large_grid_is_folded(dev, kdir):
+    k = dev.kernel("t_scale", consts={"WG": 64})
+    n = 64 * 70_000 + 3  # 70,001 workgroups: more than one grid dimension allows
+    assert dev.fold_grid(k, -(-n // 64))[1] > 1
+    x = np.arange(n, dtype=np.float32)
+    y = dev.empty((n,))
+    dev.run(k, -(-n // 64), x=dev.tensor(x), y=y, n=n, scale=0.5, offset=-3)
+    np.testing.assert_array_equal(y.numpy(), x * np.float32(0.5) - 3)
+
+
+def test_run_rejects_bad_arguments(dev, kdir):
+    k = dev.kernel("t_scale")
+    x, y = dev.tensor(np.zeros(4, np.float32)), dev.empty((4,))
+    with pytest.raises(ValueError, match=r"t_scale:main: binding 'y'"):
+        dev.run(k, 1, x=x, n=4, scale=1.0, offset=0)
+    with pytest.raises(ValueError, match=r"missing parameter 'offset'"):
+        dev.run(k, 1, x=x, y=y, n=4, scale=1.0)
+    with pytest.raises(ValueError, match=r"does not fit u32"):
+        dev.run(k, 1, x=x, y=y, n=-1, scale=1.0, offset=0)
+    with pytest.raises(ValueError, match=r"per dimension"):
+        dev.run(k, (70_000, 1, 1), x=x, y=y, n=4, scale=1.0, offset=0)
+
+
+def test_compile_error_names_the_kernel(dev, kdir):
+    with pytest.raises(GPUError, match=r"t_broken:main"):
+        dev.kernel("t_broken")
+    with pytest.raises(FileNotFoundError, match="no_such_kernel.wgsl"):
+        dev.kernel("no_such_kernel")
+
+
+def test_tensor_over_binding_limit_is_refused_clearly(dev):
+    too_many = dev.max_binding // 4 + 1
+    with pytest.raises(GPUOutOfMemoryError, match=r"largest binding.*smaller chunks"):
+        dev.empty((too_many,))
+
+
+def test_memory_accounting(dev):
+    before = dev.mem_in_use
+    t = dev.empty((1000,))
+    assert dev.mem_in_use == before + 4000 and dev.mem_peak >= dev.mem_in_use
+    t.release()
+    assert dev.mem_in_use == before
+
+
+def test_lost_device_raises_clear_error(kdir):
+    from pycore.backend_native import NativeDevice
+
+    d = NativeDevice()
+    t = d.tensor(np.ones(4, np.float32))
+    d.lost_reason = "simulated driver reset"
+    with pytest.raises(DeviceLostError, match="simulated driver reset.*restart"):
+        d.empty((4,))
+    with pytest.raises(DeviceLostError):
+        asyncio.run(t.read())
+
+
+def test_dtype_checks(dev):
+    with pytest.raises(ValueError, match="unknown dtype"):
+        dev.empty((2,), dtype="f64")
+    with pytest.raises(ValueError, match="do not fill shape"):
+        dev.tensor(np.zeros(5, np.float32), shape=(2, 3))
