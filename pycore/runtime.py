@@ -296,6 +296,8 @@ class Device:
         if len(raw) != t.nbytes:
             raise ValueError(f"write: {len(raw)} bytes for a {t.dtype} tensor of shape {t.shape} ({t.nbytes} bytes)")
         self._check_alive()
+        if not raw:
+            return
         self.flush()  # queue writes run before later submits: finish recorded work first
         if len(raw) % 4:
             raw = bytes(raw) + b"\0" * (4 - len(raw) % 4)
