@@ -1,0 +1,301 @@
+"""Browser backend: navigator.gpu (WebGPU) through Pyodide's `js` FFI.
+
+    from pycore.backend_browser import create_device
+    dev = await create_device()
+
+Runs in a PyScript page or worker. Everything is a direct WebGPU call on JS objects;
+Python dicts become plain JS objects with `_js()` (WebGPU rejects JS Maps).
+
+Errors: WebGPU validation errors never raise in JS. All work runs inside error scopes
+(validation, out-of-memory, internal) that are popped and re-pushed at every readback,
+so a mistake in any recorded dispatch is raised as GPUError at the next `await read`.
+Errors that escape the scopes land in `onuncapturederror` and are raised at the next
+`run` / `flush` / `read`. Their messages name the kernel: every shader module and
+pipeline carries the label "file:entry". A lost device sets `lost_reason`, which makes
+the runtime raise DeviceLostError.
+
+This module imports natively too (without `js` there is no WebGPU, and create_device
+raises NoGPUError), so it never needs numpy.
+"""
+
+from __future__ import annotations
+
+from .backend_native import WANTED_LIMITS
+from .runtime import Device, GPUError, GPUOutOfMemoryError, NoGPUError
+
+try:
+    import js
+    from pyodide.ffi import JsException, create_once_callable, create_proxy, jsnull, to_js
+except ImportError:  # native Python: no browser, no WebGPU
+    js = None
+
+NO_WEBGPU = (
+    "WebGPU is not available in this browser: use a recent Chrome or Edge (113 or newer), "
+    "Firefox 141+ on Windows or Safari 26+, or enable WebGPU in the browser's settings"
+)
+NO_ADAPTER = (
+    "WebGPU is not available in this browser: it offers no GPU adapter (the GPU may be "
+    "blocklisted or hardware acceleration turned off; see chrome://gpu). Turn hardware "
+    "acceleration on, update the browser or graphics driver, or enable WebGPU "
+    "(chrome://flags/#enable-unsafe-webgpu on Linux)"
+)
+
+# Limits reported in adapter info and Device.limits (WebGPU names, hyphenated like wgpu-py).
+LIMIT_NAMES = WANTED_LIMITS + (
+    "max-compute-workgroups-per-dimension",
+    "max-uniform-buffer-binding-size",
+    "max-bind-groups",
+    "max-bindings-per-bind-group",
+    "min-storage-buffer-offset-alignment",
+    "min-uniform-buffer-offset-alignment",
+)
+ERROR_SCOPES = ("internal", "out-of-memory", "validation")  # pushed in this order
+
+
+def _camel(name: str) -> str:
+    """'max-buffer-size' -> 'maxBufferSize' (JS property names of GPUSupportedLimits)."""
+    first, *rest = name.split("-")
+    return first + "".join(w[:1].upper() + w[1:] for w in rest)
+
+
+def _js(obj):
+    """Python dict/list -> plain JS object/array (JS objects inside pass through)."""
+    return to_js(obj, dict_converter=js.Object.fromEntries)
+
+
+def _missing(v) -> bool:
+    """JS undefined arrives as None, JS null as jsnull."""
+    return v is None or (js is not None and v is jsnull)
+
+
+def _read_limits(limits) -> dict:
+    out = {}
+    for name in LIMIT_NAMES:
+        v = getattr(limits, _camel(name), None)
+        if not _missing(v):
+            out[name] = int(v)
+    return out
+
+
+def _as_gpu_error(err, where: str = "") -> GPUError:
+    """A JS GPUError object (from an error scope or uncaptured event) -> Python exception."""
+    kind = str(err.constructor.name)  # GPUValidationError / GPUOutOfMemoryError / GPUInternalError
+    msg = str(err.message).strip()
+    prefix = f"{where}: " if where else ""
+    if kind == "GPUOutOfMemoryError":
+        return GPUOutOfMemoryError(f"{prefix}GPU out of memory: {msg}")
+    return GPUError(f"{prefix}WebGPU {kind.replace('GPU', '').replace('Error', '').lower()} error: {msg}")
+
+
+class BrowserDevice(Device):
+    backend = "browser"
+
+    def __init__(self, adapter, device, adapter_info: dict):
+        super().__init__()
+        self.adapter = adapter
+        self.device = device
+        self.queue = device.queue
+        self.adapter_info = adapter_info
+        self.features = set(js.Array.from_(device.features).to_py())
+        self.limits = _read_limits(device.limits)
+        self.U = js.GPUBufferUsage
+        self._layouts = {}
+        self._errors = []        # Python GPUError exceptions waiting to be raised
+        self._staging = None     # reusable MAP_READ buffer for readbacks
+        self._staging_busy = False
+        # keep the callbacks alive as long as the device
+        self._on_error = create_proxy(self._uncaptured)
+        device.onuncapturederror = self._on_error
+        device.lost.then(create_once_callable(self._lost))
+        self._push_scopes()
+
+    # ---- error plumbing
+    def _uncaptured(self, event):
+        self._errors.append(_as_gpu_error(event.error))
+
+    def _lost(self, info):
+        self.lost_reason = f"{info.reason}: {info.message}".strip(": ")
+
+    def _push_scopes(self):
+        for s in ERROR_SCOPES:
+            self.device.pushErrorScope(s)
+
+    async def _pop_scopes(self):
+        """Collect errors raised since the last pop into self._errors, then re-open scopes.
+
+        All pops and the new pushes happen before the first await, so concurrent
+        readbacks never interleave on the scope stack.
+        """
+        pending = [self.device.popErrorScope() for _ in ERROR_SCOPES]
+        self._push_scopes()
+        found = []
+        for promise in pending:
+            err = await promise
+            if not _missing(err):
+                found.append(_as_gpu_error(err))
+        # pops go innermost first (validation, out-of-memory, internal): report OOM first
+        found.sort(key=lambda e: not isinstance(e, GPUOutOfMemoryError))
+        self._errors.extend(found)
+
+    def _raise_errors(self):
+        if self._errors:
+            first, self._errors = self._errors[0], []
+            raise first
+
+    def _check_alive(self):
+        super()._check_alive()
+        self._raise_errors()
+
+    # ---- primitives
+    def _create_buffer(self, nbytes):
+        U = self.U
+        return self.device.createBuffer(_js({"size": nbytes, "usage": U.STORAGE | U.COPY_SRC | U.COPY_DST}))
+
+    def _destroy_buffer(self, buf):
+        buf.destroy()
+
+    def _write_buffer(self, buf, raw):
+        # zero-copy: a typed-array view on the Python bytes inside the WASM heap;
+        # writeBuffer copies it before returning, so the view can be released at once
+        proxy = create_proxy(memoryview(raw))
+        view = proxy.getBuffer("u8")
+        try:
+            self.queue.writeBuffer(buf, 0, view.data)
+        finally:
+            view.release()
+            proxy.destroy()
+
+    async def _read_buffer(self, buf, nbytes):
+        self._check_alive()
+        size = (nbytes + 3) // 4 * 4
+        staging = self._take_staging(size)
+        enc = self.device.createCommandEncoder(_js({"label": "readback"}))
+        enc.copyBufferToBuffer(buf, 0, staging, 0, size)
+        self.queue.submit(_js([enc.finish()]))
+        map_error = None
+        try:
+            await staging.mapAsync(js.GPUMapMode.READ, 0, size)
+        except JsException as e:
+            map_error = e
+        await self._pop_scopes()
+        try:
+            self._raise_errors()  # the recorded work's own error explains a failed map best
+            if map_error is not None:
+                if self.lost_reason is not None or "lost" in str(map_error).lower():
+                    self.lost_reason = self.lost_reason or str(map_error)
+                    self._check_alive()  # raises DeviceLostError
+                raise GPUError(f"readback failed: {map_error}")
+            data = staging.getMappedRange(0, size).to_bytes()
+            staging.unmap()
+        finally:
+            self._give_staging(staging)
+        return data[:nbytes]
+
+    def _take_staging(self, size):
+        """The cached staging buffer if free and large enough, else a new one."""
+        if not self._staging_busy and self._staging is not None and self._staging.size >= size:
+            self._staging_busy = True
+            return self._staging
+        U = js.GPUBufferUsage
+        buf = self.device.createBuffer(_js({"size": size, "usage": U.MAP_READ | U.COPY_DST, "label": "staging"}))
+        if not self._staging_busy:
+            if self._staging is not None:
+                self._staging.destroy()
+            self._staging, self._staging_busy = buf, True
+        return buf
+
+    def _give_staging(self, buf):
+        if buf is self._staging:
+            if str(buf.mapState) != "unmapped":
+                buf.unmap()
+            self._staging_busy = False
+        else:
+            buf.destroy()
+
+    def _layout(self, bindings, has_uniform):
+        """Explicit bind group + pipeline layout from the parsed bindings (as native)."""
+        key = (tuple(b.read_only for b in bindings), tuple(b.index for b in bindings), has_uniform)
+        if key not in self._layouts:
+            compute = js.GPUShaderStage.COMPUTE
+            entries = []
+            if has_uniform:
+                entries.append({"binding": 0, "visibility": compute, "buffer": {"type": "uniform"}})
+            for b in bindings:
+                t = "read-only-storage" if b.read_only else "storage"
+                entries.append({"binding": b.index, "visibility": compute, "buffer": {"type": t}})
+            bgl = self.device.createBindGroupLayout(_js({"entries": entries}))
+            pl = self.device.createPipelineLayout(_js({"bindGroupLayouts": [bgl]}))
+            self._layouts[key] = (bgl, pl)
+        return self._layouts[key]
+
+    def _create_pipeline(self, label, source, entry, bindings, has_uniform, consts):
+        bgl, pl = self._layout(bindings, has_uniform)
+        module = self.device.createShaderModule(_js({"label": label, "code": source}))
+        compute = {"module": module, "entryPoint": entry}
+        if consts:
+            compute["constants"] = {k: float(v) for k, v in consts.items()}
+        pipeline = self.device.createComputePipeline(_js({"label": label, "layout": pl, "compute": compute}))
+        return pipeline, bgl
+
+    def _bind(self, kernel, tensors, params):
+        entries = []
+        if params is not None:
+            U = self.U
+            ubuf = self.device.createBuffer(_js({"size": len(params), "usage": U.UNIFORM | U.COPY_DST}))
+            self._write_buffer(ubuf, params)
+            entries.append({"binding": 0, "resource": {"buffer": ubuf}})
+        for b, t in zip(kernel.bindings, tensors):
+            entries.append({"binding": b.index, "resource": {"buffer": t.buffer}})
+        return self.device.createBindGroup(_js({"label": kernel.label, "layout": kernel.layout, "entries": entries}))
+
+    def _submit(self, batch):
+        labels = ", ".join(sorted({k.label for k, _, _ in batch}))
+        enc = self.device.createCommandEncoder(_js({"label": f"submit of {labels}"}))
+        cpass = enc.beginComputePass()
+        for kernel, bind_group, (gx, gy, gz) in batch:
+            cpass.setPipeline(kernel.pipeline)
+            cpass.setBindGroup(0, bind_group)
+            cpass.dispatchWorkgroups(gx, gy, gz)
+        cpass.end()
+        self.queue.submit(_js([enc.finish()]))
+
+    async def sync_errors(self):
+        """Wait for the GPU to validate everything so far; raise the first error."""
+        self.flush()
+        await self._pop_scopes()
+        self._check_alive()
+
+
+def _adapter_info(adapter) -> dict:
+    info = getattr(adapter, "info", None)
+    out = {}
+    for k in ("vendor", "architecture", "device", "description"):
+        v = None if _missing(info) else getattr(info, k, None)
+        out[k] = "" if _missing(v) else str(v)
+    out["backend_type"] = "WebGPU"
+    return out
+
+
+async def create_device(power_preference: str = "high-performance", f16: bool = True) -> BrowserDevice:
+    """Ask the browser for a WebGPU adapter and device; NoGPUError if there is none."""
+    if js is None:
+        raise NoGPUError("the browser backend runs only inside Pyodide (use backend_native here)")
+    gpu = getattr(js.navigator, "gpu", None)
+    if _missing(gpu):
+        raise NoGPUError(NO_WEBGPU)
+    try:
+        adapter = await gpu.requestAdapter(_js({"powerPreference": power_preference}))
+    except JsException as e:
+        raise NoGPUError(f"{NO_ADAPTER} ({e})") from None
+    if _missing(adapter):
+        raise NoGPUError(NO_ADAPTER)
+    offered = set(js.Array.from_(adapter.features).to_py())
+    features = [f for f in ("shader-f16", "timestamp-query") if f in offered]
+    if not f16:
+        features = [f for f in features if f != "shader-f16"]
+    limits = {_camel(k): v for k, v in _read_limits(adapter.limits).items() if k in WANTED_LIMITS}
+    try:
+        device = await adapter.requestDevice(_js({"requiredFeatures": features, "requiredLimits": limits}))
+    except JsException as e:
+        raise NoGPUError(f"the GPU adapter refused to create a device: {e}") from None
+    return BrowserDevice(adapter, device, _adapter_info(adapter))

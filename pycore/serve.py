@@ -1,0 +1,276 @@
+"""Local development server for the Stemtone pages (standard library only).
+
+    python -m pycore.serve [--port 8000] [--host 127.0.0.1]
+
+URL layout:
+
+    /                      site/            the pages, their CSS and PyScript config
+    /vendor/pyodide/       node_modules/pyodide            (pinned by package-lock.json)
+    /vendor/pyscript/      node_modules/@pyscript/core/dist
+    /weights/              weights/         model manifest and converted weights
+    /pkg/stemtone.zip      pycore/ + kernels/ zipped on request; PyScript's `files`
+                           config unpacks it into the browser's virtual filesystem
+
+Every response carries the cross-origin isolation headers (COOP/COEP/CORP): PyScript
+workers need SharedArrayBuffer to reach the page's DOM. WebGPU needs a secure context,
+which http://127.0.0.1 is (a LAN address is not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import posixpath
+import shutil
+import sys
+import threading
+import urllib.parse
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# URL prefix -> directory (relative to the repository root). Longest prefix wins.
+MOUNTS = {
+    "/vendor/pyodide/": "node_modules/pyodide",
+    "/vendor/pyscript/": "node_modules/@pyscript/core/dist",
+    "/weights/": "weights",
+    "/": "site",
+}
+ZIP_URL = "/pkg/stemtone.zip"
+ZIP_SOURCES = ("pycore", "kernels")  # directories shipped to the browser
+ZIP_SUFFIXES = (".py", ".wgsl")
+
+MIME = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".wasm": "application/wasm",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".toml": "text/plain; charset=utf-8",
+    ".py": "text/plain; charset=utf-8",
+    ".wgsl": "text/plain; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".md": "text/plain; charset=utf-8",
+    ".zip": "application/zip",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".wav": "audio/wav",
+    ".ogg": "audio/ogg",
+    ".mp3": "audio/mpeg",
+    ".safetensors": "application/octet-stream",
+}
+
+ISOLATION_HEADERS = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Cache-Control": "no-cache",
+}
+
+MISSING_VENDOR = (
+    "node_modules is missing: the pinned Pyodide and PyScript are not installed. "
+    "Run `make demo` (or `npm ci`) in the repository root."
+)
+
+
+def mime_type(path: str) -> str:
+    return MIME.get(os.path.splitext(path)[1].lower(), "application/octet-stream")
+
+
+def vendor_installed(root: str = REPO) -> bool:
+    return os.path.exists(os.path.join(root, "node_modules", "pyodide", "pyodide.mjs"))
+
+
+# ------------------------------------------------------------------ the package zip
+
+
+class PackageZip:
+    """pycore/ + kernels/ as a zip, rebuilt only when a source file changes."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self._key = None
+        self._data = b""
+        self._lock = threading.Lock()
+
+    def files(self):
+        """[(path relative to root, absolute path)] of every shipped file, sorted."""
+        out = []
+        for top in ZIP_SOURCES:
+            for d, dirs, names in os.walk(os.path.join(self.root, top)):
+                dirs[:] = sorted(x for x in dirs if x != "__pycache__" and not x.startswith("."))
+                for n in sorted(names):
+                    if n.endswith(ZIP_SUFFIXES):
+                        full = os.path.join(d, n)
+                        out.append((os.path.relpath(full, self.root).replace(os.sep, "/"), full))
+        return out
+
+    def data(self) -> bytes:
+        files = self.files()
+        key = tuple((rel, os.stat(full).st_mtime_ns, os.stat(full).st_size) for rel, full in files)
+        with self._lock:
+            if key != self._key:
+                buf = io.BytesIO()
+                with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+                    for rel, full in files:
+                        z.write(full, rel)
+                self._key, self._data = key, buf.getvalue()
+            return self._data
+
+
+# ------------------------------------------------------------------ request handler
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: "StemtoneServer"
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self._serve(body=True)
+
+    def do_HEAD(self):
+        self._serve(body=False)
+
+    def _serve(self, body: bool):
+        url_path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        if url_path == ZIP_URL:
+            return self._send_bytes(self.server.package.data(), "application/zip", body)
+        path = self.server.resolve(url_path)
+        if path is None:
+            return self._send_error(403, "forbidden path")
+        if os.path.isdir(path):
+            if not url_path.endswith("/"):
+                return self._redirect(url_path + "/")
+            index = os.path.join(path, "index.html")
+            if os.path.isfile(index):
+                path = index
+            elif url_path == "/":
+                return self._redirect("/diagnostics.html")
+            else:
+                return self._send_error(404, "no directory listings")
+        if not os.path.isfile(path):
+            if url_path.startswith("/vendor/") and not vendor_installed(self.server.root):
+                return self._send_error(404, MISSING_VENDOR)
+            return self._send_error(404, f"not found: {url_path}")
+        size = os.path.getsize(path)
+        self.send_response(200)
+        self._headers(mime_type(path), size)
+        if body:
+            with open(path, "rb") as f:
+                shutil.copyfileobj(f, self.wfile)
+
+    def _headers(self, content_type: str, length: int):
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(length))
+        for k, v in ISOLATION_HEADERS.items():
+            self.send_header(k, v)
+        self.end_headers()
+
+    def _send_bytes(self, data: bytes, content_type: str, body: bool, status: int = 200):
+        self.send_response(status)
+        self._headers(content_type, len(data))
+        if body:
+            self.wfile.write(data)
+
+    def _send_error(self, status: int, message: str):
+        self._send_bytes((message + "\n").encode(), "text/plain; charset=utf-8", self.command != "HEAD", status)
+
+    def _redirect(self, location: str):
+        self.send_response(302)
+        self.send_header("Location", location)
+        self._headers("text/plain; charset=utf-8", 0)
+
+    def log_message(self, format, *args):
+        if not self.server.quiet:
+            super().log_message(format, *args)
+
+
+# ------------------------------------------------------------------ server
+
+
+class StemtoneServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int = 8000, host: str = "127.0.0.1", root: str = REPO, quiet: bool = False):
+        super().__init__((host, port), Handler)
+        self.root = os.path.realpath(root)
+        self.quiet = quiet
+        self.package = PackageZip(self.root)
+        self._thread = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def resolve(self, url_path: str):
+        """Map a URL path to a file under one of MOUNTS, or None if it escapes its mount."""
+        if not url_path.startswith("/") or "\0" in url_path or "\\" in url_path:
+            return None
+        if ".." in url_path.split("/"):
+            return None
+        prefix = max((p for p in MOUNTS if url_path.startswith(p) or url_path + "/" == p), key=len)
+        base = os.path.realpath(os.path.join(self.root, MOUNTS[prefix]))
+        rel = posixpath.normpath("/" + url_path[len(prefix):]).lstrip("/")
+        path = os.path.realpath(os.path.join(base, rel))
+        if path != base and not path.startswith(base + os.sep):
+            return None
+        return path
+
+    def start(self) -> "StemtoneServer":
+        """Serve from a daemon thread (tests); returns self. Does nothing if already started."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self.serve_forever, kwargs={"poll_interval": 0.05}, name="stemtone-serve", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self):
+        self.shutdown()
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def make_server(port: int = 0, host: str = "127.0.0.1", root: str = REPO, quiet: bool = True) -> StemtoneServer:
+    """A started server in a background thread; port 0 picks a free port (see .url)."""
+    return StemtoneServer(port, host, root, quiet).start()
+
+
+def serve(port: int = 8000, host: str = "127.0.0.1") -> None:
+    """Serve until Ctrl-C, printing the URL."""
+    if not vendor_installed():
+        print(f"warning: {MISSING_VENDOR}", file=sys.stderr)
+    server = StemtoneServer(port, host, quiet=False)
+    print(f"Stemtone is served at {server.url}/  (Ctrl-C to stop)", flush=True)
+    print(f"  diagnostics: {server.url}/diagnostics.html", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m pycore.serve", description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--host", default="127.0.0.1")
+    args = ap.parse_args(argv)
+    serve(args.port, args.host)
+
+
+if __name__ == "__main__":
+    main()

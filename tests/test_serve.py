@@ -1,0 +1,179 @@
+"""The development server: isolation headers, MIME types, path traversal, package zip."""
+
+import http.client
+import io
+import os
+import time
+import zipfile
+
+import pytest
+
+from pycore import serve
+from pycore.serve import make_server
+
+FILES = {
+    "site/index.html": b"<!doctype html><title>home</title>",
+    "site/style.css": b"body {}",
+    "site/page.py": b"print('hi')",
+    "site/pyscript.toml": b'interpreter = "/vendor/pyodide/pyodide.mjs"',
+    "site/sub/data.json": b"{}",
+    "node_modules/pyodide/pyodide.mjs": b"export {}",
+    "node_modules/pyodide/pyodide.asm.wasm": b"\0asm\1\0\0\0",
+    "node_modules/@pyscript/core/dist/core.js": b"export {}",
+    "weights/manifest.json": b"[]",
+    "pycore/__init__.py": b"",
+    "pycore/runtime.py": b"X = 1\n",
+    "pycore/ops/conv.py": b"Y = 2\n",
+    "pycore/__pycache__/runtime.cpython-311.pyc": b"junk",
+    "kernels/common.wgsl": b"fn f() {}",
+    "kernels/README.txt": b"not shipped",
+    "secret.txt": b"outside every mount",
+}
+
+
+def make_tree(root):
+    for rel, data in FILES.items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    make_tree(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def server(tree):
+    srv = make_server(root=str(tree))
+    yield srv
+    srv.stop()
+
+
+def request(srv, path, method="GET"):
+    """Send the path exactly as given (no client-side normalisation)."""
+    host, port = srv.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request(method, path)
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+def test_port_zero_picks_a_free_port(server):
+    assert server.server_address[1] != 0
+    assert server.url == f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.mark.parametrize("path", ["/index.html", "/missing.html", "/pkg/stemtone.zip", "/../secret.txt"])
+def test_every_response_is_cross_origin_isolated(server, path):
+    _, headers, _ = request(server, path)
+    assert headers["cross-origin-opener-policy"] == "same-origin"
+    assert headers["cross-origin-embedder-policy"] == "require-corp"
+    assert headers["cross-origin-resource-policy"] == "same-origin"
+    assert headers["cache-control"] == "no-cache"
+
+
+@pytest.mark.parametrize(
+    "path, mime, body",
+    [
+        ("/index.html", "text/html", FILES["site/index.html"]),
+        ("/style.css", "text/css", FILES["site/style.css"]),
+        ("/page.py", "text/plain", FILES["site/page.py"]),
+        ("/pyscript.toml", "text/plain", FILES["site/pyscript.toml"]),
+        ("/sub/data.json", "application/json", FILES["site/sub/data.json"]),
+        ("/vendor/pyodide/pyodide.mjs", "text/javascript", FILES["node_modules/pyodide/pyodide.mjs"]),
+        ("/vendor/pyodide/pyodide.asm.wasm", "application/wasm", FILES["node_modules/pyodide/pyodide.asm.wasm"]),
+        ("/vendor/pyscript/core.js", "text/javascript", FILES["node_modules/@pyscript/core/dist/core.js"]),
+        ("/weights/manifest.json", "application/json", FILES["weights/manifest.json"]),
+    ],
+)
+def test_mounts_and_mime_types(server, path, mime, body):
+    status, headers, data = request(server, path)
+    assert status == 200
+    assert headers["content-type"].split(";")[0] == mime
+    assert data == body
+    assert int(headers["content-length"]) == len(body)
+
+
+def test_wgsl_mime_type():
+    assert serve.mime_type("kernels/conv.wgsl").startswith("text/plain")
+    assert serve.mime_type("x.zip") == "application/zip"
+    assert serve.mime_type("x.unknown") == "application/octet-stream"
+
+
+def test_head_sends_headers_without_body(server):
+    status, headers, data = request(server, "/style.css", "HEAD")
+    assert status == 200 and data == b"" and int(headers["content-length"]) == len(FILES["site/style.css"])
+
+
+def test_directory_serves_its_index(server):
+    status, _, data = request(server, "/")
+    assert status == 200 and data == FILES["site/index.html"]
+
+
+def test_missing_file_is_404(server):
+    status, _, _ = request(server, "/nope.html")
+    assert status == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/sub/../../secret.txt",
+        "/vendor/pyodide/../../../secret.txt",
+        "/weights/%2E%2E/secret.txt",
+        "/..%5csecret.txt",
+        "/style.css%00.html",
+    ],
+)
+def test_path_traversal_is_refused(server, path):
+    status, _, data = request(server, path)
+    assert status in (403, 404)
+    assert FILES["secret.txt"] not in data
+
+
+def test_symlink_out_of_a_mount_is_refused(server, tree):
+    os.symlink(tree / "secret.txt", tree / "site" / "link.txt")
+    status, _, data = request(server, "/link.txt")
+    assert status == 403 and FILES["secret.txt"] not in data
+
+
+def test_missing_node_modules_says_make_demo(tmp_path):
+    (tmp_path / "site").mkdir()
+    with make_server(root=str(tmp_path)) as srv:  # __enter__ is idempotent on a started server
+        status, _, data = request(srv, "/vendor/pyodide/pyodide.mjs")
+    assert status == 404 and b"make demo" in data
+
+
+def test_package_zip_holds_pycore_and_kernels_only(server):
+    status, headers, data = request(server, "/pkg/stemtone.zip")
+    assert status == 200 and headers["content-type"] == "application/zip"
+    names = sorted(zipfile.ZipFile(io.BytesIO(data)).namelist())
+    assert names == ["kernels/common.wgsl", "pycore/__init__.py", "pycore/ops/conv.py", "pycore/runtime.py"]
+    assert zipfile.ZipFile(io.BytesIO(data)).read("pycore/runtime.py") == FILES["pycore/runtime.py"]
+
+
+def test_package_zip_is_rebuilt_when_a_source_changes(server, tree):
+    first = request(server, "/pkg/stemtone.zip")[2]
+    assert request(server, "/pkg/stemtone.zip")[2] == first  # cached: identical bytes
+    path = tree / "pycore" / "runtime.py"
+    path.write_bytes(b"X = 42\n")
+    os.utime(path, ns=(time.time_ns() + 10**9,) * 2)
+    again = request(server, "/pkg/stemtone.zip")[2]
+    assert zipfile.ZipFile(io.BytesIO(again)).read("pycore/runtime.py") == b"X = 42\n"
+
+
+def test_real_repository_zip_has_the_browser_files():
+    with make_server() as srv:
+        status, _, data = request(srv, "/pkg/stemtone.zip")
+    names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
+    assert status == 200
+    assert {"pycore/runtime.py", "pycore/backend_browser.py", "pycore/selfcheck.py", "kernels/common.wgsl"} <= names
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
