@@ -200,6 +200,16 @@ class Tensor:
             self.dev._free(self.buffer, self.nbytes)
         self.buffer = None
 
+    def __del__(self):
+        # Garbage-collected tensors are freed after the next submit: recorded but not
+        # yet submitted dispatches may still read them.
+        try:
+            if self._owner and self.buffer is not None:
+                self.dev._graveyard.append((self.buffer, self.nbytes))
+                self.buffer = None
+        except Exception:
+            pass
+
     def __repr__(self):
         return f"Tensor(shape={self.shape}, dtype={self.dtype})"
 
@@ -216,7 +226,7 @@ class Device:
     def __init__(self):
         self._kernels = {}
         self._pending = []          # [(kernel, bind group, (gx, gy, gz))]
-        self._pending_labels = []
+        self._graveyard = []        # [(buffer, nbytes)] of collected tensors, freed after submit
         self.lost_reason = None
         self.mem_in_use = 0
         self.mem_peak = 0
@@ -390,12 +400,13 @@ class Device:
         return grid
 
     def flush(self) -> None:
-        """Submit everything recorded so far."""
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, []
-        self._check_alive()
-        self._submit(batch)
+        """Submit everything recorded so far, then free collected tensors."""
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._check_alive()
+            self._submit(batch)
+        while self._graveyard:
+            self._free(*self._graveyard.pop())
 
     def sync(self):
         self.flush()

@@ -111,10 +111,18 @@ def test_tensor_over_binding_limit_is_refused_clearly(dev):
 
 
 def test_memory_accounting(dev):
+    import gc
+
+    gc.collect()
+    dev.flush()  # frees tensors collected earlier
     before = dev.mem_in_use
     t = dev.empty((1000,))
     assert dev.mem_in_use == before + 4000 and dev.mem_peak >= dev.mem_in_use
     t.release()
+    assert dev.mem_in_use == before
+    t = dev.empty((1000,))
+    del t  # collected: freed after the next submit
+    dev.flush()
     assert dev.mem_in_use == before
 
 
