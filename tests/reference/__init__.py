@@ -1,0 +1,1 @@
+"""Reference implementations (PyTorch / numpy) that parity tests and benchmarks compare against."""
