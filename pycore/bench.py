@@ -30,8 +30,9 @@ def bench_kernels(dev, quick=False, progress=True):
                      "ratio": r["ratio"], "note": f"numpy/OpenBLAS; variant {r.get('config', '?')}"})
 
     log("conv2d")
-    r = conv.bench_conv2d(dev, repeats=reps, quick=quick)
-    rows.append({"name": f"conv2d {r.get('shape', '')}", "unit": "ms", "ours": r["wgsl_ms"], "ref": r["numpy_ms"],
+    h, w = (64, 128) if quick else (256, 512)
+    r = conv.bench_conv2d(dev, h=h, w=w, repeats=reps)
+    rows.append({"name": f"conv2d 1x16x{h}x{w} -> 32, k5 s2 p2", "unit": "ms", "ours": r["wgsl_ms"], "ref": r["numpy_ms"],
                  "ratio": r["numpy_ms"] / r["wgsl_ms"], "note": "numpy im2col + OpenBLAS matmul; ratio = speed-up"})
 
     seconds = 5 if quick else 30

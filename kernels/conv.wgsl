@@ -1,0 +1,276 @@
+// conv.wgsl: direct convolution and transposed convolution with PyTorch semantics (zero
+// padding, stride, dilation, groups), plus an optional bias + activation epilogue. The
+// same two entry points serve conv1d/2d and conv_transpose1d/2d: 1-D runs as 2-D with
+// h = 1 and a 1 x k kernel.
+//   pack: weights -> wpack, 4 output channels per vec4 (the host caches it per weight)
+//   conv: out = act(conv(x, wpack) + bias)
+//
+// Layout (contiguous, row-major):
+//   x      [batch, c_in, h, w]                              f32
+//   weight [c_out, c_in / groups, kh, kw]  (convolution)    W = f32 or f16
+//          [c_in, c_out / groups, kh, kw]  (transposed)
+//   bias   [c_out]                                          B = f32 or f16 (unread if has_bias == 0)
+//   wpack  [groups][cblocks][c_in / groups][kh * kw][CQ]    vec4<W>
+//   out    [batch, c_out, oh, ow]                           f32
+//
+// Sampling. A `conv` dispatch covers a grid of positions q = (qy, qx) < (qh, qw). Position
+// q writes output (qy * osy + ry, qx * osx + rx) and, for the m-th kernel tap along y,
+// ky = ky0 + m * kys, reads input row qy * isy + ty0 + m * tys (columns likewise); reads
+// outside the input are zeros. The host (pycore/ops/conv.py) fills in the progressions:
+//   convolution: one dispatch; osy = 1, isy = stride, all taps: ky = m, ty = m * dil - pad.
+//   transposed:  out[o] gathers x[i] over the taps with o = i * stride - pad + k * dil. The
+//                host issues one dispatch per output phase r < stride (o = r + qy * stride,
+//                osy = stride, isy = 1). Within a phase the taps that reach an input are
+//                those where r + pad - k * dil divides by the stride, an arithmetic
+//                progression of k, and they read i = qy + (r + pad - k * dil) / stride.
+//                So no work is spent on the zeros a "zero insertion" formulation multiplies.
+//
+// Work split (register blocking for CPU drivers such as lavapipe, where an invocation is
+// one lane of a SIMD unit, every load is costly, registers are plentiful and workgroup
+// memory does not pay): an invocation computes a tile of 4 * CQ output channels (one
+// channel block of a group) x 16 positions, so each input load feeds 4 * CQ multiply-adds
+// and each vec4 weight load feeds 64. `lanes` = ceil(qh * qw / 16) consecutive invocations
+// share a channel block; lane l of them takes the positions l + i * lanes (i < 16), so
+// neighbouring invocations read and write neighbouring positions.
+// Grid: 1-D, ceil(batch * groups * cblocks * lanes / WG) workgroups.
+// Measured on lavapipe, and why the code looks the way it does: the tile lives in structs
+// of mat4x4 (arrays are spilled to memory); one flat loop runs over (input channel, ky, kx)
+// (nested loops measured 10-20% slower); the activation is the override
+// constant ACT (a runtime switch executes every case).
+//
+// Numerics: float32 products and sums (f16 weights are widened when loaded), accumulated
+// in the order input channel, ky, kx; then + bias, then the activation.
+
+alias W = f32;
+alias B = f32;
+
+struct Params {
+    batch: u32,
+    c_in: u32, h: u32, w: u32,          // input
+    c_out: u32, oh: u32, ow: u32,       // output
+    kh: u32, kw: u32,                   // kernel size
+    cin_g: u32, cout_g: u32, groups: u32,
+    transposed: u32,                    // weight layout (used by `pack`)
+    cblocks: u32,                       // blocks of 4 * CQ output channels per group
+    // The positions of this dispatch: q = (qy, qx) < (qh, qw) writes output
+    // (qy * osy + ry, qx * osx + rx) and reads input (qy * isy + ty, qx * isx + tx) for
+    // kernel taps ky = ky0 + m * kys, ty = ty0 + m * tys, m < ny (likewise along x).
+    qh: u32, qw: u32,
+    osy: u32, osx: u32, ry: u32, rx: u32,
+    isy: i32, isx: i32,
+    ny: u32, ky0: u32, kys: u32, ty0: i32, tys: i32,
+    nx: u32, kx0: u32, kxs: u32, tx0: i32, txs: i32,
+    lanes: u32,                         // invocations per channel block: ceil(qh * qw / 16)
+    has_bias: u32,
+    alpha: f32,                         // slope of leaky_relu, scale of elu
+}
+
+// One binding table for both entry points.
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<W>;
+@group(0) @binding(3) var<storage, read> bias: array<B>;
+@group(0) @binding(4) var<storage, read_write> wpack: array<vec4<W>>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+override WG: u32 = 64;     // invocations per workgroup
+override CQ: u32 = 4;      // output channel quads per invocation: 1, 2 or 4
+override ACT: u32 = 0;     // activation: 0 none, 1 relu, 2 leaky_relu, 3 elu, 4 gelu, 5 tanh, 6 sigmoid
+
+// ---------------------------------------------------------------------------------------
+// pack: weights -> wpack [groups][cblocks][cin_g][kh * kw][CQ] vec4, where lane e of quad c
+// is local output channel (block * CQ + c) * 4 + e of the group (zero past cout_g), so that
+// `conv` fetches 4 output channels' weights with one load. One invocation per vec4.
+
+@compute @workgroup_size(WG)
+fn pack(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lane: u32) {
+    let i = wg_linear(wid, nwg) * WG + lane;
+    let taps = p.kh * p.kw;
+    if (i >= p.groups * p.cblocks * p.cin_g * taps * CQ) {
+        return;
+    }
+    let quad = i % CQ;
+    let tap = (i / CQ) % taps;
+    let icl = (i / (CQ * taps)) % p.cin_g;
+    let block = (i / (CQ * taps * p.cin_g)) % p.cblocks;
+    let g = i / (CQ * taps * p.cin_g * p.cblocks);
+    var v = vec4<W>();
+    for (var e = 0u; e < 4u; e++) {
+        let ocl = (block * CQ + quad) * 4u + e;
+        if (ocl < p.cout_g) {
+            var src = ((g * p.cout_g + ocl) * p.cin_g + icl) * taps + tap;      // [c_out, cin_g, k]
+            if (p.transposed != 0u) {
+                src = ((g * p.cin_g + icl) * p.cout_g + ocl) * taps + tap;      // [c_in, cout_g, k]
+            }
+            v[e] = weight[src];
+        }
+    }
+    wpack[i] = v;
+}
+
+// ---------------------------------------------------------------------------------------
+// conv: the convolution proper (see the header).
+
+// The register tile of one channel quad: 4 output channels x 16 positions; column k of
+// pj holds the 4 channels at the invocation's position 4 j + k. (Structs and matrices,
+// not arrays: lavapipe keeps those in registers, arrays it spills to memory.)
+struct Tile { p0: mat4x4<f32>, p1: mat4x4<f32>, p2: mat4x4<f32>, p3: mat4x4<f32> }
+// One input value for each of the 16 positions, in the same order.
+struct Inputs { v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32> }
+
+// acc + w v^T: 4 channels (w) times 4 positions (v), one column per position.
+fn add_outer(acc: mat4x4<f32>, w: vec4<f32>, v: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(fma(w, vec4(v.x), acc[0]), fma(w, vec4(v.y), acc[1]),
+                       fma(w, vec4(v.z), acc[2]), fma(w, vec4(v.w), acc[3]));
+}
+
+fn accumulate(t: Tile, w: vec4<f32>, v: Inputs) -> Tile {
+    return Tile(add_outer(t.p0, w, v.v0), add_outer(t.p1, w, v.v1), add_outer(t.p2, w, v.v2),
+                add_outer(t.p3, w, v.v3));
+}
+
+// x at 4 positions of one input channel (row, col relative to the channel), zero outside.
+fn load4(chan: u32, row: vec4<i32>, col: vec4<i32>) -> vec4<f32> {
+    let inside = (vec4<u32>(row) < vec4<u32>(p.h)) & (vec4<u32>(col) < vec4<u32>(p.w));  // negatives wrap
+    let at = vec4<u32>(select(vec4<i32>(0), row * i32(p.w) + col, inside)) + chan;
+    return select(vec4<f32>(0.0), vec4<f32>(x[at.x], x[at.y], x[at.z], x[at.w]), inside);
+}
+
+// The 4 positions q + k lanes (k < 4) as flat indices into the qh x qw grid, clamped to
+// the last one: positions past the end are computed, never stored.
+fn quad_positions(q: u32) -> vec4<u32> {
+    return min(vec4<u32>(q) + vec4<u32>(0u, 1u, 2u, 3u) * p.lanes, vec4<u32>(p.qh * p.qw - 1u));
+}
+
+// Standard normal CDF via erfc (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7), evaluated
+// on |v| so that the tail keeps its relative accuracy.
+fn normal_cdf(v: vec4<f32>) -> vec4<f32> {
+    let z = abs(v) * 0.70710678;
+    let t = 1.0 / (1.0 + 0.3275911 * z);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    let half_erfc = 0.5 * poly * exp(-z * z);
+    return select(half_erfc, 1.0 - half_erfc, v >= vec4(0.0));
+}
+
+fn activate(v: vec4<f32>) -> vec4<f32> {
+    let zero = vec4<f32>(0.0);
+    switch ACT {
+        case 1u: { return max(v, zero); }
+        case 2u: { return select(p.alpha * v, v, v >= zero); }
+        case 3u: { return select(p.alpha * (exp(min(v, zero)) - 1.0), v, v > zero); }
+        case 4u: { return v * normal_cdf(v); }
+        case 5u: { return tanh(clamp(v, vec4(-15.0), vec4(15.0))); }  // clamped: some drivers overflow
+        case 6u: { return 1.0 / (1.0 + exp(-v)); }
+        default: { return v; }
+    }
+}
+
+// Stores act(v) (4 channels from ch, those < ch_end) at position q if q is a real one.
+fn store(v: vec4<f32>, n: u32, ch: u32, ch_end: u32, q: u32) {
+    if (q >= p.qh * p.qw) {
+        return;
+    }
+    let pos = ((q / p.qw) * p.osy + p.ry) * p.ow + (q % p.qw) * p.osx + p.rx;
+    let a = activate(v);
+    let plane = p.oh * p.ow;
+    let at = (n * p.c_out + ch) * plane + pos;
+    for (var e = 0u; e < 4u; e++) {
+        if (ch + e < ch_end) {
+            out[at + e * plane] = a[e];
+        }
+    }
+}
+
+fn store4(m: mat4x4<f32>, b: vec4<f32>, n: u32, ch: u32, ch_end: u32, q: u32) {
+    store(m[0] + b, n, ch, ch_end, q);
+    store(m[1] + b, n, ch, ch_end, q + p.lanes);
+    store(m[2] + b, n, ch, ch_end, q + 2u * p.lanes);
+    store(m[3] + b, n, ch, ch_end, q + 3u * p.lanes);
+}
+
+// Bias + activation + store of a tile (channels ch.. < ch_end, positions q + i lanes).
+fn store_tile(t: Tile, n: u32, ch: u32, ch_end: u32, q: u32) {
+    var b = vec4<f32>(0.0);
+    if (p.has_bias != 0u) {
+        for (var e = 0u; e < 4u; e++) {
+            b[e] = f32(bias[min(ch + e, ch_end - 1u)]);
+        }
+    }
+    store4(t.p0, b, n, ch, ch_end, q);
+    store4(t.p1, b, n, ch, ch_end, q + 4u * p.lanes);
+    store4(t.p2, b, n, ch, ch_end, q + 8u * p.lanes);
+    store4(t.p3, b, n, ch, ch_end, q + 12u * p.lanes);
+}
+
+@compute @workgroup_size(WG)
+fn conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lane: u32) {
+    // This invocation's batch item, group and channel block.
+    let id = wg_linear(wid, nwg) * WG + lane;
+    if (id >= p.batch * p.groups * p.cblocks * p.lanes) {
+        return;
+    }
+    let q0 = id % p.lanes;
+    let gb = (id / p.lanes) % (p.groups * p.cblocks);   // g * cblocks + block
+    let n = id / (p.lanes * p.groups * p.cblocks);
+    let g = gb / p.cblocks;
+
+    // Its 16 positions q0 + i lanes (i < 16), as input rows and columns of tap 0.
+    let q_0 = quad_positions(q0);
+    let q_1 = quad_positions(q0 + 4u * p.lanes);
+    let q_2 = quad_positions(q0 + 8u * p.lanes);
+    let q_3 = quad_positions(q0 + 12u * p.lanes);
+    let row0 = vec4<i32>(q_0 / p.qw) * p.isy + p.ty0;
+    let row1 = vec4<i32>(q_1 / p.qw) * p.isy + p.ty0;
+    let row2 = vec4<i32>(q_2 / p.qw) * p.isy + p.ty0;
+    let row3 = vec4<i32>(q_3 / p.qw) * p.isy + p.ty0;
+    let col0 = vec4<i32>(q_0 % p.qw) * p.isx + p.tx0;
+    let col1 = vec4<i32>(q_1 % p.qw) * p.isx + p.tx0;
+    let col2 = vec4<i32>(q_2 % p.qw) * p.isx + p.tx0;
+    let col3 = vec4<i32>(q_3 % p.qw) * p.isx + p.tx0;
+
+    var acc0 = Tile();
+    var acc1 = Tile();
+    var acc2 = Tile();
+    var acc3 = Tile();
+    // One flat loop over (input channel icl, tap row my, tap column mx).
+    var icl = 0u;
+    var my = 0u;
+    var mx = 0u;
+    let steps = p.cin_g * p.ny * p.nx;
+    for (var t = 0u; t < steps; t++) {
+        let chan = (n * p.c_in + g * p.cin_g + icl) * p.h * p.w;
+        let dy = i32(my) * p.tys;
+        let dx = i32(mx) * p.txs;
+        let v = Inputs(load4(chan, row0 + dy, col0 + dx), load4(chan, row1 + dy, col1 + dx),
+                       load4(chan, row2 + dy, col2 + dx), load4(chan, row3 + dy, col3 + dx));
+        let wi = ((gb * p.cin_g + icl) * p.kh * p.kw + (p.ky0 + my * p.kys) * p.kw + p.kx0 + mx * p.kxs) * CQ;
+        acc0 = accumulate(acc0, vec4<f32>(wpack[wi]), v);
+        if (CQ > 1u) {
+            acc1 = accumulate(acc1, vec4<f32>(wpack[wi + 1u]), v);
+        }
+        if (CQ > 2u) {
+            acc2 = accumulate(acc2, vec4<f32>(wpack[wi + 2u]), v);
+            acc3 = accumulate(acc3, vec4<f32>(wpack[wi + 3u]), v);
+        }
+        mx += 1u;
+        let row_done = mx == p.nx;
+        mx = select(mx, 0u, row_done);
+        my += select(0u, 1u, row_done);
+        let chan_done = my == p.ny;
+        my = select(my, 0u, chan_done);
+        icl += select(0u, 1u, chan_done);
+    }
+
+    let ch = g * p.cout_g + (gb % p.cblocks) * CQ * 4u;   // first output channel of the block
+    let ch_end = (g + 1u) * p.cout_g;
+    store_tile(acc0, n, ch, ch_end, q0);
+    if (CQ > 1u) {
+        store_tile(acc1, n, ch + 4u, ch_end, q0);
+    }
+    if (CQ > 2u) {
+        store_tile(acc2, n, ch + 8u, ch_end, q0);
+        store_tile(acc3, n, ch + 12u, ch_end, q0);
+    }
+}

@@ -1,0 +1,368 @@
+"""conv1d / conv2d / conv_transpose1d / conv_transpose2d (kernels/conv.wgsl) against numpy
+float64 references, on odd sizes and every combination of stride, padding, dilation and
+groups (depthwise included), output_padding for the transposed ops, f16 weights, fused
+activations, and the ValueErrors raised before anything reaches the GPU.
+
+Tolerance. Inputs and weights are float32 (f16-rounded where the weights are f16) and the
+references see exactly those values, so the only error is the float32 accumulation of the
+K = C_in/groups * kh * kw products and the bias: |got - exact| <= K' * 2^-24 * sum|terms|
+(the standard worst-case bound for a sum of K' = K + 1 rounded steps), where sum|terms| is
+the same convolution of |x| and |w| plus |bias|. `assert_conv_close` checks that bound per
+output element.
+"""
+
+import asyncio
+import math
+
+import numpy as np
+import pytest
+
+from pycore.ops import conv as C
+from pycore.ops.conv import conv1d, conv2d, conv_transpose1d, conv_transpose2d
+from pycore.selfcheck import CHECKS
+
+# ---------------------------------------------------------------------------- references
+
+
+def pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def ref_conv2d(x, w, b, stride=1, padding=0, dilation=1, groups=1):
+    """Gather form: out[o] = sum_k x[o * s - p + k * d] w[k]. padding: int, pair or
+    ((top, bottom), (left, right))."""
+    x, w = x.astype(np.float64), w.astype(np.float64)
+    (sy, sx), (dy, dx) = pair(stride), pair(dilation)
+    pads = [p if isinstance(p, tuple) else (p, p) for p in pair(padding)]  # (before, after) per axis
+    xp = np.pad(x, ((0, 0), (0, 0), pads[0], pads[1]))
+    n, c_in, h, wd = xp.shape
+    c_out, cin_g, kh, kw = w.shape
+    oh, ow = (h - dy * (kh - 1) - 1) // sy + 1, (wd - dx * (kw - 1) - 1) // sx + 1
+    xg = xp.reshape(n, groups, cin_g, h, wd)
+    wg = w.reshape(groups, c_out // groups, cin_g, kh, kw)
+    out = np.zeros((n, groups, c_out // groups, oh, ow))
+    for ky in range(kh):
+        for kx in range(kw):
+            win = xg[:, :, :, ky * dy: ky * dy + (oh - 1) * sy + 1: sy, kx * dx: kx * dx + (ow - 1) * sx + 1: sx]
+            out += np.einsum("ngchw,goc->ngohw", win, wg[:, :, :, ky, kx])
+    out = out.reshape(n, c_out, oh, ow)
+    return out if b is None else out + np.asarray(b, np.float64)[None, :, None, None]
+
+
+def ref_conv_transpose2d(x, w, b, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """Scatter form: every x[i] w[k] lands on out[i * s - p + k * d]."""
+    x, w = x.astype(np.float64), w.astype(np.float64)
+    (sy, sx), (py, px), (oy, ox), (dy, dx) = pair(stride), pair(padding), pair(output_padding), pair(dilation)
+    n, c_in, h, wd = x.shape
+    _, cout_g, kh, kw = w.shape
+    oh = (h - 1) * sy - 2 * py + dy * (kh - 1) + oy + 1
+    ow = (wd - 1) * sx - 2 * px + dx * (kw - 1) + ox + 1
+    # uncropped output: index o + p, large enough for every tap and the output padding
+    full = np.zeros((n, groups, cout_g, (h - 1) * sy + dy * (kh - 1) + 1 + oy, (wd - 1) * sx + dx * (kw - 1) + 1 + ox))
+    xg = x.reshape(n, groups, c_in // groups, h, wd)
+    wg = w.reshape(groups, c_in // groups, cout_g, kh, kw)
+    for ky in range(kh):
+        for kx in range(kw):
+            full[:, :, :, ky * dy: ky * dy + (h - 1) * sy + 1: sy, kx * dx: kx * dx + (wd - 1) * sx + 1: sx] += \
+                np.einsum("ngchw,gco->ngohw", xg, wg[:, :, :, ky, kx])
+    out = full[:, :, :, py: py + oh, px: px + ow].reshape(n, groups * cout_g, oh, ow)
+    return out if b is None else out + np.asarray(b, np.float64)[None, :, None, None]
+
+
+def as2d(x, w, stride, padding, dilation, output_padding=0):
+    """1-D arguments as the equivalent 2-D ones (H = 1)."""
+    return x[:, :, None, :], w[:, :, None, :], (1, stride), (0, padding), (1, dilation), (0, output_padding)
+
+
+def assert_conv_close(got, want, bound_terms, k_terms, extra_atol=0.0):
+    """|got - want| <= (K + 1) * 2^-24 * sum|terms| (+ extra_atol for an activation)."""
+    assert got.shape == want.shape, (got.shape, want.shape)
+    tol = (k_terms + 1) * 2.0**-24 * bound_terms + extra_atol
+    err = np.abs(got.astype(np.float64) - want)
+    worst = np.unravel_index(np.argmax(err - tol), err.shape)
+    assert np.all(err <= tol), f"error {err[worst]:.3e} > tolerance {tol[worst]:.3e} at {worst}"
+
+
+def data(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def run(dev, op, x, w, b, **kw):
+    return op(dev.tensor(x), dev.tensor(w), None if b is None else dev.tensor(b), **kw).numpy()
+
+
+# ---------------------------------------------------------------------------- conv2d / conv1d
+
+STRIDES2 = [1, 2, (2, 3)]
+PADDINGS2 = [0, 1, (2, 1)]
+DILATIONS2 = [1, (2, 1)]
+GROUPS = [1, 2, "depthwise"]
+
+
+@pytest.mark.parametrize("groups", GROUPS)
+@pytest.mark.parametrize("dilation", DILATIONS2)
+@pytest.mark.parametrize("padding", PADDINGS2)
+@pytest.mark.parametrize("stride", STRIDES2)
+def test_conv2d(dev, rng, stride, padding, dilation, groups):
+    c_in = 6
+    groups, c_out = (c_in, 12) if groups == "depthwise" else (groups, 10)  # depthwise: 2 per channel
+    x, w, b = data(rng, 2, c_in, 7, 9), data(rng, c_out, c_in // groups, 3, 2), data(rng, c_out)
+    got = run(dev, conv2d, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    want = ref_conv2d(x, w, b, stride, padding, dilation, groups)
+    bound = ref_conv2d(np.abs(x), np.abs(w), np.abs(b), stride, padding, dilation, groups)
+    assert_conv_close(got, want, bound, c_in // groups * 6)
+
+
+@pytest.mark.parametrize("groups", GROUPS)
+@pytest.mark.parametrize("dilation", [1, 3])
+@pytest.mark.parametrize("padding", [0, 2])
+@pytest.mark.parametrize("stride", [1, 3])
+def test_conv1d(dev, rng, stride, padding, dilation, groups):
+    c_in = 4
+    groups, c_out = (c_in, 4) if groups == "depthwise" else (groups, 6)
+    x, w, b = data(rng, 3, c_in, 29), data(rng, c_out, c_in // groups, 4), data(rng, c_out)
+    got = run(dev, conv1d, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    x2, w2, s2, p2, d2, _ = as2d(x, w, stride, padding, dilation)
+    want = ref_conv2d(x2, w2, b, s2, p2, d2, groups)[:, :, 0]
+    bound = ref_conv2d(np.abs(x2), np.abs(w2), np.abs(b), s2, p2, d2, groups)[:, :, 0]
+    assert_conv_close(got, want, bound, c_in // groups * 4)
+
+
+def test_conv2d_many_channels_and_positions(dev, rng):
+    # 40 output channels: two full channel blocks of 16 and a partial one; 627 positions:
+    # several workgroups, the last one partial; no bias.
+    x, w = data(rng, 1, 24, 21, 35), data(rng, 40, 24, 3, 3)
+    got = run(dev, conv2d, x, w, None, padding=(0, 1))
+    want = ref_conv2d(x, w, None, 1, (0, 1))
+    assert_conv_close(got, want, ref_conv2d(np.abs(x), np.abs(w), None, 1, (0, 1)), 24 * 9)
+
+
+def test_conv1d_long_signal(dev, rng):
+    # a waveform-sized 1-D input (Demucs-like first layer: kernel 8, stride 4)
+    x, w, b = data(rng, 1, 2, 5003), data(rng, 16, 2, 8), data(rng, 16)
+    got = run(dev, conv1d, x, w, b, stride=4, padding=2)
+    x2, w2, s2, p2, d2, _ = as2d(x, w, 4, 2, 1)
+    want = ref_conv2d(x2, w2, b, s2, p2, d2)[:, :, 0]
+    assert_conv_close(got, want, ref_conv2d(np.abs(x2), np.abs(w2), np.abs(b), s2, p2, d2)[:, :, 0], 16)
+
+
+@pytest.mark.parametrize("k,dilation", [(4, 1), (3, 2), (5, 1)])
+def test_padding_same_and_valid(dev, rng, k, dilation):
+    x, w, b = data(rng, 1, 3, 8, 11), data(rng, 5, 3, k, k), data(rng, 5)
+    total = dilation * (k - 1)  # PyTorch: the odd one out of the padding goes at the end
+    pads = ((total // 2, total - total // 2),) * 2
+    got = run(dev, conv2d, x, w, b, padding="same", dilation=dilation)
+    assert got.shape == (1, 5, 8, 11)
+    assert_conv_close(got, ref_conv2d(x, w, b, 1, pads, dilation),
+                      ref_conv2d(np.abs(x), np.abs(w), np.abs(b), 1, pads, dilation), 3 * k * k)
+    got = run(dev, conv2d, x, w, b, padding="valid", dilation=dilation)
+    assert_conv_close(got, ref_conv2d(x, w, b, 1, 0, dilation),
+                      ref_conv2d(np.abs(x), np.abs(w), np.abs(b), 1, 0, dilation), 3 * k * k)
+    x1, w1 = x[:, :, 0], w[:, :, 0]
+    got = run(dev, conv1d, x1, w1, b, padding="same", dilation=dilation)
+    want = ref_conv2d(x1[:, :, None], w1[:, :, None], b, 1, ((0, 0), pads[1]), (1, dilation))[:, :, 0]
+    bound = ref_conv2d(np.abs(x1[:, :, None]), np.abs(w1[:, :, None]), np.abs(b), 1, ((0, 0), pads[1]), (1, dilation))
+    assert_conv_close(got, want, bound[:, :, 0], 3 * k)
+
+
+# ---------------------------------------------------------------------------- transposed
+
+
+def max_output_padding(stride, dilation):
+    return tuple(max(s, d) - 1 for s, d in zip(pair(stride), pair(dilation)))
+
+
+@pytest.mark.parametrize("output_padding", [0, "max"])
+@pytest.mark.parametrize("groups", GROUPS)
+@pytest.mark.parametrize("dilation", DILATIONS2)
+@pytest.mark.parametrize("padding", PADDINGS2)
+@pytest.mark.parametrize("stride", STRIDES2)
+def test_conv_transpose2d(dev, rng, stride, padding, dilation, groups, output_padding):
+    c_in = 6
+    groups, cout_g = (c_in, 2) if groups == "depthwise" else (groups, 5)
+    if output_padding == "max":
+        output_padding = max_output_padding(stride, dilation)
+    x, w, b = data(rng, 2, c_in, 5, 7), data(rng, c_in, cout_g, 3, 4), data(rng, cout_g * groups)
+    kw = dict(stride=stride, padding=padding, output_padding=output_padding, groups=groups, dilation=dilation)
+    got = run(dev, conv_transpose2d, x, w, b, **kw)
+    want = ref_conv_transpose2d(x, w, b, **kw)
+    bound = ref_conv_transpose2d(np.abs(x), np.abs(w), np.abs(b), **kw)
+    assert_conv_close(got, want, bound, c_in // groups * 12)
+
+
+@pytest.mark.parametrize("output_padding", [0, "max"])
+@pytest.mark.parametrize("groups", [1, 3])
+@pytest.mark.parametrize("dilation", [1, 2])
+@pytest.mark.parametrize("padding", [0, 1, 3])
+@pytest.mark.parametrize("stride", [1, 2, 4])
+def test_conv_transpose1d(dev, rng, stride, padding, dilation, groups, output_padding):
+    c_in, cout_g, k = 6, 2, 5
+    output_padding = max(stride, dilation) - 1 if output_padding == "max" else 0
+    x, w, b = data(rng, 2, c_in, 9), data(rng, c_in, cout_g, k), data(rng, cout_g * groups)
+    kw = dict(stride=stride, padding=padding, output_padding=output_padding, groups=groups, dilation=dilation)
+    got = run(dev, conv_transpose1d, x, w, b, **kw)
+    x2, w2, s2, p2, d2, o2 = as2d(x, w, stride, padding, dilation, output_padding)
+    kw2 = dict(stride=s2, padding=p2, output_padding=o2, groups=groups, dilation=d2)
+    want = ref_conv_transpose2d(x2, w2, b, **kw2)[:, :, 0]
+    bound = ref_conv_transpose2d(np.abs(x2), np.abs(w2), np.abs(b), **kw2)[:, :, 0]
+    assert_conv_close(got, want, bound, c_in // groups * k)
+
+
+def test_conv_transpose_stride_larger_than_kernel(dev, rng):
+    # stride 3 > kernel 2: some output phases receive no tap at all and hold just the bias
+    x, w, b = data(rng, 1, 4, 3, 4), data(rng, 4, 20, 2, 2), data(rng, 20)
+    kw = dict(stride=3, padding=(0, 1), output_padding=(2, 1))
+    got = run(dev, conv_transpose2d, x, w, b, **kw)
+    want = ref_conv_transpose2d(x, w, b, **kw)
+    assert_conv_close(got, want, ref_conv_transpose2d(np.abs(x), np.abs(w), np.abs(b), **kw), 16)
+    assert np.array_equal(got[0, :, 2, :], np.repeat(b[:, None], 10, 1))  # no tap reaches row 2
+
+
+def test_transpose_is_adjoint_of_conv(dev, rng):
+    # <conv(x, w), y> == <x, conv_transpose(y, w)>: the two ops are each other's adjoint for
+    # the same weight tensor read in the two layouts (PyTorch's definition of the pair).
+    kw = dict(stride=(2, 3), padding=(1, 2), dilation=(2, 1), groups=2)
+    x, w = data(rng, 2, 4, 11, 13), data(rng, 6, 2, 3, 3)
+    y = conv2d(dev.tensor(x), dev.tensor(w), **kw).numpy()
+    g = data(rng, *y.shape)
+    oh_needed = [a - b for a, b in zip(x.shape[2:], ref_conv_transpose2d(g, w, None, **kw).shape[2:])]
+    xt = conv_transpose2d(dev.tensor(g), dev.tensor(w), output_padding=tuple(oh_needed), **kw).numpy()
+    assert xt.shape == x.shape
+    lhs = np.vdot(y.astype(np.float64), g.astype(np.float64))
+    rhs = np.vdot(x.astype(np.float64), xt.astype(np.float64))
+    assert abs(lhs - rhs) <= 1e-5 * np.vdot(np.abs(x), np.abs(xt)).item() + 1e-5
+
+
+# ---------------------------------------------------------------------------- activations, f16
+
+
+@pytest.mark.parametrize("act,alpha", [("relu", None), ("leaky_relu", None), ("leaky_relu", 0.2),
+                                       ("elu", None), ("gelu", None), ("tanh", None), ("sigmoid", None)])
+def test_fused_activation(dev, rng, act, alpha):
+    x, w, b = data(rng, 1, 3, 6, 7), data(rng, 4, 3, 3, 3), data(rng, 4)
+    got = run(dev, conv2d, x, w, b, padding=1, act=act, alpha=alpha)
+    pre = ref_conv2d(x, w, b, 1, 1)
+    bound = ref_conv2d(np.abs(x), np.abs(w), np.abs(b), 1, 1)
+    a = {"leaky_relu": 0.01, "elu": 1.0}.get(act) if alpha is None else alpha
+    erf = np.vectorize(math.erf)
+    f = {"relu": lambda v: np.maximum(v, 0), "leaky_relu": lambda v: np.where(v >= 0, v, a * v),
+         "elu": lambda v: np.where(v > 0, v, a * np.expm1(v)), "gelu": lambda v: v * 0.5 * (1 + erf(v / np.sqrt(2))),
+         "tanh": np.tanh, "sigmoid": lambda v: 1 / (1 + np.exp(-v))}[act]
+    # every activation has slope <= 1.13 (gelu's maximum), so the sum error grows by at most
+    # that factor; the function itself adds float32 rounding of exp/division (a few ulps of
+    # values <= ~10, < 1e-5 abs) and, for gelu, the erf approximation (|error| < 1.5e-7 * |v|)
+    assert_conv_close(got, f(pre), 1.13 * bound, 27, extra_atol=1e-5)
+    # the 1-D path, without bias
+    x1, w1 = x[:, :, 0], w[:, :, 0]
+    got = run(dev, conv1d, x1, w1, None, act=act, alpha=alpha)
+    pre = ref_conv2d(x1[:, :, None], w1[:, :, None], None)[:, :, 0]
+    bound = ref_conv2d(np.abs(x1[:, :, None]), np.abs(w1[:, :, None]), None)[:, :, 0]
+    assert_conv_close(got, f(pre), 1.13 * bound, 9, extra_atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def dev_no_f16():
+    from pycore.backend_native import NativeDevice
+
+    return NativeDevice(f16=False)
+
+
+@pytest.mark.parametrize("which", ["f16", "no_f16"])
+def test_f16_weights(dev, dev_no_f16, rng, which):
+    d = dev if which == "f16" else dev_no_f16
+    assert not dev_no_f16.has_f16
+    x, w, b = data(rng, 2, 6, 9, 8), data(rng, 18, 3, 3, 3), data(rng, 18)
+    w16, b16 = w.astype(np.float16), b.astype(np.float16)
+    wt, bt = d.tensor(w16, dtype="f16"), d.tensor(b16, dtype="f16")
+    assert wt.dtype == ("f16" if d.has_f16 else "f32")
+    got = conv2d(d.tensor(x), wt, bt, stride=(1, 2), padding=1, groups=2).numpy()
+    w64, b64 = w16.astype(np.float64), b16.astype(np.float64)  # what half storage keeps
+    want = ref_conv2d(x, w64, b64, (1, 2), 1, 1, 2)
+    assert_conv_close(got, want, ref_conv2d(np.abs(x), np.abs(w64), np.abs(b64), (1, 2), 1, 1, 2), 27)
+    # transposed with f16 weights and an f32 bias
+    got = conv_transpose1d(d.tensor(x[:, :, 0]), d.tensor(w16[:6, :, 0], dtype="f16"), d.tensor(b[:6]),
+                           stride=2, groups=2).numpy()
+    x2, w2, s2, p2, d2, o2 = as2d(x[:, :, 0], w16[:6, :, 0].astype(np.float64), 2, 0, 1)
+    kw2 = dict(stride=s2, padding=p2, output_padding=o2, groups=2, dilation=d2)
+    want = ref_conv_transpose2d(x2, w2, b[:6], **kw2)[:, :, 0]
+    assert_conv_close(got, want, ref_conv_transpose2d(np.abs(x2), np.abs(w2), np.abs(b[:6]), **kw2)[:, :, 0], 9)
+
+
+# ---------------------------------------------------------------------------- plumbing
+
+
+def test_packed_weights_are_cached(dev, rng):
+    x, w = dev.tensor(data(rng, 1, 3, 5, 5)), dev.tensor(data(rng, 4, 3, 3, 3))
+    dev.flush()
+    conv2d(x, w)
+    conv2d(x, w)
+    labels = [k.label for k, _, _ in dev._pending]
+    assert labels.count("conv:pack") == 1 and labels.count("conv:conv") == 2
+    # new weight values need clear_weight_cache()
+    w2 = data(rng, 4, 3, 3, 3)
+    dev.write(w, w2.tobytes())
+    C.clear_weight_cache()
+    got = conv2d(x, w).numpy()
+    want = ref_conv2d(x.numpy(), w2, None)
+    assert_conv_close(got, want, ref_conv2d(np.abs(x.numpy()), np.abs(w2), None), 27)
+
+
+def test_folded_grid(dev, rng, monkeypatch):
+    # More workgroups than the per-dimension limit: the runtime folds the grid into (x, y)
+    # and the kernel recovers its index with wg_linear. Shrink the limit to force it.
+    monkeypatch.setitem(dev.limits, "max-compute-workgroups-per-dimension", 3)
+    x, w, b = data(rng, 3, 2, 40, 50), data(rng, 5, 2, 3, 3), data(rng, 5)
+    got = run(dev, conv2d, x, w, b, padding=1)
+    assert_conv_close(got, ref_conv2d(x, w, b, 1, 1), ref_conv2d(np.abs(x), np.abs(w), np.abs(b), 1, 1), 18)
+
+
+def test_bench_conv2d_runs(dev):
+    r = C.bench_conv2d(dev, n=1, c_in=3, c_out=5, h=9, w=12, k=3, stride=2, padding=1, repeats=1)
+    assert set(r) == {"wgsl_ms", "numpy_ms", "ratio", "gflops", "max_err"}
+    assert r["max_err"] < 1e-5 and r["wgsl_ms"] > 0 and r["gflops"] > 0
+
+
+@pytest.mark.parametrize("name", ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"])
+def test_selfcheck(dev, name):
+    assert "max abs err" in asyncio.run(CHECKS[name](dev))
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def bad_calls(dev):
+    t = lambda *shape, dtype="f32": dev.tensor(np.zeros(shape, np.float32), dtype=dtype)  # noqa: E731
+    x2, x1 = t(1, 4, 5, 5), t(1, 4, 9)
+    return [
+        ("conv2d", lambda: conv2d(x2, t(6, 4, 3, 3), groups=3), "not divisible by groups"),
+        ("conv2d", lambda: conv2d(x2, t(5, 2, 3, 3), groups=2), "C_out=5 is not divisible"),
+        ("conv2d", lambda: conv2d(x2, t(6, 4, 7, 3)), "larger than the padded input"),
+        ("conv2d", lambda: conv2d(x2, t(6, 4, 3, 3), dilation=3), "larger than the padded input"),
+        ("conv2d", lambda: conv2d(x2, t(6, 3, 3, 3)), "weight must be"),
+        ("conv2d", lambda: conv2d(x2, t(6, 4, 3)), "weight must have 4 dimensions"),
+        ("conv2d", lambda: conv2d(x1, t(6, 4, 3, 3)), "x must be"),
+        ("conv2d", lambda: conv2d(t(1, 4, 5, 5, dtype="i32"), t(6, 4, 3, 3)), "dtype"),
+        ("conv2d", lambda: conv2d(x2, t(6, 4, 3, 3, dtype="i32")), "dtype"),
+        ("conv2d", lambda: conv2d(x2, t(6, 4, 3, 3), t(5)), "bias must be"),
+        ("conv2d", lambda: conv2d(x2, t(6, 4, 3, 3), stride=0), "stride"),
+        ("conv2d", lambda: conv2d(x2, t(6, 4, 3, 3), padding=(1, 2, 3)), "padding"),
+        ("conv2d", lambda: conv2d(x2, t(6, 4, 3, 3), padding="same", stride=2), "same"),
+        ("conv2d", lambda: conv2d(x2, t(6, 4, 3, 3), act="swish"), "act"),
+        ("conv1d", lambda: conv1d(x1, t(6, 4, 10)), "larger than the padded input"),
+        ("conv1d", lambda: conv1d(x1, t(6, 4, 3), groups=0), "groups"),
+        ("conv_transpose2d", lambda: conv_transpose2d(x2, t(3, 2, 3, 3)), "weight must be"),
+        ("conv_transpose2d", lambda: conv_transpose2d(x2, t(4, 2, 3, 3), stride=2, output_padding=2),
+         "output_padding"),
+        ("conv_transpose2d", lambda: conv_transpose2d(x2, t(4, 2, 3, 3), groups=3), "not divisible"),
+        ("conv_transpose2d", lambda: conv_transpose2d(x2, t(4, 2, 3, 3), padding=5), "empty output"),
+        ("conv_transpose1d", lambda: conv_transpose1d(x1, t(4, 2, 3), padding="same"), "padding"),
+    ]
+
+
+def test_errors_name_the_op_and_come_before_the_gpu(dev):
+    for op, call, words in bad_calls(dev):
+        dev.flush()
+        with pytest.raises(ValueError, match=op) as e:
+            call()
+        assert words in str(e.value), (op, words, str(e.value))
+        assert not dev._pending, f"{op}: work was recorded before the error ({e.value})"
