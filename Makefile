@@ -8,8 +8,6 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8000
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_DEMO := python3 python3-venv nodejs npm libsndfile1
-APT_TEST := $(APT_DEMO) chromium mesa-vulkan-drivers
 
 .PHONY: demo test apt-demo apt-test npm venv venv-test weights clean
 
@@ -19,16 +17,22 @@ demo: apt-demo venv npm weights
 test: apt-test venv-test npm weights
 	XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-/tmp} $(PY) -m pytest tests e2e
 
-# ---- system packages (Debian), only those missing
+# ---- system packages (Debian), only what is missing. Each check looks for the thing
+# itself (a command, a module, a driver), so tools installed another way also count.
+NEED_DEMO := command -v npm >/dev/null || echo "nodejs npm"; \
+	$(PYTHON) -c "import venv, ensurepip" 2>/dev/null || echo python3-venv;
+NEED_TEST := $(NEED_DEMO) \
+	command -v chromium >/dev/null || echo chromium; \
+	dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || echo mesa-vulkan-drivers;
+
 apt-demo:
-	@missing=$$(for p in $(APT_DEMO); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -n "$$missing" ]; then echo "apt: installing $$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; fi
+	@missing=$$($(NEED_DEMO)); $(call apt_install,$$missing)
 
 apt-test:
-	@missing=$$(for p in $(APT_TEST); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -n "$$missing" ]; then echo "apt: installing $$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; fi
+	@missing=$$($(NEED_TEST)); $(call apt_install,$$missing)
+
+apt_install = if [ -n "$(strip $(1))" ]; then echo "apt: installing $(1)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(1); fi
 
 # ---- Python: .venv with the package installed editable (.venv/bin/stemtone is the CLI)
 $(PY):
