@@ -49,6 +49,7 @@ struct Params {
     ola_len: u32,    // istft: n_fft + hop * (frames - 1), the overlap-added length
     batch: u32,      // B
     scale: f32,      // stft: 1 or 1/sqrt(n_fft); istft: 1/n_fft or 1/sqrt(n_fft)
+    raw: u32,        // overlap_add: 1 = skip the division by the envelope
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -327,7 +328,8 @@ fn istft_dft(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 
 // y[b, i] = sum_t frames[b, t, q - t hop] / sum_t window(q - t hop)^2, q = pad + i.
 // Positions past the overlap-added signal, or where the envelope is < 1e-11 (a window
-// that fails NOLA; torch raises there), come out as 0.
+// that fails NOLA; torch raises there), come out as 0. raw = 1: no division (the plain
+// overlap-add, for callers that divide by the envelope of a longer signal).
 @compute @workgroup_size(WG)
 fn overlap_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_id) lid3: vec3<u32>) {
@@ -352,5 +354,9 @@ fn overlap_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
             env += w * w;
         }
     }
-    out[id] = select(0.0, acc / env, env > 1e-11);
+    if (p.raw == 1u) {
+        out[id] = acc;
+    } else {
+        out[id] = select(0.0, acc / env, env > 1e-11);
+    }
 }

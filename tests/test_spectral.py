@@ -142,6 +142,24 @@ def test_istft_options_numpy(dev, rng, n_fft, hop, center, normalized, length):
         assert np.all(got[:, available:] == 0)  # zero-padded past the overlap-added signal
 
 
+@pytest.mark.parametrize("n_fft,hop,center", [(16, 4, False), (12, 4, True), (4096, 1024, False)])
+def test_istft_without_envelope(dev, rng, n_fft, hop, center):
+    """envelope=False: the plain overlap-add of the windowed inverse FFTs, not divided by
+    the squared-window envelope (pycore/demix.py streams blocks of frames with it)."""
+    frames = 6 if n_fft == 4096 else 20
+    X = rng.standard_normal((2, n_fft // 2 + 1, frames, 2)).astype(np.float32)
+    got = istft(dev.tensor(X), n_fft, hop, center=center, envelope=False).numpy()
+    spec = X[..., 0].astype(np.float64) + 1j * X[..., 1]
+    windowed = np.fft.irfft(np.swapaxes(spec, 1, 2), n=n_fft, axis=-1) * hann(n_fft)
+    y = np.zeros((2, n_fft + hop * (frames - 1)))
+    for t in range(frames):
+        y[:, t * hop:t * hop + n_fft] += windowed[:, t]
+    start = n_fft // 2 if center else 0
+    want = y[:, start:y.shape[1] - start]
+    assert got.shape == want.shape
+    assert rel(got, want) < TOL
+
+
 def test_one_dimensional_input(dev, rng):
     x = rng.standard_normal(1000).astype(np.float32)
     X = stft(dev.tensor(x), 64, 16)

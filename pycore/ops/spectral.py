@@ -81,7 +81,7 @@ def _fft_plan(dev, n_fft):
 def _params(**kw):
     """Every fft.wgsl Params field (the runtime wants all of them), zeros by default."""
     base = dict(n_fft=0, half=0, log2n=0, hop=1, length=0, frames=1, total=0, pad=0, pad_mode=0,
-                fpw=1, nbins=0, win_len=0, win_off=0, ola_len=0, batch=0, scale=1.0)
+                fpw=1, nbins=0, win_len=0, win_off=0, ola_len=0, batch=0, scale=1.0, raw=0)
     base.update(kw)
     return base
 
@@ -150,7 +150,8 @@ def stft(x, n_fft, hop=None, window=None, center=True, pad_mode="reflect", norma
     return out.reshape(nbins, frames, 2) if x.ndim == 1 else out
 
 
-def istft(X, n_fft, hop=None, window=None, center=True, normalized=False, length=None):
+def istft(X, n_fft, hop=None, window=None, center=True, normalized=False, length=None,
+          envelope=True):
     """torch.istft(torch.view_as_complex(X), n_fft, hop, window=window, center, normalized,
     onesided=True, length): X [B, F, frames, 2] or [F, frames, 2] with F = n_fft // 2 + 1.
 
@@ -158,6 +159,10 @@ def istft(X, n_fft, hop=None, window=None, center=True, normalized=False, length
     window, center padding trimmed; `length` trims or zero-pads the output. Samples where
     the squared-window envelope is below 1e-11 (a window failing NOLA) are 0 where torch
     raises. window=None is a periodic Hann window, as in stft.
+
+    envelope=False skips the division: the result is the plain overlap-add of the windowed
+    inverse FFTs, for callers that stream a long signal in blocks of frames and divide by
+    the envelope of the whole signal themselves (pycore/demix.py).
     """
     op = "istft"
     hop = n_fft // 4 if hop is None and isinstance(n_fft, int) else hop
@@ -195,7 +200,7 @@ def istft(X, n_fft, hop=None, window=None, center=True, normalized=False, length
         dev.run(dev.kernel("fft", "istft_dft", consts={"WG": wg}), ceil_div(B * frames * n_fft, wg),
                 sig=X, win=win, out=frame_buf, tw=tw, **args)
     y = dev.empty((B, out_len))
-    args.update(length=out_len, pad=start)
+    args.update(length=out_len, pad=start, raw=0 if envelope else 1)
     dev.run(dev.kernel("fft", "overlap_add", consts={"WG": wg}), ceil_div(B * out_len, wg),
             sig=frame_buf, win=win, out=y, tw=tw, **args)  # tw unused
     return y.reshape(out_len) if X.ndim == 3 else y

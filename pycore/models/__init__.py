@@ -1,0 +1,3 @@
+"""Models built from the WGSL ops: each module holds one network, constructed from the
+tensors of a safetensors file (`pycore.safetensors.load`), with attribute names that
+mirror the checkpoint's keys. Browser-safe: nothing here imports numpy."""
