@@ -3,6 +3,10 @@
     stemtone serve [--port N] [--host H]     serve the web app (what `make demo` runs)
     stemtone doctor [--json]                 native adapter, limits, features, kernel self-checks
     stemtone bench kernels [--json] [--quick]  WGSL kernels next to numpy, same run
+    stemtone separate IN... [-m MODEL] [-o OUTDIR] [--format wav|flac] [--bits 16|24|32f] [--overwrite]
+                                             split audio files into stems
+    stemtone bench separate [--json] [-m MODEL] [--seconds 30]
+                                             demixing next to the PyTorch CPU reference, same run
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 
 
@@ -84,6 +89,12 @@ def cmd_bench(args) -> int:
         return 2
     if args.what == "kernels":
         rows = bench.bench_kernels(dev, quick=args.quick, progress=not args.json)
+    elif args.what == "separate":
+        try:
+            rows = bench.bench_separate(dev, model=args.model, seconds=args.seconds, progress=not args.json)
+        except bench.BenchUnavailable as e:
+            print(f"stemtone: error: {e}", file=sys.stderr)
+            return 2
     else:  # pragma: no cover - argparse restricts choices
         raise SystemExit(f"unknown benchmark {args.what}")
     if args.json:
@@ -91,6 +102,58 @@ def cmd_bench(args) -> int:
     else:
         print(bench.format_table(dev, rows))
     return 0
+
+
+def _bits(value: str):
+    """--bits: 16, 24 or 32f (32-bit float; "32" is accepted for it too)."""
+    if value in ("16", "24"):
+        return int(value)
+    if value in ("32f", "32", "float"):
+        return "32f"
+    raise argparse.ArgumentTypeError(f"{value!r}: use 16, 24 or 32f")
+
+
+def cmd_separate(args) -> int:
+    from .audiofile import check_output_format
+
+    try:
+        check_output_format(args.format, args.bits)
+    except ValueError as e:
+        print(f"stemtone: error: {e}", file=sys.stderr)
+        return 2
+    dev = _native_device()
+    if dev is None:
+        return 2
+    return asyncio.run(_separate_main(dev, args))
+
+
+async def _separate_main(dev, args) -> int:
+    from .demix import Demixer
+    from .separation import separate_async
+
+    try:
+        demixer = await Demixer.load(dev, args.model)
+    except Exception as e:  # unknown model, missing weights file, GPU trouble
+        print(f"stemtone: error: model {args.model}: {e}", file=sys.stderr)
+        return 2
+
+    def report(r):
+        if r.ok:
+            names = ", ".join(os.path.basename(p) for p in r.outputs.values())
+            folder = os.path.dirname(next(iter(r.outputs.values())))
+            print(f"{r.input} -> {folder}/ ({names}) in {r.elapsed:.1f} s", flush=True)
+            for note in r.notes:
+                print(f"stemtone: note: {r.input}: {note}", file=sys.stderr, flush=True)
+        else:
+            print(f"stemtone: error: {r.error}", file=sys.stderr, flush=True)
+
+    results = await separate_async(args.inputs, demixer, args.outdir, args.format, args.bits,
+                                   args.overwrite, progress=not args.quiet, on_result=report)
+    failed = sum(not r.ok for r in results)
+    if len(results) > 1:
+        print(f"{len(results) - failed} of {len(results)} inputs separated into {args.outdir}/"
+              + (f"; {failed} failed" if failed else ""), flush=True)
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,10 +170,26 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_doctor)
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a reference measured in the same run)")
-    b.add_argument("what", choices=["kernels"])
+    b.add_argument("what", choices=["kernels", "separate"])
     b.add_argument("--json", action="store_true")
-    b.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    b.add_argument("--quick", action="store_true", help="kernels: smaller sizes (a smoke run)")
+    b.add_argument("-m", "--model", default="spleeter-2stems", help="separate: the model (default %(default)s)")
+    b.add_argument("--seconds", type=float, default=30.0, help="separate: length of the real-music clip (default 30)")
     b.set_defaults(fn=cmd_bench)
+
+    s = sub.add_parser("separate", help="split audio files into stems (OUTDIR/<track>/<stem>.wav)",
+                       description="Split audio files into stems with a demixing model on the GPU. Writes "
+                                   "OUTDIR/<track name>/<stem>.<format> at each input's sample rate and channel "
+                                   "count. Reads whatever soundfile reads (wav, flac, ogg, mp3, aiff, ...).")
+    s.add_argument("inputs", nargs="+", metavar="IN", help="audio files")
+    s.add_argument("-m", "--model", default="spleeter-2stems", help="demixing model (default %(default)s)")
+    s.add_argument("-o", "--outdir", default="separated", help="output folder (default ./%(default)s)")
+    s.add_argument("--format", choices=["wav", "flac"], default="wav", help="output format (default wav)")
+    s.add_argument("--bits", type=_bits, default=16, metavar="{16,24,32f}",
+                   help="sample format: 16 or 24-bit PCM (soft-limited, never wraps) or 32f float (default 16)")
+    s.add_argument("--overwrite", action="store_true", help="replace existing stem files")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(fn=cmd_separate)
     return p
 
 

@@ -1,118 +1,29 @@
-"""Real music for tests: songs from the Debian package fretsonfire-songs-muldjord.
-
-Four metal songs by Muldjord (El Senator), CC BY-SA 3.0, 44.1 kHz stereo, each as two
-sample-aligned stems: guitar.ogg (lead guitar) and song.ogg (everything else); the
-mix is their sum. The package is fetched once with `apt-get download` into
-~/.cache/stemtone/debs, unpacked with `dpkg -x`, and each song's mix is decoded once
-into a float32 WAV under ~/.cache/stemtone/music/. Later calls only read the slice
-they need, so calling the helpers repeatedly is cheap. Without apt (offline, not
-Debian) the helpers call pytest.skip with the reason.
-
-Nothing of these songs is committed to the repository.
+"""Real music for tests (the fretsonfire-songs-muldjord songs, CC BY-SA 3.0): thin
+pytest wrappers around pycore.testdata, which fetches and caches them (see there).
+Where the songs cannot be fetched (no apt, offline) the helpers call pytest.skip
+with the reason. Nothing of these songs is committed to the repository.
 """
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import subprocess
-import tempfile
-from functools import lru_cache
-from pathlib import Path
+import functools
 
-import numpy as np
 import pytest
-import soundfile as sf
 
-PACKAGE = "fretsonfire-songs-muldjord"
-SONGS = ("chaos_god", "armygeddon", "internal_degeneration", "mutilated_mime")
-SAMPLE_RATE = 44100
-LICENSE = "CC BY-SA 3.0, (c) 2009 El Senator (Muldjord), Debian package fretsonfire-songs-muldjord"
+from pycore import testdata
+from pycore.testdata import LICENSE, PACKAGE, SAMPLE_RATE, SONGS  # noqa: F401  (re-exported)
 
 
-def _cache(*parts) -> Path:
-    root = os.environ.get("STEMTONE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "stemtone")
-    return Path(root, *parts)
+def _skip_if_unavailable(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except testdata.TestDataUnavailable as e:
+            pytest.skip(str(e))
+    return wrapper
 
 
-def _run(cmd, cwd=None):
-    try:
-        r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        pytest.skip(f"real music unavailable: {' '.join(cmd[:2])} failed ({e})")
-    if r.returncode != 0:
-        last = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
-        pytest.skip(f"real music unavailable: {' '.join(cmd[:2])} failed ({last[0]})")
-
-
-def _song_dir(song: str) -> Path:
-    """Unpacked song folder, downloading and unpacking the .deb on first use."""
-    root = _cache("debs", PACKAGE)
-    found = glob.glob(str(root / "usr/share/games/fretsonfire/data/songs/muldjord" / song))
-    if found:
-        return Path(found[0])
-    if not shutil.which("apt-get") or not shutil.which("dpkg"):
-        pytest.skip("real music unavailable: needs apt-get and dpkg (Debian)")
-    debs = _cache("debs")
-    debs.mkdir(parents=True, exist_ok=True)
-    if not glob.glob(str(debs / f"{PACKAGE}_*.deb")):
-        _run(["apt-get", "download", PACKAGE], cwd=debs)
-    deb = sorted(glob.glob(str(debs / f"{PACKAGE}_*.deb")))[-1]
-    tmp = Path(tempfile.mkdtemp(dir=debs))
-    _run(["dpkg", "-x", deb, str(tmp)])
-    if root.exists():  # another process finished first
-        shutil.rmtree(tmp)
-    else:
-        os.replace(tmp, root)
-    found = glob.glob(str(root / "usr/share/games/fretsonfire/data/songs/muldjord" / song))
-    if not found:
-        raise RuntimeError(f"{deb}: no song folder {song!r} inside")
-    return Path(found[0])
-
-
-@lru_cache(maxsize=None)
-def real_music_path(song: str = "chaos_god") -> Path:
-    """Path of the whole song's mix (guitar + song) as a float32 stereo 44.1 kHz WAV."""
-    if song not in SONGS:
-        raise ValueError(f"unknown song {song!r}; one of {SONGS}")
-    out = _cache("music", f"{song}_mix.wav")
-    if out.exists():
-        return out
-    d = _song_dir(song)
-    guitar, sr1 = sf.read(d / "guitar.ogg", dtype="float32", always_2d=True)
-    rest, sr2 = sf.read(d / "song.ogg", dtype="float32", always_2d=True)
-    if sr1 != SAMPLE_RATE or sr2 != SAMPLE_RATE or guitar.shape != rest.shape:
-        raise RuntimeError(f"{d}: stems are not aligned 44.1 kHz audio")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".tmp{os.getpid()}.wav")
-    sf.write(tmp, guitar + rest, SAMPLE_RATE, subtype="FLOAT")
-    os.replace(tmp, out)
-    return out
-
-
-def real_music_clip(seconds: float, offset: float = 30.0, song: str = "chaos_god") -> np.ndarray:
-    """float32 array [2, n] (channels first), n = round(seconds * 44100), of the mix
-    starting `offset` seconds into the song. Peaks may slightly exceed 1.0 (the sum of
-    two full-scale stems is not limited)."""
-    path = real_music_path(song)
-    start = round(offset * SAMPLE_RATE)
-    n = round(seconds * SAMPLE_RATE)
-    x, _ = sf.read(path, start=start, frames=n, dtype="float32", always_2d=True)
-    if len(x) < n:
-        raise ValueError(f"{song}: {seconds} s from {offset} s runs past the end of the song "
-                         f"({sf.info(path).duration:.1f} s)")
-    return np.ascontiguousarray(x.T)
-
-
-def real_music_wav(seconds: float, offset: float = 30.0, song: str = "chaos_god",
-                   subtype: str = "FLOAT") -> Path:
-    """The same clip as a stereo 44.1 kHz WAV file (cached), for CLI and browser tests."""
-    out = _cache("music", f"{song}_{offset:g}s_{seconds:g}s_{subtype.lower()}.wav")
-    if not out.exists():
-        x = real_music_clip(seconds, offset, song)
-        tmp = out.with_suffix(f".tmp{os.getpid()}.wav")
-        sf.write(tmp, x.T, SAMPLE_RATE, subtype=subtype)
-        os.replace(tmp, out)
-    return out
+real_music_path = _skip_if_unavailable(testdata.real_music_path)
+real_music_clip = _skip_if_unavailable(testdata.real_music_clip)
+real_music_wav = _skip_if_unavailable(testdata.real_music_wav)

@@ -1,0 +1,289 @@
+"""Files in, stems out: what `stemtone separate` and `pycore.separate()` run (native).
+
+For each input file:
+
+    AudioReader (any rate, any channel count, blocks of ~10 s)
+      -> Resampler to the model's rate (44.1 kHz; skipped when already there)
+      -> DemixStream per channel pair (GPU, segment by segment)
+      -> per stem: Resampler back to the file's rate -> StemWriter (atomic)
+    = OUTDIR/<track name>/<stem>.<wav|flac>, same rate, channels and length as the input
+
+Everything streams, so host and GPU memory stay flat however long the track is.
+Channels: mono and stereo go to the model as they are (the demixer duplicates mono
+internally and returns mono). Files with more than two channels are demixed as
+consecutive pairs (1+2, 3+4, ...; a last odd channel alone), so every output channel
+comes from its own input channel and the channel layout is kept; e.g. 5.1 (L R C LFE
+Ls Rs) is demixed as L+R, C+LFE, Ls+Rs.
+
+Each input either succeeds completely or fails with one AudioFileError-style message
+naming the file; a failure never stops the other inputs and never leaves a partial
+stem file behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .audiofile import AudioFileError, AudioReader, StemWriter, check_output_format, timestamp
+from .resample import Resampler
+
+BLOCK_SECONDS = 10
+
+
+@dataclass
+class TrackResult:
+    """The outcome for one input. ok: every stem was written; error: the one-line
+    message (naming the file) when not; outputs: {stem: path}; notes: remarks such as
+    soft-limited peaks."""
+    input: str
+    ok: bool = False
+    error: str | None = None
+    outputs: dict = field(default_factory=dict)
+    sample_rate: int = 0
+    channels: int = 0
+    frames: int = 0
+    elapsed: float = 0.0
+    notes: list = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class ProgressBar:
+    """One line per track on a stream (stderr): redrawn in place on a terminal,
+    otherwise a plain line every 10 %."""
+
+    WIDTH = 28
+
+    def __init__(self, label: str, stream=None, enabled=True):
+        self.label, self.stream, self.enabled = label, stream or sys.stderr, enabled
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.t0 = time.perf_counter()
+        self.last_draw, self.last_step, self.drawn, self.fraction = 0.0, -1, False, 0.0
+
+    def update(self, fraction: float):
+        if not self.enabled:
+            return
+        fraction = min(max(fraction, self.fraction), 1.0)  # never goes back
+        self.fraction = fraction
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / fraction * (1 - fraction) if fraction > 0.01 else None
+        eta_text = f"about {timestamp(eta)[:-4]} left" if eta is not None else "estimating time left"
+        if self.tty:
+            now = time.perf_counter()
+            if now - self.last_draw < 0.1 and fraction < 1:
+                return
+            fill = round(fraction * self.WIDTH)
+            bar = "#" * fill + "." * (self.WIDTH - fill)
+            self.stream.write(f"\r{self.label}  [{bar}] {fraction * 100:3.0f}%  {timestamp(elapsed)[:-4]} elapsed, "
+                              f"{eta_text}\x1b[K")
+            self.stream.flush()
+            self.last_draw, self.drawn = now, True
+        else:
+            step = int(fraction * 10)
+            if step > self.last_step and step < 10:
+                self.stream.write(f"{self.label}: {step * 10}% ({timestamp(elapsed)[:-4]} elapsed, {eta_text})\n")
+                self.stream.flush()
+                self.last_step = step
+
+    def close(self):
+        """End the redrawn line (terminal) so the next message starts on a fresh line."""
+        if self.tty and self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
+
+
+# --------------------------------------------------------------------------- one track
+
+
+def channel_groups(channels: int) -> list:
+    """[[0, 1], [2, 3], ..., [last]]: the channel pairs that go through the model together."""
+    return [list(range(i, min(i + 2, channels))) for i in range(0, channels, 2)]
+
+
+class _StemSink:
+    """Per stem: resample back to the file's rate, then write; finish(frames) makes
+    the file exactly `frames` long (the rate round trip can differ by one sample)."""
+
+    def __init__(self, writer: StemWriter, resampler):
+        self.writer, self.resampler = writer, resampler
+
+    def put(self, x: np.ndarray):
+        self.writer.write(self.resampler.process(x) if self.resampler is not None else x)
+
+    def finish(self, frames: int):
+        if self.resampler is not None:
+            tail = self.resampler.flush()
+            self.writer.write(tail[:, :max(frames - self.writer.frames, 0)])
+        if self.writer.frames < frames:
+            self.writer.write(np.zeros((self.writer.channels, frames - self.writer.frames), np.float32))
+
+
+def _stack(parts, groups, channels, stem):
+    """Demixer outputs of every channel group -> one float32 array [channels, n]."""
+    lengths = {len(ch) for out in parts for ch in out[stem]}
+    if len(lengths) > 1:
+        raise RuntimeError(f"demixer returned channels of different lengths {sorted(lengths)}")
+    n = lengths.pop() if lengths else 0
+    y = np.empty((channels, n), np.float32)
+    for out, group in zip(parts, groups):
+        for c, ch in zip(group, out[stem]):
+            y[c] = ch
+    return y
+
+
+async def separate_file(demixer, path, outdir="separated", format="wav", bits=16, overwrite=False,
+                        progress=True, track=None) -> TrackResult:
+    """Separate one file into OUTDIR/<track>/<stem>.<format>; never raises for a bad
+    file (the result carries the message) but lets KeyboardInterrupt through."""
+    result = TrackResult(input=str(path))
+    t0 = time.perf_counter()
+    track = track or Path(path).stem
+    folder = Path(outdir) / track
+    targets = {stem: folder / f"{stem}.{format}" for stem in demixer.stems}
+    writers, reader, made_folder = {}, None, False
+    bar = ProgressBar(str(path), enabled=bool(progress))
+    try:
+        reader = AudioReader(path)
+        sr, channels = reader.sample_rate, reader.channels
+        result.sample_rate, result.channels = sr, channels
+        for target in targets.values():
+            if target.exists() and not overwrite:
+                raise AudioFileError(target, "already exists (use --overwrite to replace it)")
+        if not folder.is_dir():
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise AudioFileError(folder, f"cannot create the output folder ({e.strerror or e})") from None
+            made_folder = True
+        for stem, target in targets.items():
+            writers[stem] = StemWriter(target, sr, channels, format, bits, overwrite, frames_hint=reader.frames)
+
+        rate = demixer.sample_rate
+        to_model = Resampler(sr, rate, channels) if sr != rate else None
+        groups = channel_groups(channels)
+        streams = [demixer.stream(len(g)) for g in groups]
+        sinks = {stem: _StemSink(writers[stem], Resampler(rate, sr, channels) if sr != rate else None)
+                 for stem in demixer.stems}
+
+        # Progress: the demixer reports after each segment the fraction done of what was
+        # pushed to it; times the fraction of the file read so far, that is the fraction
+        # of the whole track (segments are the work, reading and resampling are cheap).
+        read = [0]
+        done = [0.0] * len(streams)
+
+        def on_segment(i):
+            def report(fraction, _message):
+                done[i] = fraction
+                bar.update(sum(done) / len(done) * read[0] / max(reader.frames, read[0], 1))
+            return report
+
+        async def feed(x, last=False):
+            if last:
+                parts = [await s.finish(on_segment(i)) for i, s in enumerate(streams)]
+            else:
+                parts = [await s.push([x[c] for c in g], on_segment(i))
+                         for i, (s, g) in enumerate(zip(streams, groups))]
+            for stem, sink in sinks.items():
+                sink.put(_stack(parts, groups, channels, stem))
+
+        bar.update(0.0)
+        for block in reader.blocks(BLOCK_SECONDS * sr):
+            read[0] += block.shape[1]
+            await feed(to_model.process(block) if to_model else block)
+        # reader.frames is now the exact decoded length: the length every stem gets
+        if to_model is not None:
+            await feed(to_model.flush())
+        await feed(None, last=True)
+        for sink in sinks.values():
+            sink.finish(reader.frames)
+        for stem, w in writers.items():
+            w.commit()
+            result.outputs[stem] = str(targets[stem])
+            if w.over:
+                peak_db = 20 * np.log10(w.peak)
+                result.notes.append(f"{stem} peaked at {peak_db:+.1f} dBFS: {w.over} samples above full scale "
+                                    f"were soft-limited (--bits 32f keeps them)")
+        writers = {}
+        bar.update(1.0)
+        result.ok, result.frames = True, reader.frames
+    except AudioFileError as e:  # about an output file: say which input it was for
+        result.error = str(e) if e.path == str(path) else f"{path}: {e}"
+    except Exception as e:  # GPU errors and the like: still one line, naming the file
+        result.error = f"{path}: {type(e).__name__}: {e}"
+    finally:
+        bar.close()
+        for w in writers.values():
+            w.abort()
+        if reader is not None:
+            reader.close()
+        if made_folder and not result.ok:
+            try:
+                folder.rmdir()  # only if empty: never removes anything we did not create
+            except OSError:
+                pass
+        result.elapsed = time.perf_counter() - t0
+    return result
+
+
+# --------------------------------------------------------------------------- many tracks
+
+
+def _as_list(inputs):
+    if isinstance(inputs, (str, os.PathLike)):
+        return [inputs]
+    return list(inputs)
+
+
+async def separate_async(inputs, model="spleeter-2stems", outdir="separated", format="wav", bits=16,
+                         overwrite=False, progress=True, dev=None, on_result=None) -> list:
+    """The async form of separate(); model may be a name or a loaded Demixer;
+    on_result(TrackResult) is called as each input finishes (the CLI prints there)."""
+    check_output_format(format, bits)
+    if isinstance(model, str):
+        from .demix import Demixer
+
+        if dev is None:
+            from .backend_native import get_device
+
+            dev = get_device()
+        demixer = await Demixer.load(dev, model)
+    else:
+        demixer = model
+    results, written = [], {}  # track name -> the input whose stems went there in this run
+    for path in _as_list(inputs):
+        name = Path(path).stem
+        if name in written:
+            r = TrackResult(input=str(path), error=f"{path}: same track name {name!r} as {written[name]}, "
+                                                  f"whose stems are in {Path(outdir) / name} (rename one)")
+        else:
+            r = await separate_file(demixer, path, outdir, format, bits, overwrite, progress)
+            if r.ok:
+                written[name] = str(path)
+        results.append(r)
+        if on_result is not None:
+            on_result(r)
+    return results
+
+
+def separate(inputs, model="spleeter-2stems", outdir="separated", format="wav", bits=16,
+             overwrite=False, progress=True, dev=None) -> list:
+    """Separate audio files into stems: OUTDIR/<track name>/<stem>.<format>, at each
+    input's sample rate and channel count.
+
+    inputs: a path or a list of paths (anything soundfile reads: wav, flac, ogg, mp3..).
+    model: a model name from weights/manifest.json, or a loaded pycore.demix.Demixer.
+    format: "wav" or "flac"; bits: 16, 24 or "32f" (float; WAV only).
+    overwrite: replace existing stem files (otherwise such an input fails).
+    progress: show a progress bar per track on stderr.
+    Returns one TrackResult per input, in order; a bad input does not stop the others.
+    """
+    return asyncio.run(separate_async(inputs, model, outdir, format, bits, overwrite, progress, dev))
