@@ -96,9 +96,7 @@ class BrowserPage:
         self.browser.close()
 
 
-@pytest.fixture
-def open_browser(playwright):
-    """open_browser(webgpu=True) -> BrowserPage (with or without a WebGPU adapter); closed after the test."""
+def _browser_opener(playwright):
     opened = []
 
     def open_(webgpu=True):
@@ -106,6 +104,23 @@ def open_browser(playwright):
         opened.append(bp)
         return bp
 
+    return open_, opened
+
+
+@pytest.fixture
+def open_browser(playwright):
+    """open_browser(webgpu=True) -> BrowserPage (with or without a WebGPU adapter); closed after the test."""
+    open_, opened = _browser_opener(playwright)
+    yield open_
+    for bp in opened:
+        bp.close()
+
+
+@pytest.fixture(scope="module")
+def open_module_browser(playwright):
+    """Like open_browser, but closed after the test module: for a page whose slow setup
+    (e.g. a separation on SwiftShader) several tests share."""
+    open_, opened = _browser_opener(playwright)
     yield open_
     for bp in opened:
         bp.close()

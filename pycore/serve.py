@@ -4,7 +4,8 @@
 
 URL layout:
 
-    /                      site/            the pages, their CSS and PyScript config
+    /                      site/            the pages (/ is index.html, the demix page),
+                                            their CSS and PyScript config
     /vendor/pyodide/       node_modules/pyodide            (pinned by package-lock.json)
     /vendor/pyscript/      node_modules/@pyscript/core/dist
     /weights/              weights/         model manifest and converted weights
@@ -146,13 +147,10 @@ class Handler(BaseHTTPRequestHandler):
         if os.path.isdir(path):
             if not url_path.endswith("/"):
                 return self._redirect(url_path + "/")
-            index = os.path.join(path, "index.html")
-            if os.path.isfile(index):
-                path = index
-            elif url_path == "/":
-                return self._redirect("/diagnostics.html")
-            else:
+            index = os.path.join(path, "index.html")  # "/" is the demix page, site/index.html
+            if not os.path.isfile(index):
                 return self._send_error(404, "no directory listings")
+            path = index
         if not os.path.isfile(path):
             if url_path.startswith("/vendor/") and not vendor_installed(self.server.root):
                 return self._send_error(404, MISSING_VENDOR)
@@ -255,6 +253,7 @@ def serve(port: int = 8000, host: str = "127.0.0.1") -> None:
         print(f"warning: {MISSING_VENDOR}", file=sys.stderr)
     server = StemtoneServer(port, host, quiet=False)
     print(f"Stemtone is served at {server.url}/  (Ctrl-C to stop)", flush=True)
+    print(f"  demix:       {server.url}/", flush=True)
     print(f"  diagnostics: {server.url}/diagnostics.html", flush=True)
     try:
         server.serve_forever()

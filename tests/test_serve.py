@@ -116,6 +116,18 @@ def test_directory_serves_its_index(server):
     assert status == 200 and data == FILES["site/index.html"]
 
 
+def test_directory_without_index_is_not_listed(server):
+    status, _, data = request(server, "/sub/")
+    assert status == 404 and b"data.json" not in data
+
+
+def test_real_repository_root_is_the_demix_page():
+    with make_server() as srv:
+        status, headers, data = request(srv, "/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert b'data-page="demix"' in data and b'type="file"' in data
+
+
 def test_missing_file_is_404(server):
     status, _, _ = request(server, "/nope.html")
     assert status == 404
