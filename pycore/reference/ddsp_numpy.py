@@ -1,7 +1,7 @@
 """Reference DDSP synthesis in numpy float64, written from the `ddsp` package's math
 (ddsp 3.7.0: core.exp_sigmoid, resample / upsample_with_windows, normalize_harmonics,
 oscillator_bank, frequency_impulse_response, fft_convolve, effects.Reverb; facts only,
-see /work/notes for the list). Offline and aligned like ddsp: frame f's controls hold at
+see /work/notes/ddsp_facts.md). Offline and aligned like ddsp: frame f's controls hold at
 sample f * hop and are interpolated towards frame f + 1 (the last frame is held).
 
 The GPU synthesizer (pycore/models/ddsp.py) streams with one hop of latency; its output
