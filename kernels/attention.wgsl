@@ -14,6 +14,13 @@
 // then every invocation updates its output columns d = t, t + 64, ... (up to 8 of
 // them, so Dv <= 512; D <= 512 for the query row) with the tile's probabilities.
 //
+// Long key sequences. The tile loop costs every invocation about D + 65 * (2 + Dv / 64)
+// loop passes per tile, and lavapipe stops an invocation's loops silently after 65,535
+// passes (kernels/common.wgsl). So one dispatch handles the keys [j_begin, j_end) only
+// and the host covers longer Lk with several: a dispatch that does not reach Lk leaves
+// the running (m, l) in `state` [rows, 2] and the unnormalized acc in out; the next one
+// (j_begin > 0) resumes from them. Short sequences take one dispatch (state unused).
+//
 // Numerics (flash-attention style online softmax, all f32): running max m and sum l;
 // per tile m' = max(m, tile max), alpha = e^(m - m'), l = l * alpha + sum e^(s - m'),
 // acc = acc * alpha + sum e^(s - m') v; out = acc / l. Exponents are always <= 0,
@@ -29,6 +36,8 @@ struct Params {
     causal: u32,
     has_mask: u32,
     mask_bstride: u32,   // 0: one [Lq, Lk] mask for all B; Lq * Lk: a mask per batch entry
+    j_begin: u32,        // the keys of this dispatch: j_begin <= j < j_end
+    j_end: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -37,6 +46,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> v: array<f32>;
 @group(0) @binding(4) var<storage, read> mask: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> state: array<f32>;
 
 const WG = 64u;                  // invocations = keys per tile
 const DMAX = 512u;               // largest D and Dv
@@ -57,8 +67,8 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     let kbase = batch * p.lk * p.d;
     let vbase = batch * p.lk * p.dv;
     let mbase = batch * p.mask_bstride + i * p.lk;
-    var kend = p.lk;
-    if (p.causal == 1u) { kend = min(p.lk, i + 1u); }
+    var kend = min(p.lk, p.j_end);
+    if (p.causal == 1u) { kend = min(kend, i + 1u); }
 
     for (var d = t; d < p.d; d += WG) {
         qrow[d] = q[row * p.d + d] * p.scale;
@@ -68,7 +78,17 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     var m_run = NEG;
     var l_run = 0.0;
     var acc: array<f32, COLS>;           // zero-initialized
-    for (var j0 = 0u; j0 < kend; j0 += WG) {
+    if (p.j_begin > 0u) {                // resume where the previous dispatch stopped
+        m_run = state[2u * row];
+        l_run = state[2u * row + 1u];
+        for (var c = 0u; c < COLS; c++) {
+            let d = t + c * WG;
+            if (d < p.dv) {
+                acc[c] = out[row * p.dv + d];
+            }
+        }
+    }
+    for (var j0 = p.j_begin; j0 < kend; j0 += WG) {
         let count = min(WG, kend - j0);  // keys in this tile
         let j = j0 + t;
         let valid = t < count;
@@ -119,10 +139,15 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         // which no invocation passes before all have finished reading prob here.
     }
 
+    let done = p.j_end >= p.lk;          // else a later dispatch goes on from here
     for (var c = 0u; c < COLS; c++) {
         let d = t + c * WG;
         if (d < p.dv) {
-            out[row * p.dv + d] = acc[c] / l_run;
+            out[row * p.dv + d] = select(acc[c], acc[c] / l_run, done);
         }
+    }
+    if (!done && t == 0u) {
+        state[2u * row] = m_run;
+        state[2u * row + 1u] = l_run;
     }
 }

@@ -25,6 +25,14 @@
 //                progression of k, and they read i = qy + (r + pad - k * dil) / stride.
 //                So no work is spent on the zeros a "zero insertion" formulation multiplies.
 //
+// Long reductions. An invocation loops over (input channel, tap row, tap column): cin_g *
+// ny * nx steps, which lavapipe cuts off silently after 65,535 (kernels/common.wgsl). So a
+// dispatch covers the steps [t0, t1) of that flat order only, and the host splits longer
+// reductions into several dispatches of at most pycore.ops.MAX_LOOP_STEPS steps: the
+// first writes its partial sums, the later ones add theirs to what `out` holds
+// (accumulate = 1), and only the last adds the bias and applies the activation. Ordinary
+// layers take one dispatch with [t0, t1) = all steps.
+//
 // Work split (register blocking for CPU drivers such as lavapipe, where an invocation is
 // one lane of a SIMD unit, every load is costly, registers are plentiful and workgroup
 // memory does not pay): an invocation computes a tile of 4 * CQ output channels (one
@@ -39,7 +47,8 @@
 // constant ACT (a runtime switch executes every case).
 //
 // Numerics: float32 products and sums (f16 weights are widened when loaded), accumulated
-// in the order input channel, ky, kx; then + bias, then the activation.
+// in the order input channel, ky, kx (a split reduction adds its dispatches' partial sums
+// in that order); then + bias, then the activation.
 
 alias W = f32;
 alias B = f32;
@@ -61,6 +70,8 @@ struct Params {
     ny: u32, ky0: u32, kys: u32, ty0: i32, tys: i32,
     nx: u32, kx0: u32, kxs: u32, tx0: i32, txs: i32,
     lanes: u32,                         // invocations per channel block: ceil(qh * qw / 16)
+    t0: u32, t1: u32,                   // the reduction steps of this dispatch (see the header)
+    accumulate: u32,                    // 1: add to the partial sums in out (not the first dispatch)
     has_bias: u32,
     alpha: f32,                         // slope of leaky_relu, scale of elu
 }
@@ -166,15 +177,24 @@ fn activate(v: vec4<f32>) -> vec4<f32> {
     }
 }
 
-// Stores act(v) (4 channels from ch, those < ch_end) at position q if q is a real one.
+// Stores act(v) (4 channels from ch, those < ch_end) at position q if q is a real one;
+// with accumulate, act(v + the partial sums out holds there).
 fn store(v: vec4<f32>, n: u32, ch: u32, ch_end: u32, q: u32) {
     if (q >= p.qh * p.qw) {
         return;
     }
     let pos = ((q / p.qw) * p.osy + p.ry) * p.ow + (q % p.qw) * p.osx + p.rx;
-    let a = activate(v);
     let plane = p.oh * p.ow;
     let at = (n * p.c_out + ch) * plane + pos;
+    var sum = v;
+    if (p.accumulate != 0u) {
+        for (var e = 0u; e < 4u; e++) {
+            if (ch + e < ch_end) {
+                sum[e] += out[at + e * plane];
+            }
+        }
+    }
+    let a = activate(sum);
     for (var e = 0u; e < 4u; e++) {
         if (ch + e < ch_end) {
             out[at + e * plane] = a[e];
@@ -234,12 +254,13 @@ fn conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var acc1 = Tile();
     var acc2 = Tile();
     var acc3 = Tile();
-    // One flat loop over (input channel icl, tap row my, tap column mx).
-    var icl = 0u;
-    var my = 0u;
-    var mx = 0u;
-    let steps = p.cin_g * p.ny * p.nx;
-    for (var t = 0u; t < steps; t++) {
+    // One flat loop over (input channel icl, tap row my, tap column mx): steps t0 .. t1.
+    let nx = max(p.nx, 1u);                  // (a phase without taps has no steps)
+    let taps = max(p.ny * p.nx, 1u);
+    var icl = p.t0 / taps;
+    var my = (p.t0 % taps) / nx;
+    var mx = p.t0 % nx;
+    for (var t = p.t0; t < p.t1; t++) {
         let chan = (n * p.c_in + g * p.cin_g + icl) * p.h * p.w;
         let dy = i32(my) * p.tys;
         let dx = i32(mx) * p.txs;

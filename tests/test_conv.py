@@ -288,6 +288,78 @@ def test_f16_weights(dev, dev_no_f16, rng, which):
     assert_conv_close(got, want, ref_conv_transpose2d(np.abs(x2), np.abs(w2), np.abs(b[:6]), **kw2)[:, :, 0], 9)
 
 
+# ---------------------------------------------------------------------------- long reductions
+#
+# lavapipe ends an invocation's loops silently after 65,535 iterations (kernels/common.wgsl),
+# so conv splits reductions of C_in/groups * kh * kw > MAX_LOOP_STEPS steps over several
+# dispatches. With all-positive inputs the sum equals the bound sum|terms|, so dropping the
+# last few thousand terms (what the limit did) is an error of several percent, far above
+# the (K + 1) 2^-24 relative tolerance.
+
+
+def conv_dispatches(dev, fn):
+    dev.flush()
+    fn()
+    labels = [k.label for k, _, _ in dev._pending]
+    dev.flush()
+    return labels.count("conv:conv")
+
+
+def test_reduction_spans(monkeypatch):
+    assert C.reduction_spans(0) == [(0, 0)]
+    assert C.reduction_spans(C.MAX_LOOP_STEPS) == [(0, C.MAX_LOOP_STEPS)]
+    monkeypatch.setattr(C, "MAX_LOOP_STEPS", 10)
+    assert C.reduction_spans(25) == [(0, 8), (8, 16), (16, 25)]
+
+
+def test_conv1d_reduction_longer_than_the_loop_limit(dev, rng):
+    # CREPE-full-like: 1100 channels x 64 taps = 70,400 steps per output (> 65,535)
+    c_in, k = 1100, 64
+    x = rng.random((1, c_in, k + 5), dtype=np.float32)
+    w = rng.random((8, c_in, k), dtype=np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    xt, wt, bt = dev.tensor(x), dev.tensor(w), dev.tensor(b)
+    assert conv_dispatches(dev, lambda: conv1d(xt, wt, bt)) == 3  # 70,400 steps / 32,768
+    got = conv1d(xt, wt, bt).numpy()
+    want = ref_conv2d(x[:, :, None], w[:, :, None], b)[:, :, 0]
+    bound = ref_conv2d(x[:, :, None], w[:, :, None], np.abs(b))[:, :, 0]
+    assert_conv_close(got, want, bound, c_in * k)
+
+
+def test_conv_transpose1d_reduction_longer_than_the_loop_limit(dev, rng):
+    # stride 2: each output phase gathers 32 of the 64 taps, 2100 * 32 = 67,200 steps
+    c_in, k = 2100, 64
+    x = rng.random((1, c_in, 3), dtype=np.float32)
+    w = rng.random((c_in, 5, k), dtype=np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    xt, wt = dev.tensor(x), dev.tensor(w)
+    assert conv_dispatches(dev, lambda: conv_transpose1d(xt, wt, stride=2)) == 2 * 3
+    got = conv_transpose1d(xt, wt, dev.tensor(b), stride=2).numpy()
+    x2, w2, s2, p2, d2, o2 = as2d(x, w, 2, 0, 1)
+    want = ref_conv_transpose2d(x2, w2, b, s2, p2, o2, 1, d2)[:, :, 0]
+    bound = ref_conv_transpose2d(x2, w2, np.abs(b), s2, p2, o2, 1, d2)[:, :, 0]
+    assert_conv_close(got, want, bound, c_in * k // 2)
+
+
+@pytest.mark.parametrize("limit", [1, 5, 13])
+def test_split_reductions_on_every_path(dev, rng, monkeypatch, limit):
+    # A tiny step budget splits every reduction (mid-row of taps, mid-channel) into many
+    # dispatches: groups, dilation, transposed phases (some without taps), f16 weights, act.
+    monkeypatch.setattr(C, "MAX_LOOP_STEPS", limit)
+    x, w, b = data(rng, 2, 6, 7, 9), data(rng, 6, 3, 3, 2), data(rng, 6)
+    got = run(dev, conv2d, x, w, b, stride=(2, 1), padding=1, dilation=(1, 2), groups=2, act="tanh")
+    pre = ref_conv2d(x, w, b, (2, 1), 1, (1, 2), 2)
+    bound = ref_conv2d(np.abs(x), np.abs(w), np.abs(b), (2, 1), 1, (1, 2), 2)
+    assert_conv_close(got, np.tanh(pre), bound, 18, extra_atol=1e-6)  # tanh: slope <= 1
+    w16 = data(rng, 6, 2, 3, 3).astype(np.float16)
+    wt = dev.tensor(w16, dtype="f16")
+    kw = dict(stride=(3, 2), padding=(1, 0), output_padding=(1, 1), groups=3, dilation=(1, 2))
+    got = conv_transpose2d(dev.tensor(x), wt, dev.tensor(b[:6]), **kw).numpy()
+    w64 = w16.astype(np.float64)
+    want = ref_conv_transpose2d(x, w64, b[:6], **kw)
+    assert_conv_close(got, want, ref_conv_transpose2d(np.abs(x), np.abs(w64), np.abs(b[:6]), **kw), 18)
+
+
 # ---------------------------------------------------------------------------- plumbing
 
 

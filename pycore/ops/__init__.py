@@ -23,3 +23,19 @@ def same_device(op: str, *tensors):
     devs = {id(t.dev) for t in tensors if t is not None}
     expect(op, len(devs) == 1, "tensors live on different devices", *[t for t in tensors if t is not None])
     return tensors[0].dev
+
+
+# Loop budget. Mesa's lavapipe (the CPU Vulkan driver) silently ends the loops of a shader
+# invocation once it has made LOOP_LIMIT loop passes in total (kernels/common.wgsl has
+# the details). Ops whose kernels loop over an input-sized range split the work so that
+# one invocation makes at most MAX_LOOP_STEPS passes per dispatch, or refuse the shape.
+LOOP_LIMIT = 65535
+MAX_LOOP_STEPS = 1 << 15
+
+
+def expect_loop_steps(op: str, steps: int, what: str, *tensors) -> None:
+    """Raise ValueError unless one invocation's loop passes (`steps`, counted with one
+    extra pass per loop run) fit the per-invocation loop limit."""
+    expect(op, steps <= LOOP_LIMIT,
+           f"{what} would loop {steps} times in one GPU invocation, more than the "
+           f"{LOOP_LIMIT} that lavapipe executes (kernels/common.wgsl)", *tensors)

@@ -14,7 +14,7 @@ import math
 
 from ..runtime import ceil_div
 from ..selfcheck import assert_close, check, flat, rand, rng
-from . import expect, expect_dtype
+from . import expect, expect_dtype, expect_loop_steps
 
 WG = 256   # unary / glu invocations per workgroup, as in activations.wgsl
 ACTS = {"relu": 0, "gelu": 1, "gelu_tanh": 2, "tanh": 3, "sigmoid": 4}
@@ -79,6 +79,8 @@ def softmax(x, dim=-1):
     expect_dtype("softmax", x, "f32")
     expect("softmax", x.ndim >= 1, "needs at least one dim", x)
     dim, outer, size, inner = _axis("softmax", x, dim)
+    # each of the 64 invocations of a row strides over it twice, then merges in a tree
+    expect_loop_steps("softmax", 2 * (ceil_div(size, 64) + 1) + 8, f"a softmax over {size} values", x)
     out = x.dev.empty(x.shape)
     if size == 0:
         return out

@@ -6,7 +6,9 @@ Like torch.nn.functional.scaled_dot_product_attention (no dropout): q [..., Lq, 
 k [..., Lk, D], v [..., Lk, Dv] with the same leading dims -> [..., Lq, Dv].
 mask: an additive f32 mask [Lq, Lk] (broadcast over the leading dims) or
 [..., Lq, Lk]; is_causal: query i attends to keys j <= i; scale defaults to 1/sqrt(D).
-One kernel, streaming softmax in f32: any Lk, D and Dv up to 512.
+One kernel, streaming softmax in f32: any Lk, D and Dv up to 512. Long key sequences
+run as several dispatches of up to keys_per_dispatch(D, Dv) keys each (lavapipe stops
+an invocation's loops after 65,535 passes; see kernels/attention.wgsl).
 """
 
 from __future__ import annotations
@@ -15,9 +17,18 @@ import array
 import math
 
 from ..selfcheck import assert_close, check, flat, rand, rng
-from . import expect, expect_dtype, same_device
+from . import MAX_LOOP_STEPS, expect, expect_dtype, same_device
 
 DMAX = 512  # largest D / Dv, as in attention.wgsl
+WG = 64     # keys per tile, as in attention.wgsl
+
+
+def keys_per_dispatch(d, dv):
+    """Keys one dispatch may take: whole tiles within MAX_LOOP_STEPS loop passes per
+    invocation. A tile costs the D-long dot product, two loops over the tile's keys, and
+    one per output column block of 64 (counted as if all 8 ran their keys)."""
+    tile = (d + 1) + 2 * (WG + 1) + (DMAX // WG) * (WG + 2) + 2
+    return WG * max(1, (MAX_LOOP_STEPS - 2 * DMAX // WG - 16) // tile)
 
 
 def scaled_dot_product_attention(q, k, v, mask=None, is_causal=False, scale=None):
@@ -43,12 +54,16 @@ def scaled_dot_product_attention(q, k, v, mask=None, is_causal=False, scale=None
         mask_bstride = lq * lk if per_batch else 0
     if scale is None:
         scale = 1.0 / math.sqrt(d)
-    out = q.dev.empty(lead + (lq, dv))
+    dev = q.dev
+    out = dev.empty(lead + (lq, dv))
     rows = q.size // d
-    kernel = q.dev.kernel("attention", "attention")
-    q.dev.run(kernel, rows, q=q, k=k, v=v, mask=mask if mask is not None else q, out=out,
-              rows=rows, lq=lq, lk=lk, d=d, dv=dv, scale=float(scale), causal=int(bool(is_causal)),
-              has_mask=int(mask is not None), mask_bstride=mask_bstride)
+    kernel = dev.kernel("attention", "attention")
+    step = keys_per_dispatch(d, dv)
+    state = dev.empty((rows if lk > step else 1, 2))  # running (max, sum) between dispatches
+    for j in range(0, lk, step):
+        dev.run(kernel, rows, q=q, k=k, v=v, mask=mask if mask is not None else q, out=out, state=state,
+                rows=rows, lq=lq, lk=lk, d=d, dv=dv, scale=float(scale), causal=int(bool(is_causal)),
+                has_mask=int(mask is not None), mask_bstride=mask_bstride, j_begin=j, j_end=min(lk, j + step))
     return out
 
 

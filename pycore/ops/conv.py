@@ -15,7 +15,10 @@ the arithmetic is float32 throughout. `act` fuses an activation after the bias: 
 
 All four ops run one kernel (kernels/conv.wgsl, whose header explains the method): a 1-D
 convolution is a 2-D one with H = 1, a transposed one runs one pass per output phase.
-The kernel reads the weights repacked with 4 output channels per vec4. The repacked copy
+Each output sums C_in/groups * kh * kw products in one kernel loop; longer sums than
+MAX_LOOP_STEPS (lavapipe stops loops after 65,535 iterations) are split over several
+dispatches that add up their partial sums. The kernel reads the weights repacked with 4
+output channels per vec4. The repacked copy
 is cached per weight tensor (weights are treated as constants); after writing new values
 into a weight tensor, call `clear_weight_cache()`.
 """
@@ -26,7 +29,7 @@ import weakref
 
 from ..runtime import Tensor, ceil_div
 from ..selfcheck import assert_close, check, flat, rand, rng
-from . import expect, expect_dtype, same_device
+from . import MAX_LOOP_STEPS, expect, expect_dtype, same_device
 
 ACTS = {None: 0, "relu": 1, "leaky_relu": 2, "elu": 3, "gelu": 4, "tanh": 5, "sigmoid": 6}
 DEFAULT_ALPHA = {"leaky_relu": 0.01, "elu": 1.0}
@@ -213,7 +216,8 @@ def _launch(x, weight, bias, out, transposed, in_shape, ksize, out_size, cin_g, 
         x=x, weight=weight, bias=bias if bias is not None else x,  # no bias: any f32 tensor, unread
         out=out, batch=n, c_in=c_in, h=h, w=w, c_out=cout_g * groups, oh=oh, ow=ow, kh=kh, kw=kw,
         cin_g=cin_g, cout_g=cout_g, groups=groups, transposed=int(transposed), cblocks=cblocks,
-        has_bias=int(bias is not None), alpha=alpha, **_pass_params(rows[0], cols[0]),
+        has_bias=int(bias is not None), alpha=alpha, t0=0, t1=0, accumulate=0,
+        **_pass_params(rows[0], cols[0]),
     )
     # 1. weights -> vec4s of 4 output channels, once per weight tensor and layout
     packs = _PACKED.setdefault(weight, {})
@@ -223,12 +227,27 @@ def _launch(x, weight, bias, out, transposed, in_shape, ksize, out_size, cin_g, 
         dev.run(dev.kernel("conv", "pack", consts=consts, aliases=aliases), ceil_div(wpack.shape[0], WG),
                 **args, wpack=wpack)
         packs[(transposed, cq)] = wpack
-    # 2. the convolution: one pass, or one per output phase of a transposed convolution
+    # 2. the convolution: one pass, or one per output phase of a transposed convolution,
+    # each split into dispatches of at most MAX_LOOP_STEPS reduction steps; all but the
+    # last one store raw partial sums (no bias, ACT 0), later ones add to them.
     kernel = dev.kernel("conv", "conv", consts=consts, aliases=aliases)
     for row in rows:
         for col in cols:
             prm = _pass_params(row, col)
-            dev.run(kernel, ceil_div(n * groups * cblocks * prm["lanes"], WG), **{**args, **prm}, wpack=wpack)
+            groups_x = ceil_div(n * groups * cblocks * prm["lanes"], WG)
+            spans = reduction_spans(cin_g * prm["ny"] * prm["nx"])
+            for i, (t0, t1) in enumerate(spans):
+                last = i == len(spans) - 1
+                k = kernel if last else dev.kernel("conv", "conv", consts={**consts, "ACT": 0}, aliases=aliases)
+                dev.run(k, groups_x, **{**args, **prm, "t0": t0, "t1": t1, "accumulate": int(i > 0),
+                                        "has_bias": int(bias is not None and last)}, wpack=wpack)
+
+
+def reduction_spans(steps):
+    """Split the reduction steps 0..steps into the fewest near-equal ranges [t0, t1) of at
+    most MAX_LOOP_STEPS steps, one dispatch each ([(0, 0)] when there are none)."""
+    count = max(1, ceil_div(steps, MAX_LOOP_STEPS))
+    return [(i * steps // count, (i + 1) * steps // count) for i in range(count)]
 
 
 # --------------------------------------------------------------------------- benchmark

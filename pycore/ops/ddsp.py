@@ -28,7 +28,7 @@ import math
 
 from ..runtime import Tensor, ceil_div
 from ..selfcheck import assert_close, check, flat, rand, rng
-from . import expect, expect_dtype, same_device
+from . import expect, expect_dtype, expect_loop_steps, same_device
 
 WG = 64   # invocations per workgroup in all four kernel files
 
@@ -95,6 +95,7 @@ def harmonic_rows(controls, prev, n_harmonics, sample_rate):
            f"controls must be [F >= 1, >= 2 + n_harmonics = {2 + n_harmonics}]", controls)
     expect(op, prev.size == C, f"prev must hold one controls row of {C} values", controls, prev)
     _sample_rate(op, sample_rate)
+    expect_loop_steps(op, 2 * (n_harmonics + 1), f"{n_harmonics} harmonics", controls)  # 2 loops per row
     dev = same_device(op, controls, prev)
     rows = dev.empty((F + 1, n_harmonics + 1))
     return _harmonic(dev, "frame_amps", F + 1, controls, prev, controls, controls, controls, rows,
@@ -140,6 +141,7 @@ def harmonic_bank(rows, phase, hop, sample_rate):
     expect(op, phase.shape == (2, F * hop), f"phase must be [2, F * hop = {F * hop}] (hi and lo lines)",
            rows, phase)
     _sample_rate(op, sample_rate)
+    expect_loop_steps(op, K + 1, f"{K} harmonics", rows)  # one invocation per sample loops over them
     dev = same_device(op, rows, phase)
     out = dev.empty((F * hop,))
     return _harmonic(dev, "oscillators", F * hop, rows, rows, rows, phase, upsample_window(dev, hop), out,
@@ -238,6 +240,7 @@ def spectral_mac(x, h, hist=None, parts=1, hstride=0, h_off=0, flip=False):
         _spectrum(op, "hist", hist)
         expect(op, hist.shape[-3] == bins and hist.shape[-2] == parts - 1,
                f"hist must be [{bins}, parts - 1 = {parts - 1}, 2]", x, hist)
+    expect_loop_steps(op, parts + 1, f"{parts} partitions", x)  # one invocation per value loops over them
     dev = same_device(op, x, h, hist)
     y = dev.empty((bins, K, 2))
     return _fftconv(dev, "mac", bins * K, hist if hist is not None and hist.size else x, x, h, y,

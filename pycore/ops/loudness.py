@@ -32,7 +32,7 @@ import math
 
 from ..runtime import Tensor, ceil_div
 from ..selfcheck import assert_close, check, rand, rng
-from . import expect, expect_dtype, same_device
+from . import expect, expect_dtype, expect_loop_steps, same_device
 from .spectral import stft
 
 WG = 64
@@ -80,6 +80,7 @@ def weighted_power_db(spec, weight, ref_db=0.0, range_db=DB_RANGE):
     expect(op, _is_number(range_db) and range_db > 0, f"range_db must be a positive number, got {range_db!r}")
     B = 1 if spec.ndim == 3 else spec.shape[0]
     bins, frames = spec.shape[-3], spec.shape[-2]
+    expect_loop_steps(op, bins + 1, f"summing {bins} bins", spec)  # one invocation per frame loops over them
     out = dev.empty((B, frames))
     dev.run(dev.kernel("loudness", "weighted_power_db", consts={"WG": WG}), ceil_div(B * frames, WG),
             spec=spec, weight=weight, out=out, frames=frames, total=B * frames, bins=bins,

@@ -32,7 +32,7 @@ import weakref
 
 from ..runtime import Tensor, ceil_div
 from ..selfcheck import assert_close, check, flat, rand, rng
-from . import expect, expect_dtype, same_device
+from . import LOOP_LIMIT, expect, expect_dtype, expect_loop_steps, same_device
 
 ACTS = {None: 0, "relu": 1, "gelu": 2, "tanh": 3, "sigmoid": 4}
 
@@ -87,6 +87,22 @@ BIGGEST = {"cpu": "reg32x32w16", "gpu": "tile64k16"}
 
 CACHE_VERSION = 1
 
+# Loop passes of one invocation (lavapipe stops loops after LOOP_LIMIT, kernels/common.wgsl):
+# mm_reg runs K4 = K / 4 steps, then an epilogue of at most 32 x 9 passes; mm_tiled runs
+# K4 / TK4 slabs of 4 TK4 + 2 passes. Past that the tiled kernel gives way to REG_FALLBACK.
+EPILOGUE_STEPS = 300
+REG_FALLBACK = "reg8x8w64"
+
+
+def _loop_steps(entry, consts, K4):
+    if entry == "mm_reg":
+        return K4 + EPILOGUE_STEPS
+    return ceil_div(K4, consts["TK4"]) * (4 * consts["TK4"] + 2) + EPILOGUE_STEPS
+
+
+def _expect_k(op, K, a, b):
+    expect_loop_steps(op, _loop_steps("mm_reg", {}, ceil_div(K, 4)), f"a dot product of K={K} terms", a, b)
+
 
 # --------------------------------------------------------------------------- validation
 
@@ -110,6 +126,7 @@ def _check_operands(op, a, b, bias, act, trans_a, trans_b):
     if bias is not None:
         expect_dtype(op, bias, "f32")
         expect(op, bias.shape == (N,), f"bias must have shape ({N},)", bias)
+    _expect_k(op, K, a, b)
     return dev, M, N, K, ba or bb
 
 
@@ -148,6 +165,7 @@ def linear(x, weight, bias=None, act=None):
                f"bias must be a Tensor of shape ({weight.shape[0]},)", bias)
     expect_dtype(op, x, "f32")
     expect_dtype(op, weight, "f32", "f16")
+    _expect_k(op, weight.shape[1], x, weight)
     y = matmul(x.reshape(-1, x.shape[-1]), weight, bias, act, trans_b=True)
     return y.reshape(*x.shape[:-1], weight.shape[0])
 
@@ -203,6 +221,9 @@ def _matmul(dev, a, b, bias, out, M, N, K, nb, batched_a, batched_b, act, trans_
     gx = _groups_x(entry, consts, M, N)
     if gx > dev.max_groups:  # small blocks on a huge matrix: take the biggest ones
         entry, consts = VARIANTS[BIGGEST[adapter_kind(dev)]]
+        gx = _groups_x(entry, consts, M, N)
+    if _loop_steps(entry, consts, Kp // 4) > LOOP_LIMIT:  # a long K: the K loop of mm_reg is shorter
+        entry, consts = VARIANTS[REG_FALLBACK]
         gx = _groups_x(entry, consts, M, N)
     consts = dict(consts, TRANS_A=int(trans_a), TRANS_B=int(trans_b))
     aliases = {"W": "f16"} if B.dtype == "f16" else None

@@ -16,7 +16,7 @@ import math
 
 from ..runtime import ceil_div
 from ..selfcheck import assert_close, check, flat, rand, rng
-from . import expect, expect_dtype, same_device
+from . import expect, expect_dtype, expect_loop_steps, same_device
 
 EWG = 256   # batch_norm invocations per workgroup, as in norm.wgsl
 
@@ -29,6 +29,11 @@ def _params_dtype(op, x, *params):
         expect_dtype(op, t, "f32", "f16")
     expect(op, len({t.dtype for t in given}) <= 1, "weight/bias/statistics must share one dtype", *given)
     return {"W": "f16"} if given and given[0].dtype == "f16" else None
+
+
+def _row_loops(op, length, x):
+    """norm_rows: each of a row's 64 invocations strides over it 3 times (+ 2 trees)."""
+    expect_loop_steps(op, 3 * (ceil_div(length, 64) + 1) + 16, f"normalizing rows of {length} values", x)
 
 
 def _run(entry, grid, x, out, aliases, w=None, b=None, rm=None, rv=None, **params):
@@ -55,6 +60,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     for s in shape:
         n *= s
     expect(op, n > 0, "normalized_shape must not be empty", x)
+    _row_loops(op, n, x)
     rows = x.size // n
     out = x.dev.empty(x.shape)
     return _run("norm_rows", rows, x, out, aliases, weight, bias,
@@ -75,6 +81,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     spatial = x.size // (x.shape[0] * c) if x.size else 0
     rows = x.shape[0] * num_groups
     length = (c // num_groups) * spatial
+    _row_loops(op, length, x)
     out = x.dev.empty(x.shape)
     if length == 0:
         return out

@@ -30,7 +30,7 @@ import math
 
 from ..runtime import Tensor, ceil_div
 from ..selfcheck import assert_close, check, rng
-from . import expect, expect_dtype
+from . import expect, expect_dtype, expect_loop_steps
 
 FRAME = 1024                 # CREPE's window, samples at 16 kHz
 PITCH_BINS = 360
@@ -70,6 +70,8 @@ def crepe_frames(x, hop=64, start=0, count=None, frame=FRAME, center=True):
     expect(op, x.ndim == 1, "x must be a 1-D signal [T]", x)
     expect(op, _is_int(hop) and hop >= 1, f"hop must be an int >= 1, got {hop!r}")
     expect(op, _is_int(frame) and frame >= 2 and frame % 2 == 0, f"frame must be an even int >= 2, got {frame!r}")
+    # each of a frame's WG invocations strides over it 3 times (+ 2 trees)
+    expect_loop_steps(op, 3 * (ceil_div(frame, WG) + 1) + 16, f"frames of {frame} samples", x)
     total = frame_count(x.shape[0], hop, frame, bool(center))
     expect(op, _is_int(start) and 0 <= start <= total, f"start must be an int in 0..{total}, got {start!r}", x)
     if count is None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ..runtime import Tensor, ceil_div
 from ..selfcheck import assert_close, check, rand, rng
-from . import expect, expect_dtype, same_device
+from . import expect, expect_dtype, expect_loop_steps, same_device
 
 WG = 64  # invocations per workgroup, one output element each
 
@@ -37,6 +37,7 @@ def max_pool2d(x, kernel, stride=None, scale=None, shift=None):
     sh, sw = _pair(op, "stride", kernel if stride is None else stride)
     n, c, h, w = x.shape
     expect(op, h >= kh and w >= kw, f"kernel ({kh}, {kw}) is larger than the input", x)
+    expect_loop_steps(op, kh * (kw + 1) + 1, f"a ({kh}, {kw}) window", x)  # one invocation loops over it
     expect(op, (scale is None) == (shift is None), "give both scale and shift, or neither", x)
     if scale is not None:
         expect(op, isinstance(scale, Tensor) and isinstance(shift, Tensor), "scale and shift must be Tensors", x)

@@ -29,7 +29,7 @@ import math
 
 from ..runtime import Tensor, ceil_div
 from ..selfcheck import assert_close, check, flat, rand, rng
-from . import expect, same_device
+from . import expect, expect_loop_steps, same_device
 
 GATES = {"lstm": 4, "gru": 3}
 WG = 64  # invocations per workgroup in rnn.wgsl
@@ -139,6 +139,10 @@ def _rnn(op, x, weights, H, L, bidirectional, batch_first, h0, c0):
     else:
         T, B, n_in = x.shape
     expect(op, T >= 1 and B >= 1 and n_in >= 1, "x must not be empty", x)
+    # project loops over a layer's input features, a step over h_prev's H (then merges
+    # at most 64 lanes)
+    width = max(n_in, D * H)
+    expect_loop_steps(op, width + 68, f"layer inputs of {width} features", x)
     layers, has_bias, wdt, bdt = _layer_weights(op, weights, G, H, L, D, n_in)
     state_shape = (L * D, H) if x.ndim == 2 else (L * D, B, H)
     _state(op, "h0", h0, state_shape)

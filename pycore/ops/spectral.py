@@ -20,7 +20,7 @@ import math
 
 from ..runtime import ceil_div
 from ..selfcheck import assert_close, check, flat, rand, rng
-from . import expect, expect_dtype
+from . import expect, expect_dtype, expect_loop_steps
 from .scan import is_cpu_adapter
 
 PAD_MODES = {"constant": 0, "reflect": 1, "replicate": 2, "circular": 3}
@@ -137,6 +137,9 @@ def stft(x, n_fft, hop=None, window=None, center=True, pad_mode="reflect", norma
                    win_off=(n_fft - win.shape[0]) // 2,
                    scale=1 / math.sqrt(n_fft) if normalized else 1.0)
     wg, plan = _wg(dev), _fft_plan(dev, n_fft)
+    if plan is None:  # the direct DFT: one invocation loops over the n_fft samples
+        expect_loop_steps(op, n_fft + 1, f"the direct DFT of n_fft={n_fft} (no FFT this size fits the "
+                          "GPU's workgroup memory, or n_fft is not a power of two)", x)
     if plan is not None:
         half, log2n, fpw, cap = plan
         kernel = dev.kernel("fft", "stft_fft", consts={"WG": wg, "CAP": cap})
@@ -186,6 +189,11 @@ def istft(X, n_fft, hop=None, window=None, center=True, normalized=False, length
                    win_len=win.shape[0], win_off=(n_fft - win.shape[0]) // 2, ola_len=ola_len,
                    batch=B)
     wg, plan = _wg(dev), _fft_plan(dev, n_fft)
+    # One invocation loops over the frames covering a sample (overlap_add) and, for the
+    # direct DFT, over the n_fft // 2 + 1 bins.
+    expect_loop_steps(op, ceil_div(n_fft, hop) + 2, f"overlap-adding n_fft={n_fft} with hop={hop}", X)
+    if plan is None:
+        expect_loop_steps(op, nbins + 1, f"the direct inverse DFT of n_fft={n_fft}", X)
     if plan is not None:
         half, log2n, fpw, cap = plan
         # irfft = (1/N) * N-point inverse FFT of the merged spectrum; normalized: * sqrt(n_fft)

@@ -29,7 +29,7 @@ import math
 
 from ..runtime import Tensor, ceil_div
 from ..selfcheck import assert_close, check, flat, rand, rng
-from . import expect, expect_dtype, same_device
+from . import expect, expect_dtype, expect_loop_steps, same_device
 
 WG = 256
 NO_END = 0xFFFFFFFF  # total_frames while the signal's length is unknown
@@ -85,6 +85,7 @@ def ratio_masks(X, masks, bins, valid=None, eps=1e-10):
            f"masks must be [S, C, {frames}, {bins}] with C a multiple of X's {xc} channels", X, masks)
     expect(op, isinstance(eps, (int, float)) and eps >= 0, f"eps must be a number >= 0, got {eps!r}")
     stems, channels = masks.shape[:2]
+    expect_loop_steps(op, 3 * (stems + 1), f"{stems} stems", masks)  # up to 3 loops over them per value
     out = X.dev.empty((stems * channels, nbins, frames, 2))
     X.dev.run(X.dev.kernel("spectral_mask", "ratio_mask", consts={"WG": WG}),
               ceil_div(channels * nbins * frames, WG), spec=X, masks=masks, out=out,
@@ -117,6 +118,8 @@ def overlap_finish(ola, carry, start, count, q0, total_frames, n_fft, hop, mix=1
     expect(op, _is_int(q0) and q0 + ola_len <= NO_END, f"q0 must be an int >= 0 that fits u32, got {q0!r}")
     expect(op, total_frames is None or (_is_int(total_frames, 1) and total_frames < NO_END),
            f"total_frames must be None or a positive int, got {total_frames!r}")
+    # one invocation loops over the frames covering its sample (the envelope), then the mix
+    expect_loop_steps(op, ceil_div(n_fft, hop) + mix + 3, f"n_fft={n_fft} with hop={hop} and mix={mix}", ola)
     win = hann_window(ola.dev, n_fft) if window is None else window
     expect(op, isinstance(win, Tensor) and win.shape == (n_fft,) and win.dtype == "f32",
            f"window must be an f32 Tensor [{n_fft}]", win)
