@@ -44,6 +44,9 @@ $(VENV)/.stamp-base: pyproject.toml | $(PY)
 
 $(VENV)/.stamp-test: pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[test]'
+	@# reference packages for parity tests; --no-deps because their declared
+	@# dependencies pull torchaudio (no CPU build reachable) and hub clients
+	$(PY) -m pip install -q --no-deps demucs==4.1.0 openunmix==1.3.0
 	@touch $@ $(VENV)/.stamp-base
 
 venv: $(VENV)/.stamp-base

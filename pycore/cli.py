@@ -7,6 +7,8 @@
                                              split audio files into stems
     stemtone bench separate [--json] [-m MODEL] [--seconds 30]
                                              demixing next to the PyTorch CPU reference, same run
+    stemtone weights fetch NAME | convert FILE... [--name NAME] | list  [--dir DIR]
+                                             official Demucs v4 / Open-Unmix checkpoints -> safetensors
 """
 
 from __future__ import annotations
@@ -190,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace existing stem files")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_separate)
+
+    from .convert import fetch  # `stemtone weights fetch | convert | list`
+
+    fetch.add_parser(sub)
     return p
 
 

@@ -1,0 +1,427 @@
+"""`stemtone weights fetch | convert | list`: official Demucs v4 and Open-Unmix checkpoints.
+
+Native only. The checkpoints are not bundled: `fetch NAME` downloads them from the
+addresses their own packages use (recorded in weights/manifest.json under "fetch"),
+`convert FILE...` converts files the user already has, and both write
+<weights dir>/<NAME>.safetensors. Neither needs torch: checkpoints are read by the
+restricted unpickler of pycore.convert.torchzip.
+
+Where the addresses come from (the reference packages, read, not imported):
+  demucs==4.1.0    demucs/pretrained.py ROOT_URL + demucs/remote/files.txt; a model name
+                   is a bag (demucs/remote/<name>.yaml) of signatures. A file is
+                   <sig>-<first 8 hex digits of its sha256>.th, checked by demucs itself.
+  openunmix==1.3.0 openunmix/__init__.py umxl_spec(): one <target>-<sha256 prefix>.pth
+                   per target on Zenodo record 5069601 (torch.hub naming; openunmix
+                   itself does not check the hash, we do).
+
+Checkpoint formats (both torch zips):
+  demucs     torch.save of demucs.states.serialize_model(): {"klass": the model class,
+             "args": [], "kwargs": {constructor arguments}, "state": {name: tensor}
+             (float16: saved with half=True), "training_args": {...}}.
+  openunmix  torch.save of a plain state dict of openunmix.model.OpenUnmix.
+
+The safetensors file keeps the reference state-dict names and PyTorch layouts, with a
+prefix where one file holds several networks: "model{i}." for the i-th model of a
+demucs bag (htdemucs_ft), "<target>." for Open-Unmix (vocals., drums., ...). Tensors
+keep their stored dtype (demucs float16, openunmix float32); BatchNorm's int64
+num_batches_tracked counters are left out. Metadata (all strings; JSON where noted):
+  model, format ("demucs" | "openunmix"), license, source (JSON: [{file, sha256}]),
+  architecture (JSON)
+    demucs:    {"klass": "demucs.htdemucs.HTDemucs", "sources": [...],
+                "models": [{"prefix", "sig", "args", "kwargs"}], "weights": [[...]] | null}
+               kwargs are exactly the constructor arguments the package recorded, so
+               the network can be rebuilt from them (Fractions become floats).
+    openunmix: {"targets": [...], "nb_bins", "nb_channels", "hidden_size", "nb_layers",
+                "unidirectional", "max_bin"}: OpenUnmix(...) arguments, read from the
+                tensor shapes (the .pth files record none).
+
+Downloads go to ~/.cache/stemtone/downloads as <file>.part (resumed with an HTTP Range
+request, retried with back-off), are checked, then renamed; the output is written to a
+temporary file and renamed (pycore.safetensors.save), so no half-written file is ever
+left under its final name.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import socket
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from fractions import Fraction
+from pathlib import Path
+
+from . import MANIFEST, WEIGHTS_DIR, cache_dir, sha256_file
+
+
+class WeightsError(RuntimeError):
+    """A fetch or conversion failed; the message is meant for the user, on one line."""
+
+
+# ---------------------------------------------------------------- manifest
+
+def _manifest_models() -> list:
+    with open(MANIFEST, encoding="utf-8") as f:
+        return json.load(f)["models"]
+
+
+def fetchable() -> dict:
+    """{name: manifest entry} of the models with a "fetch" record."""
+    return {m["name"]: m for m in _manifest_models() if "fetch" in m}
+
+
+# ---------------------------------------------------------------- download
+
+def _checksum_error(path, got, entry):
+    want = entry.get("sha256") or entry["sha256_prefix"]
+    return f"{path.name}: sha256 {got[:len(want)]} does not match the published {want}"
+
+
+def _verify(path: Path, entry: dict):
+    """None if path has the entry's sha256 (full) or sha256_prefix, else an error message."""
+    got = sha256_file(path)
+    want = entry.get("sha256") or entry["sha256_prefix"]
+    return None if got.startswith(want) else _checksum_error(path, got, entry)
+
+
+def _unreachable(e) -> bool:
+    """True for a failure to reach the host at all (name lookup failed)."""
+    return isinstance(e, urllib.error.URLError) and isinstance(e.reason, socket.gaierror)
+
+
+def download(url: str, dest: Path, entry: dict, retries: int = 4, backoff: float = 1.0,
+             timeout: float = 30.0, progress=None) -> Path:
+    """Download url to dest, verified against entry's "sha256" or "sha256_prefix".
+
+    Bytes go to dest + ".part"; an existing .part is resumed with a Range request (a
+    server that answers 200 instead of 206 restarts it from 0). A dropped connection
+    or short body is retried, waiting backoff * 2^k seconds; it gives up after
+    `retries` + 1 tries in a row that received nothing.
+    A checksum mismatch deletes the .part and raises. progress(done, total) is called
+    as bytes arrive (total None when the server does not say).
+    """
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    host = urllib.parse.urlsplit(url).hostname or url
+    failures = 0
+    while True:
+        have = before = part.stat().st_size if part.exists() else 0
+        headers = {"User-Agent": "stemtone"}
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as r:
+                if have and r.status == 206:
+                    start = re.match(r"bytes (\d+)-", r.headers.get("Content-Range", ""))
+                    if not start or int(start.group(1)) != have:
+                        part.unlink()  # a range we did not ask for: start again from 0
+                        continue
+                else:
+                    have = 0  # 200: the server ignored Range and sends the whole file
+                length = r.headers.get("Content-Length")
+                total = have + int(length) if length is not None else None
+                with open(part, "ab" if have else "wb") as f:
+                    while True:
+                        block = r.read(1 << 16)
+                        if not block:
+                            break
+                        f.write(block)
+                        have += len(block)
+                        if progress:
+                            progress(have, total)
+                if total is not None and have < total:
+                    raise http.client.IncompleteRead(b"", total - have)
+            break
+        except urllib.error.HTTPError as e:
+            if e.code == 416 and have:  # nothing left to send: the .part may be whole
+                break
+            raise WeightsError(f"{url}: the server answered {e.code} {e.reason}") from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            reason = getattr(e, "reason", None) or e
+            if _unreachable(e):
+                raise WeightsError(f"cannot reach {host}: {reason}; download {url} elsewhere and use "
+                                   f"`stemtone weights convert FILE`") from None
+            kept = part.stat().st_size if part.exists() else 0
+            failures = 1 if kept > before else failures + 1  # count tries that got nowhere
+            if failures > retries:
+                if isinstance(e, urllib.error.URLError):  # never connected
+                    raise WeightsError(f"cannot reach {host}: {reason}; download {url} elsewhere and "
+                                       f"use `stemtone weights convert FILE`") from None
+                resume = f"; {part} is kept, run the command again to resume" if kept else ""
+                raise WeightsError(f"download of {url} failed {failures} times (last: {reason!r}){resume}") from None
+            time.sleep(backoff * 2 ** (failures - 1))
+    problem = _verify(part, entry)
+    if problem:
+        part.unlink()
+        raise WeightsError(f"{problem} (download deleted; run the command again)")
+    os.replace(part, dest)
+    return dest
+
+
+def _progress_printer(label):
+    last = [0.0]
+
+    def show(done, total):
+        now = time.monotonic()
+        if now - last[0] < 0.25 and done != total:
+            return
+        last[0] = now
+        text = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB ({100 * done // total}%)" if total else f"{done / 1e6:.1f} MB"
+        print(f"\r{label}: {text}", end="", file=sys.stderr, flush=True)
+
+    return show
+
+
+def fetch(name: str, weights_dir=WEIGHTS_DIR, progress: bool = True, **download_args) -> Path:
+    """Download the official checkpoint(s) of `name` (cached, checked) and convert them
+    to <weights_dir>/<name>.safetensors. Returns its path."""
+    models = fetchable()
+    if name not in models:
+        raise WeightsError(f"no fetchable model {name!r}; one of {', '.join(models)}")
+    entry = models[name]
+    paths = []
+    for f in entry["fetch"]["files"]:
+        dest = cache_dir("downloads") / f["file"]
+        if dest.exists() and _verify(dest, f) is None:
+            paths.append(dest)
+            continue
+        show = _progress_printer(f"downloading {f['file']}") if progress else None
+        paths.append(download(f["url"], dest, f, progress=show, **download_args))
+        if show:
+            print(file=sys.stderr)
+    return convert(paths, name=name, weights_dir=weights_dir)
+
+
+# ---------------------------------------------------------------- conversion
+
+# The globals a demucs package needs beyond torchzip's state-dict set: the model class,
+# recorded by reference (only HTDemucs, handed out as its name, never imported), and
+# fractions.Fraction in case a package was saved after HTDemucs' forward turned its
+# segment into one (demucs/htdemucs.py). A Fraction is plain arithmetic, safe to build.
+DEMUCS_GLOBALS = {
+    ("demucs.htdemucs", "HTDemucs"): "demucs.htdemucs.HTDemucs",
+    ("fractions", "Fraction"): Fraction,
+}
+
+_HASHED_NAME = re.compile(r"^([A-Za-z0-9_]+)-([0-9a-f]{8,64})\.(th|pth)$")
+
+
+def _jsonable(obj):
+    if isinstance(obj, Fraction):
+        return float(obj)
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise WeightsError(f"unexpected {type(obj).__name__} in the checkpoint's arguments")
+
+
+def _float_tensors(state: dict, label: str, prefix: str) -> dict:
+    import numpy as np
+
+    out = {}
+    for key, arr in state.items():
+        if not isinstance(arr, np.ndarray):
+            raise WeightsError(f"{label}: state entry {key!r} is not a tensor")
+        if key.endswith("num_batches_tracked"):
+            continue  # BatchNorm's step counter (int64), unused at inference
+        if arr.dtype not in (np.float32, np.float16):
+            raise WeightsError(f"{label}: tensor {key!r} has dtype {arr.dtype}; expected float32 or float16")
+        out[prefix + key] = arr
+    return out
+
+
+def read_checkpoint(path: Path):
+    """("demucs", package dict) or ("openunmix", state dict) of one checkpoint file."""
+    import pickle
+
+    from . import torchzip
+
+    try:
+        obj = torchzip.load(path, extra_globals=DEMUCS_GLOBALS)
+    except (ValueError, pickle.UnpicklingError, OSError) as e:
+        raise WeightsError(f"cannot read {path}: {e}") from None
+    if isinstance(obj, dict) and {"klass", "args", "kwargs", "state"} <= set(obj):
+        if obj["klass"] != "demucs.htdemucs.HTDemucs":
+            raise WeightsError(f"{path}: a demucs {obj['klass']} model; only HTDemucs (v4) is supported")
+        if obj["state"].get("__quantized"):
+            raise WeightsError(f"{path}: a quantized (diffq) demucs model; only float checkpoints are supported")
+        return "demucs", obj
+    if isinstance(obj, dict) and "fc1.weight" in obj and "fc3.weight" in obj:
+        return "openunmix", obj
+    raise WeightsError(f"{path}: neither a demucs model package nor an Open-Unmix state dict")
+
+
+def _umx_architecture(state: dict, label: str) -> dict:
+    """OpenUnmix(...) arguments from the tensor shapes of one target's state dict."""
+    max_bin = state["input_mean"].shape[0]
+    hidden = state["fc1.weight"].shape[0]
+    nb_channels = state["fc1.weight"].shape[1] // max_bin
+    nb_layers = len({k for k in state if re.fullmatch(r"lstm\.weight_ih_l\d+", k)})
+    bidirectional = "lstm.weight_ih_l0_reverse" in state
+    nb_bins = state["output_mean"].shape[0]
+    if nb_layers == 0 or nb_channels * max_bin != state["fc1.weight"].shape[1]:
+        raise WeightsError(f"{label}: tensor shapes do not match an OpenUnmix model")
+    return {"nb_bins": nb_bins, "nb_channels": nb_channels, "hidden_size": hidden,
+            "nb_layers": nb_layers, "unidirectional": not bidirectional, "max_bin": max_bin}
+
+
+def _check_hashed_name(path: Path):
+    """A file named <sig>-<sha256 prefix>.th/.pth must have that checksum (as demucs checks)."""
+    m = _HASHED_NAME.match(path.name)
+    if m:
+        got = sha256_file(path)
+        if not got.startswith(m.group(2)):
+            raise WeightsError(f"{path}: sha256 {got[:len(m.group(2))]} does not match the "
+                               f"{m.group(2)} in its name (damaged or incomplete file)")
+
+
+def convert(files, name: str | None = None, weights_dir=WEIGHTS_DIR) -> Path:
+    """Convert checkpoint file(s) to <weights_dir>/<name>.safetensors and return its path.
+
+    One demucs .th (a single model), several demucs .th (a bag, in the manifest's
+    order when `name` is a known bag such as htdemucs_ft), or one Open-Unmix .pth per
+    target (named <target>[-hash].pth). `name` defaults to the manifest model whose
+    published files these are, else (one file only) to the file's stem.
+    """
+    from .. import safetensors
+
+    paths = [Path(f) for f in files]
+    if not paths:
+        raise WeightsError("no checkpoint file given")
+    for p in paths:
+        if not p.is_file():
+            raise WeightsError(f"{p}: no such file")
+        _check_hashed_name(p)
+    models = fetchable()
+    if name is None:
+        names = sorted(p.name for p in paths)
+        known = [n for n, m in models.items() if sorted(f["file"] for f in m["fetch"]["files"]) == names]
+        if not known and len(paths) > 1:
+            raise WeightsError("these files are not a model of weights/manifest.json; name the model with --name")
+        name = known[0] if known else paths[0].name.split(".")[0]
+    entry = models.get(name)
+    if entry:  # a known model: its files in manifest order
+        order = [f["file"] for f in entry["fetch"]["files"]]
+        if sorted(p.name for p in paths) == sorted(order):
+            paths.sort(key=lambda p: order.index(p.name))
+
+    read = [(p, *read_checkpoint(p)) for p in paths]
+    kinds = {kind for _, kind, _ in read}
+    if len(kinds) > 1:
+        raise WeightsError("cannot mix demucs and Open-Unmix checkpoints in one model")
+    kind = kinds.pop()
+    tensors = {}
+    if kind == "demucs":
+        arch = {"klass": "demucs.htdemucs.HTDemucs", "models": [],
+                "weights": entry["fetch"].get("weights") if entry else None}
+        for i, (p, _, pkg) in enumerate(read):
+            prefix = f"model{i}." if len(read) > 1 else ""
+            tensors.update(_float_tensors(pkg["state"], str(p), prefix))
+            m = _HASHED_NAME.match(p.name)
+            arch["models"].append({"prefix": prefix, "sig": m.group(1) if m else None,
+                                   "args": _jsonable(pkg["args"]), "kwargs": _jsonable(pkg["kwargs"])})
+        sources = {tuple(m["kwargs"].get("sources", ())) for m in arch["models"]}
+        if len(sources) != 1 or not next(iter(sources)):
+            raise WeightsError("the demucs models do not share one list of sources")
+        arch["sources"] = list(sources.pop())
+    else:
+        arch = {"targets": []}
+        for p, _, state in read:
+            target = p.name.split("-")[0].split(".")[0]
+            if target in arch["targets"]:
+                raise WeightsError(f"two checkpoints for the Open-Unmix target {target!r}")
+            shape = _umx_architecture(state, str(p))
+            if "nb_bins" in arch and any(arch[k] != v for k, v in shape.items()):
+                raise WeightsError(f"{p}: its shapes differ from the other targets' ({shape})")
+            arch.update(shape)
+            arch["targets"].append(target)
+            tensors.update(_float_tensors(state, str(p), target + "."))
+    metadata = {
+        "model": name,
+        "format": kind,
+        "architecture": json.dumps(arch),
+        "source": json.dumps([{"file": p.name, "sha256": sha256_file(p)} for p in paths]),
+        "license": entry["license"] if entry else "unknown (converted from a user-supplied file)",
+    }
+    out = Path(weights_dir) / f"{name}.safetensors"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    safetensors.save(out, tensors, metadata)
+    return out
+
+
+# ---------------------------------------------------------------- list
+
+def installed(weights_dir=WEIGHTS_DIR) -> list:
+    """[(file name, size, status)] of the .safetensors files in weights_dir; status is
+    "sha256 ok" / "sha256 MISMATCH" for files the manifest records a sha256 for, else
+    "converted here" (header checked) or "INVALID: ..."."""
+    from .. import safetensors
+
+    recorded = {f["path"]: f.get("sha256") for m in _manifest_models() for f in m.get("files", [])}
+    rows = []
+    for p in sorted(Path(weights_dir).glob("*.safetensors")):
+        want = recorded.get(p.name)
+        if want:
+            status = "sha256 ok" if sha256_file(p) == want else "sha256 MISMATCH"
+        else:
+            try:
+                safetensors.read_header(p)
+                status = "converted here (no recorded sha256; header valid)"
+            except ValueError as e:
+                status = f"INVALID: {e}"
+        rows.append((p.name, p.stat().st_size, status))
+    return rows
+
+
+def list_text(weights_dir=WEIGHTS_DIR) -> str:
+    lines = [f"installed in {weights_dir}:"]
+    rows = installed(weights_dir)
+    lines += [f"  {n:32s} {s / 1e6:9.1f} MB  {st}" for n, s, st in rows] or ["  (none)"]
+    lines.append("fetchable (stemtone weights fetch NAME):")
+    for name, m in fetchable().items():
+        size = sum(f.get("size", 0) for f in m["fetch"]["files"])
+        size_text = f"{size / 1e6:.0f} MB" if size else "size unknown"
+        lines.append(f"  {name:14s} {'/'.join(m['stems']):38s} {m['fetch']['source']}; "
+                     f"{m['license']}; {size_text}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- command line
+
+def add_parser(sub):
+    """Add `weights fetch | convert | list` to the stemtone argument parser."""
+    w = sub.add_parser("weights", help="fetch, convert and list model weights")
+    wsub = w.add_subparsers(dest="action", required=True)
+    f = wsub.add_parser("fetch", help="download an official checkpoint and convert it")
+    f.add_argument("name")
+    c = wsub.add_parser("convert", help="convert checkpoint file(s) you already have (no torch needed)")
+    c.add_argument("files", nargs="+", metavar="FILE")
+    c.add_argument("--name", help="model name (default: recognised from the files, else the file name)")
+    lst = wsub.add_parser("list", help="installed weights and what can be fetched")
+    for p in (f, c, lst):
+        p.add_argument("--dir", default=str(WEIGHTS_DIR), help="weights directory (default %(default)s)")
+    w.set_defaults(fn=main)
+
+
+def main(args) -> int:
+    try:
+        if args.action == "list":
+            print(list_text(args.dir))
+            return 0
+        if args.action == "fetch":
+            out = fetch(args.name, args.dir)
+        else:
+            out = convert(args.files, args.name, args.dir)
+    except WeightsError as e:
+        print(f"stemtone: error: {e}", file=sys.stderr)
+        return 1
+    print(f"weights: {out}")
+    return 0
