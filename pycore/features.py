@@ -27,9 +27,8 @@ exactly what one pass over the whole signal would.
 from __future__ import annotations
 
 import array
-import json
-import os
 
+from .models import WEIGHTS_DIR, weights_path  # noqa: F401 (WEIGHTS_DIR is re-exported)
 from .models.crepe import Crepe
 from .ops.loudness import loudness_db
 from .ops.pitch import FRAME, crepe_decode, crepe_frames
@@ -41,21 +40,6 @@ HOP = SAMPLE_RATE // FRAME_RATE      # 64 samples
 LOUDNESS_N_FFT = 512
 CHUNK_FRAMES = 7500                  # 30 s of frames per upload
 MODELS = ("crepe-tiny", "crepe-full")
-WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
-
-
-def weights_path(name: str) -> str:
-    """Native: the weights file of a model of weights/manifest.json (it must exist)."""
-    manifest = os.path.join(WEIGHTS_DIR, "manifest.json")
-    with open(manifest, encoding="utf-8") as f:
-        models = {m["name"]: m for m in json.load(f)["models"]}
-    if name not in models:
-        raise ValueError(f"{manifest} lists no model {name!r}")
-    path = os.path.join(WEIGHTS_DIR, models[name]["files"][0]["path"])
-    if not os.path.exists(path):
-        cmd = "python -m pycore.convert" + ("" if models[name].get("default", True) else f" {name}")
-        raise FileNotFoundError(f"{path} is missing; run `{cmd}` (make weights) first")
-    return path
 
 
 def load_crepe(dev, name="crepe-tiny", weights=None, dtype="f32") -> Crepe:

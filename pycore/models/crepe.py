@@ -45,6 +45,7 @@ from ..ops.matmul import linear
 from ..ops.pitch import FRAME, PITCH_BINS
 from ..ops.pool import max_pool2d
 from ..safetensors import Entry
+from .layers import BatchNorm, Conv, upload
 
 LAYERS = 6
 BN_EPS = 0.0010000000474974513       # torchcrepe's BatchNorm eps (1e-3 as float32)
@@ -55,54 +56,14 @@ CLASSIFIER_FRAMES = 4                  # time steps left after the six pools
 CHUNK_BYTES = 1 << 25                  # largest activation of one batch: 32 MiB
 
 
-def _floats(entry) -> list:
-    n = len(entry.data) // (4 if entry.dtype == "f32" else 2)
-    return list(struct.unpack(f"<{n}{'f' if entry.dtype == 'f32' else 'e'}", entry.data))
-
-
-def _raw(entry, dtype) -> bytes:
-    """An Entry's bytes converted to dtype ("f32" or "f16")."""
-    if entry.dtype == dtype:
-        return entry.data
-    try:
-        import numpy as np  # native: fast conversion
-    except ImportError:
-        return struct.pack(f"<{len(_floats(entry))}{'e' if dtype == 'f16' else 'f'}", *_floats(entry))
-    src = {"f32": np.float32, "f16": np.float16}
-    return np.frombuffer(entry.data, src[entry.dtype]).astype(src[dtype]).tobytes()
-
-
-class Conv:
-    """conv{i}: weight [C_out, C_in, k, 1] and bias [C_out] on the GPU."""
-
-    def __init__(self, dev, params, prefix, dtype):
-        w, b = params[f"{prefix}.weight"], params[f"{prefix}.bias"]
-        self.weight = dev.tensor(_raw(w, dtype), w.shape, dtype)
-        self.bias = dev.tensor(_raw(b, dtype), b.shape, dtype)
-        self.shape = tuple(w.shape)
-
-
-class BatchNorm:
-    """conv{i}_BN folded into y = x * scale + shift per channel:
-    scale = gamma / sqrt(running_var + eps), shift = beta - running_mean * scale."""
-
-    def __init__(self, dev, params, prefix, eps=BN_EPS):
-        gamma, beta, mean, var = (_floats(params[f"{prefix}.{k}"])
-                                  for k in ("weight", "bias", "running_mean", "running_var"))
-        scale = [g / math.sqrt(v + eps) for g, v in zip(gamma, var)]
-        shift = [b - m * s for b, m, s in zip(beta, mean, scale)]
-        self.scale = dev.tensor(scale, (len(scale),))
-        self.shift = dev.tensor(shift, (len(shift),))
-
-
 class Classifier:
     """classifier: Linear(4 * C6 -> 360), its weight columns permuted to channel-major."""
 
     def __init__(self, dev, params, channels):
         w, b = params["classifier.weight"], params["classifier.bias"]
-        time_major = dev.tensor(_raw(w, "f32"), (PITCH_BINS, CLASSIFIER_FRAMES, channels))
+        time_major = upload(dev, w, shape=(PITCH_BINS, CLASSIFIER_FRAMES, channels))
         self.weight = transpose(time_major, (0, 2, 1)).reshape(PITCH_BINS, channels * CLASSIFIER_FRAMES)
-        self.bias = dev.tensor(_raw(b, "f32"), b.shape)
+        self.bias = upload(dev, b)
 
 
 def required_shapes(params) -> dict:
@@ -142,7 +103,7 @@ class Crepe:
         self.dev = dev
         for i in range(1, LAYERS + 1):
             setattr(self, f"conv{i}", Conv(dev, params, f"conv{i}", dtype))
-            setattr(self, f"conv{i}_BN", BatchNorm(dev, params, f"conv{i}_BN"))
+            setattr(self, f"conv{i}_BN", BatchNorm(dev, params, f"conv{i}_BN", BN_EPS))
         self.channels = tuple(getattr(self, f"conv{i}").shape[0] for i in range(1, LAYERS + 1))
         self.classifier = Classifier(dev, params, self.channels[-1])
         # the largest intermediate is conv1's output [N, C1, 256, 1]

@@ -54,7 +54,6 @@ from __future__ import annotations
 import array
 import math
 import json
-import struct
 from dataclasses import asdict, dataclass
 
 from ..ops import expect
@@ -68,6 +67,7 @@ from ..ops.rnn import gru
 from ..ops.scan import phase_cumsum
 from ..ops.spectral import istft, stft
 from ..runtime import Tensor
+from .layers import floats, upload
 
 
 @dataclass(frozen=True)
@@ -163,20 +163,6 @@ class Config:
 # --------------------------------------------------------------------------- weights
 
 
-def _floats(entry) -> list:
-    """Values of a safetensors Entry (f32 or f16) as Python floats."""
-    n = len(entry.data) // (4 if entry.dtype == "f32" else 2)
-    return list(struct.unpack(f"<{n}{'f' if entry.dtype == 'f32' else 'e'}", entry.data))
-
-
-def _upload(dev, entry, dtype="f32"):
-    """A safetensors Entry as a GPU tensor of dtype "f32" or "f16" (storage only)."""
-    if entry.dtype == dtype:
-        return dev.tensor(entry.data, entry.shape, dtype)
-    fmt = "e" if dtype == "f16" else "f"
-    return dev.tensor(struct.pack(f"<{len(_floats(entry))}{fmt}", *_floats(entry)), entry.shape, dtype)
-
-
 def _get(op, params, name, shape):
     expect(op, name in params, f"weights lack {name!r}")
     e = params[name]
@@ -195,10 +181,10 @@ class Fc:
     def __init__(self, dev, params, prefix, n_in, config, dtype):
         op = "ddsp.Decoder"
         ch = config.ch
-        self.weight = _upload(dev, _get(op, params, f"{prefix}.dense.weight", (ch, n_in)), dtype)
-        self.bias = _upload(dev, _get(op, params, f"{prefix}.dense.bias", (ch,)))
-        self.norm_weight = _upload(dev, _get(op, params, f"{prefix}.norm.weight", (ch,)))
-        self.norm_bias = _upload(dev, _get(op, params, f"{prefix}.norm.bias", (ch,)))
+        self.weight = upload(dev, _get(op, params, f"{prefix}.dense.weight", (ch, n_in)), dtype)
+        self.bias = upload(dev, _get(op, params, f"{prefix}.dense.bias", (ch,)))
+        self.norm_weight = upload(dev, _get(op, params, f"{prefix}.norm.weight", (ch,)))
+        self.norm_bias = upload(dev, _get(op, params, f"{prefix}.norm.bias", (ch,)))
         self.config = config
 
     def __call__(self, x):
@@ -233,9 +219,9 @@ class Decoder:
         for name, shape in (("weight_ih_l0", (3 * H, 2 * ch)), ("weight_hh_l0", (3 * H, H)),
                             ("bias_ih_l0", (3 * H,)), ("bias_hh_l0", (3 * H,))):
             is_bias = name.startswith("bias")
-            self.gru[name] = _upload(dev, _get(op, params, f"gru.{name}", shape), "f32" if is_bias else dtype)
-        self.dense_weight = _upload(dev, _get(op, params, "dense_out.weight", (config.n_out, ch)), dtype)
-        self.dense_bias = _upload(dev, _get(op, params, "dense_out.bias", (config.n_out,)))
+            self.gru[name] = upload(dev, _get(op, params, f"gru.{name}", shape), "f32" if is_bias else dtype)
+        self.dense_weight = upload(dev, _get(op, params, "dense_out.weight", (config.n_out, ch)), dtype)
+        self.dense_bias = upload(dev, _get(op, params, "dense_out.bias", (config.n_out,)))
 
     def initial_state(self) -> Tensor:
         """The GRU's initial hidden state (zeros), [1, gru]."""
@@ -291,7 +277,7 @@ def _ir_bytes(ir) -> bytes:
     """float32 bytes of an impulse response: a safetensors Entry, a numpy array or a
     sequence of numbers."""
     if hasattr(ir, "data") and hasattr(ir, "dtype") and ir.dtype in ("f32", "f16"):  # Entry
-        return bytes(ir.data) if ir.dtype == "f32" else array.array("f", _floats(ir)).tobytes()
+        return bytes(ir.data) if ir.dtype == "f32" else array.array("f", floats(ir)).tobytes()
     if hasattr(ir, "astype"):  # numpy (native only)
         return ir.astype("<f4").ravel().tobytes()
     return array.array("f", list(ir)).tobytes()

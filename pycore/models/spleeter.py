@@ -38,12 +38,12 @@ from __future__ import annotations
 import array
 import math
 import random
-import struct
 
 from ..ops import expect
 from ..ops import elementwise as E
 from ..ops.conv import conv2d, conv_transpose2d
 from ..safetensors import Entry
+from .layers import BatchNorm, Conv
 
 STEMS = ("vocals", "accompaniment")
 DEPTH = 6                    # encoder / decoder blocks
@@ -56,51 +56,7 @@ CROP = (0, -1, 0, -1)        # cut the last frequency bin and the last frame
 WIDTHS = (16, 32, 64, 128, 256, 512)
 
 
-# --------------------------------------------------------------------------- host values
-
-
-def _floats(entry) -> list:
-    """An Entry's values as Python floats (for the small BatchNorm vectors)."""
-    n = len(entry.data) // (4 if entry.dtype == "f32" else 2)
-    return list(struct.unpack(f"<{n}{'f' if entry.dtype == 'f32' else 'e'}", entry.data))
-
-
-def _raw(entry, dtype) -> bytes:
-    """An Entry's bytes converted to dtype ("f32" or "f16")."""
-    if entry.dtype == dtype:
-        return entry.data
-    try:
-        import numpy as np  # native: fast conversion
-    except ImportError:
-        return struct.pack(f"<{len(_floats(entry))}{'e' if dtype == 'f16' else 'f'}", *_floats(entry))
-    src = {"f32": np.float32, "f16": np.float16}
-    return np.frombuffer(entry.data, src[entry.dtype]).astype(src[dtype]).tobytes()
-
-
 # --------------------------------------------------------------------------- layers
-
-
-class Conv:
-    """Weight and bias of one (transposed) convolution, on the GPU."""
-
-    def __init__(self, dev, params, prefix, dtype):
-        w, b = params[f"{prefix}.weight"], params[f"{prefix}.bias"]
-        self.weight = dev.tensor(_raw(w, dtype), w.shape, dtype)
-        self.bias = dev.tensor(_raw(b, dtype), b.shape, dtype)
-        self.shape = tuple(w.shape)
-
-
-class BatchNorm:
-    """An inference BatchNorm folded into y = x * scale + shift per channel:
-    scale = gamma / sqrt(running_var + eps), shift = beta - running_mean * scale."""
-
-    def __init__(self, dev, params, prefix, eps=BN_EPS):
-        gamma, beta, mean, var = (_floats(params[f"{prefix}.{k}"])
-                                  for k in ("weight", "bias", "running_mean", "running_var"))
-        scale = [g / math.sqrt(v + eps) for g, v in zip(gamma, var)]
-        shift = [b - m * s for b, m, s in zip(beta, mean, scale)]
-        self.scale = dev.tensor(scale, (len(scale),))
-        self.shift = dev.tensor(shift, (len(shift),))
 
 
 class Up:
@@ -108,7 +64,7 @@ class Up:
 
     def __init__(self, dev, params, i, dtype):
         self.conv = Conv(dev, params, f"up{i}.0", dtype)
-        self.bn = BatchNorm(dev, params, f"up{i}.3")
+        self.bn = BatchNorm(dev, params, f"up{i}.3", BN_EPS)
 
 
 class UNet:
@@ -125,7 +81,7 @@ class UNet:
         for i in range(1, DEPTH + 1):
             setattr(self, f"down{i}_conv", Conv(dev, params, f"down{i}_conv.1", dtype))
             if i < DEPTH:  # down6_act is in the checkpoint but feeds nothing
-                setattr(self, f"down{i}_act", BatchNorm(dev, params, f"down{i}_act.0"))
+                setattr(self, f"down{i}_act", BatchNorm(dev, params, f"down{i}_act.0", BN_EPS))
         for i in range(1, DEPTH + 1):
             setattr(self, f"up{i}", Up(dev, params, i, dtype))
         self.up7 = Conv(dev, params, "up7.0", dtype)

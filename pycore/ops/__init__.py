@@ -7,6 +7,8 @@ GPU), then records one or more dispatches with `dev.run`. Nothing here reads bac
 
 from __future__ import annotations
 
+from ..runtime import Tensor
+
 
 def expect(op: str, cond: bool, msg: str, *tensors) -> None:
     """Raise ValueError('op: msg (shapes ...)') unless cond holds."""
@@ -23,6 +25,21 @@ def same_device(op: str, *tensors):
     devs = {id(t.dev) for t in tensors if t is not None}
     expect(op, len(devs) == 1, "tensors live on different devices", *[t for t in tensors if t is not None])
     return tensors[0].dev
+
+
+def expect_scale_shift(op: str, x, scale, shift, channels: int) -> None:
+    """Validate an optional per-channel affine x * scale[c] + shift[c] (an inference
+    BatchNorm folded into two vectors): both or neither, Tensors on x's device, shape
+    (channels,), both f32 or both f16."""
+    expect(op, (scale is None) == (shift is None), "give both scale and shift, or neither", x)
+    if scale is None:
+        return
+    expect(op, isinstance(scale, Tensor) and isinstance(shift, Tensor), "scale and shift must be Tensors", x)
+    same_device(op, x, scale, shift)
+    expect(op, scale.shape == (channels,) and shift.shape == (channels,),
+           f"scale and shift must have shape ({channels},)", x, scale, shift)
+    expect(op, scale.dtype == shift.dtype and scale.dtype in ("f32", "f16"),
+           "scale and shift must both be f32 or both f16", scale, shift)
 
 
 # Loop budget. Mesa's lavapipe (the CPU Vulkan driver) silently ends the loops of a shader

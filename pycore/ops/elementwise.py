@@ -30,7 +30,7 @@ import numbers
 
 from ..runtime import Tensor, ceil_div
 from ..selfcheck import assert_close, check, flat, rand, rng
-from . import expect, expect_dtype, same_device
+from . import expect, expect_dtype, expect_scale_shift, same_device
 
 WG = 256          # invocations per workgroup, as in elementwise.wgsl
 MAX_RANK = 6      # transpose handles up to 6 dims (Params d0..d5 / t0..t5)
@@ -209,14 +209,7 @@ def channel_affine(x, scale=None, shift=None, act=None, alpha=0.01, pad=(0, 0, 0
         expect(op, pad == (0, 0, 0, 0) and out is None, "pad and out need x [N, C, H, W]", x)
         n, c = x.shape[:2]
         h, w = 1, x.size // max(1, n * c)
-    expect(op, (scale is None) == (shift is None), "give both scale and shift, or neither", x)
-    if scale is not None:
-        expect(op, isinstance(scale, Tensor) and isinstance(shift, Tensor), "scale and shift must be Tensors", x)
-        same_device(op, x, scale, shift)
-        expect(op, scale.shape == (c,) and shift.shape == (c,), f"scale and shift must have shape ({c},)",
-               x, scale, shift)
-        expect(op, scale.dtype == shift.dtype and scale.dtype in ("f32", "f16"),
-               "scale and shift must both be f32 or both f16", scale, shift)
+    expect_scale_shift(op, x, scale, shift, c)
     expect(op, act in AFFINE_ACTS, f"act must be None, 'relu' or 'leaky_relu', got {act!r}", x)
     expect(op, _is_number(alpha), f"alpha must be a number, got {alpha!r}", x)
     left, right, top, bottom = pad

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ..runtime import Tensor, ceil_div
 from ..selfcheck import assert_close, check, rand, rng
-from . import expect, expect_dtype, expect_loop_steps, same_device
+from . import expect, expect_dtype, expect_loop_steps, expect_scale_shift
 
 WG = 64  # invocations per workgroup, one output element each
 
@@ -38,14 +38,7 @@ def max_pool2d(x, kernel, stride=None, scale=None, shift=None):
     n, c, h, w = x.shape
     expect(op, h >= kh and w >= kw, f"kernel ({kh}, {kw}) is larger than the input", x)
     expect_loop_steps(op, kh * (kw + 1) + 1, f"a ({kh}, {kw}) window", x)  # one invocation loops over it
-    expect(op, (scale is None) == (shift is None), "give both scale and shift, or neither", x)
-    if scale is not None:
-        expect(op, isinstance(scale, Tensor) and isinstance(shift, Tensor), "scale and shift must be Tensors", x)
-        same_device(op, x, scale, shift)
-        expect(op, scale.shape == (c,) and shift.shape == (c,), f"scale and shift must have shape ({c},)",
-               x, scale, shift)
-        expect(op, scale.dtype == shift.dtype and scale.dtype in ("f32", "f16"),
-               "scale and shift must both be f32 or both f16", scale, shift)
+    expect_scale_shift(op, x, scale, shift, c)
     oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
     dev = x.dev
     out = dev.empty((n, c, oh, ow))
