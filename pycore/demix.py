@@ -41,9 +41,8 @@ the rest with the length known. Only the last segment sees the track's end.
 from __future__ import annotations
 
 import array
-import json
-import os
 
+from .models import weights_path as _weights_file
 from .models.spleeter import Spleeter, stems_of
 from .ops.elementwise import concat, pad
 from .ops.spectral import istft, stft
@@ -59,10 +58,12 @@ LEAD = N_FFT // 2                        # the centered STFT's zero padding at t
 CHUNK = SEGMENT + N_FFT - HOP            # 527,360 samples of audio per segment
 CARRY = N_FFT - HOP                      # 3,072 samples of overlap-add carried over
 MODEL_CHANNELS = 2                       # the U-Nets take stereo
-WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
 
 MODELS = {  # what the code needs to know; the files are listed in weights/manifest.json
     "spleeter-2stems": {"stems": ["vocals", "accompaniment"], "sample_rate": 44100},
+    # Open-Unmix: pycore/models/umx.py, streamed by pycore/demix_umx.py; the weights
+    # come from `stemtone weights fetch umxl` (weights/umxl.safetensors)
+    "umxl": {"stems": ["vocals", "drums", "bass", "other"], "sample_rate": 44100, "family": "umx"},
 }
 
 
@@ -144,6 +145,16 @@ class Demixer:
         shader-f16 (arithmetic stays float32)."""
         if name not in MODELS:
             raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+        if MODELS[name].get("family") == "umx":  # Open-Unmix (pycore/demix_umx.py)
+            from .demix_umx import weights_file
+            from .models.umx import Separator, targets_of
+
+            weights = weights_file(name) if weights is None else weights
+            weights = weights if isinstance(weights, dict) else load_safetensors(weights)
+            stems = MODELS[name]["stems"]
+            if set(targets_of(weights)) != set(stems):
+                raise ValueError(f"{name}: the weights hold targets {targets_of(weights)}, expected {stems}")
+            return cls(dev, Separator(dev, weights, stems, dtype), name, stems, MODELS[name]["sample_rate"])
         if weights is None:
             weights = _weights_file(name)
         if not isinstance(weights, dict):
@@ -155,6 +166,10 @@ class Demixer:
 
     def stream(self, channels: int) -> "DemixStream":
         """A stream for audio of 1 (mono) or 2 channels."""
+        if MODELS[self.name].get("family") == "umx":
+            from .demix_umx import UmxStream
+
+            return UmxStream(self, channels)
         return DemixStream(self, channels)
 
     async def separate(self, audio, progress=None, should_cancel=None) -> dict:
@@ -165,8 +180,10 @@ class Demixer:
         n = len(audio[0]) if audio else 0
         total = segment_count(n)
 
-        def report(_fraction, message):  # fraction of the whole track, not of the pushes
-            if progress is not None:
+        def report(fraction, message):  # fraction of the whole track, not of the pushes
+            if progress is not None and not isinstance(stream, DemixStream):
+                progress(fraction, message)  # Open-Unmix: all the work happens in finish()
+            elif progress is not None:
                 progress(min(1.0, stream.segments_done / max(total, 1)), message)
 
         parts = {stem: [[] for _ in audio] for stem in self.stems}
@@ -192,18 +209,6 @@ def segment_count(length: int) -> int:
         return 0
     frames = 1 + length // HOP
     return -(-frames // FRAMES)
-
-
-def _weights_file(name) -> str:
-    manifest = os.path.join(WEIGHTS_DIR, "manifest.json")
-    with open(manifest, encoding="utf-8") as f:
-        models = {m["name"]: m for m in json.load(f)["models"]}
-    if name not in models:
-        raise ValueError(f"{manifest} lists no model {name!r}")
-    path = os.path.join(WEIGHTS_DIR, models[name]["files"][0]["path"])
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} is missing; run `python -m pycore.convert` (make weights) first")
-    return path
 
 
 class DemixStream:

@@ -17,7 +17,7 @@ CHECKS = {}  # name -> async fn(dev) -> str
 # Every ops module that registers checks; imported by load_all().
 OPS_MODULES = (
     "matmul", "conv", "scan", "spectral", "spectral_mask", "elementwise", "activations", "reduce",
-    "norm", "rnn", "attention", "pool", "pitch", "loudness", "ddsp",
+    "norm", "rnn", "attention", "pool", "pitch", "loudness", "ddsp", "wiener",
 )
 
 
