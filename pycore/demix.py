@@ -64,6 +64,12 @@ MODELS = {  # what the code needs to know; the files are listed in weights/manif
     # Open-Unmix: pycore/models/umx.py, streamed by pycore/demix_umx.py; the weights
     # come from `stemtone weights fetch umxl` (weights/umxl.safetensors)
     "umxl": {"stems": ["vocals", "drums", "bass", "other"], "sample_rate": 44100, "family": "umx"},
+    # Demucs v4: pycore/models/htdemucs.py, streamed by pycore/demix_htdemucs.py; the
+    # weights come from `stemtone weights fetch htdemucs|htdemucs_6s|htdemucs_ft`
+    "htdemucs": {"stems": ["drums", "bass", "other", "vocals"], "sample_rate": 44100, "family": "htdemucs"},
+    "htdemucs_6s": {"stems": ["drums", "bass", "other", "vocals", "guitar", "piano"], "sample_rate": 44100,
+                    "family": "htdemucs"},
+    "htdemucs_ft": {"stems": ["drums", "bass", "other", "vocals"], "sample_rate": 44100, "family": "htdemucs"},
 }
 
 
@@ -155,6 +161,11 @@ class Demixer:
             if set(targets_of(weights)) != set(stems):
                 raise ValueError(f"{name}: the weights hold targets {targets_of(weights)}, expected {stems}")
             return cls(dev, Separator(dev, weights, stems, dtype), name, stems, MODELS[name]["sample_rate"])
+        if MODELS[name].get("family") == "htdemucs":  # Demucs v4 (pycore/demix_htdemucs.py)
+            from .demix_htdemucs import Bag
+
+            return cls(dev, await Bag.load(dev, name, weights, dtype), name, MODELS[name]["stems"],
+                       MODELS[name]["sample_rate"])
         if weights is None:
             weights = _weights_file(name)
         if not isinstance(weights, dict):
@@ -170,6 +181,8 @@ class Demixer:
             from .demix_umx import UmxStream
 
             return UmxStream(self, channels)
+        if MODELS[self.name].get("family") == "htdemucs":
+            return self.model.stream(channels)
         return DemixStream(self, channels)
 
     async def separate(self, audio, progress=None, should_cancel=None) -> dict:
