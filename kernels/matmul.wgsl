@@ -17,8 +17,9 @@
 // k-values of output column n + q), so `am * bm` is a 4x4 block of C (column q = output
 // column n + q), and operand transposition is a free register shuffle.
 //
-// Two kernels; pycore/ops/matmul.py picks one and its override constants per adapter
-// by a small timing autotune:
+// Two kernels here and a third, mm_sg, in kernels/matmul_sg.wgsl (the subgroup version
+// of mm_reg, where the device has subgroups); pycore/ops/matmul.py picks one and its
+// override constants per adapter by a small timing autotune:
 //
 // mm_reg: register blocking without workgroup memory. Each invocation owns a block of
 //   (4*BM4) x (4*BN4) outputs (BM4, BN4 in 1..8) and streams A and B straight from
@@ -37,6 +38,9 @@
 //
 // Epilogue (both kernels): + bias[n], then act: 0 none, 1 relu, 2 gelu (exact erf form,
 // torch's default), 3 tanh, 4 sigmoid; erf is float32-accurate to about 2e-7.
+//
+// mm_epilogue: the same epilogue as a pass of its own over the whole of C, for mm_sg,
+// which stores raw sums.
 
 alias W = f32;
 
@@ -205,6 +209,17 @@ fn epilogue(cbase: u32, m: u32, n: u32, rows: u32, cols: u32) {
             c[at] = activate(v);
         }
     }
+}
+
+// Grid: 1-D (wg_linear), 256 invocations, one vec4 of C each: nbatch * sc vec4s in all.
+@compute @workgroup_size(256)
+fn mm_epilogue(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = wg_linear(wid, nwg) * 256u + lid;
+    if (i >= p.nbatch * p.sc) { return; }
+    var v = c[i];
+    if (p.has_bias != 0u) { v += bias[i % p.ldc]; }
+    c[i] = activate(v);
 }
 
 // ------------------------------------------------------------------ mm_reg

@@ -60,7 +60,7 @@ class NativeDevice(Device):
         info = adapter.info
         self.adapter_info = {k: info.get(k, "") for k in ("vendor", "architecture", "device", "description", "adapter_type", "backend_type")}
         feats = set(adapter.features)
-        want = [f for f in ("shader-f16", "timestamp-query") if f in feats]
+        want = [f for f in ("shader-f16", "timestamp-query", "subgroup") if f in feats]
         if not f16 or os.environ.get("STEMTONE_NO_F16"):
             want = [f for f in want if f != "shader-f16"]
         limits = {k: adapter.limits[k] for k in WANTED_LIMITS if k in adapter.limits}

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 
+from pycore.ops import LOOP_LIMIT
 from pycore.ops import matmul as mm
 from pycore.ops.matmul import linear, matmul
 
@@ -153,6 +154,8 @@ def test_f16_weights_without_shader_f16(rng):
 def test_every_variant(dev, rng, i, name):
     """Each variant once (one pipeline each keeps this cheap), cycling through the
     transpose combinations, batched, with bias and an activation, on odd shapes."""
+    if not mm.usable(dev, name):
+        pytest.skip(f"{name} needs subgroups of {mm.SUBGROUP_SIZE}")
     ta, tb = [(False, False), (False, True), (True, False), (True, True)][i % 4]
     M, N, K = 37, 45, 19
     a = rng.standard_normal((2, K, M) if ta else (2, M, K), dtype=np.float32)
@@ -161,6 +164,64 @@ def test_every_variant(dev, rng, i, name):
     got = matmul(dev.tensor(a), dev.tensor(b), dev.tensor(bias), "sigmoid", ta, tb, variant=name).numpy()
     pre, absdot, K = ref_mm(a, b, ta, tb)
     assert_mm(got, 1 / (1 + np.exp(-(pre + bias))), absdot + np.abs(bias), K)
+
+
+# The subgroup kernel (kernels/matmul_sg.wgsl): each case a pipeline of its own, with
+# tiles cut by the edges of C in rows and columns, K padded, and each shrunken tile size
+# of _fit_sg: (M, N, K, trans_a, trans_b, batch, bias + act, f16 b) -> (BM4, BN4).
+SG_CASES = [
+    ((130, 200, 37, False, False, 1, "relu", False), (16, 4)),
+    ((20, 50, 33, False, True, 3, "gelu", True), (8, 2)),    # linear with half weights
+    ((12, 30, 16, True, True, 2, None, False), (4, 1)),
+]
+
+
+def test_subgroup_kernel_is_the_cpu_default(dev):
+    """lavapipe has subgroups of 8 (an AVX2 vector), so large products get mm_sg."""
+    assert mm.subgroup_size(dev) == mm.SUBGROUP_SIZE == 8
+    assert mm.candidates(dev, 512, 512)[0] == "sg64x16w16"
+    for (M, N, *_), fit in SG_CASES:
+        got = mm._fit_sg(mm.VARIANTS["sg64x16w16"][1], M, N)
+        assert (got["BM4"], got["BN4"]) == fit
+
+
+@pytest.mark.parametrize("case", [c for c, _ in SG_CASES], ids=lambda c: "x".join(map(str, c[:3])))
+def test_subgroup_kernel(dev, rng, case):
+    M, N, K, ta, tb, nb, act, half = case
+    a = rng.standard_normal((nb, K, M) if ta else (nb, M, K), dtype=np.float32)
+    b = rng.standard_normal((nb, N, K) if tb else (nb, K, N), dtype=np.float32)
+    bias = rng.standard_normal(N, dtype=np.float32) if act else None
+    if half:
+        b = b.astype(np.float16).astype(np.float32)  # exactly what the f16 tensor holds
+    B = dev.tensor(b, dtype="f16" if half else "f32")
+    got = matmul(dev.tensor(a), B, None if bias is None else dev.tensor(bias), act, ta, tb,
+                 variant="sg64x16w16").numpy()
+    pre, absdot, K_ = ref_mm(a, b, ta, tb)
+    if bias is not None:
+        pre, absdot = pre + bias, absdot + np.abs(bias)
+    assert_mm(got, ACT_REFS[act](pre), absdot, K_, act_slope=1.13)
+    if nb > 1 and not ta:  # 2-D b shared by the batch: one tall matrix (M * nb rows)
+        got = matmul(dev.tensor(a), dev.tensor(b[0], dtype=B.dtype), trans_b=tb, variant="sg64x16w16").numpy()
+        assert_mm(got, *ref_mm(a, b[0], tb=tb))
+
+
+def test_subgroup_kernel_with_the_longest_k(dev, rng):
+    # K4 + 1 loop passes per invocation: the longest K matmul accepts is no problem
+    K = 4 * (LOOP_LIMIT - mm.EPILOGUE_STEPS)
+    a = rng.random((4, K), dtype=np.float32)
+    b = rng.random((K, 5), dtype=np.float32)
+    a[:, -1] = b[-1, :] = 1000.0                    # the last term dominates
+    got = matmul(dev.tensor(a), dev.tensor(b), variant="sg64x16w16").numpy()
+    want = a.astype(np.float64) @ b
+    assert np.all(np.abs(got - want) <= K * EPS * want)  # positive terms: worst-case f32 sum bound
+
+
+def test_subgroup_variant_needs_subgroups_of_8(dev, monkeypatch):
+    monkeypatch.setitem(mm._SUBGROUP, dev, 4)  # e.g. llvmpipe on a CPU with 128-bit vectors
+    assert mm.candidates(dev, 512, 512) == ["reg32x32w16"]
+    a = dev.tensor(np.zeros((4, 4), np.float32))
+    with pytest.raises(ValueError, match="matmul: variant 'sg64x16w16' needs subgroups of 8"):
+        matmul(a, a, variant="sg64x16w16")
 
 
 def test_variant_env_override(dev, rng, monkeypatch):
@@ -196,7 +257,7 @@ def test_autotune_cache(dev, rng, tmp_path, monkeypatch):
     monkeypatch.setattr(mm, "autotune", lambda *a, **k: pytest.fail("re-tuned despite the cache"))
     assert mm.choose(dev, M, N, K) == chosen
     # a damaged file is ignored (and replaced by the next tuning)
-    (tmp_path / "matmul_autotune.json").write_text('{"version": 1, "choices": [1, 2]}')
+    (tmp_path / "matmul_autotune.json").write_text(f'{{"version": {mm.CACHE_VERSION}, "choices": [1, 2]}}')
     monkeypatch.setattr(mm, "_CHOICES", {})
     monkeypatch.setattr(mm, "_FILE_LOADED", False)
     mm._load_file()
@@ -227,7 +288,7 @@ def test_choose_in_the_browser(monkeypatch):
 
     monkeypatch.setattr(mm, "_CHOICES", {})
     sw, gpu = Stub("browser: google / swiftshader"), Stub("browser: nvidia / ampere")
-    assert mm.choose(sw, 512, 512, 512) == mm.CANDIDATES["cpu"]["large"][0]
+    assert mm.choose(sw, 512, 512, 512) == mm.candidates(sw, 512, 512)[0] == "reg32x32w16"  # no subgroups
     assert mm.choose(gpu, 512, 512, 512) == mm.CANDIDATES["gpu"]["large"][0]
     assert mm.choose(gpu, 1, 512, 512) == mm.CANDIDATES["gpu"]["skinny"][0]
     mm._CHOICES[(gpu.describe(), "large")] = "tile32k16"

@@ -8,16 +8,18 @@
         PyTorch layout: x [..., in], weight [out, in] -> [..., out]
 
 b / weight may be an "f16" tensor (half storage, float32 arithmetic). Kernels live in
-kernels/matmul.wgsl (see its header); operands whose inner dimension or K is not a
-multiple of 4 are first zero-padded by kernels/matmul_pack.wgsl.
+kernels/matmul.wgsl and kernels/matmul_sg.wgsl (see their headers); operands whose inner
+dimension or K is not a multiple of 4 are first zero-padded by kernels/matmul_pack.wgsl.
 
 Kernel choice. What is fast differs wildly between adapters: on lavapipe (CPU, 2 cores)
-32x32 register blocks without workgroup memory run at ~40 GFLOP/s (about 20% of
-numpy/OpenBLAS at 1024^3), 7x the workgroup-tiled kernel, while on real GPUs tiling
-wins. So a few *variants* (one kernel, different override constants) are
-timed the first time a shape class is seen on an adapter, and the winner is cached in
-memory and, natively, in ~/.cache/stemtone/matmul_autotune.json. Natively this happens
-inside the first matmul call; in the browser (where waiting needs `await`) call
+register blocks without workgroup memory run 7x faster than the workgroup-tiled kernel
+(32x32 blocks: ~20% of numpy/OpenBLAS at 1024^3), and where the device has subgroups
+(natively) the subgroup kernel, 64x16 blocks whose A rows the 8 lanes of a subgroup
+share, is another 1.5x faster (~30%), while on real GPUs tiling wins. So a few
+*variants* (one kernel, different override constants) are timed the first time a shape
+class is seen on an adapter, and the winner is cached in memory and, natively, in
+~/.cache/stemtone/matmul_autotune.json. Natively this happens inside the first matmul
+call; in the browser (where waiting needs `await`) call
 `await autotune(dev, M, N)` at start-up, otherwise a per-adapter default is used.
 STEMTONE_MATMUL_VARIANT=<name> forces one variant everywhere. Every variant computes the
 same thing (float32 accumulation, different summation order only).
@@ -37,9 +39,12 @@ from . import LOOP_LIMIT, expect, expect_dtype, expect_loop_steps, same_device
 ACTS = {None: 0, "relu": 1, "gelu": 2, "tanh": 3, "sigmoid": 4}
 
 # name -> (entry point, override constants). "regRxC wW": register-blocked, each
-# invocation an R x C block of C, W invocations per workgroup. "tileT kK": workgroup
-# memory tiling, a T x T tile per workgroup, K-slabs of K.
+# invocation an R x C block of C, W invocations per workgroup. "sgRxC wW": the same with
+# the R rows shared by the 8 invocations of a subgroup (needs subgroups of 8; the block
+# shrinks on a small C, _fit_sg). "tileT kK": workgroup memory tiling, a T x T tile per
+# workgroup, K-slabs of K.
 VARIANTS = {
+    "sg64x16w16": ("mm_sg", {"BM4": 16, "BN4": 4, "WG": 16}),
     "reg32x32w16": ("mm_reg", {"BM4": 8, "BN4": 8, "WG": 16}),
     "reg16x32w16": ("mm_reg", {"BM4": 4, "BN4": 8, "WG": 16}),
     "reg16x16w16": ("mm_reg", {"BM4": 4, "BN4": 4, "WG": 16}),
@@ -68,8 +73,8 @@ CANDIDATES = {
     "cpu": {
         "skinny": ["reg4x32w16", "reg4x16w32"],
         "narrow": ["reg32x8w16", "reg16x16w16"],
-        "small": ["reg8x8w16", "reg16x16w16"],
-        "large": ["reg32x32w16", "reg16x32w16"],
+        "small": ["reg8x8w16", "reg16x16w16", "sg64x16w16"],
+        "large": ["sg64x16w16", "reg32x32w16"],
     },
     "gpu": {
         "skinny": ["reg4x16w64", "reg4x4w64"],
@@ -85,11 +90,17 @@ TINY_VARIANT = {"cpu": "reg8x8w16", "gpu": "reg4x4w64"}
 # Biggest blocks per adapter kind: used when smaller ones would need too many workgroups.
 BIGGEST = {"cpu": "reg32x32w16", "gpu": "tile64k16"}
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the subgroup variant joined the candidates
+
+# The kernel file of each entry point. mm_sg needs the "subgroup" feature, and a shader
+# module is validated as a whole, so it lives in a file of its own.
+FILES = {"mm_reg": "matmul", "mm_tiled": "matmul", "mm_sg": "matmul_sg"}
+SUBGROUP_SIZE = 8  # the subgroup size kernels/matmul_sg.wgsl is written for
 
 # Loop passes of one invocation (lavapipe stops loops after LOOP_LIMIT, kernels/common.wgsl):
-# mm_reg runs K4 = K / 4 steps, then an epilogue of at most 32 x 9 passes; mm_tiled runs
-# K4 / TK4 slabs of 4 TK4 + 2 passes. Past that the tiled kernel gives way to REG_FALLBACK.
+# mm_reg runs K4 = K / 4 steps, then an epilogue of at most 32 x 9 passes; mm_sg runs K4
+# steps (its epilogue is a pass of its own, without loops); mm_tiled runs K4 / TK4 slabs
+# of 4 TK4 + 2 passes. Past that the tiled kernel gives way to REG_FALLBACK.
 EPILOGUE_STEPS = 300
 REG_FALLBACK = "reg8x8w64"
 
@@ -97,6 +108,8 @@ REG_FALLBACK = "reg8x8w64"
 def _loop_steps(entry, consts, K4):
     if entry == "mm_reg":
         return K4 + EPILOGUE_STEPS
+    if entry == "mm_sg":
+        return K4 + 1
     return ceil_div(K4, consts["TK4"]) * (4 * consts["TK4"] + 2) + EPILOGUE_STEPS
 
 
@@ -141,6 +154,8 @@ def matmul(a, b, bias=None, act=None, trans_a=False, trans_b=False, *, variant=N
     expect("matmul", variant is None or variant in VARIANTS,
            f"unknown variant {variant!r} (argument or STEMTONE_MATMUL_VARIANT); "
            f"use one of {sorted(VARIANTS)}")
+    expect("matmul", variant is None or usable(dev, variant),
+           f"variant {variant!r} needs subgroups of {SUBGROUP_SIZE}, which this device lacks")
     out = dev.empty((*batch, M, N))
     nb = shape_count(batch)
     if M == 0 or N == 0 or nb == 0:
@@ -218,6 +233,8 @@ def _matmul(dev, a, b, bias, out, M, N, K, nb, batched_a, batched_b, act, trans_
 
     name = variant or choose(dev, M, N, K)
     entry, consts = VARIANTS[name]
+    if entry == "mm_sg":
+        consts = _fit_sg(consts, M, N)
     gx = _groups_x(entry, consts, M, N)
     if gx > dev.max_groups:  # small blocks on a huge matrix: take the biggest ones
         entry, consts = VARIANTS[BIGGEST[adapter_kind(dev)]]
@@ -227,14 +244,17 @@ def _matmul(dev, a, b, bias, out, M, N, K, nb, batched_a, batched_b, act, trans_
         gx = _groups_x(entry, consts, M, N)
     consts = dict(consts, TRANS_A=int(trans_a), TRANS_B=int(trans_b))
     aliases = {"W": "f16"} if B.dtype == "f16" else None
-    kernel = dev.kernel("matmul", entry, consts=consts, aliases=aliases)
+    kernel = dev.kernel(FILES[entry], entry, consts=consts, aliases=aliases)
     gy = min(nb, dev.max_groups)
     size_a = (Kp if trans_a else M) * lda  # vec4s per matrix
     size_b = (N if trans_b else Kp) * ldb
-    dev.run(kernel, (gx, gy, ceil_div(nb, gy)), a=A, b=B, bias=bias if bias is not None else A, c=C,
-            M=M, N=N, K4=Kp // 4, lda=lda, ldb=ldb, ldc=Np // 4,
-            sa=size_a if batched_a else 0, sb=size_b if batched_b else 0, sc=M * Np // 4,
-            nbatch=nb, act=act, has_bias=int(bias is not None))
+    args = dict(a=A, b=B, bias=bias if bias is not None else A, c=C,
+                M=M, N=N, K4=Kp // 4, lda=lda, ldb=ldb, ldc=Np // 4,
+                sa=size_a if batched_a else 0, sb=size_b if batched_b else 0, sc=M * Np // 4,
+                nbatch=nb, act=act, has_bias=int(bias is not None))
+    dev.run(kernel, (gx, gy, ceil_div(nb, gy)), **args)
+    if entry == "mm_sg" and (act or bias is not None):  # it stores raw sums: bias + act now
+        dev.run(dev.kernel("matmul", "mm_epilogue", aliases=aliases), ceil_div(nb * M * Np // 4, 256), **args)
     if C is not out:
         _repack(dev, C, out, nb, M, Np, M, N)
     if temps:  # submitted work keeps its buffers; free ours now rather than at GC
@@ -243,10 +263,22 @@ def _matmul(dev, a, b, bias, out, M, N, K, nb, batched_a, batched_b, act, trans_
             t.release()
 
 
+def _fit_sg(consts, M, N):
+    """A subgroup tile (4 BM4 rows x 32 BN4 columns) shrunk to a small C, so that its rows
+    and its 8 lanes' columns are not mostly idle: BM4 in 4, 8, 16 and BN4 in 1, 2, 4
+    (a few pipelines only)."""
+    bm4 = 4 if M <= 16 else 8 if M <= 32 else 16
+    bn4 = 1 if N <= 32 else 2 if N <= 64 else 4
+    return dict(consts, BM4=min(consts["BM4"], bm4), BN4=min(consts["BN4"], bn4))
+
+
 def _groups_x(entry, consts, M, N):
     if entry == "mm_reg":
         blocks = ceil_div(M, 4 * consts["BM4"]) * ceil_div(N, 4 * consts["BN4"])
         return ceil_div(blocks, consts["WG"])
+    if entry == "mm_sg":  # a tile of 4 BM4 rows x 8 lanes * 4 BN4 columns per subgroup
+        tiles = ceil_div(M, 4 * consts["BM4"]) * ceil_div(N, SUBGROUP_SIZE * 4 * consts["BN4"])
+        return ceil_div(tiles, consts["WG"] // SUBGROUP_SIZE)
     tile = 4 * consts["TT"]
     return ceil_div(M, tile) * ceil_div(N, tile)
 
@@ -265,6 +297,26 @@ def _repack(dev, src, dst, nb, rows, cols, out_rows, out_cols):
 _CHOICES = {}            # (adapter, class) -> variant name
 _FILE_LOADED = False
 _SYNC = weakref.WeakKeyDictionary()  # dev -> 1-element tensor read back to wait for the GPU
+_SUBGROUP = weakref.WeakKeyDictionary()  # dev -> subgroup size (0: no subgroups)
+
+
+def subgroup_size(dev) -> int:
+    """The device's subgroup size, 0 without the "subgroup" feature. Natively probed once
+    (kernels/subgroup_probe.wgsl); in the browser 0, as the browser backend does not ask
+    for subgroups."""
+    if dev not in _SUBGROUP:
+        size = 0
+        if dev.backend == "native" and "subgroup" in dev.features:
+            out = dev.empty((1,), dtype="u32")
+            dev.run(dev.kernel("subgroup_probe", "main"), 1, out=out)
+            size = int(_run_now(dev.read(out))[0])
+        _SUBGROUP[dev] = size
+    return _SUBGROUP[dev]
+
+
+def usable(dev, name: str) -> bool:
+    """Whether variant `name` runs on this device (mm_sg needs subgroups of 8)."""
+    return VARIANTS[name][0] != "mm_sg" or subgroup_size(dev) == SUBGROUP_SIZE
 
 
 def adapter_kind(dev) -> str:
@@ -285,7 +337,8 @@ def shape_class(M: int, N: int) -> str:
 
 
 def candidates(dev, M: int, N: int):
-    return CANDIDATES[adapter_kind(dev)][shape_class(M, N)]
+    """The variants timed for (M, N) on this device, the default first."""
+    return [n for n in CANDIDATES[adapter_kind(dev)][shape_class(M, N)] if usable(dev, n)]
 
 
 def all_variants():
@@ -346,12 +399,13 @@ def choose(dev, M: int, N: int, K: int) -> str:
         return CANDIDATES[kind][cls][0] if cls == "skinny" else TINY_VARIANT[kind]
     if dev.backend == "native" and not _FILE_LOADED:
         _load_file()
+    names = candidates(dev, M, N)
     name = _CHOICES.get((dev.describe(), cls))
-    if name in CANDIDATES[kind][cls]:
+    if name in names:
         return name
-    if dev.backend == "native":  # native reads never suspend: drive the coroutine here
+    if dev.backend == "native" and len(names) > 1:  # native reads never suspend: drive the coroutine here
         return _run_now(autotune(dev, M, N))
-    return CANDIDATES[kind][cls][0]
+    return names[0]
 
 
 def _run_now(coro):
@@ -380,7 +434,7 @@ async def autotune(dev, M: int, N: int, repeats: int = 5) -> str:
     tm, tn, tk = CLASSES[cls]
     a, b = dev.empty((tm, tk)), dev.empty((tk, tn))  # zeros: values do not change timing
     runs = 2 if kind == "cpu" else 10                 # per timing, to dwarf the sync cost
-    names = CANDIDATES[kind][cls]
+    names = candidates(dev, M, N)
     for name in names:
         matmul(a, b, variant=name)  # compile, warm up
     await sync(dev)
