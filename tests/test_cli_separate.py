@@ -131,7 +131,10 @@ def test_unknown_model_is_one_error(monkeypatch, capfd, tmp_path):
     src = write(tmp_path / "a.wav", tones(44100, 0.5, 1), 44100)
     assert cli.main(["separate", str(src), "-m", "no-such-model", "-o", str(tmp_path / "out")]) == 2
     err = capfd.readouterr().err.splitlines()
-    assert err == ["stemtone: error: model no-such-model: unknown model 'no-such-model'; available: spleeter-2stems"]
+    from pycore.demix import MODELS
+
+    assert err == ["stemtone: error: model no-such-model: unknown model 'no-such-model'; "
+                   f"available: {', '.join(MODELS)}"]
 
 
 # --------------------------------------------------------------------------- clip safety
