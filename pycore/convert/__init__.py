@@ -137,10 +137,11 @@ def _converters() -> dict:
 
 def default_models() -> list:
     """Names of the models `setup_weights()` converts by default (manifest "default",
-    true when absent)."""
+    true when absent). Models without a "converter" (trained by this project, their
+    files committed) are not converted."""
     with open(MANIFEST) as f:
         models = json.load(f)["models"]
-    return [m["name"] for m in models if m.get("default", True)]
+    return [m["name"] for m in models if m.get("default", True) and "converter" in m]
 
 
 def setup_weights(weights_dir=WEIGHTS_DIR, names=None) -> list:

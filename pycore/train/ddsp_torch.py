@@ -198,10 +198,11 @@ def reverb(audio, ir):
 # --------------------------------------------------------------------------- saving
 
 
-def save(model, path, dtype=torch.float32):
+def save(model, path, dtype=torch.float32, metadata=None):
     """Write the model's weights as safetensors (with its Config in the metadata), the
-    file pycore.models.ddsp reads."""
+    file pycore.models.ddsp reads. metadata: more {str: str} entries for the header
+    (e.g. the training record of pycore.train.train_ddsp)."""
     from ..safetensors import save as save_st
 
     tensors = {k: v.detach().to("cpu", dtype).numpy() for k, v in model.state_dict().items()}
-    save_st(path, tensors, metadata=model.config.to_metadata())
+    save_st(path, tensors, metadata={**(metadata or {}), **model.config.to_metadata()})

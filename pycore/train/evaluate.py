@@ -1,0 +1,185 @@
+"""Hold-out evaluation of trained DDSP instrument models on the GPU path.
+
+    python -m pycore.train.evaluate violin [flute ...] [--weights PATH] [--no-card]
+
+For each hold-out melody of the instrument (pycore.train.data: index 9 mod 10), from
+its cached CREPE f0 and loudness, three renderings are compared with the original audio
+by the multi-scale spectral loss of training (`spectral_loss`, numpy float64, the same
+formula as train_ddsp.spectral_loss):
+
+    model    the product's path: pycore.models.ddsp.load(dev, weights) -> Decoder ->
+             Synth on the GPU device (lavapipe here), the whole melody in one call each.
+             The streaming synthesizer lags ddsp by one hop, so one more frame (the last
+             repeated) is rendered and the first hop of samples dropped.
+    sine     a plain sine oscillator: f0 interpolated linearly between frames, phase =
+             cumulative sum of f0 / sr, amplitude from the loudness: the amplitude whose
+             pure tone at that f0 has the frame's A-weighted loudness,
+             a = 10^((L - L1(f0)) / 20), L1(f) the loudness of a unit sine at f (see
+             `unit_sine_loudness`), interpolated linearly between frames.
+    silence  zeros: the loss of saying nothing, for scale.
+
+The model must beat the sine baseline clearly. Results go to the model card
+(train_ddsp.write_card). Native only (numpy, a GPU device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from . import data as D
+
+FFT_SIZES = (2048, 1024, 512, 256, 128, 64)
+SAMPLE_RATE, HOP, LOUDNESS_N_FFT = 16000, 64, 512
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent.parent / "weights"
+
+
+# --------------------------------------------------------------------------- loss
+
+
+def magnitudes(x, n_fft, overlap=0.75):
+    """|STFT| [frames, n_fft / 2 + 1] with tf.signal.stft(pad_end=True)'s framing."""
+    hop = int(n_fft * (1 - overlap))
+    x = np.asarray(x, np.float64)
+    frames = -(-len(x) // hop)
+    x = np.pad(x, (0, (frames - 1) * hop + n_fft - len(x)))
+    idx = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
+    return np.abs(np.fft.rfft(x[idx] * window, axis=1))
+
+
+def spectral_loss_parts(audio, target, fft_sizes=FFT_SIZES, eps=1e-5):
+    """(linear, log) terms of the multi-scale spectral loss of one signal: sums over the
+    sizes of mean |S - T| and of mean |log max(S, eps) - log max(T, eps)|."""
+    lin = log = 0.0
+    for n in fft_sizes:
+        s, t = magnitudes(audio, n), magnitudes(target, n)
+        lin += np.mean(np.abs(s - t))
+        log += np.mean(np.abs(np.log(np.maximum(s, eps)) - np.log(np.maximum(t, eps))))
+    return float(lin), float(log)
+
+
+def spectral_loss(audio, target, fft_sizes=FFT_SIZES, eps=1e-5):
+    """The multi-scale spectral loss of one signal (train_ddsp.spectral_loss in numpy)."""
+    return sum(spectral_loss_parts(audio, target, fft_sizes, eps))
+
+
+# --------------------------------------------------------------------------- sine baseline
+
+
+def unit_sine_loudness(freqs, sample_rate=SAMPLE_RATE, n_fft=LOUDNESS_N_FFT):
+    """L1(f) in dB: the loudness (pycore.ops.loudness / ddsp compute_loudness: periodic
+    Hann window of n_fft, mean over the rfft bins of the A-weighted power |X|^2) of a
+    sine of amplitude 1 at each frequency, averaged over 16 starting phases."""
+    from ..ops.loudness import a_weights
+
+    f = np.asarray(freqs, np.float64)
+    t = np.arange(n_fft)
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * t / n_fft)
+    phases = 2 * np.pi * np.arange(16) / 16
+    x = np.sin(2 * np.pi * f[:, None, None] * t / sample_rate + phases[None, :, None]) * window
+    power = np.abs(np.fft.rfft(x, axis=-1)) ** 2 * np.asarray(a_weights(n_fft, sample_rate))
+    return 10 * np.log10(power.mean(axis=-1).mean(axis=-1))
+
+
+_GRID = np.geomspace(20.0, 7900.0, 600)
+_GRID_DB = None
+
+
+def sine_amplitude(f0_hz, loudness_db):
+    """Per-frame amplitude of a sine at f0 whose loudness is loudness_db."""
+    global _GRID_DB
+    if _GRID_DB is None:
+        _GRID_DB = unit_sine_loudness(_GRID)
+    f = np.clip(np.asarray(f0_hz, np.float64), _GRID[0], _GRID[-1])
+    l1 = np.interp(np.log(f), np.log(_GRID), _GRID_DB)
+    return 10 ** ((np.asarray(loudness_db, np.float64) - l1) / 20)
+
+
+def sine_baseline(f0_hz, loudness_db, hop=HOP, sample_rate=SAMPLE_RATE):
+    """A sine oscillator driven by f0 and loudness frames: [F * hop] samples, frame f at
+    sample f * hop, f0 and amplitude interpolated linearly towards frame f + 1."""
+    f0 = np.asarray(f0_hz, np.float64)
+    amp = sine_amplitude(f0, loudness_db)
+    t = np.arange(len(f0) * hop) / hop
+    frames = np.arange(len(f0))
+    f0n, ampn = np.interp(t, frames, f0), np.interp(t, frames, amp)
+    phase = np.cumsum(f0n / sample_rate) % 1.0
+    return ampn * np.sin(2 * np.pi * phase)
+
+
+# --------------------------------------------------------------------------- the model on the GPU
+
+
+def resynthesize(dev, model, f0_hz, loudness_db):
+    """The GPU path's audio for f0 and loudness frames [F]: [F * hop] samples aligned
+    with the frames (the synthesizer's one hop of latency removed). model: (config,
+    decoder, synth) from pycore.models.ddsp.load."""
+    config, decoder, synth = model
+    f0 = np.append(np.asarray(f0_hz, np.float32), np.float32(f0_hz[-1]))
+    ld = np.append(np.asarray(loudness_db, np.float32), np.float32(loudness_db[-1]))
+    controls, _ = decoder(dev.tensor(f0), dev.tensor(ld))
+    audio, _ = synth.render(controls)
+    return audio.numpy().astype(np.float64)[config.latency:]
+
+
+def evaluate(instrument, weights=None, dev=None, log=print) -> dict:
+    """Hold-out losses of the model, the sine baseline and silence, per melody and mean."""
+    from ..backend_native import get_device
+    from ..models.ddsp import load
+
+    dev = dev or get_device()
+    weights = weights or str(WEIGHTS_DIR / f"ddsp-{instrument}.safetensors")
+    model = load(dev, weights)
+    rows = []
+    paths = sorted(D.cache_dir(instrument).glob("m[0-9][0-9][0-9].npz"))
+    for p in paths:
+        if not D.is_holdout(int(p.stem[1:])):
+            continue
+        with np.load(p) as z:
+            audio, f0, ld = z["audio"].astype(np.float64), z["f0_hz"], z["loudness_db"]
+        n = len(audio)
+        y = resynthesize(dev, model, f0, ld)[:n]
+        sine = sine_baseline(f0, ld)[:n]
+        row = {"melody": p.stem, "seconds": round(n / SAMPLE_RATE, 1)}
+        for name, x in (("model", y), ("sine", sine), ("silence", np.zeros(n))):
+            lin, logmag = spectral_loss_parts(x, audio)
+            row.update({name: round(lin + logmag, 3), f"{name}_lin": round(lin, 3), f"{name}_log": round(logmag, 3)})
+        rows.append(row)
+        log(instrument, rows[-1])
+    if not rows:
+        raise FileNotFoundError(f"no hold-out melodies in {D.cache_dir(instrument)}")
+    mean = {k: round(float(np.mean([r[k] for r in rows])), 3) for k in rows[0] if k not in ("melody", "seconds")}
+    return {"instrument": instrument, "weights": str(weights), "rows": rows, **mean,
+            "ratio": round(mean["model"] / mean["sine"], 3), "device": dev.describe(),
+            "description": (f"{len(rows)} hold-out melodies ({sum(r['seconds'] for r in rows):.0f} s), multi-scale "
+                            "spectral loss against the original (lower is better; in brackets its linear "
+                            "and log-magnitude terms): the model through "
+                            "pycore.models.ddsp on the GPU device (" + dev.describe() + "), a sine oscillator "
+                            "driven by the same CREPE f0 and loudness, and silence.")}
+
+
+def main(argv=None):
+    from .train_ddsp import write_card
+
+    p = argparse.ArgumentParser(prog="python -m pycore.train.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("instruments", nargs="+")
+    p.add_argument("--weights", help="weights file (one instrument; default weights/ddsp-<instrument>.safetensors)")
+    p.add_argument("--no-card", action="store_true", help="do not rewrite the model card")
+    a = p.parse_args(argv)
+    for name in a.instruments:
+        if name not in D.INSTRUMENTS:
+            p.error(f"unknown instrument {name!r}; one of {', '.join(D.INSTRUMENTS)}")
+    for name in a.instruments:
+        result = evaluate(name, a.weights if len(a.instruments) == 1 else None)
+        print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
+        if not a.no_card:
+            write_card(name, Path(result["weights"]), result)
+
+
+if __name__ == "__main__":
+    main()

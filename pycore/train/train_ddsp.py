@@ -1,0 +1,412 @@
+"""Train a DDSP instrument model (pycore/train/ddsp_torch.py) on torch CPU.
+
+    apt-get install -y fluidsynth fluid-soundfont-gm            # once (Debian)
+    python -m pycore.train.data violin                          # the data, cached
+    python -m pycore.train.train_ddsp --instrument violin --steps 600 \\
+        --out weights/ddsp-violin.safetensors                   # also writes the card
+    python -m pycore.train.evaluate violin                      # hold-out figures on the GPU path
+
+Training (ddsp's solo_instrument recipe, scaled to a CPU):
+
+    batch       8 random crops of 4 s (1000 frames, 64000 samples) from the training
+                melodies, picked with probability proportional to their length
+    model       f0_hz, loudness_db -> decoder -> controls -> harmonic + filtered noise
+                -> trained reverb (ddsp_torch.DDSP; noise from torch.rand)
+    loss        multi-scale spectral loss (ddsp SpectralLoss as solo_instrument.gin sets
+                it: FFT sizes 2048 .. 64, 75 % overlap, L1 of the magnitudes plus L1 of
+                their logs, each a mean over its spectrogram, summed over the sizes)
+    optimizer   Adam, learning rate 1e-3 decaying exponentially to 1e-4 at the last
+                step, gradients clipped to a global norm of 3 (ddsp's default)
+    seeds       torch.manual_seed(seed) before the model is built; crops from
+                numpy.random.default_rng(seed): the same command gives the same weights
+                (on the same torch version and thread count)
+
+The configuration (CONFIG) is smaller than pycore.models.ddsp's default: CPU training
+time is dominated by the GRU's 1000 sequential steps per crop, which is ~4x cheaper at
+128 units than at 256. Its sizes travel in the weights' metadata, which is where the
+GPU model reads its Config from. Every `--eval-every` steps the spectral loss on fixed
+hold-out crops is logged (the torch synthesizer); the weights are written as float16
+with the training record in the metadata ("stemtone_training", JSON), and the model card
+weights/cards/ddsp-<instrument>.md is (re)written; evaluate.py adds the GPU-path
+hold-out figures to it. Native only (torch, numpy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..models.ddsp import Config
+from . import data as D
+from .ddsp_torch import DDSP, _next, filtered_noise, save, upsample_linear
+
+CONFIG = Config(ch=128, gru=128, n_harmonics=60, n_noise=65, reverb_length=8000)
+FFT_SIZES = (2048, 1024, 512, 256, 128, 64)
+REPO = Path(__file__).resolve().parent.parent.parent
+WEIGHTS_DIR = REPO / "weights"
+CARDS_DIR = WEIGHTS_DIR / "cards"
+DATA_LICENSE = ("MIT (FluidR3_GM.sf2, Copyright (c) 2000-2002, 2008 Frank Wen; Debian package "
+                "fluid-soundfont-gm); rendered with fluidsynth")
+
+
+# --------------------------------------------------------------------------- loss
+
+
+def stft_magnitude(x, n_fft, overlap=0.75):
+    """|STFT| of x [B, N] as tf.signal.stft(pad_end=True) computes it: frames of n_fft
+    every n_fft / 4 samples, ceil(N / hop) of them, the last ones zero-padded; periodic
+    Hann window; [B, frames, n_fft / 2 + 1]."""
+    hop = int(n_fft * (1 - overlap))
+    N = x.shape[-1]
+    frames = -(-N // hop)
+    x = F.pad(x, (0, (frames - 1) * hop + n_fft - N))
+    window = torch.hann_window(n_fft, periodic=True, dtype=x.dtype, device=x.device)
+    return torch.fft.rfft(x.unfold(-1, n_fft, hop) * window, dim=-1).abs()
+
+
+def spectral_loss(audio, target, fft_sizes=FFT_SIZES, eps=1e-5):
+    """Multi-scale spectral loss: sum over the FFT sizes of mean |S - T| + mean |log S -
+    log T| (ddsp safe_log: log(max(x, 1e-5)))."""
+    loss = 0.0
+    for n in fft_sizes:
+        s, t = stft_magnitude(audio, n), stft_magnitude(target, n)
+        loss = loss + (s - t).abs().mean() + (torch.log(s.clamp(min=eps)) - torch.log(t.clamp(min=eps))).abs().mean()
+    return loss
+
+
+# --------------------------------------------------------------------------- synthesis
+
+
+def harmonic(f0_hz, amplitude, distribution, sample_rate, hop):
+    """ddsp_torch.harmonic reorganized for training speed (the same numbers to float32
+    rounding, > 100 dB SDR; tests/test_train.py): f0 is an input, not trained, so the
+    sines of all harmonics are computed once without autograd, in float32 from the float64
+    phase of the fundamental, and the Hann-window upsampling of the amplitudes moves out
+    of the sum over harmonics. Sample j of frame f is
+
+        (1 - w_j) sum_k A[f, k] sin_k[f hop + j] + w_j sum_k A[f + 1, k] sin_k[f hop + j]
+
+    with w_j = (1 - cos(pi j / hop)) / 2: two batched matrix-vector products per frame,
+    whose backward pass is as cheap."""
+    B, Fr, K = distribution.shape
+    k = torch.arange(1, K + 1, dtype=f0_hz.dtype, device=f0_hz.device)
+    nyquist = sample_rate / 2
+    d = torch.where(f0_hz[..., None] * k >= nyquist, torch.zeros_like(distribution), distribution)
+    total = d.sum(-1, keepdim=True)
+    amps = amplitude[..., None] * d / torch.where(total == 0, torch.full_like(total, 1e-7), total)  # [B, F, K]
+    with torch.no_grad():
+        f0n = upsample_linear(f0_hz, hop)                                          # [B, N]
+        phase = (torch.cumsum(f0n.double() / sample_rate, -1) % 1.0).float()      # cycles
+        sines = (phase[..., None] * k).frac_().mul_(2 * math.pi).sin_()            # [B, N, K]
+        sines.masked_fill_(f0n[..., None] * k >= nyquist, 0.0)
+        sines = sines.view(B, Fr, hop, K)
+        j = torch.arange(hop, dtype=torch.float64, device=f0_hz.device)
+        w = (0.5 - 0.5 * torch.cos(math.pi * j / hop)).to(sines.dtype)           # [hop]
+    out = (1 - w) * torch.einsum("bfjk,bfk->bfj", sines, amps) + w * torch.einsum("bfjk,bfk->bfj", sines, _next(amps))
+    return out.reshape(B, Fr * hop)
+
+
+def synthesize(model, controls, noise=None):
+    """model.synthesize(controls, noise) with the faster harmonic() above."""
+    c = model.config
+    f0, amp = controls[..., 0], controls[..., 1]
+    dist, mags = controls[..., 2:2 + c.n_harmonics], controls[..., 2 + c.n_harmonics:]
+    if noise is None:
+        noise = torch.rand(f0.shape[0], f0.shape[1] * c.hop, device=controls.device) * 2 - 1
+    audio = harmonic(f0, amp, dist, c.sample_rate, c.hop) + filtered_noise(mags, noise)
+    return model.reverb(audio) if model.reverb is not None else audio
+
+
+# --------------------------------------------------------------------------- data
+
+
+class Crops:
+    """Random crops of `frames` frames from a list of melodies (dicts of f0_hz,
+    loudness_db, audio), each melody picked with probability proportional to its length."""
+
+    def __init__(self, items, frames, hop, seed):
+        self.items = [d for d in items if len(d["f0_hz"]) >= frames]
+        if not self.items:
+            raise ValueError(f"no melody has {frames} frames")
+        lengths = np.array([len(d["f0_hz"]) - frames + 1 for d in self.items], np.float64)
+        self.p = lengths / lengths.sum()
+        self.frames, self.hop = frames, hop
+        self.rng = np.random.default_rng(seed)
+
+    def crop(self, d, start):
+        n = self.frames * self.hop
+        audio = d["audio"][start * self.hop:start * self.hop + n]
+        audio = np.pad(audio, (0, n - len(audio)))
+        return (d["f0_hz"][start:start + self.frames], d["loudness_db"][start:start + self.frames], audio)
+
+    def batch(self, size):
+        rows = []
+        for i in self.rng.choice(len(self.items), size, p=self.p):
+            d = self.items[i]
+            rows.append(self.crop(d, int(self.rng.integers(0, len(d["f0_hz"]) - self.frames + 1))))
+        return tuple(torch.tensor(np.stack(col)) for col in zip(*rows))
+
+    def fixed(self, per_item=2):
+        """Deterministic crops (start and middle of each melody) for monitoring."""
+        rows = []
+        for d in self.items:
+            last = len(d["f0_hz"]) - self.frames
+            rows += [self.crop(d, s) for s in sorted({0, last // 2})[:per_item]]
+        return tuple(torch.tensor(np.stack(col)) for col in zip(*rows))
+
+
+def loss_on(model, batch, seed=0, chunk=8):
+    """Spectral loss of the model on a batch (no gradient), noise from a fixed seed."""
+    f0, ld, audio = batch
+    gen = torch.Generator().manual_seed(seed)
+    total = 0.0
+    with torch.no_grad():
+        for a in range(0, len(f0), chunk):
+            controls, _ = model(f0[a:a + chunk], ld[a:a + chunk])
+            noise = torch.rand(controls.shape[0], controls.shape[1] * model.config.hop, generator=gen) * 2 - 1
+            y = synthesize(model, controls, noise)
+            total += float(spectral_loss(y, audio[a:a + chunk])) * len(y)
+    return total / len(f0)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_step(model, opt, batch, clip=3.0):
+    """One optimizer step on batch (f0 [B, F], loudness [B, F], audio [B, F * hop]):
+    returns the loss before the step."""
+    f0, ld, audio = batch
+    controls, _ = model(f0, ld)
+    loss = spectral_loss(synthesize(model, controls), audio)
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+    return float(loss.detach())
+
+
+def train(instrument, steps, out, batch=8, seconds=4.0, lr=1e-3, final_lr=1e-4, seed=0, config=CONFIG,
+          eval_every=50, threads=1, log=print):
+    """Train and save; returns the training record (also in the weights' metadata)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    hop = config.hop
+    frames = int(round(seconds * config.sample_rate / hop))
+    train_set = Crops(D.load_split(instrument, "train"), frames, hop, seed)
+    hold = Crops(D.load_split(instrument, "holdout"), frames, hop, seed).fixed()
+    model = DDSP(config)
+    opt = torch.optim.Adam(model.parameters(), lr)
+    decay = (final_lr / lr) ** (1 / max(1, steps - 1))
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, decay)
+    curve, holdout, recent, t_start, step_times = [], [], [], time.time(), []
+    holdout.append((0, round(loss_on(model, hold), 4)))
+    log(f"{instrument}: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train_set.items)} "
+        f"training melodies, hold-out crops {len(hold[0])}, step 0 hold-out loss {holdout[-1][1]}")
+    for step in range(1, steps + 1):
+        t0 = time.time()
+        recent.append(train_step(model, opt, train_set.batch(batch)))
+        sched.step()
+        step_times.append(time.time() - t0)
+        if step % 10 == 0 or step == steps:
+            curve.append((step, round(float(np.mean(recent)), 4)))
+            recent = []
+            log(f"step {step}: train loss {curve[-1][1]:.3f} ({np.median(step_times[-10:]):.2f} s/step, "
+                f"lr {sched.get_last_lr()[0]:.2e}, {time.time() - t_start:.0f} s)")
+        if step % eval_every == 0 or step == steps:
+            holdout.append((step, round(loss_on(model, hold), 4)))
+            log(f"step {step}: hold-out loss {holdout[-1][1]:.3f}")
+    record = {
+        "instrument": instrument, "steps": steps, "batch": batch, "crop_seconds": seconds, "lr": lr,
+        "final_lr": final_lr, "seed": seed, "clip_norm": 3.0, "fft_sizes": list(FFT_SIZES),
+        "threads": threads, "torch": torch.__version__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "median_step_seconds": round(float(np.median(step_times)), 3),
+        "wall_seconds": round(time.time() - t_start, 1),
+        "train_melodies": len(train_set.items), "holdout_crops": len(hold[0]),
+        "train_curve": curve, "holdout_curve": holdout,
+    }
+    out = Path(out)
+    save_weights(model, out, record)
+    update_manifest(instrument, out, record)
+    write_card(instrument, out)
+    log(f"wrote {out} ({out.stat().st_size:,} bytes) and {card_path(instrument)}")
+    return record
+
+
+# --------------------------------------------------------------------------- manifest, card
+
+
+def save_weights(model, path, record):
+    """The weights as float16 safetensors, with the Config and the training record
+    (JSON under "stemtone_training") in the metadata."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save(model.eval(), str(path), dtype=torch.float16, metadata={"stemtone_training": json.dumps(record)})
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def update_manifest(instrument, path, record):
+    """Add or replace the model's entry in weights/manifest.json (task "tone"), leaving
+    the text of the other entries as it is."""
+    path = Path(path).resolve()
+    manifest_path = WEIGHTS_DIR / "manifest.json"
+    name = f"ddsp-{instrument}"
+    entry = {
+        "name": name, "title": f"DDSP {instrument} (tone transfer)", "task": "tone", "instrument": instrument,
+        "sample_rate": CONFIG.sample_rate, "params": record["parameters"],
+        "files": [{"path": os.path.relpath(path, WEIGHTS_DIR), "sha256": sha256(path), "size": path.stat().st_size}],
+        "source": "trained by this project: pycore.train.train_ddsp",
+        "data": "melodies rendered by pycore.train.data with fluidsynth and FluidR3_GM.sf2",
+        "license": "MIT", "data_license": DATA_LICENSE, "card": f"cards/{name}.md",
+    }
+    manifest_path.write_text(set_manifest_entry(manifest_path.read_text(), entry))
+
+
+def set_manifest_entry(text, entry) -> str:
+    """The manifest's text with `entry` replacing the model of the same name, or appended
+    to "models"; the other entries' text untouched."""
+    manifest = json.loads(text)
+    decoder = json.JSONDecoder()
+    i = text.index("[", text.index('"models"')) + 1
+    spans = []                                             # (start, end, name) of each entry
+    while True:
+        while text[i] in " \t\r\n,":
+            i += 1
+        if text[i] == "]":
+            break
+        obj, end = decoder.raw_decode(text, i)
+        spans.append((i, end, obj["name"]))
+        i = end
+    body = _json(entry).replace("\n", "\n    ")
+    for start, end, name in spans:
+        if name == entry["name"]:
+            return text[:start] + body + text[end:]
+    if not spans:
+        raise ValueError("the manifest lists no models")
+    last_end = spans[-1][1]
+    out = text[:last_end] + ",\n    " + body + text[last_end:]
+    assert len(json.loads(out)["models"]) == len(manifest["models"]) + 1
+    return out
+
+
+def _json(obj) -> str:
+    """JSON indented by 2 with lists of plain values on one line (the manifest's style)."""
+    text = json.dumps(obj, indent=2)
+    return re.sub(r"\[\s*([^\[\]{}]*?)\s*\]", lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text)
+
+
+def card_path(instrument) -> Path:
+    return CARDS_DIR / f"ddsp-{instrument}.md"
+
+
+def _table(rows, header):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(v) for v in r) + " |" for r in rows])
+
+
+def _parts(row, name):
+    """"total (linear + log)" of one loss in evaluate.py's rows."""
+    if f"{name}_lin" not in row:
+        return row[name]
+    return f"{row[name]} ({row[name + '_lin']} + {row[name + '_log']})"
+
+
+def write_card(instrument, weights, evaluation=None):
+    """weights/cards/ddsp-<instrument>.md from the weights' metadata, the data summary
+    and (optionally) evaluate.py's hold-out figures."""
+    from ..safetensors import load_metadata
+
+    weights = Path(weights).resolve()
+    meta = load_metadata(str(weights))
+    rec = json.loads(meta["stemtone_training"])
+    cfg = json.loads(meta["ddsp_config"])
+    summary_path = D.cache_dir(instrument, "summary.json")
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    inst = D.INSTRUMENTS[instrument]
+    name = f"ddsp-{instrument}"
+    out = [f"# {name}: DDSP {instrument} for tone transfer", "",
+           f"File `weights/{os.path.relpath(weights, WEIGHTS_DIR)}` ({Path(weights).stat().st_size:,} bytes, "
+           f"float16), sha256 `{sha256(weights)}`; {rec['parameters']:,} parameters. Trained by this project "
+           "(`pycore.train.train_ddsp`); loaded by `pycore.models.ddsp.load`, which reads the configuration "
+           "below from the file's metadata.", "",
+           "Configuration: " + ", ".join(f"{k} {v}" for k, v in sorted(cfg.items())) + ".", "",
+           "## Data", "",
+           f"Melodies generated by `pycore.train.data` (random walks over MIDI notes {inst.low}..{inst.high}, "
+           "varied tempo and note lengths, legato / detached / staccato phrases, velocity and expression "
+           f"dynamics{', vibrato by pitch bend' if inst.vibrato else ''}), GM program(s) "
+           f"{', '.join(map(str, inst.programs))}, rendered at 16 kHz mono by fluidsynth with FluidR3_GM.sf2 "
+           "(reverb and chorus off). Features: CREPE-tiny f0 and A-weighted loudness, 250 frames per second, "
+           "computed by `pycore.features` on the GPU path. Melodies with index 9 mod 10 are held out.", ""]
+    if summary:
+        keys = list(summary["train"])
+        out += [_table([[k, summary["train"][k], summary["holdout"][k]] for k in keys], ["", "train", "hold-out"]), ""]
+    out += ["Data license: " + DATA_LICENSE + ".", "",
+            "## Training", "",
+            f"{rec['steps']} steps of Adam (lr {rec['lr']} decaying exponentially to {rec['final_lr']}, gradient "
+            f"norm clipped at {rec['clip_norm']}), batches of {rec['batch']} random {rec['crop_seconds']} s crops, "
+            f"multi-scale spectral loss (FFT sizes {', '.join(map(str, rec['fft_sizes']))}; L1 of magnitudes + L1 "
+            f"of log magnitudes), seed {rec['seed']}, torch {rec['torch']} on CPU ({rec['threads']} thread{'s' if rec['threads'] > 1 else ''}): "
+            f"{rec['median_step_seconds']} s per step (median), {rec['wall_seconds'] / 60:.1f} min in all.", "",
+            "Loss (training: mean over 10 steps; hold-out: fixed crops, torch synthesizer):", ""]
+    curve = dict(rec["train_curve"])
+    tc = rec["train_curve"]
+    marks = sorted({s for s, _ in rec["holdout_curve"]} | {s for s, _ in tc[::max(1, len(tc) // 10)]} | {rec["steps"]})
+    out += [_table([[s, curve.get(s, ""), dict(rec["holdout_curve"]).get(s, "")] for s in marks],
+                   ["step", "train", "hold-out"]), ""]
+    out += ["## Hold-out evaluation (GPU path)", ""]
+    if evaluation:
+        out += [evaluation["description"], "",
+                _table([[r["melody"], r["seconds"]] + [_parts(r, k) for k in ("model", "sine", "silence")]
+                        for r in evaluation["rows"] + [{"melody": "mean", "seconds": "", **evaluation}]],
+                       ["melody", "seconds", "model", "sine baseline", "silence"]), "",
+                f"Model / sine baseline = {evaluation['ratio']}.", ""]
+    else:
+        out += ["Not evaluated yet: `python -m pycore.train.evaluate " + instrument + "`.", ""]
+    out += ["## Reproduce", "", "```",
+            "apt-get install -y fluidsynth fluid-soundfont-gm",
+            f"python -m pycore.train.data {instrument}"
+            + (f" --melodies {summary['train']['melodies'] + summary['holdout']['melodies']}" if summary else ""),
+            f"python -m pycore.train.train_ddsp --instrument {instrument} --steps {rec['steps']} --batch {rec['batch']} "
+            f"--seed {rec['seed']} --out weights/{name}.safetensors",
+            f"python -m pycore.train.evaluate {instrument}", "```", "",
+            "## Limits", "",
+            "Trained briefly on CPU on synthesized (sampled) instrument audio: the timbre is the soundfont's, "
+            "and inputs far outside the training range of pitch and loudness are extrapolated.", ""]
+    CARDS_DIR.mkdir(parents=True, exist_ok=True)
+    card_path(instrument).write_text("\n".join(out))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m pycore.train.train_ddsp", description=__doc__.split("\n\n")[0])
+    p.add_argument("--instrument", required=True, choices=sorted(D.INSTRUMENTS))
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--out", help="weights file (default weights/ddsp-<instrument>.safetensors)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=4.0, help="crop length (default 4 s)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--final-lr", type=float, default=1e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: on a busy shared CPU, threads waiting for each other cost more "
+                   "than they save)")
+    a = p.parse_args(argv)
+    out = a.out or str(WEIGHTS_DIR / f"ddsp-{a.instrument}.safetensors")
+    train(a.instrument, a.steps, out, a.batch, a.seconds, a.lr, a.final_lr, a.seed, eval_every=a.eval_every,
+          threads=a.threads)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+"""DDSP training tools (pycore/train/data.py, train_ddsp.py, evaluate.py): the MIDI
+writer, the melody generator, the loss, the training step, and the path from saved
+weights to the GPU model. Fast (tiny models, fractions of a second of audio); only the
+fluidsynth render needs the program (apt-get install -y fluidsynth fluid-soundfont-gm,
+not installed by `make test`) and is skipped without it.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from pycore.models.ddsp import Config, load  # noqa: E402
+from pycore.ops.loudness import loudness_db  # noqa: E402
+from pycore.reference import ddsp_numpy as ref  # noqa: E402
+from pycore.safetensors import load_metadata  # noqa: E402
+from pycore.train import data as D  # noqa: E402
+from pycore.train import evaluate as E  # noqa: E402
+from pycore.train import train_ddsp as T  # noqa: E402
+from pycore.train.ddsp_torch import DDSP  # noqa: E402
+
+TINY = Config(ch=16, gru=16, n_harmonics=8, n_noise=9, reverb_length=300)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny tensors: torch's worker threads only wait for each other (seconds per test on
+    a busy machine); one thread here, the previous count restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def sdr(got, want):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return 10 * np.log10(np.sum(want ** 2) / max(np.sum((got - want) ** 2), 1e-300))
+
+
+# --------------------------------------------------------------------------- MIDI
+
+
+def test_vlq_examples_from_the_smf_spec():
+    # Standard MIDI File 1.0, "Variable Length Quantity" examples
+    for n, want in [(0, "00"), (0x40, "40"), (0x7F, "7F"), (0x80, "81 00"), (0x2000, "C0 00"),
+                    (0x3FFF, "FF 7F"), (0x4000, "81 80 00"), (0x1FFFFF, "FF FF 7F"), (0x200000, "81 80 80 00"),
+                    (0x0FFFFFFF, "FF FF FF 7F")]:
+        assert D._vlq(n) == bytes.fromhex(want), hex(n)
+
+
+def test_midi_file_bytes_and_round_trip():
+    m = D.melody("violin", 3, seconds=4.0)
+    events = D.midi_events(m)
+    data = D.midi_bytes(events)
+    # header chunk: length 6, format 0, one track, 480 ticks per quarter note
+    assert data[:14] == b"MThd" + bytes.fromhex("00000006 0000 0001 01E0")
+    assert data[14:18] == b"MTrk" and int.from_bytes(data[18:22], "big") == len(data) - 22
+    assert data[22:29] == bytes.fromhex("00 FF5103 07A120")         # tempo 500000 us / quarter
+    assert data[-4:] == bytes.fromhex("00 FF2F00")                   # end of track
+    division, tempo, back = D.read_midi(data)
+    assert (division, tempo) == (480, 500_000)
+    assert back == events
+    # the messages say what the melody says
+    ons = [(t, msg[1], msg[2]) for t, msg in back if msg[0] == 0x90]
+    assert ons == [(round(n.start * 960), n.pitch, n.velocity) for n in m.notes]
+    assert back[0] == (0, bytes([0xC0, 40]))                         # program: violin
+    bends = [(msg[2] << 7 | msg[1]) - 8192 for _, msg in back if msg[0] == 0xE0]
+    assert bends and max(abs(b) for b in bends) <= 8192 * 0.3 * 1.3 / 2 + 1
+
+
+def test_read_midi_running_status():
+    # two note-ons under one status byte, then a note-off
+    track = bytes.fromhex("00 90 3C 40  60 3E 40  81 00 80 3C 00  00 FF 2F 00")
+    data = b"MThd" + bytes.fromhex("00000006 0000 0001 0060") + b"MTrk" + len(track).to_bytes(4, "big") + track
+    assert D.read_midi(data) == (96, 500_000, [(0, bytes.fromhex("903C40")), (96, bytes.fromhex("903E40")),
+                                              (224, bytes.fromhex("803C00"))])
+
+
+# --------------------------------------------------------------------------- melodies
+
+
+@pytest.mark.parametrize("name", sorted(D.INSTRUMENTS))
+def test_melodies_stay_in_range_and_vary(name):
+    inst = D.INSTRUMENTS[name]
+    for i in range(4):
+        m = D.melody(name, i, seconds=15.0)
+        pitches = [n.pitch for n in m.notes]
+        assert inst.low <= min(pitches) and max(pitches) <= inst.high
+        assert m.program in inst.programs and m.program == inst.programs[i % len(inst.programs)]
+        for a, b in zip(m.notes, m.notes[1:]):                       # monophonic, in order
+            assert a.start < a.end <= b.start + 1e-9
+        lengths = np.array([n.end - n.start for n in m.notes])
+        assert lengths.min() >= 0.06 - 1e-9 and lengths.max() < 4.0
+        assert len(set(np.round(lengths, 2))) > 3                    # varied durations
+        assert 20 <= min(n.velocity for n in m.notes) and max(n.velocity for n in m.notes) <= 127
+        assert 15.0 <= m.duration < 15.0 + 12 * 3.0                  # the last phrase may run over
+        if inst.vibrato:
+            assert m.bends and max(abs(s) for _, s in m.bends) <= inst.vibrato * 1.3 + 1e-9
+        else:
+            assert not m.bends
+    assert D.melody(name, 1).notes == D.melody(name, 1).notes      # a pure function of the index
+    assert D.melody(name, 1).notes != D.melody(name, 2).notes
+
+
+def test_true_f0_follows_notes_and_bends():
+    m = D.Melody(40, [D.Note(0.1, 0.5, 69, 100), D.Note(0.6, 1.0, 57, 80)], bends=[(0.3, 0.5), (0.5, 0.0)])
+    f0 = np.array(D.true_f0(m, 250))                                 # 1 s at 250 frames per second
+    t = np.arange(250) / 250
+    assert np.all(f0[t < 0.1] == 0) and np.all(f0[(t >= 0.5) & (t < 0.6)] == 0) and np.all(f0[t >= 1.0] == 0)
+    np.testing.assert_allclose(f0[(t >= 0.1) & (t < 0.3)], 440.0)
+    np.testing.assert_allclose(f0[(t >= 0.3) & (t < 0.5)], 440.0 * 2 ** (0.5 / 12))
+    np.testing.assert_allclose(f0[(t >= 0.6) & (t < 1.0)], 220.0)
+
+
+def test_holdout_split_is_one_in_ten():
+    assert [i for i in range(30) if D.is_holdout(i)] == [9, 19, 29]
+
+
+@pytest.mark.skipif(not D.fluidsynth_available(), reason="needs fluidsynth and fluid-soundfont-gm "
+                    "(apt-get install -y fluidsynth fluid-soundfont-gm; not part of make test)")
+def test_fluidsynth_render_has_the_notes_pitch():
+    m = D.Melody(73, [D.Note(0.05, 0.8, 69, 100)])                   # flute, A4 = 440 Hz
+    audio = D.render(D.midi_bytes(D.midi_events(m)), gain=1.0)
+    assert audio.dtype == np.float32 and audio.ndim == 1 and len(audio) >= 0.8 * D.SAMPLE_RATE
+    seg = audio[int(0.3 * D.SAMPLE_RATE):int(0.7 * D.SAMPLE_RATE)].astype(np.float64)
+    assert np.sqrt(np.mean(seg ** 2)) > 1e-3
+    spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg)), 16 * len(seg)))
+    peak = np.argmax(spec) * D.SAMPLE_RATE / (16 * len(seg))
+    assert abs(1200 * np.log2(peak / 440.0)) < 20, peak
+
+
+# --------------------------------------------------------------------------- loss, synthesis
+
+
+def test_spectral_loss_matches_numpy(rng):
+    # float64 in both: the same framing, window and logs, to rounding
+    a, b = rng.standard_normal((2, 3000)) * [[0.5], [0.1]]
+    b[:500] = 0.0                                                    # log floor exercised
+    got = T.spectral_loss(torch.tensor(a)[None], torch.tensor(b)[None]).item()
+    want = E.spectral_loss(a, b)
+    assert abs(got - want) < 1e-9 * want
+    assert E.spectral_loss(a, a) == 0.0
+    # batched: the mean over items of equal length
+    x, y = torch.tensor(np.stack([a, b])), torch.tensor(np.stack([b, b[::-1].copy()]))
+    assert abs(T.spectral_loss(x, y).item() - (E.spectral_loss(a, b) + E.spectral_loss(b, b[::-1])) / 2) < 1e-9 * want
+
+
+def test_stft_framing_is_tf_pad_end(rng):
+    x = torch.tensor(rng.standard_normal((1, 1000)))
+    s = T.stft_magnitude(x, 256)                                     # hop 64: ceil(1000 / 64) = 16 frames
+    assert s.shape == (1, 16, 129)
+    frame = np.pad(x[0].numpy(), (0, 15 * 64 + 256 - 1000))[15 * 64:]
+    np.testing.assert_allclose(s[0, 15].numpy(), np.abs(np.fft.rfft(frame * (0.5 - 0.5 * np.cos(
+        2 * np.pi * np.arange(256) / 256)))), rtol=1e-10, atol=1e-12)
+
+
+def test_fast_harmonic_is_ddsp_torch_harmonic(rng):
+    from pycore.train.ddsp_torch import harmonic
+
+    F, K = 80, 60
+    f0 = torch.tensor(np.concatenate([np.linspace(90, 2600, 60), np.full(20, 300.0)]), dtype=torch.float32)[None]
+    amp = torch.tensor(rng.uniform(0, 1, (1, F)), dtype=torch.float32)
+    dist = torch.tensor(rng.uniform(0, 1, (1, F, K)), dtype=torch.float32)
+    want = harmonic(f0, amp, dist, 16000, 64)[0].numpy()
+    got = T.harmonic(f0, amp, dist, 16000, 64)[0].numpy()
+    assert sdr(got, want) > 100, sdr(got, want)
+
+
+def test_training_synth_is_the_model_synth(rng):
+    torch.manual_seed(0)
+    model = DDSP(TINY).eval()
+    f0 = torch.tensor(np.linspace(200, 800, 40), dtype=torch.float32)[None]
+    ld = torch.tensor(rng.uniform(-60, -10, (1, 40)), dtype=torch.float32)
+    noise = torch.rand(1, 40 * 64) * 2 - 1
+    with torch.no_grad():
+        controls, _ = model(f0, ld)
+        want = model.synthesize(controls, noise)[0].numpy()
+        got = T.synthesize(model, controls, noise)[0].numpy()
+    assert sdr(got, want) > 100
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _items(rng, n=3, frames=120):
+    """Fake melodies: a harmonic tone per melody with a loudness ramp."""
+    items = []
+    for i in range(n):
+        f0 = np.full(frames, 220.0 * (i + 1), np.float32)
+        t = np.arange(frames * 64) / 16000
+        audio = (0.05 * np.sin(2 * np.pi * f0[0] * t) + 0.02 * np.sin(4 * np.pi * f0[0] * t)).astype(np.float32)
+        items.append({"f0_hz": f0, "loudness_db": np.linspace(-40, -20, frames).astype(np.float32),
+                      "audio": audio[:frames * 64 - 10]})                # shorter than F * hop: padded
+    return items
+
+
+def test_crops_are_aligned_and_seeded(rng):
+    items = _items(rng)
+    for d in items:
+        d["f0_hz"] = np.arange(len(d["f0_hz"]), dtype=np.float32)      # f0 = frame index
+        d["audio"] = (np.arange(len(d["audio"])) // 64).astype(np.float32)  # audio = its frame index
+    a = T.Crops(items, 50, 64, seed=3)
+    f0, ld, audio = a.batch(5)
+    assert f0.shape == (5, 50) and ld.shape == (5, 50) and audio.shape == (5, 50 * 64)
+    for i in range(5):
+        start = int(f0[i, 0])
+        np.testing.assert_array_equal(f0[i].numpy(), np.arange(start, start + 50))
+        n = 120 * 64 - 10 - start * 64
+        m = min(n, 3200)
+        np.testing.assert_array_equal(audio[i, :m].numpy(), np.repeat(np.arange(start, start + 50), 64)[:m])
+        assert np.all(audio[i, n:].numpy() == 0)                       # padding past the end
+    b = T.Crops(items, 50, 64, seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(b.batch(5), (f0, ld, audio)))
+
+
+def test_one_training_step_reduces_the_loss(rng):
+    torch.manual_seed(0)
+    model = DDSP(TINY)
+    batch = T.Crops(_items(rng), 60, 64, seed=0).batch(2)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    before = T.loss_on(model, batch)
+    first = T.train_step(model, opt, batch)
+    after = T.loss_on(model, batch)
+    assert np.isfinite(first) and after < before - 0.05 * before, (before, after)
+
+
+def test_saved_weights_load_into_the_gpu_decoder(dev, rng, tmp_path):
+    # the file is float16: the GPU model must equal the torch model on f16-rounded weights
+    torch.manual_seed(1)
+    model = DDSP(TINY)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    T.train_step(model, opt, T.Crops(_items(rng), 60, 64, seed=0).batch(2))
+    path = tmp_path / "tiny.safetensors"
+    T.save_weights(model, path, {"instrument": "test", "steps": 1})
+    assert load_metadata(str(path))["stemtone_training"] == '{"instrument": "test", "steps": 1}'
+    config, decoder, synth = load(dev, str(path))
+    assert config == TINY
+    rounded = DDSP(TINY).eval()
+    rounded.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+    F = 40
+    f0 = np.linspace(150, 900, F).astype(np.float32)
+    ld = rng.uniform(-70, -10, F).astype(np.float32)
+    with torch.no_grad():
+        want, _ = rounded(torch.tensor(f0)[None], torch.tensor(ld)[None])
+    got, _ = decoder(dev.tensor(f0), dev.tensor(ld))
+    # float32 dot products of <= 48 terms, layer norms, exp_sigmoid on controls in [0, 2]
+    np.testing.assert_allclose(got.numpy(), want[0].numpy(), rtol=1e-4, atol=1e-5)
+
+    # evaluate.resynthesize: the GPU path with its hop of latency removed. The GPU renders
+    # torch's offline synthesis of [zero frame, controls..., last controls again] (its
+    # noise: none in the zero frame, then the hash sequence); resynthesize drops the zero
+    # frame's hop, leaving frames 0 .. F - 1 where they belong
+    audio = E.resynthesize(dev, (config, decoder, synth), f0, ld)
+    with torch.no_grad():
+        ctrl, _ = rounded(torch.tensor(np.append(f0, f0[-1]))[None], torch.tensor(np.append(ld, ld[-1]))[None])
+        ctrl = torch.cat([torch.zeros_like(ctrl[:, :1]), ctrl], 1)
+        noise = torch.tensor(np.concatenate([np.zeros(64), ref.white_noise(0, (F + 1) * 64)]), dtype=torch.float32)
+        offline = rounded.synthesize(ctrl, noise[None])[0, 64:64 + F * 64].numpy()
+    assert audio.shape == (F * 64,)
+    assert sdr(audio, offline) > 80, sdr(audio, offline)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def test_sine_baseline_has_the_loudness_it_was_given(dev):
+    # the GPU loudness of a sine, mapped back through the baseline's calibration, gives
+    # the sine's amplitude (to float32 loudness rounding)
+    t = np.arange(8000) / 16000
+    for f, a in ((70.0, 0.5), (330.0, 0.1), (2500.0, 0.02)):
+        x = (a * np.sin(2 * np.pi * f * t + 0.3)).astype(np.float32)
+        ld = loudness_db(dev.tensor(x)).numpy()[10:-10]
+        np.testing.assert_allclose(E.sine_amplitude(np.full(len(ld), f), ld), a, rtol=1e-3)
+    y = E.sine_baseline(np.full(50, 500.0), np.full(50, float(ld.mean())))
+    assert y.shape == (3200,)
+    spec = np.abs(np.fft.rfft(y))
+    assert np.argmax(spec) == 100 and abs(y.max() - E.sine_amplitude([500.0], [ld.mean()])[0]) < 1e-3
+
+
+def test_manifest_entry_added_then_replaced_other_text_untouched():
+    text = '{\n  "format": 1,\n  "models": [\n    {"name": "a", "files": [{"path": "a.bin"}]},\n    {\n      "name": "b"\n    }\n  ]\n}\n'
+    added = T.set_manifest_entry(text, {"name": "ddsp-x", "params": 1})
+    assert added.startswith(text[:text.index("\n  ]")])             # the old entries byte for byte
+    assert [m["name"] for m in json.loads(added)["models"]] == ["a", "b", "ddsp-x"]
+    replaced = T.set_manifest_entry(added, {"name": "ddsp-x", "params": 2, "files": ["x", "y"]})
+    assert replaced.replace('"params": 2,\n      "files": ["x", "y"]', '"params": 1') == added
