@@ -280,7 +280,8 @@ def test_sine_baseline_has_the_loudness_it_was_given(dev):
 
 
 def test_manifest_entry_added_then_replaced_other_text_untouched():
-    text = '{\n  "format": 1,\n  "models": [\n    {"name": "a", "files": [{"path": "a.bin"}]},\n    {\n      "name": "b"\n    }\n  ]\n}\n'
+    text = ('{\n  "format": 1,\n  "models": [\n    {"name": "a", "files": [{"path": "a.bin"}]},\n'
+            '    {\n      "name": "b"\n    }\n  ]\n}\n')
     added = T.set_manifest_entry(text, {"name": "ddsp-x", "params": 1})
     assert added.startswith(text[:text.index("\n  ]")])             # the old entries byte for byte
     assert [m["name"] for m in json.loads(added)["models"]] == ["a", "b", "ddsp-x"]

