@@ -89,6 +89,7 @@ class BrowserPage:
     def screenshot(self, name):
         os.makedirs(ARTIFACTS, exist_ok=True)
         path = os.path.join(ARTIFACTS, name)
+        self.page.evaluate("window.scrollTo(0, 0)")  # else the sticky top bar lands mid-page
         self.page.screenshot(path=path, full_page=True)
         return path
 
@@ -99,8 +100,9 @@ class BrowserPage:
 def _browser_opener(playwright):
     opened = []
 
-    def open_(webgpu=True):
-        bp = BrowserPage(playwright, WEBGPU_FLAGS if webgpu else NO_WEBGPU_FLAGS)
+    def open_(webgpu=True, extra=()):
+        """extra: more Chromium flags (e.g. a fake microphone: e2e/test_tone_page.py)."""
+        bp = BrowserPage(playwright, (WEBGPU_FLAGS if webgpu else NO_WEBGPU_FLAGS) + list(extra))
         opened.append(bp)
         return bp
 

@@ -12,3 +12,15 @@ def separate(inputs, model="spleeter-2stems", outdir="separated", format="wav", 
 
     return _separate(inputs, model=model, outdir=outdir, format=format, bits=bits,
                      overwrite=overwrite, progress=progress, dev=dev)
+
+
+
+def __getattr__(name):
+    """`pycore.tone` is the tone-transfer module (pycore/tone.py), imported on first use;
+    calling it, `pycore.tone(input, instrument, ...)`, runs pycore.transfer.tone on a
+    file (see pycore.tone's module docstring)."""
+    if name == "tone":
+        import importlib
+
+        return importlib.import_module(".tone", __name__)
+    raise AttributeError(f"module 'pycore' has no attribute {name!r}")

@@ -1,12 +1,20 @@
 """The `stemtone` command line.
 
-    stemtone serve [--port N] [--host H]     serve the web app (what `make demo` runs)
+    stemtone serve [--port N] [--host H] [--weights-dir DIR]
+                                             serve the web app (what `make demo` runs)
     stemtone doctor [--json]                 native adapter, limits, features, kernel self-checks
     stemtone bench kernels [--json] [--quick]  WGSL kernels next to numpy, same run
     stemtone separate IN... [-m MODEL] [-o OUTDIR] [--format wav|flac] [--bits 16|24|32f] [--overwrite]
+                      [--stems vocals,drums] [--shifts N] [--seed S]
                                              split audio files into stems
+    stemtone tone IN [-i INSTRUMENT] [-o OUT.wav] [--octave N] [--loudness-db X] [--rate HZ]
+                                             play a melody on violin, flute, trumpet, saxophone or guitar
     stemtone bench separate [--json] [-m MODEL] [--seconds 30]
                                              demixing next to the PyTorch CPU reference, same run
+    stemtone bench tone [--json] [--quick] [-i INSTRUMENT] [--seconds 10]
+                                             tone transfer: real-time factor and FLOPs of each stage
+    stemtone bench memory [-m MODEL] [--lengths 60,600] [--reduced]
+                                             peak GPU memory against the track's length
     stemtone weights fetch NAME | convert FILE... [--name NAME] | list  [--dir DIR]
                                              official Demucs v4 / Open-Unmix checkpoints -> safetensors
 """
@@ -23,7 +31,7 @@ import sys
 def cmd_serve(args) -> int:
     from .serve import serve
 
-    serve(port=args.port, host=args.host)
+    serve(port=args.port, host=args.host, weights_dir=args.weights_dir)
     return 0
 
 
@@ -91,12 +99,27 @@ def cmd_bench(args) -> int:
         return 2
     if args.what == "kernels":
         rows = bench.bench_kernels(dev, quick=args.quick, progress=not args.json)
-    elif args.what == "separate":
+    elif args.what in ("separate", "memory"):
         try:
-            rows = bench.bench_separate(dev, model=args.model, seconds=args.seconds, progress=not args.json)
+            if args.what == "separate":
+                seconds = args.seconds or bench.default_seconds(args.model)
+                rows = bench.bench_separate(dev, model=args.model, seconds=seconds, progress=not args.json)
+            else:
+                rows = bench.bench_memory(dev, args.model, args.lengths, reduced=args.reduced,
+                                          progress=not args.json)
         except bench.BenchUnavailable as e:
             print(f"stemtone: error: {e}", file=sys.stderr)
             return 2
+    elif args.what == "tone":
+        from .tone import resolve
+
+        try:
+            instrument = resolve(args.instrument)["instrument"]
+        except ValueError as e:
+            print(f"stemtone: error: {e}", file=sys.stderr)
+            return 2
+        rows = bench.bench_tone(dev, seconds=args.seconds or (3.0 if args.quick else 10.0), instrument=instrument,
+                                drift_seconds=60 if args.quick else 3600, progress=not args.json)
     else:  # pragma: no cover - argparse restricts choices
         raise SystemExit(f"unknown benchmark {args.what}")
     if args.json:
@@ -106,6 +129,17 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _lengths(value: str) -> tuple:
+    """--lengths 60,600 -> (60.0, 600.0)."""
+    try:
+        out = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        out = ()
+    if not out or min(out) <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: give positive seconds separated by commas, e.g. 60,600")
+    return out
+
+
 def _bits(value: str):
     """--bits: 16, 24 or 32f (32-bit float; "32" is accepted for it too)."""
     if value in ("16", "24"):
@@ -113,6 +147,14 @@ def _bits(value: str):
     if value in ("32f", "32", "float"):
         return "32f"
     raise argparse.ArgumentTypeError(f"{value!r}: use 16, 24 or 32f")
+
+
+def _stem_list(value: str) -> list:
+    """--stems vocals,drums -> ["vocals", "drums"] (checked against the model later)."""
+    stems = [v.strip() for v in value.split(",") if v.strip()]
+    if not stems:
+        raise argparse.ArgumentTypeError("give stem names separated by commas, e.g. vocals,drums")
+    return stems
 
 
 def cmd_separate(args) -> int:
@@ -149,13 +191,49 @@ async def _separate_main(dev, args) -> int:
         else:
             print(f"stemtone: error: {r.error}", file=sys.stderr, flush=True)
 
-    results = await separate_async(args.inputs, demixer, args.outdir, args.format, args.bits,
-                                   args.overwrite, progress=not args.quiet, on_result=report)
+    try:
+        results = await separate_async(args.inputs, demixer, args.outdir, args.format, args.bits,
+                                       args.overwrite, progress=not args.quiet, on_result=report,
+                                       stems=args.stems, shifts=args.shifts, seed=args.seed)
+    except ValueError as e:  # --stems the model lacks, --shifts on a model without them
+        print(f"stemtone: error: {e}", file=sys.stderr)
+        return 2
     failed = sum(not r.ok for r in results)
     if len(results) > 1:
         print(f"{len(results) - failed} of {len(results)} inputs separated into {args.outdir}/"
               + (f"; {failed} failed" if failed else ""), flush=True)
     return 1 if failed else 0
+
+
+def cmd_tone(args) -> int:
+    from .tone import resolve
+    from .transfer import tone_file
+
+    try:
+        model_entry = resolve(args.instrument)
+    except ValueError as e:
+        print(f"stemtone: error: {e}", file=sys.stderr)
+        return 2
+    dev = _native_device()
+    if dev is None:
+        return 2
+    from .tone import load_tone_model
+
+    try:
+        model = load_tone_model(dev, model_entry["name"])
+    except (OSError, ValueError) as e:
+        print(f"stemtone: error: instrument {args.instrument}: {e}", file=sys.stderr)
+        return 2
+    r = asyncio.run(tone_file(model, args.input, args.output, args.octave, args.loudness_db, args.rate,
+                              args.bits, args.overwrite, progress=not args.quiet))
+    if not r.ok:
+        print(f"stemtone: error: {r.error}", file=sys.stderr)
+        return 1
+    print(f"{r.input} -> {r.output} ({model.instrument}, {r.frames / r.sample_rate:.1f} s at {r.sample_rate} Hz, "
+          f"{100 * r.voiced_fraction:.0f}% voiced) in {r.elapsed:.1f} s", flush=True)
+    for note in r.notes:
+        print(f"stemtone: note: {r.input}: {note}", file=sys.stderr, flush=True)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="serve the web app (what `make demo` runs)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--weights-dir", default=None, metavar="DIR",
+                   help="also serve the models installed in DIR (where `stemtone weights fetch --dir DIR` "
+                        "put them); the repo's weights/ is always served")
     s.set_defaults(fn=cmd_serve)
 
     d = sub.add_parser("doctor", help="show the native GPU adapter and run every kernel self-check")
@@ -172,11 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_doctor)
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a reference measured in the same run)")
-    b.add_argument("what", choices=["kernels", "separate"])
+    b.add_argument("what", choices=["kernels", "separate", "memory", "tone"])
+    b.add_argument("-i", "--instrument", default="violin", help="tone: the instrument model (default %(default)s)")
     b.add_argument("--json", action="store_true")
-    b.add_argument("--quick", action="store_true", help="kernels: smaller sizes (a smoke run)")
-    b.add_argument("-m", "--model", default="spleeter-2stems", help="separate: the model (default %(default)s)")
-    b.add_argument("--seconds", type=float, default=30.0, help="separate: length of the real-music clip (default 30)")
+    b.add_argument("--quick", action="store_true",
+                   help="kernels, tone: smaller sizes and a 60 s oscillator run instead of an hour (a smoke run)")
+    b.add_argument("-m", "--model", default="spleeter-2stems",
+                   help="separate, memory: the model (default %(default)s; htdemucs, htdemucs_6s and umxl "
+                        "run with random weights next to their PyTorch reference)")
+    b.add_argument("--seconds", type=float, default=None,
+                   help="separate: length of the real-music clip (default 30; 10 for htdemucs and umxl); "
+                        "tone: length of the test melody (default 10; 3 with --quick)")
+    b.add_argument("--lengths", type=_lengths, default=(60.0, 600.0), metavar="S1,S2",
+                   help="memory: track lengths in seconds (default 60,600)")
+    b.add_argument("--reduced", action="store_true",
+                   help="memory: a reduced configuration of the model (same streaming, fewer channels)")
     b.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser("separate", help="split audio files into stems (OUTDIR/<track>/<stem>.wav)",
@@ -191,7 +282,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sample format: 16 or 24-bit PCM (soft-limited, never wraps) or 32f float (default 16)")
     s.add_argument("--overwrite", action="store_true", help="replace existing stem files")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--stems", type=_stem_list, default=None, metavar="S1,S2",
+                   help="write only these stems, e.g. vocals,drums (default all; htdemucs_ft then runs "
+                        "only their specialists)")
+    s.add_argument("--shifts", type=int, default=0, metavar="N",
+                   help="HTDemucs: average N passes over the track shifted by up to 0.5 s (default 0)")
+    s.add_argument("--seed", type=int, default=0, help="HTDemucs: seed of the --shifts offsets (default 0)")
     s.set_defaults(fn=cmd_separate)
+
+    t = sub.add_parser("tone", help="play the melody of an audio file on an instrument (DDSP tone transfer)",
+                       description="Tone transfer: the pitch and loudness of IN (singing or a monophonic "
+                                   "instrument; any format soundfile reads, any sample rate) drive a DDSP model "
+                                   "of the instrument on the GPU. Writes a mono WAV of the same length.")
+    t.add_argument("input", metavar="IN", help="audio file")
+    t.add_argument("-i", "--instrument", default="violin",
+                   help="violin, flute, trumpet, saxophone or guitar (default %(default)s)")
+    t.add_argument("-o", "--output", default=None, metavar="OUT.wav",
+                   help="output file (default ./<input name>.<instrument>.wav)")
+    t.add_argument("--octave", type=int, default=0, metavar="N",
+                   help="shift the pitch by N octaves (-4..4; default 0); notes still outside the "
+                        "instrument's range are folded into it by octaves")
+    t.add_argument("--loudness-db", type=float, default=0.0, metavar="X",
+                   help="add X dB to the input's loudness before the model (default 0)")
+    t.add_argument("--rate", type=int, default=None, metavar="HZ",
+                   help="output sample rate (default: the input's)")
+    t.add_argument("--bits", type=_bits, default=16, metavar="{16,24,32f}", help="sample format (default 16)")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(fn=cmd_tone)
 
     from .convert import fetch  # `stemtone weights fetch | convert | list`
 

@@ -73,6 +73,18 @@ MODELS = {  # what the code needs to know; the files are listed in weights/manif
 }
 
 
+def pick_stems(name, model_stems, stems=None) -> list:
+    """stems (names, or None / empty = all) validated against a model's, in the model's
+    order; ValueError naming the valid ones."""
+    if not stems:
+        return list(model_stems)
+    unknown = [s for s in stems if s not in model_stems]
+    if unknown:
+        raise ValueError(f"{name} has no stem {', '.join(map(repr, unknown))}; "
+                         f"its stems are {', '.join(model_stems)}")
+    return [s for s in model_stems if s in stems]
+
+
 class Cancelled(Exception):
     """should_cancel() returned True: the separation stopped between two segments."""
 
@@ -175,31 +187,49 @@ class Demixer:
             raise ValueError(f"{name}: the weights hold stems {stems_of(weights)}, expected {stems}")
         return cls(dev, Spleeter(dev, weights, stems, dtype), name, stems, MODELS[name]["sample_rate"])
 
-    def stream(self, channels: int) -> "DemixStream":
-        """A stream for audio of 1 (mono) or 2 channels."""
-        if MODELS[self.name].get("family") == "umx":
+    def check_stems(self, stems) -> list:
+        return pick_stems(self.name, self.stems, stems)
+
+    def stream(self, channels: int, stems=None, shifts=0, seed=None, stats=None) -> "DemixStream":
+        """A stream for audio of 1 (mono) or 2 channels. stems: the stems to return
+        (default all; HTDemucs bags then run only the models those need). HTDemucs only:
+        shifts/seed (apply_model's random shifts), stats = (mean, std) of the whole track
+        (pycore.demix_htdemucs.mix_stats) for demucs.api's normalization."""
+        wanted = self.check_stems(stems)
+        family = MODELS[self.name].get("family")
+        if family == "htdemucs":
+            return self.model.stream(channels, wanted, shifts, seed, stats)
+        if shifts or stats is not None:
+            raise ValueError(f"{self.name}: shifts and normalization statistics are for HTDemucs models")
+        if family == "umx":
             from .demix_umx import UmxStream
 
-            return UmxStream(self, channels)
-        if MODELS[self.name].get("family") == "htdemucs":
-            return self.model.stream(channels)
-        return DemixStream(self, channels)
+            stream = UmxStream(self, channels)
+        else:
+            stream = DemixStream(self, channels)
+        return stream if wanted == self.stems else _Only(stream, wanted)
 
-    async def separate(self, audio, progress=None, should_cancel=None) -> dict:
+    async def separate(self, audio, progress=None, should_cancel=None, stems=None, shifts=0, seed=None) -> dict:
         """Separate a whole track: audio is a list of 1 or 2 channel arrays of equal
-        length. Returns {stem: [channel arrays of the input's length and type]}."""
+        length. Returns {stem: [channel arrays of the input's length and type]}.
+        HTDemucs models are normalized by the track's statistics (as demucs.api)."""
         audio = list(audio)
-        stream = self.stream(len(audio))
+        stats = None
+        if MODELS[self.name].get("family") == "htdemucs" and audio and len(audio[0]):
+            from .demix_htdemucs import mix_stats
+
+            stats = mix_stats(audio)
+        stream = self.stream(len(audio), stems, shifts, seed, stats)
         n = len(audio[0]) if audio else 0
         total = segment_count(n)
 
         def report(fraction, message):  # fraction of the whole track, not of the pushes
-            if progress is not None and not isinstance(stream, DemixStream):
+            if progress is not None and not isinstance(getattr(stream, "stream", stream), DemixStream):
                 progress(fraction, message)  # Open-Unmix: all the work happens in finish()
             elif progress is not None:
                 progress(min(1.0, stream.segments_done / max(total, 1)), message)
 
-        parts = {stem: [[] for _ in audio] for stem in self.stems}
+        parts = {stem: [[] for _ in audio] for stem in self.check_stems(stems)}
 
         def collect(out):
             for stem, chans in out.items():
@@ -214,6 +244,24 @@ class Demixer:
         collect(await stream.finish(report, should_cancel))
         kind = stream.numpy_kind
         return {stem: [_concat(p, kind) for p in chans] for stem, chans in parts.items()}
+
+
+class _Only:
+    """A stream's outputs restricted to some stems (models that compute all of them)."""
+
+    def __init__(self, stream, stems):
+        self.stream, self.stems = stream, list(stems)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+    async def push(self, block, progress=None, should_cancel=None) -> dict:
+        out = await self.stream.push(block, progress, should_cancel)
+        return {s: out[s] for s in self.stems}
+
+    async def finish(self, progress=None, should_cancel=None) -> dict:
+        out = await self.stream.finish(progress, should_cancel)
+        return {s: out[s] for s in self.stems}
 
 
 def segment_count(length: int) -> int:

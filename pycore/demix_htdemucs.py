@@ -21,12 +21,20 @@ Host memory is O(segment): the audio from (next offset - segment_length / 2) on,
 weighted sums of the samples not yet emitted. GPU memory is one segment's forward.
 Each segment's output is read back (the network's output, [S, C, segment_length]); the
 overlap-add runs on the host (numpy natively, array('f') loops in the browser).
+
+Around apply_model, as demucs.api.Separator.separate_tensor: the track is normalized by
+its mono mix's mean and std (MixStats / mix_stats: the whole track's, so a file is read
+twice: once for the statistics, block by block, then streamed; Normalized applies them),
+and apply_model's `shifts` (ShiftedStream: N passes over the track delayed by seeded
+random offsets of up to 0.5 s, averaged). Bag.stream puts these together.
 """
 
 from __future__ import annotations
 
 import array
 import json
+import math
+import random
 
 from .demix import Cancelled, _f32, _flat_f32, _is_numpy, _out
 from .models.htdemucs import HTDemucs
@@ -78,8 +86,118 @@ class Bag:
             raise ValueError(f"{name}: the weights hold stems {stems}, expected {MODELS[name]['stems']}")
         return cls(models, stems, bag_weights)
 
-    def stream(self, channels: int, wanted=None) -> "HTDemucsStream":
-        return HTDemucsStream(self.models, self.stems, channels, self.weights, wanted)
+    def stream(self, channels: int, wanted=None, shifts=0, seed=None, stats=None):
+        """A push/finish stream. wanted: the stems to return (default all); shifts, seed:
+        apply_model's random shifts (see ShiftedStream); stats: (mean, std) of the whole
+        track (mix_stats) for demucs.api's normalization, None = none."""
+        if shifts:
+            stream = ShiftedStream(self.models, self.stems, channels, self.weights, wanted, shifts, seed)
+        else:
+            stream = HTDemucsStream(self.models, self.stems, channels, self.weights, wanted)
+        return Normalized(stream, *stats) if stats is not None else stream
+
+
+# --------------------------------------------------------------------------- normalization
+
+
+class MixStats:
+    """demucs.api.Separator.separate_tensor's normalization statistics, accumulated block
+    by block so that a file can be read once without holding it:
+
+        ref = wav.mean(0)                 (the mono mix: the mean of the model's channels;
+                                           a mono track is duplicated, so ref = the track)
+        mean = ref.mean();  std = ref.std() + 1e-8     (torch.std: unbiased, N - 1)
+
+    Blocks are merged with Chan et al.'s pairwise update of (count, mean, M2) in float64,
+    so a long track loses no precision. add() takes a list of channel arrays (numpy,
+    array('f') or lists); pure Python where numpy is missing (the browser)."""
+
+    def __init__(self):
+        self.n, self._mean, self._m2 = 0, 0.0, 0.0
+
+    def add(self, block):
+        block = list(block)
+        n = len(block[0]) if block else 0
+        if n == 0:
+            return self
+        try:
+            import numpy as np
+        except ImportError:
+            ref = [sum(v) / len(block) for v in zip(*block)]
+            mean = math.fsum(ref) / n
+            m2 = math.fsum((v - mean) ** 2 for v in ref)
+        else:
+            chans = [np.asarray(ch, dtype=np.float32) for ch in block]
+            ref = chans[0] if len(chans) == 1 else (chans[0] + chans[1]) / np.float32(2)  # float32, as torch
+            ref = ref.astype(np.float64)
+            mean = float(ref.mean())
+            m2 = float(np.sum((ref - mean) ** 2))
+        total = self.n + n
+        delta = mean - self._mean
+        self._m2 += m2 + delta * delta * self.n * n / total
+        self._mean += delta * n / total
+        self.n = total
+        return self
+
+    @property
+    def mean(self) -> float:
+        return self._mean
+
+    @property
+    def std(self) -> float:
+        return (math.sqrt(self._m2 / (self.n - 1)) if self.n > 1 else float("nan")) + 1e-8
+
+
+def mix_stats(audio) -> tuple:
+    """(mean, std) of a whole track (a list of 1 or 2 channel arrays) as demucs.api
+    normalizes it; give them to Bag.stream(stats=...) / Demixer.stream(stats=...)."""
+    s = MixStats()
+    step = 1 << 20
+    audio = list(audio)
+    n = len(audio[0]) if audio else 0
+    for i in range(0, n, step):
+        s.add([ch[i:i + step] for ch in audio])
+    return s.mean, s.std
+
+
+def _affine(x, scale, shift) -> array.array:
+    """scale * x + shift as array('f') (numpy natively, a loop in the browser)."""
+    try:
+        import numpy as np
+    except ImportError:
+        return array.array("f", (scale * v + shift for v in x))
+    y = np.asarray(x, dtype=np.float32) * np.float32(scale) + np.float32(shift)
+    out = array.array("f")
+    out.frombytes(y.astype(np.float32).tobytes())
+    return out
+
+
+class Normalized:
+    """A stream that sees (x - mean) / std and whose outputs are y * std + mean, as
+    demucs.api does around apply_model (every stem gets the mean back)."""
+
+    def __init__(self, stream, mean: float, std: float):
+        self.stream, self.mean, self.std = stream, float(mean), float(std)
+        self.numpy_kind = False
+
+    def __getattr__(self, name):  # stems, channels, segments_done, models_run, ...
+        return getattr(self.stream, name)
+
+    async def push(self, block, progress=None, should_cancel=None) -> dict:
+        block = list(block)
+        self.numpy_kind = bool(block) and _is_numpy(block[0])
+        scaled = [_affine(ch, 1 / self.std, -self.mean / self.std) for ch in block]
+        return self._back(await self.stream.push(scaled, progress, should_cancel))
+
+    async def finish(self, progress=None, should_cancel=None) -> dict:
+        return self._back(await self.stream.finish(progress, should_cancel))
+
+    def _back(self, out):
+        return {stem: [_out(_affine(ch, self.std, self.mean), self.numpy_kind) for ch in chans]
+                for stem, chans in out.items()}
+
+
+# --------------------------------------------------------------------------- streaming apply_model
 
 
 def triangle(n: int) -> list:
@@ -117,12 +235,14 @@ class HTDemucsStream:
     """push()/finish() over one HTDemucs network (pycore.models.htdemucs.HTDemucs) or a
     bag of them with per-stem weights (see `models`, `weights`)."""
 
-    def __init__(self, models, stems, channels: int, weights=None, wanted=None):
+    def __init__(self, models, stems, channels: int, weights=None, wanted=None, front=0, factors=None):
         """models: list of HTDemucs with outputs `stems`; weights: per model a list of
         per-stem weights (demucs BagOfModels: stem k = sum_i w_ik out_ik / sum_i w_ik),
         None = all 1; wanted: the stems to return (default all). A model whose weights
         for the wanted stems are all 0 never runs (htdemucs_ft: only the specialists of
-        the wanted stems)."""
+        the wanted stems). front: zeros before the track, whose outputs are dropped
+        (one pass of apply_model's shifts); factors: per model, per stem, the factor
+        its output enters with (overrides weights)."""
         if channels not in (1, 2):
             raise ValueError(f"demix: audio must have 1 or 2 channels, got {channels}")
         self.models = list(models)
@@ -138,6 +258,10 @@ class HTDemucsStream:
         # stem k of model i enters with weight w_ik / sum_i w_ik (BagOfModels)
         self.factors = [[w[k] / totals[k] if s in self.stems else 0.0 for k, s in enumerate(self.all_stems)]
                         for w in weights]
+        if factors is not None:
+            self.factors = [[f if s in self.stems else 0.0 for f, s in zip(row, self.all_stems)] for row in factors]
+        self._front = front       # zeros still to insert before the first sample
+        self._drop = front        # output samples still to drop
         m = self.models[0]
         self.dev = m.dev
         self.model_channels = m.audio_channels
@@ -169,6 +293,11 @@ class HTDemucsStream:
             raise ValueError(f"demix: channels differ in length ({', '.join(str(len(ch)) for ch in block)})")
         self.numpy_kind = _is_numpy(block[0])
         n, pos = len(block[0]), 0
+        if n and self._front:
+            for buf in self._audio:
+                buf.frombytes(bytes(4 * self._front))
+            self._pushed += self._front
+            self._front = 0
         out = self._empty()
         while True:
             # keep at most one segment beyond the next offset, then run it if complete
@@ -205,6 +334,12 @@ class HTDemucsStream:
                 a.extend(b)
 
     def _result(self, out):
+        if self._drop:
+            k = min(self._drop, min((len(a) for chans in out.values() for a in chans), default=0))
+            for chans in out.values():
+                for a in chans:
+                    del a[:k]
+            self._drop -= k
         return {stem: [_out(a, self.numpy_kind) for a in chans] for stem, chans in out.items()}
 
     def _chunk(self, start: int, length: int) -> bytes:
@@ -294,4 +429,95 @@ class HTDemucsStream:
                 del self._acc[k][c][:count]
         del self._den[:count]
         self._emitted = final
+        return out
+
+
+class ShiftedStream:
+    """apply_model(model, mix, shifts=N): N passes, each over the track delayed by a random
+    offset o in 0 .. max_shift = int(0.5 * samplerate) (random.randint, inclusive), i.e.
+    max_shift - o zeros before it, with those samples cut from its output; the passes are
+    averaged. For a bag, demucs applies this per model (each draws its own N offsets, in
+    the bag's order) and then combines the models with their per-stem weights. Here the
+    offsets come from random.Random(seed) in the same order (offsets are drawn for the
+    models that do not run too, so a stem's result does not depend on which other stems
+    are asked for), and every (model, pass) is an HTDemucsStream of its own; their
+    outputs are summed, with factor w_ik / sum_i w_ik / N, as far as all have produced.
+    Host memory is O(segment) per pass, GPU memory one segment's forward."""
+
+    def __init__(self, models, stems, channels, weights=None, wanted=None, shifts=1, seed=None,
+                 offsets=None):
+        """offsets: per model, the N offsets to use (tests); default: drawn from seed."""
+        if shifts < 1:
+            raise ValueError(f"demix: shifts must be >= 1, got {shifts}")
+        self.all_stems = list(stems)
+        S = len(self.all_stems)
+        weights = weights or [[1.0] * S for _ in models]
+        totals = [sum(w[k] for w in weights) for k in range(S)]
+        max_shift = int(0.5 * models[0].samplerate)
+        if offsets is None:
+            rng = random.Random(seed)
+            offsets = [[rng.randint(0, max_shift) for _ in range(shifts)] for _ in models]
+        self.offsets = offsets
+        self.parts = []
+        for model, w, offs in zip(models, weights, offsets):
+            factors = [[w[k] / totals[k] / shifts for k in range(S)]]
+            for o in offs:
+                p = HTDemucsStream([model], stems, channels, None, wanted, front=max_shift - o, factors=factors)
+                if any(p.factors[0]):
+                    self.parts.append(p)
+        if not self.parts:
+            raise ValueError("demix: no model of the bag contributes to the wanted stems")
+        self.stems = self.parts[0].stems
+        self.channels = channels
+        self._pending = [self._empty() for _ in self.parts]
+        self._fractions = [0.0] * len(self.parts)
+        self.numpy_kind = False
+
+    @property
+    def segments_done(self):
+        return sum(p.segments_done for p in self.parts)
+
+    @property
+    def models_run(self):
+        return sum(p.models_run for p in self.parts)
+
+    async def push(self, block, progress=None, should_cancel=None) -> dict:
+        block = list(block)
+        for i, p in enumerate(self.parts):
+            self._keep(i, await p.push(block, self._progress(i, progress), should_cancel))
+        self.numpy_kind = self.parts[0].numpy_kind
+        return self._take()
+
+    async def finish(self, progress=None, should_cancel=None) -> dict:
+        for i, p in enumerate(self.parts):
+            self._keep(i, await p.finish(self._progress(i, progress), should_cancel))
+        return self._take()
+
+    def _progress(self, i, progress):
+        if progress is None:
+            return None
+        def report(fraction, message):  # the passes run side by side: their mean
+            self._fractions[i] = fraction
+            progress(sum(self._fractions) / len(self.parts), f"pass {i + 1} of {len(self.parts)}: {message}")
+        return report
+
+    def _empty(self):
+        return {stem: [array.array("f") for _ in range(self.channels)] for stem in self.stems}
+
+    def _keep(self, i, out):
+        for stem, chans in out.items():
+            for a, x in zip(self._pending[i][stem], chans):
+                a.extend(_f32(x))
+
+    def _take(self):
+        n = min(len(pend[self.stems[0]][0]) for pend in self._pending)
+        out = self._empty()
+        for stem in self.stems:
+            for c in range(self.channels):
+                acc = array.array("f", bytes(4 * n))
+                ones = array.array("f", [1.0]) * n
+                for pend in self._pending:
+                    _axpy(acc, 0, ones, pend[stem][c], 0, n)
+                    del pend[stem][c][:n]
+                out[stem][c] = _out(acc, self.numpy_kind)
         return out

@@ -3,26 +3,26 @@
 The computation is openunmix's Separator on the whole track (pycore/models/umx.py), whose
 bidirectional LSTM reads every frame before it can emit the first, so no output is final
 before finish(): push() only keeps the audio (host memory O(track), 0.35 MB per second
-of stereo float32) and finish() separates. On the GPU, what grows with the track is the
-LSTM's part, and everything else runs in windows of 300 frames (the Wiener filter's own
-windows, wiener_win_len, so the result is unchanged):
+of stereo float32) and finish() separates. GPU memory does not grow with the track:
+everything runs in windows of 300 frames (the Wiener filter's own windows,
+wiener_win_len, so the result is unchanged), and the per-frame sequences live on the host:
 
   pass 1, per window: STFT of the window's audio (reflect padding at the track's ends
-          only), magnitudes, every model's features (fc1, bn1, tanh): [frames, 1024]
-  per target: the 3-layer BiLSTM over the whole sequence, skip connection, fc2, bn2,
-          relu -> z [T, 1024] (4 KiB per frame per target, kept until the end)
+          only), magnitudes, every model's features (fc1, bn1, tanh) -> host [T, hidden]
+  per target: the 3-layer BiLSTM, exactly, in chunks of 300 frames (UmxStream._sequence):
+          per layer the forward direction runs the chunks first to last carrying its
+          (h, c), the reverse direction last to first carrying its own; each layer's
+          outputs go to the host and come back chunk by chunk as the next layer's input;
+          then skip connection, fc2, bn2, relu -> z, host [T, hidden]
   pass 2, per window: the STFT again, each model's fc3, bn3, output scaling and mask
           on its rows of z, the Wiener filter, the inverse STFT's overlap-add; the
           3,072 samples that overlap the next window are carried, the rest is divided by
           the whole track's squared-window envelope and read back.
 
-So GPU memory is a constant (the weights, 431 MiB for umxl, plus ~103 MiB for a
-window's STFTs and filter) plus the sequence memory, 16 KiB per frame (0.69 MB per
-second of audio: the four targets' features or z): measured natively (umxl, random
-weights) 540.0 MiB peak for 8 s and 542.7 MiB for 12 s, which extrapolates to ~575 MiB
-for 1 minute and ~940 MiB for 10 minutes. Not flat: the exact BiLSTM needs the whole
-sequence; a flat variant would keep z on the host, or run the LSTM directions in time
-chunks carrying (h, c) with the sequences on the host.
+openunmix itself (Separator, predict.separate) runs the whole track at once. Host
+memory: the audio, the output, and for umxl 16 KiB per frame for the four targets' z
+plus 12 KiB for the target in its LSTM (staged_bytes_per_frame; 1.2 MB per second), which
+pycore.separation checks against the available memory before starting.
 
 STFT frame t covers samples 1024 t - 2048 .. 1024 t + 2047 of the track (centered);
 window k = frames 300 k .. 300 k + 299 needs samples 307200 k - 2048 .. 307200 k +
@@ -38,6 +38,7 @@ from . import models as _models
 from .demix import Cancelled, _f32, _flat_f32, _is_numpy, _out
 from .models.umx import HOP, N_FFT, WIENER_EPS
 from .ops.elementwise import concat, pad, transpose
+from .ops.rnn import lstm
 from .ops.spectral import istft, stft
 from .ops.spectral_mask import magnitude, overlap_finish
 from .ops.wiener import wiener
@@ -45,6 +46,7 @@ from .ops.wiener import wiener
 LEAD = N_FFT // 2                 # the centered STFT's padding before sample 0
 CARRY = N_FFT - HOP               # overlap-add samples shared by neighbouring windows
 MIN_LENGTH = LEAD + 1             # reflect padding of 2048 needs more than 2048 samples
+LSTM_CHUNK = 300                  # frames per chunk of the BiLSTM (see UmxStream._sequence)
 
 
 def weights_file(name: str) -> str:
@@ -74,6 +76,7 @@ class UmxStream:
         self.channels = channels
         self._audio = [array.array("f") for _ in range(channels)]
         self._done = False
+        self.lstm_chunk = LSTM_CHUNK  # frames per LSTM chunk (GPU memory; the result is the same)
         self.segments_done = 0
         self.numpy_kind = False
 
@@ -123,25 +126,22 @@ class UmxStream:
             if progress is not None:
                 progress(min(1.0, done / steps), message)
 
-        # pass 1: every model's frame-local features, window by window
-        feats = [[] for _ in models]
+        # pass 1: every model's frame-local features, window by window, to the host
+        dev = self.demixer.dev
+        feats = [bytearray(4 * T * m.hidden_size) for m in models]
         for k, (a, b) in enumerate(windows):
             tick(f"spectrogram {k + 1} of {len(windows)}")
             X, mix = self._spectrum(audio, a, b)
             X.release()
-            for parts, model in zip(feats, models):
-                parts.append(model.features(mix))
+            for buf, model in zip(feats, models):
+                await _store(dev, model.features(mix), buf, a, model.hidden_size)
             mix.release()
-        # the LSTMs over the whole sequence, one target at a time
+        # the LSTMs over the whole sequence, one target at a time, in time chunks
         seqs = []
-        for parts, model, name in zip(feats, models, self.demixer.stems):
+        for j, (model, name) in enumerate(zip(models, self.demixer.stems)):
             tick(f"{name}: LSTM over {T} frames")
-            x = concat(parts, dim=0) if len(parts) > 1 else parts[0]
-            for p in parts:
-                if p is not x:
-                    p.release()
-            seqs.append(model.sequence(x))
-            x.release()
+            seqs.append(await self._sequence(model, feats[j], T))
+            feats[j] = None
         # pass 2: masks, Wiener filter and overlap-add, window by window
         carry = None
         rows = self.channels
@@ -150,7 +150,7 @@ class UmxStream:
             X, mix = self._spectrum(audio, a, b)
             est = []
             for z, model in zip(seqs, models):
-                zk = pad(z, (0, 0, -a, b - T))                          # rows a .. b-1
+                zk = dev.tensor(_rows(z, a, b, model.hidden_size), (b - a, model.hidden_size))
                 s = model.spectrogram(zk, mix)
                 zk.release()
                 est.append(s.reshape(1, *s.shape))
@@ -177,9 +177,46 @@ class UmxStream:
             for j, stem in enumerate(self.demixer.stems):
                 for c in range(rows):
                     out[stem][c].extend(host[(j * rows + c) * n:(j * rows + c + 1) * n])
-        for z in seqs:
-            z.release()
         return self._result(out)
+
+    async def _sequence(self, model, feats, T) -> bytearray:
+        """z = model.post(x, BiLSTM(x)) for every frame, x = feats (host, [T, hidden]).
+
+        Exactly the whole-sequence BiLSTM, in chunks of `lstm_chunk` frames so that GPU
+        memory does not grow with the track: per layer, the forward direction runs the
+        chunks first to last carrying its (h, c), the reverse direction last to first
+        (each chunk's rows reversed on the host) carrying its own; each layer's outputs
+        are staged on the host and read back chunk by chunk as the next layer's input."""
+        dev = self.demixer.dev
+        H, chunk = model.lstm_hidden, self.lstm_chunk
+        spans = [(a, min(T, a + chunk)) for a in range(0, T, chunk)]
+        inputs, widths = [feats], [model.hidden_size]
+        for layer in range(model.nb_layers):
+            outs = []
+            for reverse in ((False, True) if model.bidirectional else (False,)):
+                weights = model.direction(layer, reverse)
+                out, h, c = bytearray(4 * T * H), None, None
+                for a, b in (reversed(spans) if reverse else spans):
+                    x = _upload(dev, inputs, widths, a, b, reverse)
+                    y, (h_n, c_n) = lstm(x.reshape(b - a, 1, x.shape[1]), weights, H, 1, h0=h, c0=c)
+                    x.release()
+                    for t in (h, c):
+                        if t is not None:
+                            t.release()
+                    h, c = h_n, c_n
+                    await _store(dev, y, out, a, H, reverse)
+                h.release()
+                c.release()
+                outs.append(out)
+            inputs, widths = outs, [H] * len(outs)
+        z = bytearray(4 * T * model.hidden_size)
+        for a, b in spans:
+            x = _upload(dev, [feats], [model.hidden_size], a, b)
+            seq = _upload(dev, inputs, widths, a, b)
+            await _store(dev, model.post(x, seq), z, a, model.hidden_size)
+            x.release()
+            seq.release()
+        return z
 
     # ---- internals
 
@@ -201,6 +238,44 @@ class UmxStream:
 
     def _result(self, out):
         return {stem: [_out(a, self.numpy_kind) for a in chans] for stem, chans in out.items()}
+
+
+def staged_bytes_per_frame(demixer) -> int:
+    """Host bytes per STFT frame that finish() stages (the peak, during the last
+    target's LSTM): every earlier target's z, and the current one's features, layer
+    input and layer output (float32, hidden features each)."""
+    models = demixer.model.models
+    return sum(4 * m.hidden_size for m in models) + 3 * 4 * max(m.hidden_size for m in models)
+
+
+def _rows(buf, a: int, b: int, width: int, reverse=False) -> bytes:
+    """Rows a .. b-1 of a host [T, width] float32 buffer (in reverse order if asked)."""
+    rb = 4 * width
+    if not reverse:
+        return bytes(buf[a * rb:b * rb])
+    mv = memoryview(buf)
+    return b"".join(mv[t * rb:(t + 1) * rb] for t in range(b - 1, a - 1, -1))
+
+
+def _upload(dev, bufs, widths, a, b, reverse=False):
+    """Rows a .. b-1 of host buffers [T, widths[i]] side by side on the GPU: [b - a, sum(widths)]."""
+    parts = [dev.tensor(_rows(buf, a, b, w, reverse), (b - a, w)) for buf, w in zip(bufs, widths)]
+    if len(parts) == 1:
+        return parts[0]
+    x = concat(parts, dim=1)
+    for p in parts:
+        p.release()
+    return x
+
+
+async def _store(dev, t, buf, a: int, width: int, reverse=False):
+    """Read t ([n, width] or [n, 1, width]) into rows a .. a+n-1 of a host buffer; release t."""
+    host = _flat_f32(await dev.read(t)).tobytes()
+    t.release()
+    n = len(host) // (4 * width)
+    if reverse:
+        host = _rows(host, 0, n, width, reverse=True)
+    buf[4 * width * a:4 * width * (a + n)] = host
 
 
 def _reflected(ch: array.array, lo: int, hi: int) -> array.array:

@@ -140,21 +140,97 @@ def _stack(parts, groups, channels, stem):
     return y
 
 
+def _family(demixer):
+    from .demix import MODELS
+
+    return MODELS.get(getattr(demixer, "name", None), {}).get("family")
+
+
+def available_memory():
+    """Bytes of host memory available now (Linux: MemAvailable; else free pages), or
+    None where neither is known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def host_bytes_needed(demixer, frames: int, channels: int, sample_rate: int) -> int:
+    """An estimate of the host memory a track needs beyond the constant part. HTDemucs
+    and Spleeter stream (O(segment)): 0. Open-Unmix holds the whole track until its
+    BiLSTM has read it: the audio at the model's rate, the per-frame LSTM sequences
+    staged on the host (pycore/demix_umx.py) and the whole output, all float32."""
+    if _family(demixer) != "umx":
+        return 0
+    n = frames * demixer.sample_rate // max(sample_rate, 1) + 1
+    groups = channel_groups(channels)
+    from .demix_umx import staged_bytes_per_frame
+
+    per_frame = staged_bytes_per_frame(demixer)
+    frames_stft = n // 1024 + 1
+    stems = len(demixer.stems)
+    return 4 * n * channels * (1 + stems) + len(groups) * per_frame * frames_stft
+
+
+def check_host_memory(demixer, path, frames, channels, sample_rate):
+    """Raise AudioFileError before any work when the track cannot fit in host memory."""
+    need = host_bytes_needed(demixer, frames, channels, sample_rate)
+    have = available_memory()
+    if need and have is not None and need > have:
+        raise AudioFileError(path, f"too long for {demixer.name} on this machine: "
+                                   f"{timestamp(frames / sample_rate)} needs about {need / 2**30:.1f} GiB of memory "
+                                   f"and {have / 2**30:.1f} GiB is available ({demixer.name} holds the whole track; "
+                                   f"split the file, or use htdemucs, which streams in constant memory)")
+
+
+def track_stats(path, groups, rate) -> list:
+    """HTDemucs' normalization statistics (pycore.demix_htdemucs.MixStats) of each
+    channel group of a file at the model's rate: a first pass over the file, block by
+    block (host memory O(block))."""
+    from .demix_htdemucs import MixStats
+
+    stats = [MixStats() for _ in groups]
+    with AudioReader(path) as reader:
+        to_model = Resampler(reader.sample_rate, rate, reader.channels) if reader.sample_rate != rate else None
+
+        def add(x):
+            for s, g in zip(stats, groups):
+                s.add([x[c] for c in g])
+
+        for block in reader.blocks(BLOCK_SECONDS * reader.sample_rate):
+            add(to_model.process(block) if to_model else block)
+        if to_model is not None:
+            add(to_model.flush())
+    return [(s.mean, s.std) for s in stats]
+
+
 async def separate_file(demixer, path, outdir="separated", format="wav", bits=16, overwrite=False,
-                        progress=True, track=None) -> TrackResult:
+                        progress=True, track=None, stems=None, shifts=0, seed=None) -> TrackResult:
     """Separate one file into OUTDIR/<track>/<stem>.<format>; never raises for a bad
-    file (the result carries the message) but lets KeyboardInterrupt through."""
+    file (the result carries the message) but lets KeyboardInterrupt through.
+    stems: the stems to write (default all); shifts, seed: HTDemucs' random shifts."""
+    from .demix import pick_stems
+
     result = TrackResult(input=str(path))
     t0 = time.perf_counter()
     track = track or Path(path).stem
     folder = Path(outdir) / track
-    targets = {stem: folder / f"{stem}.{format}" for stem in demixer.stems}
+    chosen = pick_stems(getattr(demixer, "name", "the model"), demixer.stems, stems)
+    targets = {stem: folder / f"{stem}.{format}" for stem in chosen}
     writers, reader, made_folder = {}, None, False
     bar = ProgressBar(str(path), enabled=bool(progress))
     try:
         reader = AudioReader(path)
         sr, channels = reader.sample_rate, reader.channels
         result.sample_rate, result.channels = sr, channels
+        check_host_memory(demixer, path, reader.frames_declared, channels, sr)
         for target in targets.values():
             if target.exists() and not overwrite:
                 raise AudioFileError(target, "already exists (use --overwrite to replace it)")
@@ -170,9 +246,12 @@ async def separate_file(demixer, path, outdir="separated", format="wav", bits=16
         rate = demixer.sample_rate
         to_model = Resampler(sr, rate, channels) if sr != rate else None
         groups = channel_groups(channels)
-        streams = [demixer.stream(len(g)) for g in groups]
+        opts = [{} for _ in groups]  # other models compute every stem; the unwanted are not written
+        if _family(demixer) == "htdemucs":  # normalized as demucs.api does: a first pass
+            opts = [dict(stems=chosen, shifts=shifts, seed=seed, stats=st) for st in track_stats(path, groups, rate)]
+        streams = [demixer.stream(len(g), **o) for g, o in zip(groups, opts)]
         sinks = {stem: _StemSink(writers[stem], Resampler(rate, sr, channels) if sr != rate else None)
-                 for stem in demixer.stems}
+                 for stem in chosen}
 
         # Progress: the demixer reports after each segment the fraction done of what was
         # pushed to it; times the fraction of the file read so far, that is the fraction
@@ -244,10 +323,13 @@ def _as_list(inputs):
 
 
 async def separate_async(inputs, model="spleeter-2stems", outdir="separated", format="wav", bits=16,
-                         overwrite=False, progress=True, dev=None, on_result=None) -> list:
+                         overwrite=False, progress=True, dev=None, on_result=None, stems=None, shifts=0,
+                         seed=None) -> list:
     """The async form of separate(); model may be a name or a loaded Demixer;
     on_result(TrackResult) is called as each input finishes (the CLI prints there)."""
     check_output_format(format, bits)
+    if shifts < 0:
+        raise ValueError(f"shifts must be 0 or more, got {shifts}")
     if isinstance(model, str):
         from .demix import Demixer
 
@@ -258,6 +340,11 @@ async def separate_async(inputs, model="spleeter-2stems", outdir="separated", fo
         demixer = await Demixer.load(dev, model)
     else:
         demixer = model
+    from .demix import pick_stems
+
+    pick_stems(getattr(demixer, "name", "the model"), demixer.stems, stems)  # before any file
+    if shifts and _family(demixer) != "htdemucs":
+        raise ValueError(f"{getattr(demixer, 'name', 'the model')}: shifts are for the HTDemucs models")
     results, written = [], {}  # track name -> the input whose stems went there in this run
     for path in _as_list(inputs):
         name = Path(path).stem
@@ -265,7 +352,8 @@ async def separate_async(inputs, model="spleeter-2stems", outdir="separated", fo
             r = TrackResult(input=str(path), error=f"{path}: same track name {name!r} as {written[name]}, "
                                                   f"whose stems are in {Path(outdir) / name} (rename one)")
         else:
-            r = await separate_file(demixer, path, outdir, format, bits, overwrite, progress)
+            r = await separate_file(demixer, path, outdir, format, bits, overwrite, progress,
+                                    stems=stems, shifts=shifts, seed=seed)
             if r.ok:
                 written[name] = str(path)
         results.append(r)
@@ -275,7 +363,7 @@ async def separate_async(inputs, model="spleeter-2stems", outdir="separated", fo
 
 
 def separate(inputs, model="spleeter-2stems", outdir="separated", format="wav", bits=16,
-             overwrite=False, progress=True, dev=None) -> list:
+             overwrite=False, progress=True, dev=None, stems=None, shifts=0, seed=None) -> list:
     """Separate audio files into stems: OUTDIR/<track name>/<stem>.<format>, at each
     input's sample rate and channel count.
 
@@ -284,6 +372,11 @@ def separate(inputs, model="spleeter-2stems", outdir="separated", format="wav", 
     format: "wav" or "flac"; bits: 16, 24 or "32f" (float; WAV only).
     overwrite: replace existing stem files (otherwise such an input fails).
     progress: show a progress bar per track on stderr.
+    stems: the stems to write (default all; an HTDemucs bag runs only the models they need).
+    shifts, seed: HTDemucs only: apply_model's random-shift averaging (0 = off), seeded.
+    HTDemucs models see the track normalized as demucs.api does (a first cheap pass
+    over each file computes the mono mix's mean and std).
     Returns one TrackResult per input, in order; a bad input does not stop the others.
     """
-    return asyncio.run(separate_async(inputs, model, outdir, format, bits, overwrite, progress, dev))
+    return asyncio.run(separate_async(inputs, model, outdir, format, bits, overwrite, progress, dev,
+                                      stems=stems, shifts=shifts, seed=seed))

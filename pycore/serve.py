@@ -8,7 +8,13 @@ URL layout:
                                             their CSS and PyScript config
     /vendor/pyodide/       node_modules/pyodide            (pinned by package-lock.json)
     /vendor/pyscript/      node_modules/@pyscript/core/dist
-    /weights/              weights/         model manifest and converted weights
+    /weights/              weights/         model manifest and converted weights; weight
+                                            files are looked up in the user's weights
+                                            directory first (--weights-dir: where
+                                            `stemtone weights fetch` put them), then weights/
+    /weights/models.json   computed         the manifest's models, each with "installed"
+                                            and, when installed, its files' sizes and sha256
+                                            (what the demix page lists and downloads)
     /pkg/stemtone.zip      pycore/ + kernels/ zipped on request; PyScript's `files`
                            config unpacks it into the browser's virtual filesystem
 
@@ -20,7 +26,9 @@ which http://127.0.0.1 is (a LAN address is not).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
+import json
 import os
 import posixpath
 import shutil
@@ -40,6 +48,7 @@ MOUNTS = {
     "/": "site",
 }
 ZIP_URL = "/pkg/stemtone.zip"
+MODELS_URL = "/weights/models.json"
 ZIP_SOURCES = ("pycore", "kernels")  # directories shipped to the browser
 ZIP_SUFFIXES = (".py", ".wgsl")
 
@@ -124,6 +133,68 @@ class PackageZip:
             return self._data
 
 
+# ------------------------------------------------------------------ installed models
+
+
+class InstalledModels:
+    """weights/manifest.json with what is installed: every model gets "installed"
+    (its weights file exists in one of the weights directories); an installed model's
+    files get their "size" and "sha256" (the manifest's when it records them and the
+    size matches, else computed once per file version); a model that is not installed
+    gets "install", the command that installs it."""
+
+    def __init__(self, manifest: str, dirs):
+        self.manifest, self.dirs = manifest, list(dirs)
+        self._hashes = {}  # (path, size, mtime) -> sha256
+        self._lock = threading.Lock()
+
+    def find(self, filename: str):
+        """The path of a weights file in the first directory that has it, or None."""
+        for d in self.dirs:
+            path = os.path.join(d, filename)
+            if os.path.basename(filename) == filename and os.path.isfile(path):
+                return path
+        return None
+
+    def sha256(self, path: str) -> str:
+        st = os.stat(path)
+        key = (path, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            if key not in self._hashes:
+                h = hashlib.sha256()
+                with open(path, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        h.update(block)
+                self._hashes[key] = h.hexdigest()
+            return self._hashes[key]
+
+    def listing(self) -> dict:
+        with open(self.manifest, encoding="utf-8") as f:
+            manifest = json.load(f)
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), list):
+            raise ValueError(f"{self.manifest}: no \"models\" list")
+        models = []
+        for m in manifest["models"]:
+            m = dict(m)
+            files, installed = [], bool(m.get("files"))
+            for entry in m.get("files", []):
+                entry = dict(entry)
+                path = self.find(entry["path"])
+                if path is None:
+                    installed = False
+                else:
+                    size = os.path.getsize(path)
+                    if entry.get("size") != size or "sha256" not in entry:
+                        entry.update(size=size, sha256=self.sha256(path))
+                files.append(entry)
+            m["files"], m["installed"] = files, installed
+            if not installed:
+                m["install"] = (f"stemtone weights fetch {m['name']}" if "fetch" in m
+                                else f"python -m pycore.convert {m['name']}" if "converter" in m else "make weights")
+            models.append(m)
+        return {**manifest, "models": models}
+
+
 # ------------------------------------------------------------------ request handler
 
 
@@ -141,6 +212,12 @@ class Handler(BaseHTTPRequestHandler):
         url_path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
         if url_path == ZIP_URL:
             return self._send_bytes(self.server.package.data(), "application/zip", body)
+        if url_path == MODELS_URL:
+            try:
+                listing = self.server.models.listing()
+            except (OSError, ValueError) as e:
+                return self._send_error(500, f"the model list could not be made: {e}")
+            return self._send_bytes(json.dumps(listing, indent=1).encode(), "application/json", body)
         path = self.server.resolve(url_path)
         if path is None:
             return self._send_error(403, "forbidden path")
@@ -194,11 +271,18 @@ class Handler(BaseHTTPRequestHandler):
 class StemtoneServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int = 8000, host: str = "127.0.0.1", root: str = REPO, quiet: bool = False):
+    def __init__(self, port: int = 8000, host: str = "127.0.0.1", root: str = REPO, quiet: bool = False,
+                 weights_dir: str | None = None):
         super().__init__((host, port), Handler)
         self.root = os.path.realpath(root)
         self.quiet = quiet
         self.package = PackageZip(self.root)
+        # weight files: the user's weights directory first, then the repository's weights/
+        repo_weights = os.path.join(self.root, MOUNTS["/weights/"])
+        dirs = [os.path.realpath(weights_dir)] if weights_dir else []
+        dirs += [d for d in [os.path.realpath(repo_weights)] if d not in dirs]
+        self.weights_dirs = dirs
+        self.models = InstalledModels(os.path.join(repo_weights, "manifest.json"), dirs)
         self._thread = None
 
     @property
@@ -213,12 +297,16 @@ class StemtoneServer(ThreadingHTTPServer):
         if ".." in url_path.split("/"):
             return None
         prefix = max((p for p in MOUNTS if url_path.startswith(p) or url_path + "/" == p), key=len)
-        base = os.path.realpath(os.path.join(self.root, MOUNTS[prefix]))
         rel = posixpath.normpath("/" + url_path[len(prefix):]).lstrip("/")
-        path = os.path.realpath(os.path.join(base, rel))
-        if path != base and not path.startswith(base + os.sep):
-            return None
-        return path
+        bases = [os.path.realpath(os.path.join(self.root, MOUNTS[prefix]))]
+        if prefix == "/weights/" and rel.endswith(".safetensors"):  # the user's weights directory first
+            bases = self.weights_dirs
+        for base in bases:
+            path = os.path.realpath(os.path.join(base, rel))
+            if path != base and not path.startswith(base + os.sep):
+                return None
+            if base is bases[-1] or os.path.exists(path):
+                return path
 
     def start(self) -> "StemtoneServer":
         """Serve from a daemon thread (tests); returns self. Does nothing if already started."""
@@ -242,19 +330,28 @@ class StemtoneServer(ThreadingHTTPServer):
         self.stop()
 
 
-def make_server(port: int = 0, host: str = "127.0.0.1", root: str = REPO, quiet: bool = True) -> StemtoneServer:
+def make_server(port: int = 0, host: str = "127.0.0.1", root: str = REPO, quiet: bool = True,
+                weights_dir: str | None = None) -> StemtoneServer:
     """A started server in a background thread; port 0 picks a free port (see .url)."""
-    return StemtoneServer(port, host, root, quiet).start()
+    return StemtoneServer(port, host, root, quiet, weights_dir).start()
 
 
-def serve(port: int = 8000, host: str = "127.0.0.1") -> None:
+def serve(port: int = 8000, host: str = "127.0.0.1", weights_dir: str | None = None) -> None:
     """Serve until Ctrl-C, printing the URL."""
     if not vendor_installed():
         print(f"warning: {MISSING_VENDOR}", file=sys.stderr)
-    server = StemtoneServer(port, host, quiet=False)
+    server = StemtoneServer(port, host, quiet=False, weights_dir=weights_dir)
     print(f"Stemtone is served at {server.url}/  (Ctrl-C to stop)", flush=True)
     print(f"  demix:       {server.url}/", flush=True)
+    print(f"  tone:        {server.url}/tone.html", flush=True)
     print(f"  diagnostics: {server.url}/diagnostics.html", flush=True)
+    try:
+        installed = [m["name"] for m in server.models.listing()["models"]
+                     if m["installed"] and (m.get("task") == "separate" or "fetch" in m)]
+        print(f"  separation models installed: {', '.join(installed) or 'none'} "
+              f"(weights from {' then '.join(server.weights_dirs)})", flush=True)
+    except (OSError, ValueError) as e:
+        print(f"warning: the model list cannot be made: {e}", file=sys.stderr)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -267,8 +364,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m pycore.serve", description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--weights-dir", help="where `stemtone weights fetch --dir` put models (default: weights/)")
     args = ap.parse_args(argv)
-    serve(args.port, args.host)
+    serve(args.port, args.host, args.weights_dir)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,19 @@ Stable hooks for end-to-end tests:
                                        it never can (then body[data-error] says why)
     body[data-state]                   "starting" | "idle" | "busy"
     body[data-error]                   kind of the error on display: decode | input |
-                                       weights | oom | device-lost | memory | cancelled |
-                                       no-webgpu | crash (removed when a job starts)
+                                       weights | checkpoint | oom | device-lost | memory |
+                                       cancelled | no-webgpu | crash (removed when a job starts)
     body[data-results]                 number of separations finished so far
+    body[data-checkpoints]             number of checkpoint files loaded as models so far
+    #model option[value=NAME]          the separation models; data-installed="false" for
+                                       the ones the server does not have
+    #checkpoint                        the checkpoint file input (multiple files)
     [data-stem=NAME] a[download]       each finished stem and its WAV
+
+Models: /weights/models.json (pycore/serve.py) lists the manifest's models with whether
+the server has their weights; those it lacks are listed with the command that installs
+them. A checkpoint file picked in the page is converted and loaded by the worker and
+becomes a model of this session ("file:1", ...).
 """
 
 import array
@@ -30,10 +39,10 @@ import js
 from pyodide.ffi import JsException, create_proxy, to_js
 from pyscript import document
 
-from pycore.demix import segment_count  # the worker reports progress once per segment
+from pycore.demix import MODELS, segment_count  # spleeter reports progress once per segment
 
 SAMPLE_RATE = 44100  # the models' rate; decodeAudioData resamples to it
-MANIFEST_URL = "/weights/manifest.json"
+MANIFEST_URL = "/weights/models.json"  # the manifest with "installed" (pycore/serve.py)
 CACHE_NAME = "stemtone-weights"  # same as demix.py
 STAGE_TITLES = {"decode": "Decoding", "weights": "Loading the model", "separate": "Separating", "export": "Exporting"}
 
@@ -72,6 +81,17 @@ def fmt_mb(nbytes):
 
 def stem_label(name):
     return name.replace("_", " ").capitalize()
+
+
+def is_separation(m):
+    """A manifest entry of a separation model (the Demucs and Open-Unmix entries carry
+    stems and no task)."""
+    return m.get("task") == "separate" or ("task" not in m and "stems" in m)
+
+
+def model_title(m):
+    # the stems are listed below the selector: "Spleeter 2 stems (vocals / ...)" -> "Spleeter 2 stems"
+    return (m.get("title") or m["name"]).split(" (")[0]
 
 
 # ------------------------------------------------------------------ audio decoding
@@ -359,6 +379,8 @@ class Results:
 class Page:
     def __init__(self):
         self.models = []
+        self.ready = False     # the worker has a GPU
+        self.loaded_files = 0  # checkpoint files loaded as session models
         self.worker = None
         self.flag = js.Int32Array.new(js.SharedArrayBuffer.new(4))  # cancel flag, read by the worker
         self.gpu = ""
@@ -407,22 +429,42 @@ class Page:
         if not response.ok:
             raise RuntimeError(f"the server answered {response.status}")
         manifest = json.loads(await response.text())
-        self.models = [m for m in manifest["models"] if m.get("task") == "separate"]
+        models = [m for m in manifest["models"] if is_separation(m)]
+        self.fetchable = {m["name"]: m for m in manifest["models"] if "fetch" in m}  # for the converter
+        # installed models first, in manifest order; then the ones the server lacks
+        self.models = [m for m in models if m.get("installed", True)] + [
+            m for m in models if not m.get("installed", True)]
         if not self.models:
             raise RuntimeError("no separation model is listed")
         select = by_id("model")
         select.replaceChildren()
-        for m in self.models:
-            opt = document.createElement("option")
-            # the stems are listed below the selector: "Spleeter 2 stems (vocals / ...)" -> "Spleeter 2 stems"
-            opt.value, opt.textContent = m["name"], (m.get("title") or m["name"]).split(" (")[0]
-            select.append(opt)
-        select.disabled = len(self.models) < 2
+        short = [model_title(m) for m in self.models]
+        for m in self.models:  # "Hybrid Transformer Demucs v4 · htdemucs_6s" where the short titles collide
+            m["label"] = model_title(m) + (f" · {m['name']}" if short.count(model_title(m)) > 1 else "")
+            self.add_option(m)
         await self.show_model()
+
+    def add_option(self, m, first=False):
+        select = by_id("model")
+        opt = document.createElement("option")
+        opt.value = m["name"]
+        installed = m.get("installed", True)
+        opt.dataset.installed = "true" if installed else "false"
+        opt.textContent = m.get("label", model_title(m)) + (" · your file" if m.get("session") else
+                                                            "" if installed else " · not installed")
+        if first:
+            select.prepend(opt)
+        else:
+            select.append(opt)
+        select.disabled = select.options.length < 2
 
     def model(self):
         name = by_id("model").value
         return next(m for m in self.models if m["name"] == name)
+
+    def usable(self, m=None):
+        m = m or self.model()
+        return m.get("installed", True)
 
     async def show_model(self):
         m = self.model()
@@ -434,10 +476,25 @@ class Page:
             li.textContent = stem_label(stem)
             chips.append(li)
         by_id("model-license").textContent = m.get("license", "—")
-        size = sum(int(f["size"]) for f in m["files"])
-        cached = await self.is_cached(m)
-        by_id("model-size").textContent = f"{fmt_mb(size)} · " + (
-            "cached in this browser" if cached else "downloaded on first use")
+        by_id("model").title = m.get("title") or m["name"]
+        missing = by_id("model-missing")
+        missing.hidden = self.usable(m)
+        if not self.usable(m):
+            missing.replaceChildren()
+            code = document.createElement("code")
+            code.textContent = m.get("install") or f"stemtone weights fetch {m['name']}"
+            missing.append("Not installed on this server: run ", code,
+                           " there and reload this page, or use a checkpoint file below.")
+            by_id("model-size").textContent = "not installed"
+        elif m.get("session"):
+            by_id("model-size").textContent = f"{fmt_mb(m['size'])} · from your file, for this visit"
+        else:
+            size = sum(int(f["size"]) for f in m["files"])
+            cached = await self.is_cached(m)
+            by_id("model-size").textContent = f"{fmt_mb(size)} · " + (
+                "cached in this browser" if cached else "downloaded on first use")
+        if self.ready and not self.busy:
+            self.set_input_enabled(True)
 
     async def is_cached(self, m):
         try:
@@ -486,6 +543,7 @@ class Page:
         listen(by_id("clear"), "click", lambda e: self.clear())
         listen(by_id("play"), "click", lambda e: self.results and self.results.player.toggle())
         listen(by_id("model"), "change", lambda e: asyncio.ensure_future(self.show_model()))
+        listen(by_id("checkpoint"), "change", lambda e: asyncio.ensure_future(self.pick_checkpoint()))
         listen(document, "keydown", self.on_key)
         listen(js.window, "resize", self.on_resize)
 
@@ -508,8 +566,53 @@ class Page:
             self.results.player.toggle()
 
     def set_input_enabled(self, on):
-        by_id("file").disabled = not on
-        by_id("dropzone").dataset.disabled = "false" if on else "true"
+        """The audio input (only for a model that is installed) and the checkpoint input."""
+        audio = on and self.usable()
+        by_id("file").disabled = not audio
+        by_id("dropzone").dataset.disabled = "false" if audio else "true"
+        by_id("checkpoint").disabled = not on
+        by_id("checkpoint-button").dataset.disabled = "false" if on else "true"
+
+    # ---- a checkpoint file of the user's: converted and loaded by the worker
+    async def pick_checkpoint(self):
+        picker = by_id("checkpoint")
+        files = [picker.files.item(i) for i in range(picker.files.length)]
+        picker.value = ""  # the same file again fires change again
+        if not files or self.busy:
+            return
+        self.busy = True
+        self.hide_error()
+        document.body.dataset.state = "busy"
+        self.set_input_enabled(False)
+        status = by_id("checkpoint-status")
+        status.textContent = "Reading " + ", ".join(str(f.name) for f in files) + "…"
+        try:
+            payload = [_js({"name": str(f.name), "data": await f.arrayBuffer()}) for f in files]
+        except JsException as e:
+            self.checkpoint_done()
+            status.textContent = ""
+            self.show_error("checkpoint", "The checkpoint file could not be read", f"{e}")
+            return
+        self.loaded_files += 1
+        self.worker.postMessage(_js({"cmd": "checkpoint", "id": f"file:{self.loaded_files}",
+                                     "files": payload, "fetchable": json.dumps(self.fetchable)}))
+
+    def checkpoint_done(self):
+        self.busy = False
+        document.body.dataset.state = "idle"
+        self.set_input_enabled(True)
+
+    async def on_model(self, entry):
+        """A checkpoint file became a model of this session: select it."""
+        files = entry["title"].split(", ")
+        entry["label"] = f"{entry['runs_as']} · {files[0]}" + (f" + {len(files) - 1}" if len(files) > 1 else "")
+        self.models.insert(0, entry)
+        self.add_option(entry, first=True)
+        by_id("model").value = entry["name"]
+        by_id("checkpoint-status").textContent = f"Loaded {entry['title']} as {entry['runs_as']}"
+        self.checkpoint_done()
+        await self.show_model()
+        document.body.dataset.checkpoints = str(sum(1 for m in self.models if m.get("session")))
 
     # ---- a job: decode here, separate in the worker
     async def open_file(self, file):
@@ -532,7 +635,9 @@ class Page:
         channels = [audio.getChannelData(c) for c in range(audio.numberOfChannels)]
         self.job["channels"] = audio.numberOfChannels
         self.job["seconds"] = audio.duration
-        self.job["segments"] = segment_count(audio.length)
+        runs_as = self.model().get("runs_as", self.model()["name"])
+        spleeter = MODELS.get(runs_as, {}).get("family") is None  # reports once per segment
+        self.job["segments"] = segment_count(audio.length) if spleeter else None
         self.set_stage("decode", 1.0, "Sending the audio to the GPU worker…")
         self.worker.postMessage(_js({"cmd": "separate", "model": json.dumps(self.model()), "name": track,
                                      "channels": channels}))
@@ -632,11 +737,16 @@ class Page:
             by_id("gpu-name").textContent = self.gpu
             self.set_startup("pass", "Ready")
             by_id("drop-state").hidden = True  # the GPU is named beside; nothing more to say
+            self.ready = True
             self.set_input_enabled(True)
             document.body.dataset.ready = "true"
             document.body.dataset.state = "idle"
+        elif kind == "progress" and str(d.stage) == "checkpoint":
+            by_id("checkpoint-status").textContent = str(d.message)
         elif kind == "progress":
             self.set_stage(str(d.stage), float(d.fraction), str(d.message))
+        elif kind == "model":
+            asyncio.ensure_future(self.on_model(json.loads(str(d.entry))))
         elif kind == "result":
             self.on_result(d)
         elif kind == "error":
@@ -657,7 +767,7 @@ class Page:
         track = name.rsplit(".", 1)[0] if "." in name else name
         channels = {1: "mono", 2: "stereo"}.get(job and job.get("channels"), "")
         seconds = float(d.seconds)
-        model = (self.model().get("title") or self.model()["name"]).split(" (")[0]
+        model = self.model().get("label") or model_title(self.model())
         meta = " · ".join(p for p in (fmt_time(float(d.seconds_audio)), channels, model,
                                       f"separated in {seconds:.1f} s on {self.gpu}") if p)
         new = Results(d, track, meta)
@@ -679,6 +789,11 @@ class Page:
         if kind == "no-webgpu":
             self.startup_failed(kind, title, message + ".", detail)
             by_id("gpu-name").textContent = "none (no WebGPU)"
+            return
+        if self.job is None:  # a checkpoint file failed to load
+            by_id("checkpoint-status").textContent = ""
+            self.checkpoint_done()
+            self.show_error(kind, title, message, detail)
             return
         self.end_job()
         if self.results and kind != "cancelled":

@@ -14,13 +14,21 @@ naming its kind.
     main -> worker   {cmd: "hello", flag: SharedArrayBuffer(4), base: page origin}
                      {cmd: "separate", model: manifest entry as JSON, name: track name,
                       channels: [Float32Array at 44.1 kHz, ...]}
+                     {cmd: "checkpoint", id: session model name, files: [{name, data:
+                      ArrayBuffer}], fetchable: JSON {name: manifest entry with "fetch"}}
     worker -> main   {stemtone: "ready", gpu: adapter description, f16: bool}
-                     {stemtone: "progress", stage: "weights"|"separate"|"export",
+                     {stemtone: "model", entry: JSON of a manifest-like entry with
+                      "session": true, "runs_as": the pycore.demix model, "stems"}
+                     {stemtone: "progress", stage: "weights"|"separate"|"export"|"checkpoint",
                       fraction: 0..1, message: str}
                      {stemtone: "result", stems: [{name, channels: [Float32Array],
                       peaks: Float32Array, wav: Blob}], zip: Blob,
                       seconds: separation wall time, seconds_audio}
                      {stemtone: "error", kind, title, message, detail}
+
+A checkpoint file the user picks (a demucs .th, Open-Unmix .pth files, or a converted
+.safetensors) is converted here by pycore.convert.checkpoint (pure Python: Pyodide has
+no numpy), loaded, and kept as a model of this session under the id the page gave it.
 
 Cancellation: the main thread sets the first Int32 of the shared flag; the worker
 reads it between downloaded chunks and between segments (Demixer's should_cancel).
@@ -39,7 +47,9 @@ from polyscript import xworker
 from pyodide.ffi import JsException, create_proxy, to_js
 
 from pycore.backend_browser import create_device
-from pycore.demix import Cancelled, Demixer, segment_count
+from pycore.convert.checkpoint import convert_files, demix_model
+from pycore.demix import MODELS, Cancelled, Demixer, segment_count
+from pycore.safetensors import load_metadata
 from pycore.runtime import DeviceLostError, GPUOutOfMemoryError, NoGPUError
 from pycore.wav import encode_wav
 
@@ -57,6 +67,10 @@ class WeightsError(Exception):
 
 class InputError(Exception):
     """The decoded audio cannot be separated (reported to the user as is)."""
+
+
+class CheckpointError(Exception):
+    """A checkpoint file the user picked cannot be converted or loaded."""
 
 
 def _js(obj):
@@ -85,6 +99,8 @@ class Worker:
             await self.hello()
         elif cmd == "separate":
             await self.run_job(data)
+        elif cmd == "checkpoint":
+            await self.load_checkpoint(data)
 
     async def hello(self):
         try:
@@ -112,6 +128,9 @@ class Worker:
 
     async def demixer(self, model):
         name = model["name"]
+        if model.get("session") and name not in self.demixers:
+            raise WeightsError(f"the model from {model['title']} was unloaded (the GPU was reset); "
+                               "pick the checkpoint file again")
         if name not in self.demixers:
             dev = await self.device()
             weights = await self.fetch_weights(model)
@@ -180,6 +199,54 @@ class Worker:
             raise WeightsError(f"the downloaded {name} has {got:,} bytes, weights/manifest.json says {size:,}")
         return data
 
+    # ---- a checkpoint file picked in the page
+    async def load_checkpoint(self, data):
+        key = str(data.id)
+        file_names = [str(f.name) for f in data.files]
+        names = ", ".join(file_names)
+        try:
+            files = [(str(f.name), js.Uint8Array.new(f.data).to_bytes()) for f in data.files]
+            safetensors_files = [n for n, _ in files if n.endswith(".safetensors")]
+            if safetensors_files and len(files) > 1:
+                raise CheckpointError("pick one .safetensors file alone (it holds the whole model)")
+            if safetensors_files:
+                weights = files[0][1]
+            else:
+                self.checkpoint_progress(f"Converting {names}…")
+                fetchable = json.loads(str(data.fetchable))
+                published = any(sorted(f["file"] for f in m["fetch"]["files"]) == sorted(n for n, _ in files)
+                                for m in fetchable.values())
+                # several files of no published model (e.g. Open-Unmix targets of one's own):
+                # `stemtone weights convert --name`; here the stems decide what they run as
+                name = None if published or len(files) == 1 else "checkpoint"
+                _, weights = convert_files(files, fetchable, name)
+            files = None  # the checkpoints' bytes can go: only the converted file is needed
+            meta = load_metadata(weights)
+            runs_as = demix_model(meta)
+            self.checkpoint_progress(f"Loading {names} on the GPU…")
+            demixer = await Demixer.load(await self.device(), runs_as, weights=weights)
+        except (ValueError, KeyError, CheckpointError) as e:
+            message = str(e) if not isinstance(e, KeyError) else f"a tensor the model needs is missing ({e})"
+            if not any(message.startswith(n) for n in file_names):  # file names keep their case
+                message = message[:1].upper() + message[1:]
+            post("error", kind="checkpoint", title="This checkpoint cannot be used",
+                 message=f"{message}. Pick an official Demucs v4 .th file, the four "
+                 "Open-Unmix .pth files of one model, or a .safetensors file made by `stemtone weights convert`.",
+                 detail="")
+            return
+        except Exception as e:
+            self.report(e)
+            return
+        self.demixers[key] = demixer
+        post("model", entry=json.dumps({
+            "name": key, "runs_as": runs_as, "session": True, "installed": True,
+            "title": names, "stems": demixer.stems, "size": len(weights),
+            "license": meta.get("license", "unknown"),
+        }))
+
+    def checkpoint_progress(self, message):
+        post("progress", stage="checkpoint", fraction=0.0, message=message)
+
     # ---- one separation
     async def run_job(self, data):
         js.Atomics.store(self.flag, 0, 0)
@@ -189,13 +256,17 @@ class Worker:
             check_audio(channels)
             demixer = await self.demixer(model)
             seconds_audio = len(channels[0]) / demixer.sample_rate
-            segments = segment_count(len(channels[0]))  # parts of 11.9 s, one progress report each
+            spleeter = MODELS[demixer.name].get("family") is None  # the others report fractions
+            segments = segment_count(len(channels[0])) if spleeter else 0  # parts of 11.9 s
 
             def on_progress(fraction, _message=""):
+                if not spleeter:
+                    self.progress("separate", fraction, f"Separating · {100 * fraction:.0f}% done")
+                    return
                 done = round(fraction * segments)
                 self.progress("separate", fraction, f"Separating · {done} of {segments} parts done", force=True)
 
-            first = "Separating…" if segments == 1 else f"Separating · 0 of {segments} parts done"
+            first = "Separating…" if segments <= 1 else f"Separating · 0 of {segments} parts done"
             self.progress("separate", 0.0, first, force=True)
             t0 = time.perf_counter()
             stems = await demixer.separate(channels, progress=on_progress, should_cancel=self.cancelled)
@@ -204,6 +275,13 @@ class Worker:
             result = export(stems, demixer.sample_rate, str(data.name),
                             lambda f: self.progress("export", f, "Writing the WAV files…"))
             post("result", seconds=seconds, seconds_audio=seconds_audio, **result)
+        except Exception as e:
+            self.report(e)
+
+    def report(self, e):
+        """Tell the page about a failed job in words the user can act on."""
+        try:
+            raise e
         except Cancelled:
             post("error", kind="cancelled", title="Cancelled", message="The separation was cancelled.", detail="")
         except InputError as e:

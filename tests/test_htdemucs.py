@@ -14,7 +14,6 @@ layers, the frequency embedding.
 """
 
 import asyncio
-import importlib.util
 
 import numpy as np
 import pytest
@@ -118,20 +117,10 @@ def test_segment_layer_by_layer(dev):
 
 
 def _apply_model():
-    """demucs.apply.apply_model. demucs.apply imports tqdm at the top but uses it only
-    with progress=True; where tqdm is not installed an empty stand-in module is enough."""
-    import sys
-    import types
+    """demucs.apply.apply_model (tqdm stubbed where missing; see pycore.bench)."""
+    from pycore.bench import _demucs_apply_model
 
-    stub = "tqdm" not in sys.modules and importlib.util.find_spec("tqdm") is None
-    if stub:
-        sys.modules["tqdm"] = types.ModuleType("tqdm")
-    try:
-        from demucs.apply import apply_model
-    finally:
-        if stub:
-            del sys.modules["tqdm"]
-    return apply_model
+    return _demucs_apply_model()
 
 
 def _stream_all(stream, mix, block):
@@ -203,12 +192,87 @@ def test_apply_model_parity(dev, tmp_path):
         g = np.stack(got[s])
         assert g.shape == want[k].shape
         assert sdr(want[k], g) > 80, (s, sdr(want[k], g))
-    # the same file through the product's entry point (pycore.demix.Demixer)
+    # the same file through the product's entry point (pycore.demix.Demixer), which
+    # normalizes the track as demucs.api.Separator.separate_tensor does
     demixer = asyncio.run(Demixer.load(dev, "htdemucs_6s", weights=str(out), dtype="f16"))
     assert demixer.stems == sources
     whole = asyncio.run(demixer.separate([mix[0], mix[1]]))
+    want = separate_tensor(ref, mix)
     for k, s in enumerate(sources):
         assert sdr(want[k], np.stack(whole[s])) > 80
+
+
+def separate_tensor(model, wav, **kwargs):
+    """demucs.api.Separator.separate_tensor (demucs 4.1.0, api.py lines 269-284) around
+    apply_model, written out (demucs.api imports torchaudio): the track is normalized by
+    its mono mix's mean and unbiased std (+ 1e-8), and every stem gets them back."""
+    wav = torch.from_numpy(np.ascontiguousarray(wav))
+    if wav.shape[0] == 1:  # convert_audio to the model's 2 channels
+        wav = wav.expand(2, -1)
+    ref = wav.mean(0)
+    mean = ref.mean()
+    std = ref.std() + 1e-8
+    kwargs = dict(dict(shifts=0, split=True, overlap=0.25), **kwargs)
+    with torch.no_grad():
+        out = _apply_model()(model, ((wav - mean) / std)[None], **kwargs)
+    return (out * std + mean)[0].numpy()
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_mix_stats(rng, monkeypatch, channels):
+    """MixStats over blocks of any size (numpy and pure-Python paths) = torch's
+    wav.mean(0).mean() and .std() + 1e-8 on the whole track."""
+    import sys
+
+    from pycore.demix_htdemucs import MixStats, mix_stats
+
+    x = (rng.standard_normal((channels, 30011)) * 0.3 + 0.05).astype(np.float32)
+    ref = torch.from_numpy(x).mean(0)
+    want = (float(ref.mean()), float(ref.std()) + 1e-8)
+    np.testing.assert_allclose(mix_stats(list(x)), want, rtol=1e-6)
+    s = MixStats()
+    for a, b in [(0, 1), (1, 7000), (7000, 7000), (7000, 30011)]:
+        s.add([ch[a:b] for ch in x])
+    np.testing.assert_allclose((s.mean, s.std), want, rtol=1e-6)
+    monkeypatch.setitem(sys.modules, "numpy", None)  # the browser: no numpy
+    s = MixStats().add([ch[:20000].tolist() for ch in x]).add([ch[20000:].tolist() for ch in x])
+    monkeypatch.undo()
+    np.testing.assert_allclose((s.mean, s.std), want, rtol=1e-6)
+
+
+def test_shifts_and_normalization(dev, monkeypatch):
+    """shifts=2 on a bag of two models with overlapping weights, a mono clip, the track
+    normalized: against demucs itself with random.randint drawing from the same seeded
+    generator (per model, as apply_model draws them). The offsets matter: another seed
+    gives a clearly different result."""
+    import random
+    import sys
+
+    from pycore.demix_htdemucs import Bag, ShiftedStream, mix_stats
+
+    _apply_model()  # imports demucs.apply (with tqdm stubbed where missing)
+    from demucs.apply import BagOfModels
+
+    demucs_apply = sys.modules["demucs.apply"]
+
+    weights = [[1.0, 1.0, 0.0, 0.0], [0.0, 2.0, 1.0, 1.0]]
+    nets = [reference(seed=20 + i, **SMALL) for i in range(2)]
+    mix = (real_music_clip(0.7)[:1] * 3 + 0.02).astype(np.float32)  # a mean and std that matter
+    monkeypatch.setattr(demucs_apply, "random", random.Random(5))
+    want = separate_tensor(BagOfModels(nets, weights), mix, shifts=2).mean(axis=1)
+    bag = Bag([HTDemucs(dev, entries(m), SMALL, sources=SOURCES) for m in nets], SOURCES, weights)
+    stream = bag.stream(1, shifts=2, seed=5, stats=mix_stats(mix))
+    assert isinstance(stream.stream, ShiftedStream) and len(stream.stream.parts) == 4
+    got = _stream_all(stream, mix, 9000)
+    for k, s in enumerate(SOURCES):
+        assert got[s][0].shape == want[k].shape
+        assert sdr(want[k], got[s][0]) > 70, (s, sdr(want[k], got[s][0]))
+    # drums come from model 0 alone: its two passes run, with the same offsets
+    only = bag.stream(1, ["drums"], shifts=2, seed=5, stats=mix_stats(mix))
+    assert len(only.stream.parts) == 2
+    assert sdr(want[0], _stream_all(only, mix, 50000)["drums"][0]) > 70
+    other = _stream_all(bag.stream(1, ["drums"], shifts=2, seed=6, stats=mix_stats(mix)), mix, 50000)
+    assert sdr(want[0], other["drums"][0]) < 40
 
 
 def test_bag_of_models(dev):
@@ -255,3 +319,23 @@ def test_reflect_pad_and_standardize(dev, rng):
     got = standardize(t, m, s)
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(destandardize(got, m, s).numpy(), x, rtol=1e-5, atol=1e-5)
+
+
+def test_gpu_memory_does_not_grow_with_the_track(dev):
+    """Segment by segment: the peak GPU memory for 3 s (9 segments of 0.5 s) is that for
+    1 s (3 segments)."""
+    from pycore.demix_htdemucs import Bag
+
+    bag = Bag([HTDemucs(dev, entries(reference(seed=4, **SMALL)), SMALL, sources=SOURCES)], SOURCES, None)
+    rng = np.random.default_rng(0)
+
+    def peak(seconds):
+        x = (rng.standard_normal((2, int(seconds * 44100))) * 0.1).astype(np.float32)
+        dev.flush()
+        dev.reset_peak()
+        _stream_all(bag.stream(2, stats=(0.0, 0.1)), x, 30000)
+        return dev.mem_peak
+
+    peak(0.6)  # warm-up
+    short, long = peak(1.0), peak(3.0)
+    assert long - short < 256 * 1024, (short, long)

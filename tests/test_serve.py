@@ -189,3 +189,89 @@ def test_real_repository_zip_has_the_browser_files():
     assert status == 200
     assert {"pycore/runtime.py", "pycore/backend_browser.py", "pycore/selfcheck.py", "kernels/common.wgsl"} <= names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+
+
+# ------------------------------------------------------------------ installed models
+
+
+def weights_tree(tmp_path):
+    """A repository whose manifest lists a bundled model (recorded sha256), two fetchable
+    ones (one fetched into the user's weights directory) and one made by a converter."""
+    import hashlib
+    import json
+
+    make_tree(tmp_path)
+    bundled, fetched = b"bundled weights", b"fetched weights!"
+    manifest = {"format": 1, "models": [
+        {"name": "small", "task": "separate", "stems": ["a", "b"],
+         "files": [{"path": "small.safetensors", "sha256": hashlib.sha256(bundled).hexdigest(), "size": 15}]},
+        {"name": "big", "stems": ["a", "b", "c", "d", "e", "f"], "default": False,
+         "files": [{"path": "big.safetensors"}], "fetch": {"files": []}},
+        {"name": "other", "stems": ["a"], "default": False, "files": [{"path": "other.safetensors"}],
+         "fetch": {"files": []}},
+        {"name": "pitch", "task": "pitch", "default": False, "converter": "x",
+         "files": [{"path": "pitch.safetensors", "sha256": "0" * 64, "size": 3}]},
+    ]}
+    (tmp_path / "weights" / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "weights" / "small.safetensors").write_bytes(bundled)
+    user = tmp_path / "user-weights"
+    user.mkdir()
+    (user / "big.safetensors").write_bytes(fetched)
+    (user / "manifest.json").write_text("not the manifest")  # only weight files come from here
+    return user, bundled, fetched
+
+
+def test_models_json_says_what_is_installed(tmp_path):
+    import hashlib
+    import json
+
+    user, bundled, fetched = weights_tree(tmp_path)
+    with make_server(root=str(tmp_path), weights_dir=str(user)) as srv:
+        status, headers, data = request(srv, "/weights/models.json")
+        assert status == 200 and headers["content-type"] == "application/json"
+        models = {m["name"]: m for m in json.loads(data)["models"]}
+        assert models["small"]["installed"] and "install" not in models["small"]
+        assert models["small"]["files"] == [{"path": "small.safetensors", "size": 15,
+                                             "sha256": hashlib.sha256(bundled).hexdigest()}]
+        assert models["big"]["installed"] and models["big"]["stems"] == ["a", "b", "c", "d", "e", "f"]
+        assert models["big"]["files"] == [{"path": "big.safetensors", "size": len(fetched),
+                                           "sha256": hashlib.sha256(fetched).hexdigest()}]
+        assert not models["other"]["installed"]
+        assert models["other"]["install"] == "stemtone weights fetch other"
+        assert not models["pitch"]["installed"] and models["pitch"]["install"] == "python -m pycore.convert pitch"
+        # the files themselves: fetched ones from the user's directory, the rest from weights/
+        assert request(srv, "/weights/big.safetensors")[2] == fetched
+        assert request(srv, "/weights/small.safetensors")[2] == bundled
+        assert request(srv, "/weights/manifest.json")[2] != b"not the manifest"
+        assert request(srv, "/weights/other.safetensors")[0] == 404
+        # a new version of a file gets a new sha256 (cached per size and mtime)
+        (user / "big.safetensors").write_bytes(b"refetched")
+        os.utime(user / "big.safetensors", ns=(time.time_ns() + 10**9,) * 2)
+        again = {m["name"]: m for m in json.loads(request(srv, "/weights/models.json")[2])["models"]}
+        assert again["big"]["files"][0]["sha256"] == hashlib.sha256(b"refetched").hexdigest()
+
+
+def test_models_json_without_a_user_directory(tmp_path):
+    import json
+
+    weights_tree(tmp_path)
+    with make_server(root=str(tmp_path)) as srv:
+        models = {m["name"]: m for m in json.loads(request(srv, "/weights/models.json")[2])["models"]}
+    assert models["small"]["installed"] and not models["big"]["installed"]
+
+
+def test_models_json_with_a_broken_manifest_is_a_clear_500(server):
+    status, _, data = request(server, "/weights/models.json")  # FILES' manifest is a bare list
+    assert status == 500 and b"model list" in data
+
+
+@pytest.mark.parametrize("path", ["/weights/../secret.txt", "/weights/%2e%2e/secret.txt",
+                                  "/weights/../user-weights/big.safetensors"])
+def test_user_weights_directory_does_not_open_other_paths(tmp_path, path):
+    user, _, _ = weights_tree(tmp_path)
+    os.symlink(tmp_path / "secret.txt", user / "leak.safetensors")
+    with make_server(root=str(tmp_path), weights_dir=str(user)) as srv:
+        status, _, data = request(srv, path)
+        assert status in (403, 404) and FILES["secret.txt"] not in data
+        status, _, data = request(srv, "/weights/leak.safetensors")
+        assert status == 403 and FILES["secret.txt"] not in data

@@ -161,6 +161,19 @@ class Crepe:
         return act
 
 
+def flops_per_frame(channels) -> int:
+    """Floating-point operations of one frame (a multiply-add counts 2; ReLU, BatchNorm
+    and pooling, < 1 %, are left out) for channel widths C1..C6, e.g. Crepe.channels:
+    conv1 makes 256 steps of 512 taps from 1 channel; conv i >= 2 makes 1024 / 2^i steps
+    of 64 taps from C(i-1) channels; the classifier 360 x (4 C6)."""
+    steps = FRAME // CONV1_STRIDE
+    total = 2 * steps * channels[0] * KERNELS[0]
+    for i in range(1, LAYERS):
+        steps //= 2
+        total += 2 * steps * channels[i] * KERNELS[i] * channels[i - 1]
+    return total + 2 * PITCH_BINS * CLASSIFIER_FRAMES * channels[-1]
+
+
 # --------------------------------------------------------------------------- test weights
 
 

@@ -24,7 +24,8 @@ so any OpenUnmix configuration loads; umxl is hidden 1024, max_bin 1487, 3 layer
 The BiLSTM sees the whole track (as in the reference). OpenUnmix's forward pass is split
 into features() (frame-local), sequence() (the LSTM over all frames) and spectrogram()
 (frame-local), so that pycore/demix_umx.py runs everything but the LSTM in windows of
-frames; it drives the pipeline above.
+frames, and the LSTM layer by layer in time chunks (direction() gives one direction of
+one layer as a unidirectional LSTM, post() the part after it); it drives the pipeline above.
 """
 
 from __future__ import annotations
@@ -131,8 +132,20 @@ class OpenUnmix:
                                self.nb_layers, self.bidirectional)
         h_n.release()
         c_n.release()
-        skip = concat([x, seq.reshape(T, self.hidden_size)], dim=1)         # [T, 2 * hidden]
+        z = self.post(x, seq.reshape(T, self.hidden_size))
         seq.release()
+        return z
+
+    def direction(self, layer: int, reverse: bool) -> dict:
+        """One direction of one LSTM layer as the weights of a 1-layer unidirectional
+        LSTM (pycore.ops.rnn.lstm's keys), for running the layers in time chunks."""
+        sfx = f"_l{layer}" + ("_reverse" if reverse else "")
+        return {k[:-len(sfx)] + "_l0": t for k, t in self.lstm.items() if k.endswith(sfx)}
+
+    def post(self, x, seq):
+        """x [T, hidden] features, seq [T, hidden] the LSTM's output -> z =
+        relu(bn2(fc2(cat(x, seq)))) [T, hidden] (frame-local)."""
+        skip = concat([x, seq], dim=1)                                      # [T, 2 * hidden]
         h = linear(skip, self.fc2)
         skip.release()
         hb = batch_norm(h, eps=BN_EPS, **self.bn2)

@@ -411,6 +411,17 @@ def load_split(instrument: str, split: str) -> list:
     return out
 
 
+def voiced_loudness_median(instrument: str) -> float:
+    """Median A-weighted loudness (dB) of the training melodies' voiced frames (CREPE
+    confidence > 0.5, louder than -50 dB): the level the model knows best. The tone
+    engine moves a singer's loudness there before the decoder (pycore.tone)."""
+    import numpy as np
+
+    values = [m["loudness_db"][(m["confidence"] > 0.5) & (m["loudness_db"] > -50)]
+              for m in load_split(instrument, "train")]
+    return round(float(np.median(np.concatenate(values))), 1)
+
+
 # --------------------------------------------------------------------------- real guitar stems
 
 

@@ -268,6 +268,8 @@ def update_manifest(instrument, path, record):
     name = f"ddsp-{instrument}"
     entry = {
         "name": name, "title": f"DDSP {instrument} (tone transfer)", "task": "tone", "instrument": instrument,
+        "midi_range": [D.INSTRUMENTS[instrument].low, D.INSTRUMENTS[instrument].high],   # trained pitch range
+        "loudness_db": D.voiced_loudness_median(instrument),     # trained loudness (voiced median)
         "sample_rate": CONFIG.sample_rate, "params": record["parameters"],
         "files": [{"path": os.path.relpath(path, WEIGHTS_DIR), "sha256": sha256(path), "size": path.stat().st_size}],
         "source": "trained by this project: pycore.train.train_ddsp",

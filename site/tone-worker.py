@@ -1,0 +1,400 @@
+"""Tone worker: the GPU side of the live tone page (site/tone.html), run by PyScript.
+
+It owns the WebGPU device and the tone engine (pycore.tone). During a take it pulls the
+microphone's samples from the capture ring (a SharedArrayBuffer written by the capture
+AudioWorklet), runs ToneStream.push on them, writes the instrument's output to the
+output ring (read by the playback AudioWorklet) and keeps the whole take. Layout and
+index arithmetic: site/tone_ring.py.
+
+While the worker keeps up it reads one 128-sample block at a time (lowest latency).
+When it falls behind (a slow GPU, or software WebGPU in CI) it reads up to MAX_CHUNK
+samples per push instead, in order: nothing is skipped unless the 20 s capture ring
+overflows, and then the lost input is counted and the take gets silence there. The
+playback worklet plays what is on time and counts the rest as late blocks; the take
+always holds everything that was processed. After Stop the backlog is finished with
+progress reports, then the take is offered as WAV files.
+
+Messages (plain JS objects; each message to the page carries a "stemtone" key):
+
+    page -> worker   {cmd: "hello", base: page origin}
+                     {cmd: "load", model: manifest entry (JSON), crepe: CREPE-tiny's entry
+                      (JSON), manifest: the whole manifest (JSON)}
+                     {cmd: "start", capture, output: SharedArrayBuffer, octave: int}
+                     {cmd: "set", octave: int}
+                     {cmd: "stop"}        the AudioContext is closed: the capture is final
+    worker -> page   {stemtone: "ready", gpu, f16}
+                     {stemtone: "loading", name, message}
+                     {stemtone: "loaded", name, latency: engine latency (samples),
+                      lag: engine lag for 128-sample blocks (samples), block_ms: GPU time
+                      of one block measured while warming up}
+                     {stemtone: "frames", f0, confidence, loudness: Float32Array (one per
+                      new 4 ms frame), processed: input samples done, captured: input
+                      samples captured, lost: input samples lost, rtf: compute time /
+                      audio time of the last pushes}
+                     {stemtone: "finishing", fraction, seconds_left}
+                     {stemtone: "take", wav, input_wav: Blob, seconds, lost, processed,
+                      compute_seconds}
+                     {stemtone: "error", kind, title, message, detail}
+"""
+
+import array
+import json
+import time
+import traceback
+
+import js
+import tone_ring as R
+from polyscript import xworker
+from pyodide.ffi import JsException, create_proxy, to_js
+
+from pycore.backend_browser import create_device
+from pycore.runtime import DeviceLostError, GPUOutOfMemoryError, NoGPUError
+from pycore.tone import SAMPLE_RATE, ToneStream, load_tone_model
+from pycore.wav import encode_wav
+
+WEIGHTS_URL = "/weights/"
+CACHE_NAME = "stemtone-weights"   # the same Cache API storage as the demix page
+WARMUP_BLOCKS = 12                # pushes of silence after loading: compiles the shaders, measures the lag
+POST_EVERY_S = 0.05               # pitch trail updates, twenty a second
+RTF_PUSHES = 50                   # the real-time factor reported is over this many pushes
+WAV_BITS = 16
+
+
+class WeightsError(Exception):
+    """The instrument's weights could not be downloaded, verified or read."""
+
+
+def _js(obj):
+    return to_js(obj, dict_converter=js.Object.fromEntries)
+
+
+def post(kind, /, **fields):
+    xworker.postMessage(_js({"stemtone": kind, **fields}))
+
+
+def f32(values) -> "js.Float32Array":
+    return to_js(values if isinstance(values, array.array) else array.array("f", values))
+
+
+def blob(data: bytes, mime: str):
+    return js.Blob.new([to_js(data)], _js({"type": mime}))
+
+
+class Ring:
+    """Python's view of one ring (see tone_ring): JS typed arrays over its SharedArrayBuffer."""
+
+    def __init__(self, sab):
+        self.head = js.Int32Array.new(sab, 0, R.HEADER)
+        self.capacity = (sab.byteLength - R.HEADER_BYTES) // 4
+        self.data = js.Float32Array.new(sab, R.HEADER_BYTES, self.capacity)
+
+    def load(self, slot) -> int:
+        return int(js.Atomics.load(self.head, slot))
+
+    def store(self, slot, value):
+        js.Atomics.store(self.head, slot, int(value))
+
+    def read(self, position, count) -> array.array:
+        out = array.array("f")
+        for offset, n in R.segments(position, count, self.capacity):
+            out.frombytes(self.data.subarray(offset, offset + n).to_bytes())
+        return out
+
+    def write(self, position, samples):
+        """Samples at positions position ..; then publishes the new write position."""
+        done = 0
+        for offset, n in R.segments(position, len(samples), self.capacity):
+            self.data.set(to_js(samples[done:done + n]), offset)
+            done += n
+        self.store(R.WRITE, position + len(samples))
+
+    async def wait_write(self, seen, timeout_ms=100):
+        """Until the writer moves past `seen` (or timeout_ms passes)."""
+        waiter = js.Atomics.waitAsync(self.head, R.WRITE, int(seen), timeout_ms)
+        if getattr(waiter, "async"):  # else it answered at once ("not-equal": already moved on)
+            await waiter.value
+
+
+class Take:
+    """One take: the engine stream, the output and input kept so far, the statistics."""
+
+    def __init__(self, model, capture, output, octave):
+        self.stream = ToneStream(model, octave=octave)
+        self.capture, self.output = Ring(capture), Ring(output)
+        self.read = 0               # input samples consumed (processed or lost)
+        self.out_pos = 0            # output samples written to the output ring
+        self.out = array.array("f")  # the take: the instrument
+        self.dry = array.array("f")  # the take: the input as processed (silence where lost)
+        self.lost = 0
+        self.compute = 0.0          # seconds spent in stream.push
+        self.recent = []            # (compute seconds, input samples) of the last pushes
+        self.stopping = False
+        self.stop_at = None         # capture position at Stop
+        self.seen = 0               # the writer's position at the last step
+        self.frames = {"f0": array.array("f"), "confidence": array.array("f"), "loudness": array.array("f")}
+        self.last_post = 0.0
+
+    def rtf(self) -> float:
+        """GPU time over audio time of the last RTF_PUSHES pushes (1.0: just real time)."""
+        del self.recent[:-RTF_PUSHES]
+        audio = sum(n for _, n in self.recent) / SAMPLE_RATE
+        return sum(t for t, _ in self.recent) / audio if audio else 0.0
+
+    def lose(self, n):
+        """n input samples were overwritten before they were read: silence in the take."""
+        if n:
+            zeros = array.array("f", bytes(4 * n))
+            self.dry.extend(zeros)
+            self.out.extend(zeros)
+            self.out_pos += n
+            self.lost += n
+            self.read += n
+
+    async def step(self) -> bool:
+        """Process what is waiting; False when nothing was (wait for the writer)."""
+        cap = self.capture
+        written = cap.load(R.WRITE) if self.stop_at is None else self.stop_at
+        self.seen = written
+        lost, count = R.reader_plan(self.read, written, cap.capacity)
+        self.lose(lost)
+        if count == 0 and self.stop_at is not None and written > self.read:
+            count = written - self.read              # the last, partial block of the take
+        if count == 0:
+            return False
+        x = cap.read(self.read, count)
+        gone = R.overwritten(self.read, count, cap.load(R.WRITE), cap.capacity) if self.stop_at is None else 0
+        if gone:                                     # the writer lapped us during the copy
+            self.lose(gone)
+            x = x[gone:]
+            count -= gone
+        self.read += count
+        cap.store(R.READ, self.read)
+        t0 = time.perf_counter()
+        out = await self.stream.push(x)
+        self.account(x, out, time.perf_counter() - t0)
+        return True
+
+    def account(self, x, out, seconds):
+        self.compute += seconds
+        self.recent.append((seconds, len(x)))
+        self.dry.extend(x)
+        audio = out["audio"]
+        self.out.extend(audio)
+        if not self.stopping and len(audio):
+            self.output.write(self.out_pos, audio)
+        self.out_pos += len(audio)
+        self.frames["f0"].extend(out["f0_hz"])
+        self.frames["confidence"].extend(out["confidence"])
+        self.frames["loudness"].extend(out["loudness_db"])
+
+    def post_frames(self, force=False):
+        now = time.perf_counter()
+        if not force and now - self.last_post < POST_EVERY_S:
+            return
+        self.last_post = now
+        fr = self.frames
+        post("frames", f0=f32(fr["f0"]), confidence=f32(fr["confidence"]), loudness=f32(fr["loudness"]),
+             processed=self.read, captured=self.capture.load(R.WRITE), lost=self.lost, rtf=self.rtf())
+        for v in fr.values():
+            del v[:]
+
+
+class Worker:
+    def __init__(self):
+        self.dev = None
+        self.base = ""
+        self.models = {}          # model name -> (ToneModel, info dict)
+        self.crepe_bytes = None
+        self.current = None       # name of the model the next take uses
+        self.take = None
+        self.octave = 0
+
+    async def on_message(self, event):
+        data = event.data
+        cmd = getattr(data, "cmd", None)
+        try:
+            if cmd == "hello":
+                self.base = str(data.base)
+                await self.hello()
+            elif cmd == "load":
+                await self.load(json.loads(data.model), json.loads(data.crepe), json.loads(data.manifest))
+            elif cmd == "start":
+                await self.run_take(data)
+            elif cmd == "set":
+                self.octave = int(data.octave)
+                if self.take is not None:
+                    self.take.stream.octave = self.octave
+            elif cmd == "stop":
+                if self.take is not None:
+                    self.take.stop_at = self.take.capture.load(R.WRITE)
+                    self.take.stopping = True
+        except NoGPUError as e:
+            post("error", kind="no-webgpu", title="WebGPU is not available", message=str(e), detail="")
+        except Exception as e:  # a bug: show it instead of hanging the page
+            post("error", kind="crash", title="The tone engine crashed", message=f"{type(e).__name__}: {e}",
+                 detail=traceback.format_exc())
+
+    async def hello(self):
+        dev = await self.device()
+        post("ready", gpu=dev.describe().split(": ", 1)[-1], f16=dev.has_f16)
+
+    async def device(self):
+        if self.dev is None or self.dev.lost_reason is not None:
+            self.dev, self.models = None, {}
+            self.dev = await create_device()
+        return self.dev
+
+    # ---- instruments
+    async def load(self, model, crepe, manifest):
+        name = model["name"]
+        self.current = name
+        label = model.get("instrument") or name
+        try:
+            if name not in self.models:
+                dev = await self.device()
+                post("loading", name=name, message=f"Loading the {label}…")
+                if self.crepe_bytes is None:
+                    self.crepe_bytes = await self.fetch_weights(crepe)
+                weights = await self.fetch_weights(model)
+                try:
+                    tone = load_tone_model(dev, name, weights=weights, crepe_weights=self.crepe_bytes,
+                                           manifest=manifest)
+                except ValueError as e:
+                    raise WeightsError(str(e)) from None
+                post("loading", name=name, message=f"Warming up the {label} on the GPU…")
+                info = await warm_up(tone)
+                self.models[name] = (tone, info)
+            post("loaded", name=name, **self.models[name][1])
+        except WeightsError as e:
+            post("error", kind="weights", title=f"The {label} could not be loaded",
+                 message=f"{str(e)[:1].upper()}{str(e)[1:]}. Pick another instrument or reload the page; if it "
+                 "keeps failing, the server's weights are missing or stale: run `make demo` there.", detail="",
+                 name=name)
+
+    async def fetch_weights(self, entry) -> bytes:
+        """A model's safetensors file: from the Cache API if there, else downloaded (and
+        cached); always checked against the manifest's sha256."""
+        (f,) = entry["files"]
+        url = self.base + WEIGHTS_URL + f["path"]
+        key = f"{url}?sha256={f['sha256']}"
+        cache = await open_cache()
+        if cache is not None:
+            hit = await cache.match(key)
+            if hit:
+                data = js.Uint8Array.new(await hit.arrayBuffer())
+                if await sha256(data) == f["sha256"]:
+                    return data.to_bytes()
+                await cache.delete(key)
+        try:
+            response = await js.fetch(url)
+            if not response.ok:
+                raise WeightsError(f"the server answered {response.status} {response.statusText} for "
+                                   f"weights/{f['path']}")
+            data = js.Uint8Array.new(await response.arrayBuffer())
+        except JsException as e:
+            raise WeightsError(f"the download of weights/{f['path']} failed ({e})") from None
+        if await sha256(data) != f["sha256"]:
+            raise WeightsError(f"the downloaded weights/{f['path']} does not match its sha256 in "
+                               "weights/manifest.json")
+        if cache is not None:
+            try:
+                await cache.put(key, js.Response.new(data))
+            except JsException as e:
+                js.console.warn(f"stemtone: could not cache the weights ({e})")
+        return data.to_bytes()
+
+    # ---- one take
+    async def run_take(self, data):
+        if self.current not in self.models:
+            post("error", kind="crash", title="No instrument is loaded", message="Pick an instrument first.",
+                 detail="")
+            return
+        tone, _ = self.models[self.current]
+        take = self.take = Take(tone, data.capture, data.output, int(data.octave))
+        self.octave = int(data.octave)
+        try:
+            await self.live(take)
+            await self.finish(take)
+        except GPUOutOfMemoryError as e:
+            post("error", kind="oom", title="The GPU ran out of memory",
+                 message="Close other tabs or programs that use the GPU and start again.", detail=str(e))
+        except DeviceLostError as e:
+            self.dev, self.models = None, {}
+            post("error", kind="device-lost", title="The GPU device was lost",
+                 message="The graphics driver reset or the GPU was needed elsewhere. Reload the page to start "
+                 "again.", detail=str(e))
+        finally:
+            self.take = None
+
+    async def live(self, take):
+        """Until Stop: process blocks as they arrive."""
+        while not take.stopping:
+            if not await take.step():
+                take.post_frames()
+                await take.capture.wait_write(take.seen)  # returns at once if the writer moved since
+                continue
+            take.post_frames()
+
+    async def finish(self, take):
+        """After Stop: the backlog, then the engine's tail; then the WAV files."""
+        begin = take.read
+        todo = max(1, take.stop_at - begin)
+        t0 = time.perf_counter()
+        last = 0.0
+        while await take.step():
+            now = time.perf_counter()
+            if now - last > 0.25:
+                last = now
+                done = (take.read - begin) / todo
+                rate = (take.read - begin) / max(1e-6, now - t0)
+                post("finishing", fraction=done, seconds_left=(take.stop_at - take.read) / rate if rate else -1.0)
+            take.post_frames()
+        t = time.perf_counter()
+        out = await take.stream.flush()
+        take.account(array.array("f"), out, time.perf_counter() - t)
+        take.post_frames(force=True)
+        post("finishing", fraction=1.0, seconds_left=0.0)
+        take.dry.extend(array.array("f", bytes(4 * max(0, len(take.out) - len(take.dry)))))  # same length
+        post("take", wav=blob(encode_wav([take.out], SAMPLE_RATE, bits=WAV_BITS), "audio/wav"),
+             input_wav=blob(encode_wav([take.dry], SAMPLE_RATE, bits=WAV_BITS), "audio/wav"),
+             seconds=len(take.out) / SAMPLE_RATE, processed=take.read, lost=take.lost,
+             compute_seconds=take.compute)
+
+
+async def warm_up(tone) -> dict:
+    """Push silence through a throwaway stream in 128-sample blocks: compiles every shader
+    before the first take and measures (a) the engine's lag for such blocks: the most
+    input samples that must arrive after an output sample's position before that sample
+    is computed, which sets the playback offset, and (b) the GPU time of one block."""
+    stream = ToneStream(tone)
+    zeros = array.array("f", bytes(4 * R.BLOCK))
+    received = produced = lag = 0
+    times = []
+    for _ in range(WARMUP_BLOCKS):
+        t0 = time.perf_counter()
+        out = await stream.push(zeros)
+        times.append(time.perf_counter() - t0)
+        received += R.BLOCK
+        if len(out["audio"]):
+            lag = max(lag, received - produced)
+        produced += len(out["audio"])
+    times = sorted(times[len(times) // 2:])                     # the first pushes compile shaders
+    return {"latency": stream.latency_samples, "lag": lag, "block_ms": 1000 * times[len(times) // 2]}
+
+
+async def open_cache():
+    try:
+        return await js.caches.open(CACHE_NAME)
+    except (JsException, AttributeError) as e:
+        js.console.warn(f"stemtone: no Cache API, the weights are downloaded each time ({e})")
+        return None
+
+
+async def sha256(data) -> str:
+    digest = js.Uint8Array.new(await js.crypto.subtle.digest("SHA-256", data))
+    return digest.to_bytes().hex()
+
+
+worker = Worker()
+handler = create_proxy(worker.on_message)
+xworker.onmessage = handler
