@@ -251,8 +251,16 @@ def _htdemucs_reference(model, reduced, seed=0):
     cfg["segment"] = Fraction(cfg["segment"]).limit_denominator(1000)
     torch.manual_seed(seed)
     net = TorchHTDemucs(sources=list(MODELS[model]["stems"]), **cfg).eval()
-    with torch.no_grad():  # as the parity tests: layer scales and norms that matter (they start
-        for name, p in net.named_parameters():  # near 1e-4 / 1, and the output would be ~the mix's mean)
+    return make_scales_matter(net)
+
+
+def make_scales_matter(net):
+    """Random layer scales and norms that matter (they start near 1e-4 / 1, and the output
+    would be ~the mix's mean): what the HTDemucs parity tests and this benchmark run."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in net.named_parameters():
             if name.endswith(".scale"):
                 p.uniform_(0.05, 0.3)
             elif "norm" in name and name.endswith("weight"):

@@ -42,16 +42,9 @@ def one_torch_thread():
 
 def reference(seed=0, sources=SOURCES, **kwargs):
     torch.manual_seed(seed)
-    model = htd.HTDemucs(sources=list(sources), **kwargs).eval()
-    with torch.no_grad():  # make the layer scales and norms matter (they start near 1e-4 / 1)
-        for name, p in model.named_parameters():
-            if name.endswith(".scale"):
-                p.uniform_(0.05, 0.3)
-            elif "norm" in name and name.endswith("weight"):
-                p.uniform_(0.5, 1.5)
-            elif "norm" in name and name.endswith("bias"):
-                p.uniform_(-0.2, 0.2)
-    return model
+    from pycore.bench import make_scales_matter
+
+    return make_scales_matter(htd.HTDemucs(sources=list(sources), **kwargs).eval())
 
 
 def entries(model):
