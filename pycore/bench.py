@@ -18,9 +18,7 @@ def bench_kernels(dev, quick=False, progress=True):
 
     rows = []
 
-    def log(msg):
-        if progress:
-            print(f"  ... {msg}", flush=True)
+    log = _logger(progress)
 
     reps = 2 if quick else 5
     shapes = [("matmul 1024x1024x1024", 1024, 1024, 1024),
@@ -81,6 +79,24 @@ BROWSER_TIMING = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__
                               "e2e", "artifacts", "demix-timing.json")
 
 
+def _logger(progress):
+    """log(message): a progress line on stdout, or nothing."""
+    def log(msg):
+        if progress:
+            print(f"  ... {msg}", flush=True)
+    return log
+
+
+def _music(seconds):
+    """A stereo real-music clip [2, n] (pycore.testdata), or BenchUnavailable saying why not."""
+    from .testdata import TestDataUnavailable, real_music_clip
+
+    try:
+        return real_music_clip(seconds)
+    except TestDataUnavailable as e:
+        raise BenchUnavailable(str(e)) from None
+
+
 def _time_separate(dev, demixer, model, clip, seconds, log):
     """(stems, seconds taken, resident GPU bytes before, peak GPU bytes during) of one
     separation of the stereo clip, after a 1 s warm-up run that compiles every kernel."""
@@ -125,16 +141,9 @@ def bench_separate(dev, model="spleeter-2stems", seconds=30.0, progress=True):
 
     from .demix import Demixer
     from .separation import separate_async
-    from .testdata import TestDataUnavailable, real_music_clip
 
-    def log(msg):
-        if progress:
-            print(f"  ... {msg}", flush=True)
-
-    try:
-        clip = real_music_clip(seconds)
-    except TestDataUnavailable as e:
-        raise BenchUnavailable(str(e)) from None
+    log = _logger(progress)
+    clip = _music(seconds)
     n = clip.shape[1]
     try:
         demixer = asyncio.run(Demixer.load(dev, model))
@@ -389,16 +398,8 @@ def bench_separate_random(dev, model, seconds=10.0, progress=True, reduced=False
 
     import numpy as np
 
-    from .testdata import TestDataUnavailable, real_music_clip
-
-    def log(msg):
-        if progress:
-            print(f"  ... {msg}", flush=True)
-
-    try:
-        clip = real_music_clip(seconds)
-    except TestDataUnavailable as e:
-        raise BenchUnavailable(str(e)) from None
+    log = _logger(progress)
+    clip = _music(seconds)
     config = "reduced" if reduced else "official"
     log(f"{model}: random weights, {config} configuration")
     demixer = random_demixer(dev, model, reduced)
@@ -441,9 +442,7 @@ def bench_memory(dev, model, lengths=(60.0, 600.0), reduced=True, progress=True)
 
     import numpy as np
 
-    def log(msg):
-        if progress:
-            print(f"  ... {msg}", flush=True)
+    log = _logger(progress)
 
     demixer = random_demixer(dev, model, reduced)
     rng = np.random.default_rng(0)
@@ -518,9 +517,7 @@ def bench_tone(dev, seconds=10.0, instrument="violin", drift_seconds=3600, block
     from .ops.ddsp import bench_oscillator_drift
     from .tone import ToneStream, load_tone_model
 
-    def log(msg):
-        if progress:
-            print(f"  ... {msg}", flush=True)
+    log = _logger(progress)
 
     def best(fn, repeat=2):
         out = float("inf")
