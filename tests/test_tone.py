@@ -141,10 +141,7 @@ def test_push_returns_whole_frames_as_soon_as_their_windows_are_complete(models)
 # (MIDI ~47): the octave option puts them where each instrument plays (the flute starts
 # at C4, the violin at G3).
 FOLLOW = [("violin", 14, 0), ("violin", 10, 1), ("flute", 14, 1), ("trumpet", 14, 0), ("saxophone", 14, 0),
-          pytest.param("guitar", 10, 0, marks=pytest.mark.xfail(
-              strict=True, reason="known shortfall: the plucked guitar model (trained ~20 dB quieter than this "
-                                  "singer): its notes are plucks that decay, so it follows sung loudness at about 0.85 < 0.9; "
-                                  "f0 passes"))]
+          ("guitar", 10, 0)]
 
 
 @pytest.mark.parametrize("instrument,clip,octave", FOLLOW)

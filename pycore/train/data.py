@@ -81,7 +81,7 @@ INSTRUMENTS = {
     "flute": Instrument("flute", (73,), 60, 93, 0.2, 1.9),            # C4 .. A6
     "trumpet": Instrument("trumpet", (56,), 54, 82, 0.12, 1.8),       # F#3 .. Bb5
     "saxophone": Instrument("saxophone", (65,), 49, 80, 0.2, 1.6),    # alto: Db3 .. Ab5
-    "guitar": Instrument("guitar", (24, 25, 27), 40, 84, 0.0, 1.5, sustained=False),  # E2 .. C6
+    "guitar": Instrument("guitar", (29, 30), 40, 84, 0.0, 1.0),          # E2 .. C6, overdriven + distortion
 }
 
 
@@ -118,7 +118,9 @@ def _step(r: random.Random) -> int:
 
 
 def melody(instrument: str, index: int, seconds: float = 15.0) -> Melody:
-    """Melody `index` of an instrument: about `seconds` long, phrases separated by rests."""
+    """Melody `index` of an instrument: about `seconds` long (phrases separated by rests are
+    added until one, with its rest, reaches `seconds`; the last note may end up to ~3 s
+    before that), deterministic in (instrument, index)."""
     inst = INSTRUMENTS[instrument]
     r = random.Random(f"{instrument}/{index}")
     m = Melody(program=inst.programs[index % len(inst.programs)], notes=[])

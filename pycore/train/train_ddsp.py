@@ -366,9 +366,11 @@ def write_card(instrument, weights, evaluation=None):
         out += ["Why not the real guitar stems: the isolated lead guitar of `fretsonfire-songs-muldjord` "
                 f"(`python -m pycore.train.data --guitar-stems`, {stems['offset_seconds']:g} s into each song) is "
                 "distorted and largely polyphonic (power chords): CREPE is confident on a few percent of its "
-                "frames, and its spectra are far flatter than a clean guitar's (noise-like distortion between the "
-                "partials), so it gives no usable monophonic f0 to train on. The soundfont guitars (GM 24 nylon, "
-                "25 steel, 27 clean electric) are used instead.", "",
+                "frames, and its spectra are hundreds of times flatter than the soundfont guitars' (noise-like "
+                "distortion between the partials), so it gives no usable monophonic f0 to train on. The soundfont's sustaining electric "
+                "guitars, the closest to that lead guitar (GM 29 overdriven, 30 distortion, played as single-note "
+                "lines), are used instead. (A first model on the plucked GM 24/25/27 guitars decayed under a "
+                "singer's sustained notes: its output followed sung loudness at 0.85 correlation.)", "",
                 _table(rows, ["", "seconds", "non-silent fraction", "confidence > 0.7 (non-silent)",
                               "median confidence", "median spectral flatness"]), ""]
     out += ["Data license: " + DATA_LICENSE + ".", "",
