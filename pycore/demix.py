@@ -144,6 +144,19 @@ def _flat_f32(host) -> array.array:
 # --------------------------------------------------------------------------- demixer
 
 
+def checked_block(block, channels: int, done: bool) -> list:
+    """A stream's push() argument as a list of `channels` channel arrays of one length;
+    RuntimeError after finish(), ValueError naming the problem otherwise."""
+    if done:
+        raise RuntimeError("demix: push() after finish()")
+    block = list(block)
+    if len(block) != channels:
+        raise ValueError(f"demix: expected {channels} channel arrays, got {len(block)}")
+    if len({len(ch) for ch in block}) > 1:
+        raise ValueError(f"demix: channels differ in length ({', '.join(str(len(ch)) for ch in block)})")
+    return block
+
+
 class Demixer:
     """A loaded separation model. `stems` names its outputs, in order."""
 
@@ -293,13 +306,7 @@ class DemixStream:
     async def push(self, block, progress=None, should_cancel=None) -> dict:
         """Append a block (list of channel arrays of one length, possibly 0); run every
         segment that is now complete. Returns the output that became final."""
-        if self._done:
-            raise RuntimeError("demix: push() after finish()")
-        block = list(block)
-        if len(block) != self.channels:
-            raise ValueError(f"demix: expected {self.channels} channel arrays, got {len(block)}")
-        if len({len(ch) for ch in block}) > 1:
-            raise ValueError(f"demix: channels differ in length ({', '.join(str(len(ch)) for ch in block)})")
+        block = checked_block(block, self.channels, self._done)
         self.numpy_kind = _is_numpy(block[0])
         n, pos = len(block[0]), 0
         out = self._empty()

@@ -36,7 +36,7 @@ import json
 import math
 import random
 
-from .demix import Cancelled, _f32, _flat_f32, _is_numpy, _out
+from .demix import Cancelled, _f32, _flat_f32, _is_numpy, _out, checked_block
 from .models.htdemucs import HTDemucs
 from .safetensors import load as load_safetensors
 from .safetensors import load_metadata
@@ -284,13 +284,7 @@ class HTDemucsStream:
         return -(-length // self.stride) if length > 0 else 0
 
     async def push(self, block, progress=None, should_cancel=None) -> dict:
-        if self._done:
-            raise RuntimeError("demix: push() after finish()")
-        block = list(block)
-        if len(block) != self.channels:
-            raise ValueError(f"demix: expected {self.channels} channel arrays, got {len(block)}")
-        if len({len(ch) for ch in block}) > 1:
-            raise ValueError(f"demix: channels differ in length ({', '.join(str(len(ch)) for ch in block)})")
+        block = checked_block(block, self.channels, self._done)
         self.numpy_kind = _is_numpy(block[0])
         n, pos = len(block[0]), 0
         if n and self._front:

@@ -35,7 +35,7 @@ import array
 import os
 
 from . import models as _models
-from .demix import Cancelled, _f32, _flat_f32, _is_numpy, _out
+from .demix import Cancelled, _f32, _flat_f32, _is_numpy, _out, checked_block
 from .models.umx import HOP, N_FFT, WIENER_EPS
 from .ops.elementwise import concat, pad, transpose
 from .ops.rnn import lstm
@@ -83,13 +83,7 @@ class UmxStream:
     async def push(self, block, progress=None, should_cancel=None) -> dict:
         """Append a block (list of channel arrays of one length, possibly 0). Nothing is
         final before finish(): returns zero-length arrays."""
-        if self._done:
-            raise RuntimeError("demix: push() after finish()")
-        block = list(block)
-        if len(block) != self.channels:
-            raise ValueError(f"demix: expected {self.channels} channel arrays, got {len(block)}")
-        if len({len(ch) for ch in block}) > 1:
-            raise ValueError(f"demix: channels differ in length ({', '.join(str(len(ch)) for ch in block)})")
+        block = checked_block(block, self.channels, self._done)
         self.numpy_kind = _is_numpy(block[0])
         for buf, ch in zip(self._audio, block):
             buf.extend(_f32(ch))
