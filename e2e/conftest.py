@@ -18,7 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 
-from pycore import serve  # noqa: E402
+from pycore.cli import serve  # noqa: E402
 
 ARTIFACTS = os.path.join(REPO, "e2e", "artifacts")  # screenshots, timings (gitignored)
 

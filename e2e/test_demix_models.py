@@ -12,7 +12,7 @@ tests/test_weights_fetch.py make them):
                convert` into the user's weights directory, which the server is given
                (`--weights-dir`): the page lists it as installed.
   htdemucs_6s  the same configuration with 6 sources, as a demucs .th file picked in
-               the page: converted in the browser (pycore.convert.checkpoint), 6 stems.
+               the page: converted in the browser (pycore.weights.checkpoint), 6 stems.
   umxl         openunmix==1.3.0 OpenUnmix(nb_bins=2049, max_bin=1487, hidden_size=32,
                nb_layers=3), one .pth per target, the four files picked in the page.
 
@@ -43,7 +43,7 @@ import audio_fixtures  # noqa: E402
 torch = pytest.importorskip("torch")
 htd = pytest.importorskip("test_htdemucs")  # the demucs model maker; skips without demucs
 
-from pycore import serve  # noqa: E402
+from pycore.cli import serve  # noqa: E402
 
 CLIP_S = 1.5              # HTDemucs: 4 segments of 0.5 s (stride 0.375 s)
 UMX_HIDDEN = 32
@@ -95,8 +95,8 @@ def setup(tmp_path_factory):
     """Checkpoints, the user's weights directory, the clip and pycore's native stems."""
     import asyncio
 
-    from pycore.backend_native import get_device
-    from pycore.convert.fetch import convert
+    from pycore.gpu.native import get_device
+    from pycore.weights.fetch import convert
     from pycore.demix import Demixer
 
     root = tmp_path_factory.mktemp("models")

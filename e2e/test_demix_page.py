@@ -60,7 +60,7 @@ def native_stems(clip, tmp_path_factory):
     """The CLI's output for the same file: {stem: [channels, samples]}."""
     out = tmp_path_factory.mktemp("native")
     env = dict(os.environ, XDG_RUNTIME_DIR=os.environ.get("XDG_RUNTIME_DIR", "/tmp"))
-    r = subprocess.run([sys.executable, "-m", "pycore.cli", "separate", clip, "-o", str(out), "--bits", "32f"],
+    r = subprocess.run([sys.executable, "-m", "pycore.cli.main", "separate", clip, "-o", str(out), "--bits", "32f"],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, f"stemtone separate failed:\n{r.stdout}\n{r.stderr}"
     track = os.path.splitext(os.path.basename(clip))[0]
@@ -124,7 +124,7 @@ def demix(server, open_module_browser, clip):
         "adapter": page.inner_text("#gpu-name"),
         "model": "spleeter-2stems",
     }
-    # the keys `stemtone bench separate` reads (pycore/bench.py browser_row)
+    # the keys `stemtone bench separate` reads (browser_row in pycore/cli/bench/)
     d.timing.update(demix_s=d.timing["seconds_wall"], audio_s=d.timing["seconds_audio"])
     bp.save_json("demix-timing.json", d.timing)
     print(f"\nbrowser separation of {d.timing['seconds_audio']:.1f} s of audio: {d.timing['seconds_wall']:.1f} s "

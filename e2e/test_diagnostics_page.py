@@ -7,7 +7,7 @@ DONE_TIMEOUT_MS = 600_000
 
 
 def native_check_names():
-    from pycore import selfcheck
+    from pycore.gpu import selfcheck
 
     return set(selfcheck.load_all())
 

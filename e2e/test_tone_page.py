@@ -4,7 +4,7 @@ A fake microphone plays real singing (Vocadito, tests/singing.py) from a 16-bit 
 Chromium loops. One page (shared by the first tests, in order) picks the violin one
 octave up, starts, records about a second, stops, waits for the take and downloads it
 with the input as processed. The take must follow the singing: the f0 that
-pycore.features measures natively on the take equals the input's f0 moved up an octave
+pycore.tone.features measures natively on the take equals the input's f0 moved up an octave
 and folded into the violin's range (as pycore.tone does), within 50 cents median over
 voiced frames, once aligned by the engine's index shift (searched, and at most the
 engine's stated latency).
@@ -214,10 +214,10 @@ def session(server, open_module_browser, singing, tmp_path_factory):
 
 
 def native_features(*clips):
-    """(f0_hz, confidence, loudness_db) per clip, by pycore.features on the native device
+    """(f0_hz, confidence, loudness_db) per clip, by pycore.tone.features on the native device
     (lavapipe). In a thread of its own: Playwright's sync API holds this thread's event loop."""
-    from pycore.backend_native import NativeDevice
-    from pycore.features import features
+    from pycore.gpu.native import NativeDevice
+    from pycore.tone.features import features
 
     async def run():
         dev = NativeDevice()
@@ -228,7 +228,7 @@ def native_features(*clips):
 
 
 def test_take_follows_the_sung_pitch(session):
-    from pycore.tone import fold_f0
+    from pycore.tone.controls import fold_f0
 
     take, sr = sf.read(session.files["take"], dtype="float32")
     dry, sr2 = sf.read(session.files["input"], dtype="float32")
@@ -268,7 +268,7 @@ def test_take_matches_the_offline_rendering(session):
     shift is searched over +-1024 samples by cross-correlation). Float32 rounding differs
     between SwiftShader and lavapipe; a block-boundary discontinuity or a lost state would
     cost far more."""
-    from pycore.backend_native import NativeDevice
+    from pycore.gpu.native import NativeDevice
     from pycore.tone import ToneStream, load_tone_model
 
     take, _ = sf.read(session.files["take"], dtype="float32")

@@ -24,44 +24,30 @@ Stable hooks for end-to-end tests:
     #checkpoint                        the checkpoint file input (multiple files)
     [data-stem=NAME] a[download]       each finished stem and its WAV
 
-Models: /weights/models.json (pycore/serve.py) lists the manifest's models with whether
+Models: /weights/models.json (pycore/cli/serve.py) lists the manifest's models with whether
 the server has their weights; those it lacks are listed with the command that installs
 them. A checkpoint file picked in the page is converted and loaded by the worker and
 becomes a model of this session ("file:1", ...).
+
+The DOM helpers, the worker's start and the error notice are shared with the tone
+page's main thread: site/page_kit.py.
 """
 
-import array
 import asyncio
 import json
 import time
 
 import js
-from pyodide.ffi import JsException, create_proxy, to_js
+from pyodide.ffi import JsException, create_proxy
 from pyscript import document
+from pyscript.ffi import to_js
 
-from pycore.demix import MODELS, segment_count  # spleeter reports progress once per segment
+from page_kit import by_id, connect_worker, fetch_json, floats, hide_error, listen, show_error
 
 SAMPLE_RATE = 44100  # the models' rate; decodeAudioData resamples to it
-MANIFEST_URL = "/weights/models.json"  # the manifest with "installed" (pycore/serve.py)
-CACHE_NAME = "stemtone-weights"  # same as demix.py
+MANIFEST_URL = "/weights/models.json"  # the manifest with "installed" (pycore/cli/serve.py)
+CACHE_NAME = "stemtone-weights"  # the workers' weights cache (worker_kit.py)
 STAGE_TITLES = {"decode": "Decoding", "weights": "Loading the model", "separate": "Separating", "export": "Exporting"}
-
-
-def by_id(name):
-    return document.getElementById(name)
-
-
-def _js(obj):
-    return to_js(obj, dict_converter=js.Object.fromEntries)
-
-
-_proxies = []  # event handlers must outlive this module's code: keep them referenced
-
-
-def listen(target, event, fn, **options):
-    proxy = create_proxy(fn)
-    _proxies.append(proxy)
-    target.addEventListener(event, proxy, _js(options) if options else None)
 
 
 def fmt_time(seconds):
@@ -288,14 +274,12 @@ class Results:
         for stem in msg.stems:
             name = str(stem.name)
             channels = list(stem.channels)
-            buf = js.AudioBuffer.new(_js({"length": channels[0].length, "numberOfChannels": len(channels),
-                                          "sampleRate": SAMPLE_RATE}))
+            buf = js.AudioBuffer.new(to_js({"length": channels[0].length, "numberOfChannels": len(channels),
+                                            "sampleRate": SAMPLE_RATE}))
             for c, data in enumerate(channels):
                 buf.copyToChannel(data, c)
             buffers[name] = buf
-            peaks = array.array("f")
-            peaks.frombytes(stem.peaks.to_bytes())
-            self.stems.append((name, peaks, self._url(stem.wav)))
+            self.stems.append((name, floats(stem.peaks), self._url(stem.wav)))
         self.zip_url = self._url(msg.zip)
         self.player = Player(buffers, self.show_position)
         self.track, self.meta = track, meta
@@ -388,7 +372,7 @@ class Page:
         self.cancel_requested = False
         self.results = None
         self.finished = 0
-        self.job = None  # {name, stage, fraction, message, t_stage, f_stage, segments, ...}
+        self.job = None  # {name, stage, fraction, message, t_stage, f_stage, segments (from the worker), ...}
         self.seconds_per_segment = None  # measured by the last separation, for the ETA
         self.resizes = 0
 
@@ -402,14 +386,9 @@ class Page:
             self.startup_failed("weights", "The model list could not be loaded",
                                 f"{MANIFEST_URL}: {e}. Run `make demo` to create the weights.")
             return
-        el = by_id("demix-worker")
-        while not getattr(el, "xworker", None):  # PyScript attaches it to the tag
-            await asyncio.sleep(0.05)
-        self.worker = el.xworker
-        listen(self.worker, "message", self.on_message)
-        self.worker.onerror = create_proxy(self.on_worker_crash)  # e.g. its Python failed to import
+        self.worker = await connect_worker("demix-worker", self.on_message, self.on_worker_crash)
         self.set_startup("running", "Starting the GPU worker…")
-        self.worker.postMessage(_js({"cmd": "hello", "flag": self.flag.buffer, "base": str(js.location.origin)}))
+        self.worker.postMessage(to_js({"cmd": "hello", "flag": self.flag.buffer, "base": str(js.location.origin)}))
         body.dataset.state = "starting"
 
     def set_startup(self, state, text):
@@ -420,15 +399,12 @@ class Page:
 
     def startup_failed(self, kind, title, message, detail=""):
         self.set_startup("fail", title)
-        self.show_error(kind, title, message, detail)
+        show_error(kind, title, message, detail)
         document.body.dataset.ready = "false"
         document.body.dataset.state = "idle"
 
     async def load_manifest(self):
-        response = await js.fetch(MANIFEST_URL)
-        if not response.ok:
-            raise RuntimeError(f"the server answered {response.status}")
-        manifest = json.loads(await response.text())
+        manifest = await fetch_json(MANIFEST_URL)
         models = [m for m in manifest["models"] if is_separation(m)]
         self.fetchable = {m["name"]: m for m in manifest["models"] if "fetch" in m}  # for the converter
         # installed models first, in manifest order; then the ones the server lacks
@@ -539,7 +515,7 @@ class Page:
         listen(document, "dragover", lambda e: e.preventDefault())
         listen(document, "drop", lambda e: e.preventDefault())
         listen(by_id("cancel"), "click", lambda e: self.cancel())
-        listen(by_id("error-close"), "click", lambda e: self.hide_error())
+        listen(by_id("error-close"), "click", lambda e: hide_error())
         listen(by_id("clear"), "click", lambda e: self.clear())
         listen(by_id("play"), "click", lambda e: self.results and self.results.player.toggle())
         listen(by_id("model"), "change", lambda e: asyncio.ensure_future(self.show_model()))
@@ -581,21 +557,21 @@ class Page:
         if not files or self.busy:
             return
         self.busy = True
-        self.hide_error()
+        hide_error()
         document.body.dataset.state = "busy"
         self.set_input_enabled(False)
         status = by_id("checkpoint-status")
         status.textContent = "Reading " + ", ".join(str(f.name) for f in files) + "…"
         try:
-            payload = [_js({"name": str(f.name), "data": await f.arrayBuffer()}) for f in files]
+            payload = [to_js({"name": str(f.name), "data": await f.arrayBuffer()}) for f in files]
         except JsException as e:
             self.checkpoint_done()
             status.textContent = ""
-            self.show_error("checkpoint", "The checkpoint file could not be read", f"{e}")
+            show_error("checkpoint", "The checkpoint file could not be read", f"{e}")
             return
         self.loaded_files += 1
-        self.worker.postMessage(_js({"cmd": "checkpoint", "id": f"file:{self.loaded_files}",
-                                     "files": payload, "fetchable": json.dumps(self.fetchable)}))
+        self.worker.postMessage(to_js({"cmd": "checkpoint", "id": f"file:{self.loaded_files}",
+                                       "files": payload, "fetchable": json.dumps(self.fetchable)}))
 
     def checkpoint_done(self):
         self.busy = False
@@ -625,27 +601,24 @@ class Page:
             audio = await decode(file)
         except DecodeError as e:
             self.end_job()
-            self.show_error("decode", f"“{name}” could not be opened", f"The file “{name}” cannot be used: {e}. "
-                            + ("Your previous results are kept." if self.results else ""))
+            show_error("decode", f"“{name}” could not be opened", f"The file “{name}” cannot be used: {e}. "
+                       + ("Your previous results are kept." if self.results else ""))
             return
         if self.cancel_requested:
             self.end_job()
-            self.show_error("cancelled", "Cancelled", "The separation was cancelled.")
+            show_error("cancelled", "Cancelled", "The separation was cancelled.")
             return
         channels = [audio.getChannelData(c) for c in range(audio.numberOfChannels)]
         self.job["channels"] = audio.numberOfChannels
         self.job["seconds"] = audio.duration
-        runs_as = self.model().get("runs_as", self.model()["name"])
-        spleeter = MODELS.get(runs_as, {}).get("family") is None  # reports once per segment
-        self.job["segments"] = segment_count(audio.length) if spleeter else None
         self.set_stage("decode", 1.0, "Sending the audio to the GPU worker…")
-        self.worker.postMessage(_js({"cmd": "separate", "model": json.dumps(self.model()), "name": track,
-                                     "channels": channels}))
+        self.worker.postMessage(to_js({"cmd": "separate", "model": json.dumps(self.model()), "name": track,
+                                       "channels": channels}))
 
     def begin_job(self, filename):
         self.busy, self.cancel_requested = True, False
         js.Atomics.store(self.flag, 0, 0)
-        self.hide_error()
+        hide_error()
         self.job = {"name": filename, "stage": None, "t0": time.perf_counter()}
         asyncio.ensure_future(self.tick())
         body = document.body
@@ -744,6 +717,9 @@ class Page:
         elif kind == "progress" and str(d.stage) == "checkpoint":
             by_id("checkpoint-status").textContent = str(d.message)
         elif kind == "progress":
+            if str(d.stage) == "separate" and self.job is not None:
+                # the reports the separation gives, one per segment (0: the model reports fractions)
+                self.job["segments"] = int(d.steps) or None
             self.set_stage(str(d.stage), float(d.fraction), str(d.message))
         elif kind == "model":
             asyncio.ensure_future(self.on_model(json.loads(str(d.entry))))
@@ -757,7 +733,7 @@ class Page:
         message = f"The GPU worker stopped: {error}"
         if document.body.dataset.ready == "true":
             self.end_job()
-            self.show_error("crash", "The separation crashed", message + " Reload the page to start again.")
+            show_error("crash", "The separation crashed", message + " Reload the page to start again.")
         else:
             self.startup_failed("crash", "The page failed to start", message)
 
@@ -793,30 +769,14 @@ class Page:
         if self.job is None:  # a checkpoint file failed to load
             by_id("checkpoint-status").textContent = ""
             self.checkpoint_done()
-            self.show_error(kind, title, message, detail)
+            show_error(kind, title, message, detail)
             return
         self.end_job()
         if self.results and kind != "cancelled":
             message += "" if "previous results are kept" in message else " Your previous results are kept."
-        self.show_error(kind, title, message, detail)
+        show_error(kind, title, message, detail)
 
-    # ---- errors and clearing
-    def show_error(self, kind, title, message, detail=""):
-        by_id("error-title").textContent = title
-        by_id("error-message").textContent = message
-        pre = by_id("error-detail")
-        pre.textContent = detail
-        pre.hidden = not detail
-        by_id("error-help").hidden = kind not in ("no-webgpu", "device-lost", "oom")
-        box = by_id("error")
-        box.className = "notice " + ("info" if kind == "cancelled" else "error")
-        box.hidden = False
-        document.body.dataset.error = kind
-
-    def hide_error(self):
-        by_id("error").hidden = True
-        document.body.removeAttribute("data-error")
-
+    # ---- clearing
     def clear(self):
         if self.results is not None:
             self.results.close()

@@ -1,8 +1,8 @@
 """Diagnostics page, run by PyScript in a worker.
 
-Creates the WebGPU device through pycore.backend_browser, shows the adapter, then runs
+Creates the WebGPU device through pycore.gpu.browser, shows the adapter, then runs
 a few probes of the browser backend itself ("webgpu.*") and every registered kernel
-self-check (pycore.selfcheck), one table row each, live.
+self-check (pycore.gpu.selfcheck), one table row each, live.
 
 Stable hooks for end-to-end tests, set when everything has run:
     body[data-status]      "pass" | "fail"  (plus data-error="no-webgpu" without WebGPU)
@@ -168,7 +168,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 def probe_kernel(dev, label, source, consts=None):
     """Compile WGSL given as a string (ops use dev.kernel, which reads kernels/*.wgsl)."""
-    from pycore import runtime
+    from pycore.gpu import runtime
 
     source = runtime.kernel_source("common") + "\n" + source
     bindings, params = runtime.parse_kernel(source)
@@ -177,7 +177,7 @@ def probe_kernel(dev, label, source, consts=None):
 
 
 async def probe_readback(dev):
-    from pycore import selfcheck
+    from pycore.gpu import selfcheck
 
     data = array.array("f", selfcheck.rand(selfcheck.rng(1), 100_000))
     t = dev.tensor(data)
@@ -190,7 +190,7 @@ async def probe_readback(dev):
 
 
 async def scale_probe(dev, n, wg):
-    from pycore import selfcheck
+    from pycore.gpu import selfcheck
 
     k = probe_kernel(dev, f"probe:scale_wg{wg}", PROBE_WGSL, {"WG": wg})
     xs = selfcheck.rand(selfcheck.rng(n), n)
@@ -212,7 +212,7 @@ async def probe_grid_fold(dev):
 
 
 async def probe_errors(dev):
-    from pycore.runtime import GPUError
+    from pycore.gpu.runtime import GPUError
 
     probe_kernel(dev, "probe:broken", "@compute @workgroup_size(1) fn main() { let a = undefined_name; }")
     try:
@@ -228,8 +228,8 @@ async def probe_errors(dev):
 
 
 async def probe_device_lost(dev):
-    from pycore.backend_browser import create_device
-    from pycore.runtime import DeviceLostError
+    from pycore.gpu.browser import create_device
+    from pycore.gpu.runtime import DeviceLostError
 
     other = await create_device()  # a second device, so that this one stays usable
     t = other.tensor([1.0, 2.0, 3.0])
@@ -259,9 +259,9 @@ async def main():
     ready_ms = float(window.performance.now())  # page clock: time since navigation began
     document.body.dataset.pythonReadyMs = f"{ready_ms:.0f}"
     set_status("running", "Requesting a WebGPU device…")
-    from pycore import selfcheck
-    from pycore.backend_browser import create_device
-    from pycore.runtime import NoGPUError
+    from pycore.gpu import selfcheck
+    from pycore.gpu.browser import create_device
+    from pycore.gpu.runtime import NoGPUError
 
     try:
         dev = await create_device()

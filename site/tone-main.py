@@ -28,46 +28,32 @@ Stable hooks for end-to-end tests:
                           the engine's latency_samples; body[data-play-offset] the
                           playback worklet's offset (samples)
     body[data-late], body[data-lost], body[data-rtf]   real-time figures of the last take
+
+The DOM helpers, the worker's start and the error notice are shared with the demix
+page's main thread: site/page_kit.py. The pitch trail draws with the engine's own
+voicing and silence thresholds, octave fold and default range (pycore.tone.controls).
 """
 
-import array
 import asyncio
 import json
 import math
 import time
 
 import js
-import tone_ring as R
-from pyodide.ffi import JsException, create_proxy, to_js
+from pyodide.ffi import JsException, create_proxy
 from pyscript import document
+from pyscript.ffi import to_js
+
+from pycore.tone.controls import DEFAULT_RANGE, SILENCE_DB, VOICED, fold_f0
+
+import tone_ring as R
+from page_kit import by_id, connect_worker, fetch_json, floats, hide_error, listen, q, show_error
 
 MANIFEST_URL = "/weights/manifest.json"
 WORKLETS_URL = "/tone-worklets.js"
 TRAIL_SECONDS = 8
 TRAIL_MIDI = (36, 96)      # C2 .. C7 on the pitch trail
-VOICED = 0.5               # CREPE confidence drawn at full strength (the engine's threshold)
 NOTE_NAMES = ("C", "C♯", "D", "D♯", "E", "F", "F♯", "G", "G♯", "A", "A♯", "B")
-
-
-def by_id(name):
-    return document.getElementById(name)
-
-
-def q(selector):
-    return document.querySelector(selector)
-
-
-def _js(obj):
-    return to_js(obj, dict_converter=js.Object.fromEntries)
-
-
-_proxies = []  # event handlers must outlive this module's code: keep them referenced
-
-
-def listen(target, event, fn):
-    proxy = create_proxy(fn)
-    _proxies.append(proxy)
-    target.addEventListener(event, proxy)
 
 
 def midi_of(hz):
@@ -79,23 +65,6 @@ def note_name(hz):
     n = round(midi)
     cents = round(100 * (midi - n))
     return f"{NOTE_NAMES[n % 12]}{n // 12 - 1}", cents
-
-
-def fold(hz, lo, hi):
-    """The engine's octave folding into the instrument's range (pycore.tone.fold_f0)."""
-    midi = midi_of(hz)
-    if midi < lo:
-        hz *= 2.0 ** math.ceil((lo - midi) / 12.0)
-    elif midi > hi:
-        hz /= 2.0 ** math.ceil((midi - hi) / 12.0)
-    return hz
-
-
-def floats(f32) -> array.array:
-    """A JS Float32Array -> array('f')."""
-    out = array.array("f")
-    out.frombytes(f32.to_bytes())
-    return out
 
 
 def db(level):
@@ -139,7 +108,7 @@ class Trail:
         self.ratio, self.w, self.h = ratio, w, h
         for c in (self.canvas, self.grid):
             c.width, c.height = w, h
-        g = self.canvas.getContext("2d", _js({"willReadFrequently": True}))
+        g = self.canvas.getContext("2d", to_js({"willReadFrequently": True}))
         if old is not None:
             g.drawImage(old, w - old.width, 0, old.width, h)
         self.px_per_frame = w / (TRAIL_SECONDS * 250)
@@ -195,11 +164,11 @@ class Trail:
         for i in range(n):
             x = x0 + (i + 1) * self.px_per_frame
             f0, conf, loud = float(f0s[i]), float(confs[i]), float(louds[i])
-            if not (conf >= VOICED and f0 > 0 and loud > -70):
+            if not (conf >= VOICED and f0 > 0 and loud > SILENCE_DB):   # what the engine plays
                 self.last_in = self.last_out = None
                 continue
             y_in = self.y(f0)
-            y_out = self.y(fold(f0 * 2.0 ** octave, *midi_range))
+            y_out = self.y(fold_f0(f0 * 2.0 ** octave, *midi_range))
             if octave or abs(y_out - y_in) > 0.5:
                 self.segment(g, self.last_out, (x, y_out), instrument, 0.85)
                 self.last_out = (x, y_out)
@@ -246,10 +215,10 @@ class Live:
                    "outputCapacity": R.OUTPUT_SECONDS * R.SAMPLE_RATE, "slots": R.SLOTS,
                    "playOffset": play_offset}
         self.source = ctx.createMediaStreamSource(stream)
-        self.capture = js.AudioWorkletNode.new(ctx, "stemtone-capture", _js({
+        self.capture = js.AudioWorkletNode.new(ctx, "stemtone-capture", to_js({
             "numberOfInputs": 1, "numberOfOutputs": 1, "outputChannelCount": [1], "channelCount": 1,
             "channelCountMode": "explicit", "channelInterpretation": "speakers", "processorOptions": options}))
-        self.playback = js.AudioWorkletNode.new(ctx, "stemtone-playback", _js({
+        self.playback = js.AudioWorkletNode.new(ctx, "stemtone-playback", to_js({
             "numberOfInputs": 0, "numberOfOutputs": 1, "outputChannelCount": [1], "processorOptions": options}))
         self.wet, self.dry = ctx.createGain(), ctx.createGain()
         self.delay = ctx.createDelay(1.0)
@@ -295,7 +264,7 @@ async def open_microphone():
     constraints = {"audio": {"echoCancellation": False, "noiseSuppression": False, "autoGainControl": False,
                              "channelCount": 1}}
     try:
-        return await devices.getUserMedia(_js(constraints))
+        return await devices.getUserMedia(to_js(constraints))
     except JsException as e:
         name = str(getattr(e, "name", "") or str(e).split(":", 1)[0]).strip()
         text = str(e)
@@ -345,14 +314,9 @@ class Page:
             self.startup_failed("weights", "The instrument list could not be loaded",
                                 f"{MANIFEST_URL}: {e}. Run `make demo` to create the weights.")
             return
-        el = by_id("tone-worker")
-        while not getattr(el, "xworker", None):
-            await asyncio.sleep(0.05)
-        self.worker = el.xworker
-        listen(self.worker, "message", self.on_message)
-        self.worker.onerror = create_proxy(self.on_worker_crash)
+        self.worker = await connect_worker("tone-worker", self.on_message, self.on_worker_crash)
         self.set_status("running", "Starting the GPU worker…")
-        self.worker.postMessage(_js({"cmd": "hello", "base": str(js.location.origin)}))
+        self.worker.postMessage(to_js({"cmd": "hello", "base": str(js.location.origin)}))
 
     def wire(self):
         listen(q("[data-action=start]"), "click", self.on_start)
@@ -360,14 +324,11 @@ class Page:
         listen(by_id("instrument"), "change", lambda e: self.pick_instrument())
         listen(by_id("octave"), "change", lambda e: self.set_octave())
         listen(by_id("mix"), "input", lambda e: self.set_mix())
-        listen(by_id("error-close"), "click", lambda e: self.hide_error())
+        listen(by_id("error-close"), "click", lambda e: hide_error())
         listen(js.window, "resize", lambda e: self.trail.resize())
 
     async def load_manifest(self):
-        response = await js.fetch(MANIFEST_URL)
-        if not response.ok:
-            raise RuntimeError(f"the server answered {response.status}")
-        self.manifest = json.loads(await response.text())
+        self.manifest = await fetch_json(MANIFEST_URL)
         models = self.manifest.get("models", [])
         self.models = [m for m in models if m.get("task") == "tone"]
         self.crepe = next((m for m in models if m["name"] == "crepe-tiny"), None)
@@ -387,7 +348,7 @@ class Page:
         return next(m for m in self.models if m["name"] == name)
 
     def midi_range(self):
-        lo, hi = self.model().get("midi_range") or (48, 84)
+        lo, hi = self.model().get("midi_range") or DEFAULT_RANGE
         return float(lo), float(hi)
 
     def show_model(self):
@@ -422,28 +383,14 @@ class Page:
 
     def startup_failed(self, kind, title, message, detail=""):
         self.set_status("fail", title)
-        self.show_error(kind, title, message, detail)
+        show_error(kind, title, message, detail)
         document.body.dataset.ready = "false"
         self.set_state("idle")
-
-    def show_error(self, kind, title, message, detail=""):
-        by_id("error-title").textContent = title
-        by_id("error-message").textContent = message
-        pre = by_id("error-detail")
-        pre.textContent = detail
-        pre.hidden = not detail
-        by_id("error-help").hidden = kind not in ("no-webgpu", "device-lost", "oom")
-        by_id("error").hidden = False
-        document.body.dataset.error = kind
-
-    def hide_error(self):
-        by_id("error").hidden = True
-        document.body.removeAttribute("data-error")
 
     # ---- instruments
     def pick_instrument(self):
         self.show_model()
-        self.hide_error()
+        hide_error()
         self.request_load()
         self.set_state(self.state)
 
@@ -454,8 +401,8 @@ class Page:
             self.set_status("pass", f"Ready · {self.instrument_label()}")
             return
         self.set_status("running", f"Loading the {self.instrument_label()}…")
-        self.worker.postMessage(_js({"cmd": "load", "model": json.dumps(m), "crepe": json.dumps(self.crepe),
-                                     "manifest": json.dumps(self.manifest)}))
+        self.worker.postMessage(to_js({"cmd": "load", "model": json.dumps(m), "crepe": json.dumps(self.crepe),
+                                       "manifest": json.dumps(self.manifest)}))
 
     def instrument_label(self):
         m = self.model()
@@ -485,12 +432,12 @@ class Page:
         browser lets it play; the rest of the start is asynchronous."""
         if self.state != "idle":
             return
-        self.hide_error()
+        hide_error()
         try:
-            ctx = js.AudioContext.new(_js({"sampleRate": R.SAMPLE_RATE, "latencyHint": "interactive"}))
+            ctx = js.AudioContext.new(to_js({"sampleRate": R.SAMPLE_RATE, "latencyHint": "interactive"}))
         except JsException as e:
-            self.show_error("audio", "The audio engine could not start",
-                            f"This browser cannot run audio at {R.SAMPLE_RATE} Hz ({e}).")
+            show_error("audio", "The audio engine could not start",
+                       f"This browser cannot run audio at {R.SAMPLE_RATE} Hz ({e}).")
             return
         self.set_state("starting")
         asyncio.ensure_future(self.start_take(ctx))
@@ -511,7 +458,7 @@ class Page:
                                f"This browser could not run the page's audio worklets at 16 kHz ({e}).") from None
         except MicError as e:
             ctx.close()
-            self.show_error(e.kind, e.title, str(e))
+            show_error(e.kind, e.title, str(e))
             self.set_status("pass", f"Ready · {self.instrument_label()}")
             self.set_state("idle")
             return
@@ -520,8 +467,8 @@ class Page:
         self.trail.clear()
         self.stats = {"rtf": 0.0, "processed": 0, "captured": 0, "lost": 0}
         by_id("take-card").hidden = True
-        self.worker.postMessage(_js({"cmd": "start", "capture": live.capture_sab, "output": live.output_sab,
-                                     "octave": int(by_id("octave").value)}))
+        self.worker.postMessage(to_js({"cmd": "start", "capture": live.capture_sab, "output": live.output_sab,
+                                       "octave": int(by_id("octave").value)}))
         live.connect()
         self.t_start = time.perf_counter()
         self.set_state("live")
@@ -551,7 +498,7 @@ class Page:
             f"Live: all {played} blocks were on time.")
         body = document.body.dataset
         body.late, body.played, body.captured = str(late), str(played), str(captured)
-        self.worker.postMessage(_js({"cmd": "stop"}))
+        self.worker.postMessage(to_js({"cmd": "stop"}))
         card = by_id("take-card")
         card.hidden = False
         by_id("finishing").hidden = False
@@ -673,7 +620,7 @@ class Page:
             import traceback
 
             js.console.error(traceback.format_exc())
-            self.show_error("crash", "The page crashed", f"{type(e).__name__}: {e}", traceback.format_exc())
+            show_error("crash", "The page crashed", f"{type(e).__name__}: {e}", traceback.format_exc())
 
     def handle(self, d):
         kind = getattr(d, "stemtone", None) if d is not None else None
@@ -722,10 +669,10 @@ class Page:
             return
         if kind == "weights":
             self.set_status("fail", title)
-            self.show_error(kind, title, message, detail)
+            show_error(kind, title, message, detail)
             self.set_state("idle" if self.state in ("idle", "loading") else self.state)
             return
-        self.show_error(kind, title, message, detail)
+        show_error(kind, title, message, detail)
         if self.live is not None:
             asyncio.ensure_future(self.live.stop())
             self.live = None
@@ -741,7 +688,7 @@ class Page:
     # ---- controls
     def set_octave(self):
         if self.worker is not None:
-            self.worker.postMessage(_js({"cmd": "set", "octave": int(by_id("octave").value)}))
+            self.worker.postMessage(to_js({"cmd": "set", "octave": int(by_id("octave").value)}))
 
     def set_mix(self):
         wet = int(by_id("mix").value)

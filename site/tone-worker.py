@@ -35,6 +35,9 @@ Messages (plain JS objects; each message to the page carries a "stemtone" key):
                      {stemtone: "take", wav, input_wav: Blob, seconds, lost, processed,
                       compute_seconds}
                      {stemtone: "error", kind, title, message, detail}
+
+The device, the weights download and cache, and the messages' helpers are shared with
+the demix page's worker: site/worker_kit.py.
 """
 
 import array
@@ -43,41 +46,26 @@ import time
 import traceback
 
 import js
-import tone_ring as R
 from polyscript import xworker
-from pyodide.ffi import JsException, create_proxy, to_js
+from pyodide.ffi import create_proxy
+from pyscript.ffi import to_js
 
-from pycore.backend_browser import create_device
-from pycore.runtime import DeviceLostError, GPUOutOfMemoryError, NoGPUError
+from pycore.audio.wav import encode_wav
+from pycore.gpu.runtime import DeviceLostError, GPUOutOfMemoryError, NoGPUError
 from pycore.tone import SAMPLE_RATE, ToneStream, load_tone_model
-from pycore.wav import encode_wav
 
-WEIGHTS_URL = "/weights/"
-CACHE_NAME = "stemtone-weights"   # the same Cache API storage as the demix page
+import tone_ring as R
+from worker_kit import GPUWorker, Throttle, WeightsError, blob, fetch_weights, post, post_error, post_no_webgpu
+
 WARMUP_BLOCKS = 12                # pushes of silence after loading: compiles the shaders, measures the lag
 POST_EVERY_S = 0.05               # pitch trail updates, twenty a second
+FINISH_EVERY_S = 0.25             # progress of the backlog after Stop, four a second
 RTF_PUSHES = 50                   # the real-time factor reported is over this many pushes
 WAV_BITS = 16
 
 
-class WeightsError(Exception):
-    """The instrument's weights could not be downloaded, verified or read."""
-
-
-def _js(obj):
-    return to_js(obj, dict_converter=js.Object.fromEntries)
-
-
-def post(kind, /, **fields):
-    xworker.postMessage(_js({"stemtone": kind, **fields}))
-
-
 def f32(values) -> "js.Float32Array":
     return to_js(values if isinstance(values, array.array) else array.array("f", values))
-
-
-def blob(data: bytes, mime: str):
-    return js.Blob.new([to_js(data)], _js({"type": mime}))
 
 
 class Ring:
@@ -132,7 +120,7 @@ class Take:
         self.stop_at = None         # capture position at Stop
         self.seen = 0               # the writer's position at the last step
         self.frames = {"f0": array.array("f"), "confidence": array.array("f"), "loudness": array.array("f")}
-        self.last_post = 0.0
+        self.throttle = Throttle(POST_EVERY_S)
 
     def rtf(self) -> float:
         """GPU time over audio time of the last RTF_PUSHES pushes (1.0: just real time)."""
@@ -188,10 +176,8 @@ class Take:
         self.frames["loudness"].extend(out["loudness_db"])
 
     def post_frames(self, force=False):
-        now = time.perf_counter()
-        if not force and now - self.last_post < POST_EVERY_S:
+        if not self.throttle.due(force):
             return
-        self.last_post = now
         fr = self.frames
         post("frames", f0=f32(fr["f0"]), confidence=f32(fr["confidence"]), loudness=f32(fr["loudness"]),
              processed=self.read, captured=self.capture.load(R.WRITE), lost=self.lost, rtf=self.rtf())
@@ -199,23 +185,24 @@ class Take:
             del v[:]
 
 
-class Worker:
+class Worker(GPUWorker):
     def __init__(self):
-        self.dev = None
-        self.base = ""
+        super().__init__()
         self.models = {}          # model name -> (ToneModel, info dict)
         self.crepe_bytes = None
         self.current = None       # name of the model the next take uses
         self.take = None
         self.octave = 0
 
+    def forget_models(self):
+        self.models = {}
+
     async def on_message(self, event):
         data = event.data
         cmd = getattr(data, "cmd", None)
         try:
             if cmd == "hello":
-                self.base = str(data.base)
-                await self.hello()
+                await self.hello(data.base)
             elif cmd == "load":
                 await self.load(json.loads(data.model), json.loads(data.crepe), json.loads(data.manifest))
             elif cmd == "start":
@@ -229,20 +216,9 @@ class Worker:
                     self.take.stop_at = self.take.capture.load(R.WRITE)
                     self.take.stopping = True
         except NoGPUError as e:
-            post("error", kind="no-webgpu", title="WebGPU is not available", message=str(e), detail="")
+            post_no_webgpu(e)
         except Exception as e:  # a bug: show it instead of hanging the page
-            post("error", kind="crash", title="The tone engine crashed", message=f"{type(e).__name__}: {e}",
-                 detail=traceback.format_exc())
-
-    async def hello(self):
-        dev = await self.device()
-        post("ready", gpu=dev.describe().split(": ", 1)[-1], f16=dev.has_f16)
-
-    async def device(self):
-        if self.dev is None or self.dev.lost_reason is not None:
-            self.dev, self.models = None, {}
-            self.dev = await create_device()
-        return self.dev
+            post_error("crash", "The tone engine crashed", f"{type(e).__name__}: {e}", traceback.format_exc())
 
     # ---- instruments
     async def load(self, model, crepe, manifest):
@@ -254,8 +230,8 @@ class Worker:
                 dev = await self.device()
                 post("loading", name=name, message=f"Loading the {label}…")
                 if self.crepe_bytes is None:
-                    self.crepe_bytes = await self.fetch_weights(crepe)
-                weights = await self.fetch_weights(model)
+                    self.crepe_bytes = await fetch_weights(self.base, crepe)
+                weights = await fetch_weights(self.base, model)
                 try:
                     tone = load_tone_model(dev, name, weights=weights, crepe_weights=self.crepe_bytes,
                                            manifest=manifest)
@@ -266,48 +242,15 @@ class Worker:
                 self.models[name] = (tone, info)
             post("loaded", name=name, **self.models[name][1])
         except WeightsError as e:
-            post("error", kind="weights", title=f"The {label} could not be loaded",
-                 message=f"{str(e)[:1].upper()}{str(e)[1:]}. Pick another instrument or reload the page; if it "
-                 "keeps failing, the server's weights are missing or stale: run `make demo` there.", detail="",
-                 name=name)
-
-    async def fetch_weights(self, entry) -> bytes:
-        """A model's safetensors file: from the Cache API if there, else downloaded (and
-        cached); always checked against the manifest's sha256."""
-        (f,) = entry["files"]
-        url = self.base + WEIGHTS_URL + f["path"]
-        key = f"{url}?sha256={f['sha256']}"
-        cache = await open_cache()
-        if cache is not None:
-            hit = await cache.match(key)
-            if hit:
-                data = js.Uint8Array.new(await hit.arrayBuffer())
-                if await sha256(data) == f["sha256"]:
-                    return data.to_bytes()
-                await cache.delete(key)
-        try:
-            response = await js.fetch(url)
-            if not response.ok:
-                raise WeightsError(f"the server answered {response.status} {response.statusText} for "
-                                   f"weights/{f['path']}")
-            data = js.Uint8Array.new(await response.arrayBuffer())
-        except JsException as e:
-            raise WeightsError(f"the download of weights/{f['path']} failed ({e})") from None
-        if await sha256(data) != f["sha256"]:
-            raise WeightsError(f"the downloaded weights/{f['path']} does not match its sha256 in "
-                               "weights/manifest.json")
-        if cache is not None:
-            try:
-                await cache.put(key, js.Response.new(data))
-            except JsException as e:
-                js.console.warn(f"stemtone: could not cache the weights ({e})")
-        return data.to_bytes()
+            post_error("weights", f"The {label} could not be loaded",
+                       f"{str(e)[:1].upper()}{str(e)[1:]}. Pick another instrument or reload the page; if it "
+                       "keeps failing, the server's weights are missing or stale: run `make demo` there.",
+                       name=name)
 
     # ---- one take
     async def run_take(self, data):
         if self.current not in self.models:
-            post("error", kind="crash", title="No instrument is loaded", message="Pick an instrument first.",
-                 detail="")
+            post_error("crash", "No instrument is loaded", "Pick an instrument first.")
             return
         tone, _ = self.models[self.current]
         take = self.take = Take(tone, data.capture, data.output, int(data.octave))
@@ -316,13 +259,13 @@ class Worker:
             await self.live(take)
             await self.finish(take)
         except GPUOutOfMemoryError as e:
-            post("error", kind="oom", title="The GPU ran out of memory",
-                 message="Close other tabs or programs that use the GPU and start again.", detail=str(e))
+            post_error("oom", "The GPU ran out of memory",
+                       "Close other tabs or programs that use the GPU and start again.", str(e))
         except DeviceLostError as e:
-            self.dev, self.models = None, {}
-            post("error", kind="device-lost", title="The GPU device was lost",
-                 message="The graphics driver reset or the GPU was needed elsewhere. Reload the page to start "
-                 "again.", detail=str(e))
+            self.reset()
+            post_error("device-lost", "The GPU device was lost",
+                       "The graphics driver reset or the GPU was needed elsewhere. Reload the page to start "
+                       "again.", str(e))
         finally:
             self.take = None
 
@@ -340,11 +283,10 @@ class Worker:
         begin = take.read
         todo = max(1, take.stop_at - begin)
         t0 = time.perf_counter()
-        last = 0.0
+        every = Throttle(FINISH_EVERY_S)
         while await take.step():
-            now = time.perf_counter()
-            if now - last > 0.25:
-                last = now
+            if every.due():
+                now = time.perf_counter()
                 done = (take.read - begin) / todo
                 rate = (take.read - begin) / max(1e-6, now - t0)
                 post("finishing", fraction=done, seconds_left=(take.stop_at - take.read) / rate if rate else -1.0)
@@ -382,19 +324,6 @@ async def warm_up(tone) -> dict:
     return {"latency": stream.latency_samples, "lag": lag, "block_ms": 1000 * times[len(times) // 2]}
 
 
-async def open_cache():
-    try:
-        return await js.caches.open(CACHE_NAME)
-    except (JsException, AttributeError) as e:
-        js.console.warn(f"stemtone: no Cache API, the weights are downloaded each time ({e})")
-        return None
-
-
-async def sha256(data) -> str:
-    digest = js.Uint8Array.new(await js.crypto.subtle.digest("SHA-256", data))
-    return digest.to_bytes().hex()
-
-
 worker = Worker()
 handler = create_proxy(worker.on_message)
-xworker.onmessage = handler
+xworker.onmessage = handler  # PyScript calls this script's global `xworker.onmessage`

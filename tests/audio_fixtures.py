@@ -1,5 +1,5 @@
 """Real music for tests (the fretsonfire-songs-muldjord songs, CC BY-SA 3.0): thin
-pytest wrappers around pycore.testdata, which fetches and caches them (see there).
+pytest wrappers around pycore.audio.testdata, which fetches and caches them (see there).
 Where the songs cannot be fetched (no apt, offline) the helpers call pytest.skip
 with the reason. Nothing of these songs is committed to the repository.
 """
@@ -10,8 +10,8 @@ import functools
 
 import pytest
 
-from pycore import testdata
-from pycore.testdata import LICENSE, PACKAGE, SAMPLE_RATE, SONGS  # noqa: F401  (re-exported)
+from pycore.audio import testdata
+from pycore.audio.testdata import LICENSE, PACKAGE, SAMPLE_RATE, SONGS  # noqa: F401  (re-exported)
 
 
 def _skip_if_unavailable(fn):

@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 @pytest.fixture(scope="session")
 def dev():
-    from pycore.backend_native import get_device
+    from pycore.gpu.native import get_device
 
     return get_device()
 

@@ -12,9 +12,9 @@ sys.path.insert(0, "tests"); sys.path.insert(0, ".")
 import numpy as np, torch
 torch.set_num_threads(1)
 import test_htdemucs as T
-from pycore.backend_native import get_device
+from pycore.gpu.native import get_device
 from pycore.models.htdemucs import HTDemucs
-from pycore.demix_htdemucs import HTDemucsStream
+from pycore.demix.htdemucs import HTDemucsStream
 OFFICIAL = dict(bottom_channels=512, dconv_mode=3, t_layers=5, segment=Fraction(39, 5))  # rest: HTDemucs defaults
 dev = get_device()
 model = T.reference(seed=3, **OFFICIAL)

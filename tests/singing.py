@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pycore.convert import cache_dir, sha256_file
-from pycore.resample import resample
+from pycore.weights.convert import cache_dir, sha256_file
+from pycore.audio.resample import resample
 
 SDIST = "basic_pitch-0.4.0.tar.gz"
 SDIST_SHA256 = "6f48ac4b909c990fd59460622137a03b857c829bb1f3e65c71708da576ab68e5"
@@ -63,7 +63,7 @@ def vocadito_path(clip: int):
 
 
 def vocadito(clip: int, sample_rate=16000, seconds=None, offset=0.0) -> np.ndarray:
-    """float32 mono samples of a clip at sample_rate (resampled with pycore.resample),
+    """float32 mono samples of a clip at sample_rate (resampled with pycore.audio.resample),
     optionally `seconds` long from `offset` seconds on."""
     x, sr = sf.read(vocadito_path(clip), dtype="float32", always_2d=True)
     x = x.mean(axis=1)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pycore.ops import activations as A
-from pycore.selfcheck import CHECKS
+from pycore.gpu.selfcheck import CHECKS
 
 ULP = 2.0 ** -23        # float32 unit roundoff x 2
 # Intermediates below the smallest normal float32 (1.2e-38) may flush to zero, and a

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from pycore.ops.attention import scaled_dot_product_attention as sdpa
-from pycore.selfcheck import CHECKS
+from pycore.gpu.selfcheck import CHECKS
 
 EPS = 2.0 ** -24
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from pycore import backend_browser
-from pycore.runtime import NoGPUError
+from pycore.gpu import browser as backend_browser
+from pycore.gpu.runtime import NoGPUError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,9 +28,9 @@ def test_browser_code_imports_without_numpy():
     """The browser has no numpy: the backend and every self-check module must import without it."""
     code = (
         "import sys; sys.modules['numpy'] = None\n"
-        "import pycore.backend_browser, pycore.selfcheck\n"
-        "pycore.selfcheck.load_all()\n"
-        "print(len(pycore.selfcheck.CHECKS))\n"
+        "import pycore.gpu.browser, pycore.gpu.selfcheck\n"
+        "pycore.gpu.selfcheck.load_all()\n"
+        "print(len(pycore.gpu.selfcheck.CHECKS))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

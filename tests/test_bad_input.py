@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pycore import cli
+from pycore.cli import main as cli
 from pycore.demix import Demixer
 from pycore.models.spleeter import random_weights
-from pycore.separation import separate_async
+from pycore.demix.files import separate_async
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)
@@ -302,25 +302,28 @@ def test_interrupted_run_leaves_nothing_behind(tmp_path):
 # --------------------------------------------------------------------------- memory
 
 
-class GainDemixer:
-    """A CPU stand-in with the Demixer interface (tests only): vocals = 0.25 x,
-    accompaniment = 0.75 x, released a 524,288-sample segment at a time like the real
-    stream, so a pipeline that held whole tracks would show in memory.
+class GainDemixer(Demixer):
+    """A CPU stand-in implementing the Demixer interface (tests only, not registered):
+    vocals = 0.25 x, accompaniment = 0.75 x, released a 524,288-sample segment at a time
+    like the real stream, so a pipeline that held whole tracks would show in memory.
     fail_after=k raises `error` on the k-th push."""
 
-    stems = ["vocals", "accompaniment"]
-    sample_rate = 44100
-    name = "gain-stand-in"
+    family = "gain-stand-in"
     SEGMENT = 512 * 1024
 
     def __init__(self, fail_after=None, error=RuntimeError):
+        super().__init__(None, None, "gain-stand-in", ["vocals", "accompaniment"], 44100)
         self.fail_after, self.error, self.pushes = fail_after, error, 0
 
-    def stream(self, channels):
-        return _GainStream(self, channels)
+    def open_stream(self, channels, wanted=None):
+        return GainStream(self, channels)
 
 
-class _GainStream:
+class GainStream:
+    stems = ["vocals", "accompaniment"]
+    numpy_kind = True
+    segments_done = 0
+
     def __init__(self, demixer, channels):
         self.d, self.buf = demixer, np.zeros((channels, 0), np.float32)
 
@@ -346,7 +349,7 @@ MEMORY_SCRIPT = """
 import asyncio, json, resource, sys
 sys.path.insert(0, {tests!r})
 from test_bad_input import GainDemixer
-from pycore.separation import separate_async
+from pycore.demix.files import separate_async
 r = asyncio.run(separate_async([sys.argv[1]], GainDemixer(), sys.argv[2], progress=False))[0]
 print(json.dumps({{"ok": r.ok, "error": r.error, "frames": r.frames,
                   "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from pycore import cli, selfcheck
+from pycore.cli import main as cli
+from pycore.gpu import selfcheck
 
 
 def test_doctor_passes_and_lists_every_check(capsys):
@@ -51,7 +52,7 @@ def test_unknown_command_is_an_argparse_error():
 def test_bench_separate_and_memory_arguments(monkeypatch, capsys):
     """`bench separate -m htdemucs|umxl` goes to the random-weight benchmark with 10 s of
     music by default; `bench memory` parses --lengths and --reduced."""
-    from pycore import bench
+    from pycore.cli.bench import memory, separate
 
     calls = []
 
@@ -63,15 +64,15 @@ def test_bench_separate_and_memory_arguments(monkeypatch, capsys):
         calls.append(("memory", model, lengths, reduced))
         return [{"name": "y", "unit": "MiB", "ours": 1.0, "ref": None, "ratio": None, "note": ""}]
 
-    monkeypatch.setattr(bench, "bench_separate_random", fake_random)
-    monkeypatch.setattr(bench, "bench_memory", fake_memory)
+    monkeypatch.setattr(separate, "bench_separate_random", fake_random)
+    monkeypatch.setattr(memory, "bench_memory", fake_memory)
     assert cli.main(["bench", "separate", "-m", "htdemucs", "--json"]) == 0
     assert cli.main(["bench", "separate", "-m", "umxl", "--seconds", "4", "--json"]) == 0
     assert cli.main(["bench", "memory", "-m", "umxl", "--lengths", "60,600", "--reduced", "--json"]) == 0
     assert cli.main(["bench", "memory", "-m", "htdemucs", "--json"]) == 0
     assert calls == [("separate", "htdemucs", 10.0), ("separate", "umxl", 4.0),
                      ("memory", "umxl", (60.0, 600.0), True), ("memory", "htdemucs", (60.0, 600.0), False)]
-    assert bench.default_seconds("spleeter-2stems") == 30.0
+    assert separate.default_seconds("spleeter-2stems") == 30.0
     capsys.readouterr()
     for bad in ("0,60", "a", ""):
         with pytest.raises(SystemExit):
@@ -85,17 +86,18 @@ def test_bench_separate_random_umxl_reduced():
     from this run, their ratio, parity between the two, our GPU peak and the reference
     process's peak RSS (torch alone is > 100 MiB)."""
     pytest.importorskip("torch")
-    from pycore import bench
-    from pycore.backend_native import get_device
-    from pycore.testdata import TestDataUnavailable, real_music_clip
+    from pycore.cli.bench.common import BenchUnavailable
+    from pycore.cli.bench.separate import bench_separate_random
+    from pycore.gpu.native import get_device
+    from pycore.audio.testdata import TestDataUnavailable, real_music_clip
 
     try:
         real_music_clip(1.0)
     except TestDataUnavailable as e:
         pytest.skip(str(e))
     try:
-        rows = bench.bench_separate_random(get_device(), "umxl", seconds=1.0, progress=False, reduced=True)
-    except bench.BenchUnavailable as e:  # openunmix missing
+        rows = bench_separate_random(get_device(), "umxl", seconds=1.0, progress=False, reduced=True)
+    except BenchUnavailable as e:  # openunmix missing
         pytest.skip(str(e))
     demix, rtf, mem = rows
     assert demix["ours"] > 0 and demix["ref"] > 0 and demix["ratio"] == pytest.approx(demix["ref"] / demix["ours"])

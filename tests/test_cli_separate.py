@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pycore import audiofile, cli
-from pycore.audiofile import KNEE, StemWriter, soft_limit
+from pycore.audio import files as audiofile
+from pycore.cli import main as cli
+from pycore.audio.files import KNEE, StemWriter, soft_limit
 from pycore.demix import Demixer
-from pycore.separation import ProgressBar, channel_groups, separate_async
+from pycore.demix.files import ProgressBar, channel_groups, separate_async
 from test_bad_input import GainDemixer, read, tones, write
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -263,11 +264,11 @@ def test_real_model_cli_matches_the_pytorch_reference(tmp_path, capfd):
     sample would cost much more)."""
     torch = pytest.importorskip("torch")
     from audio_fixtures import real_music_clip
-    from pycore.demix import _weights_file
+    from pycore.weights import weights_path
     from reference import spleeter_ref as ref
 
     try:
-        _weights_file("spleeter-2stems")
+        weights_path("spleeter-2stems")
     except FileNotFoundError as e:
         pytest.skip(str(e))
     x = real_music_clip(8.0, offset=45.0)
@@ -288,17 +289,17 @@ def test_bench_separate(capsys, monkeypatch, tmp_path):
     parity with the reference, GPU memory, and the browser row read from the e2e's file."""
     pytest.importorskip("torch")
     from audio_fixtures import real_music_clip
-    from pycore import bench
-    from pycore.demix import _weights_file
+    from pycore.cli.bench import separate as separate_bench
+    from pycore.weights import weights_path
 
     real_music_clip(1.0)  # skips where the real music cannot be fetched
     try:
-        _weights_file("spleeter-2stems")
+        weights_path("spleeter-2stems")
     except FileNotFoundError as e:
         pytest.skip(str(e))
     timing = tmp_path / "demix-timing.json"
     timing.write_text('{"demix_s": 12.5, "audio_s": 10, "adapter": "SwiftShader"}')
-    monkeypatch.setattr(bench, "BROWSER_TIMING", str(timing))
+    monkeypatch.setattr(separate_bench, "BROWSER_TIMING", str(timing))
     assert cli.main(["bench", "separate", "--json", "--seconds", "2"]) == 0
     rows = {r["name"].strip(): r for r in json.loads(capsys.readouterr().out)["rows"]}
     demix = rows["demix 2 s stereo 44.1 kHz, spleeter-2stems"]
@@ -338,7 +339,7 @@ def test_stems_option(stemtone, tmp_path):
     assert not (tmp_path / "out2").exists()
     # shifts are HTDemucs' only
     rc, out, err = stemtone(src, "-o", tmp_path / "out2", "--shifts", "2")
-    assert rc == 2 and err == ["stemtone: error: gain-stand-in: shifts are for the HTDemucs models"]
+    assert rc == 2 and err == ["stemtone: error: gain-stand-in: shifts are for htdemucs, htdemucs_6s, htdemucs_ft only"]
     with pytest.raises(SystemExit):
         stemtone(src, "--stems", ",")
 
@@ -350,7 +351,7 @@ def _ft_bag(dev):
     pytest.importorskip("einops")
     from test_htdemucs import SMALL, SOURCES, entries, reference
 
-    from pycore.demix_htdemucs import Bag
+    from pycore.demix.htdemucs import Bag, HTDemucsDemixer
     from pycore.models.htdemucs import HTDemucs
 
     nets = [reference(seed=30 + i, **SMALL) for i in range(4)]
@@ -362,7 +363,7 @@ def _ft_bag(dev):
             calls[_i] += 1
             return _f(x, **kw)
         m.forward = counted
-    demixer = Demixer(dev, Bag(models, SOURCES, weights), "htdemucs_ft", SOURCES, 44100)
+    demixer = HTDemucsDemixer(dev, Bag(models, SOURCES, weights), "htdemucs_ft", SOURCES, 44100)
     return demixer, calls, nets, weights
 
 
@@ -404,7 +405,7 @@ def test_too_long_for_the_host_is_named_before_work(monkeypatch, capfd, tmp_path
     """Open-Unmix holds the whole track: when the estimate exceeds the available memory
     (monkeypatched), the input fails with a message saying so, before any GPU work and
     without an output folder; HTDemucs streams, so it needs no such check."""
-    from pycore import separation
+    from pycore.demix import files as separation
     from test_umx import entries, reference
 
     umx_ref = reference()
@@ -412,7 +413,7 @@ def test_too_long_for_the_host_is_named_before_work(monkeypatch, capfd, tmp_path
     demixer = asyncio.run(Demixer.load(dev, "umxl", weights=entries(weights)))
     pushes = []
     monkeypatch.setattr(Demixer, "stream", lambda self, *a, **k: pushes.append(1))
-    need = separation.host_bytes_needed(demixer, 44100 * 600, 2, 44100)
+    need = demixer.host_bytes(44100 * 600, 2)
     # 10 minutes: the audio and the output (5 x 4 B x 2 ch x 26.5 M) plus the staged LSTM sequences
     assert 4 * 2 * 44100 * 600 * 5 < need < 4 * 2 * 44100 * 600 * 5 + 25842 * 16 * 4 * 7 + 100
     src = write(tmp_path / "long.wav", tones(44100, 1.0, 2), 44100)
@@ -427,10 +428,6 @@ def test_too_long_for_the_host_is_named_before_work(monkeypatch, capfd, tmp_path
     assert rc == 1 and not pushes and not (tmp_path / "out" / "long").exists()
     assert len(err) == 1 and err[0].startswith(f"stemtone: error: {src}: too long for umxl on this machine: ")
     assert "GiB is available" in err[0]
-    assert separation.host_bytes_needed(GainDemixerNamed("htdemucs"), 44100 * 36000, 2, 44100) == 0
+    from pycore.demix.htdemucs import HTDemucsDemixer
 
-
-class GainDemixerNamed(GainDemixer):
-    def __init__(self, name):
-        super().__init__()
-        self.name = name
+    assert HTDemucsDemixer(dev, None, "htdemucs", ["drums"], 44100).host_bytes(44100 * 36000, 2) == 0

@@ -19,7 +19,7 @@ import pytest
 
 from pycore.ops import conv as C
 from pycore.ops.conv import conv1d, conv2d, conv_transpose1d, conv_transpose2d
-from pycore.selfcheck import CHECKS
+from pycore.gpu.selfcheck import CHECKS
 
 # ---------------------------------------------------------------------------- references
 
@@ -262,7 +262,7 @@ def test_fused_activation(dev, rng, act, alpha):
 
 @pytest.fixture(scope="module")
 def dev_no_f16():
-    from pycore.backend_native import NativeDevice
+    from pycore.gpu.native import NativeDevice
 
     return NativeDevice(f16=False)
 

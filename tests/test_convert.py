@@ -9,8 +9,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from pycore import convert, safetensors
-from pycore.convert import spleeter, torchzip
+from pycore.weights import convert, safetensors
+from pycore.weights import convert_spleeter as spleeter, torchzip
 
 
 def torch_zip(obj, top="archive", protocol=2):

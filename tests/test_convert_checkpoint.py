@@ -1,5 +1,5 @@
-"""pycore.convert.checkpoint (the demix page's numpy-free converter) against
-`stemtone weights convert` (pycore.convert.fetch.convert): the same checkpoints in the
+"""pycore.weights.checkpoint (the demix page's numpy-free converter) against
+`stemtone weights convert` (pycore.weights.fetch.convert): the same checkpoints in the
 official formats (made by demucs==4.1.0 and openunmix==1.3.0 with random weights, see
 tests/test_weights_fetch.py) must give byte-identical safetensors files; damaged and
 foreign files must give one-line errors naming the file.
@@ -16,8 +16,9 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 wf = pytest.importorskip("test_weights_fetch")  # skips without torch / demucs / openunmix
 
-from pycore import safetensors  # noqa: E402
-from pycore.convert import checkpoint, fetch  # noqa: E402
+from pycore.weights import safetensors  # noqa: E402
+from pycore.demix.base import model_for_file  # noqa: E402
+from pycore.weights import checkpoint, fetch  # noqa: E402
 
 ckpts = wf.ckpts  # the module fixture: {model name: [checkpoint paths]}
 
@@ -33,7 +34,7 @@ def test_same_bytes_as_weights_convert(ckpts, tmp_path, name):
     assert got_name == name
     assert data == native.read_bytes()
     meta = safetensors.load_metadata(data)
-    assert checkpoint.demix_model(meta) == name
+    assert model_for_file(meta) == name
 
 
 def test_user_named_files_run_as_the_matching_model(ckpts, tmp_path):
@@ -41,7 +42,7 @@ def test_user_named_files_run_as_the_matching_model(ckpts, tmp_path):
     six.write_bytes(ckpts["htdemucs_6s"][0].read_bytes())
     name, data = browser_convert([six])
     assert name == "my-six"
-    assert checkpoint.demix_model(safetensors.load_metadata(data)) == "htdemucs_6s"
+    assert model_for_file(safetensors.load_metadata(data)) == "htdemucs_6s"
     umx = []
     for p in ckpts["umxl"]:  # <target>.pth, no hash in the name
         umx.append(tmp_path / (p.name.split("-")[0] + ".pth"))
@@ -50,11 +51,11 @@ def test_user_named_files_run_as_the_matching_model(ckpts, tmp_path):
         browser_convert(umx)
     one = browser_convert(umx[:1])[1]
     with pytest.raises(ValueError, match="none of the page's models"):
-        checkpoint.demix_model(safetensors.load_metadata(one))  # vocals only
+        model_for_file(safetensors.load_metadata(one))  # vocals only
 
 
 def test_spleeter_file_keeps_its_name():
-    assert checkpoint.demix_model({"model": "spleeter-2stems", "stems": "vocals,accompaniment"}) == "spleeter-2stems"
+    assert model_for_file({"model": "spleeter-2stems", "stems": "vocals,accompaniment"}) == "spleeter-2stems"
 
 
 def test_strided_tensor_is_gathered():
@@ -88,8 +89,8 @@ def test_damaged_and_foreign_files(ckpts, tmp_path):
 
 
 def test_imports_without_numpy():
-    code = ("import sys; sys.modules['numpy'] = None; import pycore.convert.checkpoint as c; "
-            "import pycore.safetensors; print('ok')")
+    code = ("import sys; sys.modules['numpy'] = None; import pycore.weights.checkpoint as c; "
+            "import pycore.weights.safetensors; print('ok')")
     import subprocess
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,4 +108,4 @@ def test_published_files_in_any_order_take_the_manifest_name(ckpts, tmp_path, mo
     name, data = checkpoint.convert_files([(p.name, p.read_bytes()) for p in reversed(ft)], fake)
     assert name == "htdemucs_ft" and data == native.read_bytes()
     meta = safetensors.load_metadata(data)
-    assert '"prefix": "model3."' in meta["architecture"] and checkpoint.demix_model(meta) == "htdemucs_ft"
+    assert '"prefix": "model3."' in meta["architecture"] and model_for_file(meta) == "htdemucs_ft"

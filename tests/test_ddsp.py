@@ -19,8 +19,8 @@ import pytest
 from pycore.models.ddsp import Config, Decoder, Synth, load
 from pycore.ops import ddsp as ops
 from pycore.reference import ddsp_numpy as ref
-from pycore.safetensors import load as load_st
-from pycore.selfcheck import CHECKS
+from pycore.weights.safetensors import load as load_st
+from pycore.gpu.selfcheck import CHECKS
 
 K, M = 60, 65
 

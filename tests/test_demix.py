@@ -1,4 +1,4 @@
-"""The streaming demix pipeline (pycore/demix.py) against the PyTorch reference
+"""The streaming demix pipeline (pycore/demix/spleeter.py) against the PyTorch reference
 (tests/reference/spleeter_ref.py, which runs the STFT of the whole track, 512-frame
 segments, the U-Nets and torch.istft with length=L).
 
@@ -21,7 +21,8 @@ torch = pytest.importorskip("torch")
 
 from audio_fixtures import real_music_clip  # noqa: E402
 from pycore import demix  # noqa: E402
-from pycore.demix import CHUNK, SEGMENT, Cancelled, Demixer, segment_count  # noqa: E402
+from pycore.demix import Cancelled, Demixer  # noqa: E402
+from pycore.demix.spleeter import CHUNK, SEGMENT, segment_count  # noqa: E402
 from pycore.models.spleeter import random_weights  # noqa: E402
 from reference import spleeter_ref as ref  # noqa: E402
 
@@ -82,7 +83,7 @@ def assert_matches(got, want, stems, channels):
 def test_real_weights_on_real_music(dev):
     """15.3 s of real music with the Spleeter weights: 659 frames = two segments (the
     second partly padding), a length that is not a multiple of 1024."""
-    from pycore.convert import spleeter
+    from pycore.weights import convert_spleeter as spleeter
 
     try:
         path = spleeter.ensure_spleeter()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pycore.ops import elementwise as E
-from pycore.selfcheck import CHECKS
+from pycore.gpu.selfcheck import CHECKS
 
 NP_OPS = {"add": np.add, "sub": np.subtract, "mul": np.multiply}
 

@@ -22,9 +22,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("einops")
 htd = pytest.importorskip("demucs.htdemucs")
 
-from pycore import safetensors  # noqa: E402
+from pycore.weights import safetensors  # noqa: E402
 from pycore.models.htdemucs import HTDemucs  # noqa: E402
-from pycore.testdata import real_music_clip  # noqa: E402
+from pycore.audio.testdata import real_music_clip  # noqa: E402
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 SMALL = dict(channels=8, depth=3, nfft=512, t_layers=2, t_heads=2, bottom_channels=32, dconv_mode=3,
@@ -42,7 +42,7 @@ def one_torch_thread():
 
 def reference(seed=0, sources=SOURCES, **kwargs):
     torch.manual_seed(seed)
-    from pycore.bench import make_scales_matter
+    from pycore.cli.bench.random_weights import make_scales_matter
 
     return make_scales_matter(htd.HTDemucs(sources=list(sources), **kwargs).eval())
 
@@ -110,10 +110,10 @@ def test_segment_layer_by_layer(dev):
 
 
 def _apply_model():
-    """demucs.apply.apply_model (tqdm stubbed where missing; see pycore.bench)."""
-    from pycore.bench import _demucs_apply_model
+    """demucs.apply.apply_model (tqdm stubbed where missing; see pycore.cli.bench.random_weights)."""
+    from pycore.cli.bench.random_weights import demucs_apply_model
 
-    return _demucs_apply_model()
+    return demucs_apply_model()
 
 
 def _stream_all(stream, mix, block):
@@ -167,9 +167,9 @@ def test_apply_model_parity(dev, tmp_path):
     the float16-rounded weights; the arithmetic is float32 in both)."""
     from demucs.states import load_model
 
-    from pycore.convert.fetch import convert
+    from pycore.weights.fetch import convert
     from pycore.demix import Demixer
-    from pycore.demix_htdemucs import HTDemucsStream, load_models
+    from pycore.demix.htdemucs import HTDemucsStream, load_models
 
     sources = SOURCES + ["guitar", "piano"]
     path = _save_package(tmp_path, "5c90dfd2", reference(seed=2, sources=sources, **SMALL))
@@ -217,7 +217,7 @@ def test_mix_stats(rng, monkeypatch, channels):
     wav.mean(0).mean() and .std() + 1e-8 on the whole track."""
     import sys
 
-    from pycore.demix_htdemucs import MixStats, mix_stats
+    from pycore.demix.htdemucs import MixStats, mix_stats
 
     x = (rng.standard_normal((channels, 30011)) * 0.3 + 0.05).astype(np.float32)
     ref = torch.from_numpy(x).mean(0)
@@ -241,7 +241,7 @@ def test_shifts_and_normalization(dev, monkeypatch):
     import random
     import sys
 
-    from pycore.demix_htdemucs import Bag, ShiftedStream, mix_stats
+    from pycore.demix.htdemucs import Bag, ShiftedStream, mix_stats
 
     _apply_model()  # imports demucs.apply (with tqdm stubbed where missing)
     from demucs.apply import BagOfModels
@@ -272,7 +272,7 @@ def test_bag_of_models(dev):
     """A BagOfModels (htdemucs_ft is one: four specialists with one-hot weights) with
     overlapping per-stem weights: stem k = sum_i w_ik out_ik / sum_i w_ik, on a mono
     clip (duplicated for the model; each stem comes back as the mean of its channels)."""
-    from pycore.demix_htdemucs import HTDemucsStream
+    from pycore.demix.htdemucs import HTDemucsStream
 
     apply_model = _apply_model()
     from demucs.apply import BagOfModels  # imported by _apply_model
@@ -317,7 +317,7 @@ def test_reflect_pad_and_standardize(dev, rng):
 def test_gpu_memory_does_not_grow_with_the_track(dev):
     """Segment by segment: the peak GPU memory for 3 s (9 segments of 0.5 s) is that for
     1 s (3 segments)."""
-    from pycore.demix_htdemucs import Bag
+    from pycore.demix.htdemucs import Bag
 
     bag = Bag([HTDemucs(dev, entries(reference(seed=4, **SMALL)), SMALL, sources=SOURCES)], SOURCES, None)
     rng = np.random.default_rng(0)

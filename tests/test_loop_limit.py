@@ -48,7 +48,7 @@ def test_what_the_kernels_are_written_for(dev, tmp_path, monkeypatch):
     """Documents the limit the kernels respect: on lavapipe a 70,000-step loop stops at
     65,535 (other drivers run it to the end). If this fails on lavapipe, the limit has
     changed: update kernels/common.wgsl and pycore.ops.LOOP_LIMIT."""
-    from pycore import runtime
+    from pycore.gpu import runtime
 
     (tmp_path / "loops.wgsl").write_text(LOOPS)
     monkeypatch.setattr(runtime, "KERNEL_DIRS", [str(tmp_path)] + runtime.KERNEL_DIRS)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pycore.ops.loudness import a_weighting, loudness_db, weighted_power_db
-from pycore.selfcheck import CHECKS
+from pycore.gpu.selfcheck import CHECKS
 
 
 def np_a_weighting_db(f):
@@ -101,7 +101,7 @@ def test_silence_is_the_floor_and_levels_scale(dev, rng):
 
 
 def test_chunked_equals_centered(dev, rng):
-    """center=False on a padded chunk gives the centered frames (how pycore.features
+    """center=False on a padded chunk gives the centered frames (how pycore.tone.features
     streams long audio)."""
     x = rng.standard_normal(3000).astype(np.float32)
     whole = loudness_db(dev.tensor(x)).numpy()

@@ -143,7 +143,7 @@ def test_f16_weights(dev, rng):
 
 
 def test_f16_weights_without_shader_f16(rng):
-    from pycore.backend_native import NativeDevice
+    from pycore.gpu.native import NativeDevice
 
     d = NativeDevice(f16=False)
     assert not d.has_f16
@@ -335,6 +335,6 @@ def test_zero_sizes(dev):
 
 @pytest.mark.parametrize("name", ["matmul", "matmul_batched", "matmul_epilogue", "matmul_f16"])
 def test_selfchecks(dev, name):
-    from pycore.selfcheck import CHECKS
+    from pycore.gpu.selfcheck import CHECKS
 
     asyncio.run(CHECKS[name](dev))

@@ -12,9 +12,9 @@ import math
 import numpy as np
 import pytest
 
-from pycore.backend_native import NativeDevice
+from pycore.gpu.native import NativeDevice
 from pycore.ops import norm as N
-from pycore.selfcheck import CHECKS
+from pycore.gpu.selfcheck import CHECKS
 
 EPS = 2.0 ** -24
 

@@ -5,9 +5,9 @@ import asyncio
 import numpy as np
 import pytest
 
-from pycore.backend_native import NativeDevice
+from pycore.gpu.native import NativeDevice
 from pycore.ops.pool import max_pool2d
-from pycore.selfcheck import CHECKS
+from pycore.gpu.selfcheck import CHECKS
 
 
 def np_max_pool(x, k, s, scale=None, shift=None):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pycore.ops import reduce as R
-from pycore.selfcheck import CHECKS
+from pycore.gpu.selfcheck import CHECKS
 
 EPS = 2.0 ** -24
 

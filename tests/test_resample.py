@@ -1,4 +1,4 @@
-"""pycore.resample: quality (round-trip SNR, aliasing and image rejection), exactness
+"""pycore.audio.resample: quality (round-trip SNR, aliasing and image rejection), exactness
 against the direct float64 formula, streaming == one-shot, and output lengths."""
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from pycore.resample import HALF_WIDTH, ROLLOFF, Resampler, kernel, output_length, resample
+from pycore.audio.resample import HALF_WIDTH, ROLLOFF, Resampler, kernel, output_length, resample
 
 PAIRS = [(48000, 44100), (44100, 48000), (8000, 44100), (44100, 8000), (96000, 44100), (22050, 44100),
          (44100, 96000), (44100, 44101), (44100, 44100)]

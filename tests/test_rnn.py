@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 
 from pycore.ops import rnn  # noqa: E402
 from pycore.ops.rnn import gru, lstm  # noqa: E402
-from pycore.selfcheck import CHECKS  # noqa: E402
+from pycore.gpu.selfcheck import CHECKS  # noqa: E402
 
 RTOL = ATOL = 1e-5
 MODULES = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
@@ -201,7 +201,7 @@ def test_f16_weights_with_f32_biases(dev, rng):
 
 
 def test_f16_weights_without_shader_f16(rng):
-    from pycore.backend_native import NativeDevice
+    from pycore.gpu.native import NativeDevice
 
     dev = NativeDevice(f16=False)
     assert not dev.has_f16

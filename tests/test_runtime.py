@@ -6,8 +6,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from pycore import runtime
-from pycore.runtime import DeviceLostError, GPUError, GPUOutOfMemoryError
+from pycore.gpu import runtime
+from pycore.gpu.runtime import DeviceLostError, GPUError, GPUOutOfMemoryError
 
 SCALE_WGSL = """
 // test kernel: y[i] = x[i] * scale + offset, 1-D grid of 64-wide workgroups
@@ -52,7 +52,7 @@ def test_roundtrip_dtypes(dev, rng):
 
 
 def test_f16_storage_and_fallback(dev):
-    from pycore.backend_native import NativeDevice
+    from pycore.gpu.native import NativeDevice
 
     x = np.float32([1.0, -2.5, 65504.0, 1e-3])
     h = np.float16(x).astype(np.float32)  # what half storage keeps
@@ -127,7 +127,7 @@ def test_memory_accounting(dev):
 
 
 def test_lost_device_raises_clear_error(kdir):
-    from pycore.backend_native import NativeDevice
+    from pycore.gpu.native import NativeDevice
 
     d = NativeDevice()
     t = d.tensor(np.ones(4, np.float32))

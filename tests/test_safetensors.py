@@ -1,4 +1,4 @@
-"""pycore.safetensors: round trips, the exact byte format, and rejection of bad files."""
+"""pycore.weights.safetensors: round trips, the exact byte format, and rejection of bad files."""
 
 import json
 import os
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from pycore import safetensors
+from pycore.weights import safetensors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -95,7 +95,7 @@ def test_load_needs_no_numpy(tmp_path):
     path = tmp_path / "t.safetensors"
     safetensors.save(path, {"x": np.array([1.5, 2.5], np.float32)})
     code = ("import sys; sys.modules['numpy'] = None\n"
-            "from pycore import safetensors\n"
+            "from pycore.weights import safetensors\n"
             f"e = safetensors.load({str(path)!r})['x']\n"
             "print(e.dtype, e.shape, list(e.data.cast('f')))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

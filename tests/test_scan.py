@@ -7,7 +7,7 @@ import pytest
 
 from pycore.ops import scan
 from pycore.ops.scan import cumsum, cumsum_error_bound, phase_cumsum, vibrato_increments
-from pycore.selfcheck import CHECKS
+from pycore.gpu.selfcheck import CHECKS
 
 U = 2.0**-24  # float32 unit roundoff
 

@@ -8,8 +8,8 @@ import zipfile
 
 import pytest
 
-from pycore import serve
-from pycore.serve import make_server
+from pycore.cli import serve
+from pycore.cli.serve import make_server
 
 FILES = {
     "site/index.html": b"<!doctype html><title>home</title>",
@@ -187,7 +187,7 @@ def test_real_repository_zip_has_the_browser_files():
         status, _, data = request(srv, "/pkg/stemtone.zip")
     names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
     assert status == 200
-    assert {"pycore/runtime.py", "pycore/backend_browser.py", "pycore/selfcheck.py", "kernels/common.wgsl"} <= names
+    assert {"pycore/gpu/runtime.py", "pycore/gpu/browser.py", "pycore/gpu/selfcheck.py", "kernels/common.wgsl"} <= names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
 
 
@@ -238,7 +238,7 @@ def test_models_json_says_what_is_installed(tmp_path):
                                            "sha256": hashlib.sha256(fetched).hexdigest()}]
         assert not models["other"]["installed"]
         assert models["other"]["install"] == "stemtone weights fetch other"
-        assert not models["pitch"]["installed"] and models["pitch"]["install"] == "python -m pycore.convert pitch"
+        assert not models["pitch"]["installed"] and models["pitch"]["install"] == "python -m pycore.weights pitch"
         # the files themselves: fetched ones from the user's directory, the rest from weights/
         assert request(srv, "/weights/big.safetensors")[2] == fetched
         assert request(srv, "/weights/small.safetensors")[2] == bundled

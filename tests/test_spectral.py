@@ -15,7 +15,7 @@ import pytest
 
 from pycore.ops import spectral
 from pycore.ops.spectral import bench_stft, istft, stft
-from pycore.selfcheck import CHECKS
+from pycore.gpu.selfcheck import CHECKS
 
 TOL = 1e-5
 NP_PAD = {"reflect": "reflect", "constant": "constant", "replicate": "edge", "circular": "wrap"}
@@ -145,7 +145,7 @@ def test_istft_options_numpy(dev, rng, n_fft, hop, center, normalized, length):
 @pytest.mark.parametrize("n_fft,hop,center", [(16, 4, False), (12, 4, True), (4096, 1024, False)])
 def test_istft_without_envelope(dev, rng, n_fft, hop, center):
     """envelope=False: the plain overlap-add of the windowed inverse FFTs, not divided by
-    the squared-window envelope (pycore/demix.py streams blocks of frames with it)."""
+    the squared-window envelope (pycore/demix/spleeter.py streams blocks of frames with it)."""
     frames = 6 if n_fft == 4096 else 20
     X = rng.standard_normal((2, n_fft // 2 + 1, frames, 2)).astype(np.float32)
     got = istft(dev.tensor(X), n_fft, hop, center=center, envelope=False).numpy()

@@ -15,7 +15,7 @@ import pytest
 
 from pycore.ops.spectral import istft, stft
 from pycore.ops.spectral_mask import NO_END, magnitude, overlap_finish, ratio_masks
-from pycore.selfcheck import CHECKS
+from pycore.gpu.selfcheck import CHECKS
 
 
 def complex_of(X):

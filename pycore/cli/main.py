@@ -36,8 +36,8 @@ def cmd_serve(args) -> int:
 
 
 def _native_device():
-    from .backend_native import get_device
-    from .runtime import NoGPUError
+    from ..gpu.native import get_device
+    from ..gpu.runtime import NoGPUError
 
     try:
         return get_device()
@@ -54,7 +54,7 @@ KEY_LIMITS = (
 
 
 def cmd_doctor(args) -> int:
-    from . import selfcheck
+    from ..gpu import selfcheck
 
     dev = _native_device()
     if dev is None:
@@ -92,40 +92,40 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from . import bench
+    from .bench import common, kernels, memory, separate, tone
 
     dev = _native_device()
     if dev is None:
         return 2
     if args.what == "kernels":
-        rows = bench.bench_kernels(dev, quick=args.quick, progress=not args.json)
+        rows = kernels.bench_kernels(dev, quick=args.quick, progress=not args.json)
     elif args.what in ("separate", "memory"):
         try:
             if args.what == "separate":
-                seconds = args.seconds or bench.default_seconds(args.model)
-                rows = bench.bench_separate(dev, model=args.model, seconds=seconds, progress=not args.json)
+                seconds = args.seconds or separate.default_seconds(args.model)
+                rows = separate.bench_separate(dev, model=args.model, seconds=seconds, progress=not args.json)
             else:
-                rows = bench.bench_memory(dev, args.model, args.lengths, reduced=args.reduced,
-                                          progress=not args.json)
-        except bench.BenchUnavailable as e:
+                rows = memory.bench_memory(dev, args.model, args.lengths, reduced=args.reduced,
+                                           progress=not args.json)
+        except common.BenchUnavailable as e:
             print(f"stemtone: error: {e}", file=sys.stderr)
             return 2
     elif args.what == "tone":
-        from .tone import resolve
+        from ..tone import resolve
 
         try:
             instrument = resolve(args.instrument)["instrument"]
         except ValueError as e:
             print(f"stemtone: error: {e}", file=sys.stderr)
             return 2
-        rows = bench.bench_tone(dev, seconds=args.seconds or (3.0 if args.quick else 10.0), instrument=instrument,
-                                drift_seconds=60 if args.quick else 3600, progress=not args.json)
+        rows = tone.bench_tone(dev, seconds=args.seconds or (3.0 if args.quick else 10.0), instrument=instrument,
+                               drift_seconds=60 if args.quick else 3600, progress=not args.json)
     else:  # pragma: no cover - argparse restricts choices
         raise SystemExit(f"unknown benchmark {args.what}")
     if args.json:
         print(json.dumps({"device": dev.describe(), "rows": rows}, indent=2))
     else:
-        print(bench.format_table(dev, rows))
+        print(common.format_table(dev, rows))
     return 0
 
 
@@ -158,7 +158,7 @@ def _stem_list(value: str) -> list:
 
 
 def cmd_separate(args) -> int:
-    from .audiofile import check_output_format
+    from ..audio.files import check_output_format
 
     try:
         check_output_format(args.format, args.bits)
@@ -172,8 +172,8 @@ def cmd_separate(args) -> int:
 
 
 async def _separate_main(dev, args) -> int:
-    from .demix import Demixer
-    from .separation import separate_async
+    from ..demix import Demixer
+    from ..demix.files import separate_async
 
     try:
         demixer = await Demixer.load(dev, args.model)
@@ -206,8 +206,8 @@ async def _separate_main(dev, args) -> int:
 
 
 def cmd_tone(args) -> int:
-    from .tone import resolve
-    from .transfer import tone_file
+    from ..tone import resolve
+    from ..tone.files import tone_file
 
     try:
         model_entry = resolve(args.instrument)
@@ -217,7 +217,7 @@ def cmd_tone(args) -> int:
     dev = _native_device()
     if dev is None:
         return 2
-    from .tone import load_tone_model
+    from ..tone import load_tone_model
 
     try:
         model = load_tone_model(dev, model_entry["name"])
@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=cmd_tone)
 
-    from .convert import fetch  # `stemtone weights fetch | convert | list`
+    from ..weights import fetch  # `stemtone weights fetch | convert | list`
 
     fetch.add_parser(sub)
     return p

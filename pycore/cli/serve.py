@@ -1,6 +1,6 @@
 """Local development server for the Stemtone pages (standard library only).
 
-    python -m pycore.serve [--port 8000] [--host 127.0.0.1]
+    python -m pycore.cli.serve [--port 8000] [--host 127.0.0.1]
 
 URL layout:
 
@@ -38,7 +38,7 @@ import urllib.parse
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # URL prefix -> directory (relative to the repository root). Longest prefix wins.
 MOUNTS = {
@@ -190,7 +190,7 @@ class InstalledModels:
             m["files"], m["installed"] = files, installed
             if not installed:
                 m["install"] = (f"stemtone weights fetch {m['name']}" if "fetch" in m
-                                else f"python -m pycore.convert {m['name']}" if "converter" in m else "make weights")
+                                else f"python -m pycore.weights {m['name']}" if "converter" in m else "make weights")
             models.append(m)
         return {**manifest, "models": models}
 
@@ -361,7 +361,7 @@ def serve(port: int = 8000, host: str = "127.0.0.1", weights_dir: str | None = N
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m pycore.serve", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m pycore.cli.serve", description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--weights-dir", help="where `stemtone weights fetch --dir` put models (default: weights/)")

@@ -4,7 +4,7 @@ For each input file:
 
     AudioReader (any rate, any channel count, blocks of ~10 s)
       -> Resampler to the model's rate (44.1 kHz; skipped when already there)
-      -> DemixStream per channel pair (GPU, segment by segment)
+      -> a demixer stream per channel pair (GPU, segment by segment; pycore.demix)
       -> per stem: Resampler back to the file's rate -> StemWriter (atomic)
     = OUTDIR/<track name>/<stem>.<wav|flac>, same rate, channels and length as the input
 
@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .audiofile import AudioFileError, AudioReader, StemWriter, check_output_format, timestamp
-from .resample import Resampler
+from ..audio.files import AudioFileError, AudioReader, StemWriter, check_output_format, timestamp
+from ..audio.resample import Resampler
+from .base import FAMILIES, MODELS, Demixer, pick_stems
 
 BLOCK_SECONDS = 10
 
@@ -140,12 +141,6 @@ def _stack(parts, groups, channels, stem):
     return y
 
 
-def _family(demixer):
-    from .demix import MODELS
-
-    return MODELS.get(getattr(demixer, "name", None), {}).get("family")
-
-
 def available_memory():
     """Bytes of host memory available now (Linux: MemAvailable; else free pages), or
     None where neither is known."""
@@ -162,41 +157,25 @@ def available_memory():
         return None
 
 
-def host_bytes_needed(demixer, frames: int, channels: int, sample_rate: int) -> int:
-    """An estimate of the host memory a track needs beyond the constant part. HTDemucs
-    and Spleeter stream (O(segment)): 0. Open-Unmix holds the whole track until its
-    BiLSTM has read it: the audio at the model's rate, the per-frame LSTM sequences
-    staged on the host (pycore/demix_umx.py) and the whole output, all float32."""
-    if _family(demixer) != "umx":
-        return 0
-    n = frames * demixer.sample_rate // max(sample_rate, 1) + 1
-    groups = channel_groups(channels)
-    from .demix_umx import staged_bytes_per_frame
-
-    per_frame = staged_bytes_per_frame(demixer)
-    frames_stft = n // 1024 + 1
-    stems = len(demixer.stems)
-    return 4 * n * channels * (1 + stems) + len(groups) * per_frame * frames_stft
-
-
 def check_host_memory(demixer, path, frames, channels, sample_rate):
     """Raise AudioFileError before any work when the track cannot fit in host memory."""
-    need = host_bytes_needed(demixer, frames, channels, sample_rate)
+    at_model_rate = frames * demixer.sample_rate // max(sample_rate, 1) + 1
+    need = demixer.host_bytes(at_model_rate, channels)
     have = available_memory()
     if need and have is not None and need > have:
         raise AudioFileError(path, f"too long for {demixer.name} on this machine: "
                                    f"{timestamp(frames / sample_rate)} needs about {need / 2**30:.1f} GiB of memory "
                                    f"and {have / 2**30:.1f} GiB is available ({demixer.name} holds the whole track; "
-                                   f"split the file, or use htdemucs, which streams in constant memory)")
+                                   f"split the file, or use a model that streams in constant memory, such as htdemucs)")
 
 
-def track_stats(path, groups, rate) -> list:
-    """HTDemucs' normalization statistics (pycore.demix_htdemucs.MixStats) of each
-    channel group of a file at the model's rate: a first pass over the file, block by
-    block (host memory O(block))."""
-    from .demix_htdemucs import MixStats
-
-    stats = [MixStats() for _ in groups]
+def track_stats(demixer, path, groups, rate) -> list:
+    """The statistics a demixer wants from a first pass over the file (demixer.stats():
+    HTDemucs' normalization), one per channel group, at the model's rate, read block by
+    block (host memory O(block)); None per group when it wants none."""
+    stats = [demixer.stats() for _ in groups]
+    if stats[0] is None:
+        return [None] * len(groups)
     with AudioReader(path) as reader:
         to_model = Resampler(reader.sample_rate, rate, reader.channels) if reader.sample_rate != rate else None
 
@@ -208,7 +187,7 @@ def track_stats(path, groups, rate) -> list:
             add(to_model.process(block) if to_model else block)
         if to_model is not None:
             add(to_model.flush())
-    return [(s.mean, s.std) for s in stats]
+    return [s.value for s in stats]
 
 
 async def separate_file(demixer, path, outdir="separated", format="wav", bits=16, overwrite=False,
@@ -216,8 +195,6 @@ async def separate_file(demixer, path, outdir="separated", format="wav", bits=16
     """Separate one file into OUTDIR/<track>/<stem>.<format>; never raises for a bad
     file (the result carries the message) but lets KeyboardInterrupt through.
     stems: the stems to write (default all); shifts, seed: HTDemucs' random shifts."""
-    from .demix import pick_stems
-
     result = TrackResult(input=str(path))
     t0 = time.perf_counter()
     track = track or Path(path).stem
@@ -246,10 +223,9 @@ async def separate_file(demixer, path, outdir="separated", format="wav", bits=16
         rate = demixer.sample_rate
         to_model = Resampler(sr, rate, channels) if sr != rate else None
         groups = channel_groups(channels)
-        opts = [{} for _ in groups]  # other models compute every stem; the unwanted are not written
-        if _family(demixer) == "htdemucs":  # normalized as demucs.api does: a first pass
-            opts = [dict(stems=chosen, shifts=shifts, seed=seed, stats=st) for st in track_stats(path, groups, rate)]
-        streams = [demixer.stream(len(g), **o) for g, o in zip(groups, opts)]
+        # a first pass where the model wants one (HTDemucs: normalized as demucs.api does)
+        stats = track_stats(demixer, path, groups, rate)
+        streams = [demixer.stream(len(g), chosen, shifts=shifts, seed=seed, stats=st) for g, st in zip(groups, stats)]
         sinks = {stem: _StemSink(writers[stem], Resampler(rate, sr, channels) if sr != rate else None)
                  for stem in chosen}
 
@@ -331,20 +307,17 @@ async def separate_async(inputs, model="spleeter-2stems", outdir="separated", fo
     if shifts < 0:
         raise ValueError(f"shifts must be 0 or more, got {shifts}")
     if isinstance(model, str):
-        from .demix import Demixer
-
         if dev is None:
-            from .backend_native import get_device
+            from ..gpu.native import get_device
 
             dev = get_device()
         demixer = await Demixer.load(dev, model)
     else:
         demixer = model
-    from .demix import pick_stems
-
     pick_stems(getattr(demixer, "name", "the model"), demixer.stems, stems)  # before any file
-    if shifts and _family(demixer) != "htdemucs":
-        raise ValueError(f"{getattr(demixer, 'name', 'the model')}: shifts are for the HTDemucs models")
+    if shifts and "shifts" not in getattr(demixer, "stream_options", ()):
+        takes = [n for n, m in MODELS.items() if "shifts" in FAMILIES[m["family"]].stream_options]
+        raise ValueError(f"{getattr(demixer, 'name', 'the model')}: shifts are for {', '.join(takes)} only")
     results, written = [], {}  # track name -> the input whose stems went there in this run
     for path in _as_list(inputs):
         name = Path(path).stem

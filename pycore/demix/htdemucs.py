@@ -36,10 +36,12 @@ import json
 import math
 import random
 
-from .demix import Cancelled, _f32, _flat_f32, _is_numpy, _out, checked_block
-from .models.htdemucs import HTDemucs
-from .safetensors import load as load_safetensors
-from .safetensors import load_metadata
+from ..audio.buffers import as_f32, flat_f32, is_numpy, to_caller
+from ..models.htdemucs import HTDemucs
+from ..weights import model_file
+from ..weights.safetensors import load as load_safetensors
+from ..weights.safetensors import load_metadata
+from .base import Cancelled, Demixer, check_channels, checked_block, file_architecture, register
 
 OVERLAP = 0.25
 
@@ -63,28 +65,10 @@ def load_models(dev, src, dtype="f32"):
 
 
 class Bag:
-    """The networks of one Demixer model: one HTDemucs, or a bag such as htdemucs_ft."""
+    """The networks of one model: one HTDemucs, or a bag such as htdemucs_ft."""
 
     def __init__(self, models, stems, weights):
         self.models, self.stems, self.weights = models, stems, weights
-
-    @classmethod
-    async def load(cls, dev, name, weights=None, dtype="f32") -> "Bag":
-        """weights: None (natively: the file `stemtone weights fetch NAME` wrote), a path,
-        or the safetensors file's bytes (a dict of tensors lacks the architecture)."""
-        if weights is None:
-            from .demix_umx import weights_file
-
-            weights = weights_file(name)
-        if isinstance(weights, dict):
-            raise ValueError(f"{name}: give the converted file (path or bytes), not a dict of tensors: "
-                             "the network is built from its architecture metadata")
-        from .demix import MODELS
-
-        models, stems, bag_weights = load_models(dev, weights, dtype)
-        if stems != MODELS[name]["stems"]:
-            raise ValueError(f"{name}: the weights hold stems {stems}, expected {MODELS[name]['stems']}")
-        return cls(models, stems, bag_weights)
 
     def stream(self, channels: int, wanted=None, shifts=0, seed=None, stats=None):
         """A push/finish stream. wanted: the stems to return (default all); shifts, seed:
@@ -95,6 +79,53 @@ class Bag:
         else:
             stream = HTDemucsStream(self.models, self.stems, channels, self.weights, wanted)
         return Normalized(stream, *stats) if stats is not None else stream
+
+
+@register
+class HTDemucsDemixer(Demixer):
+    """Demucs v4 (pycore.models.htdemucs) as demucs.api runs it: normalized by the
+    track's statistics (a first pass), apply_model's segments, shifts and bags."""
+
+    family = "htdemucs"
+    models = {
+        "htdemucs": {"stems": ["drums", "bass", "other", "vocals"], "sample_rate": 44100},
+        "htdemucs_6s": {"stems": ["drums", "bass", "other", "vocals", "guitar", "piano"], "sample_rate": 44100},
+        "htdemucs_ft": {"stems": ["drums", "bass", "other", "vocals"], "sample_rate": 44100},
+    }
+    stream_options = ("shifts", "seed", "stats")
+    file_format = "demucs"
+
+    @classmethod
+    def match_file(cls, metadata: dict) -> tuple:
+        """Its own name when the stems match, else the model with the same sources that
+        is a bag exactly when the file is (htdemucs_ft)."""
+        arch = file_architecture(metadata)
+        stems, named = arch.get("sources"), metadata.get("model")
+        if named in cls.models and stems == cls.models[named]["stems"]:
+            return stems, named
+        bag = len(arch.get("models", ())) > 1
+        return stems, next((m for m, info in cls.models.items()
+                            if stems == info["stems"] and bag == (m == "htdemucs_ft")), None)
+
+    @classmethod
+    async def open(cls, dev, name, weights, dtype) -> "HTDemucsDemixer":
+        """weights: None (natively: the file `stemtone weights fetch NAME` wrote), a path,
+        or the safetensors file's bytes (a dict of tensors lacks the architecture)."""
+        if weights is None:
+            weights = model_file(name)
+        if isinstance(weights, dict):
+            raise ValueError(f"{name}: give the converted file (path or bytes), not a dict of tensors: "
+                             "the network is built from its architecture metadata")
+        models, stems, bag_weights = load_models(dev, weights, dtype)
+        if stems != cls.models[name]["stems"]:
+            raise ValueError(f"{name}: the weights hold stems {stems}, expected {cls.models[name]['stems']}")
+        return cls(dev, Bag(models, stems, bag_weights), name, stems, cls.models[name]["sample_rate"])
+
+    def open_stream(self, channels: int, wanted=None, shifts=0, seed=None, stats=None):
+        return self.model.stream(channels, wanted, shifts, seed, stats)
+
+    def stats(self) -> "MixStats":
+        return MixStats()
 
 
 # --------------------------------------------------------------------------- normalization
@@ -147,6 +178,11 @@ class MixStats:
     def std(self) -> float:
         return (math.sqrt(self._m2 / (self.n - 1)) if self.n > 1 else float("nan")) + 1e-8
 
+    @property
+    def value(self) -> tuple:
+        """(mean, std): what HTDemucsDemixer.stream(stats=...) takes."""
+        return self.mean, self.std
+
 
 def mix_stats(audio) -> tuple:
     """(mean, std) of a whole track (a list of 1 or 2 channel arrays) as demucs.api
@@ -185,7 +221,7 @@ class Normalized:
 
     async def push(self, block, progress=None, should_cancel=None) -> dict:
         block = list(block)
-        self.numpy_kind = bool(block) and _is_numpy(block[0])
+        self.numpy_kind = bool(block) and is_numpy(block[0])
         scaled = [_affine(ch, 1 / self.std, -self.mean / self.std) for ch in block]
         return self._back(await self.stream.push(scaled, progress, should_cancel))
 
@@ -193,7 +229,7 @@ class Normalized:
         return self._back(await self.stream.finish(progress, should_cancel))
 
     def _back(self, out):
-        return {stem: [_out(_affine(ch, self.std, self.mean), self.numpy_kind) for ch in chans]
+        return {stem: [to_caller(_affine(ch, self.std, self.mean), self.numpy_kind) for ch in chans]
                 for stem, chans in out.items()}
 
 
@@ -243,8 +279,7 @@ class HTDemucsStream:
         the wanted stems). front: zeros before the track, whose outputs are dropped
         (one pass of apply_model's shifts); factors: per model, per stem, the factor
         its output enters with (overrides weights)."""
-        if channels not in (1, 2):
-            raise ValueError(f"demix: audio must have 1 or 2 channels, got {channels}")
+        check_channels(channels)
         self.models = list(models)
         self.all_stems = list(stems)
         self.stems = list(wanted) if wanted else list(stems)
@@ -285,7 +320,7 @@ class HTDemucsStream:
 
     async def push(self, block, progress=None, should_cancel=None) -> dict:
         block = checked_block(block, self.channels, self._done)
-        self.numpy_kind = _is_numpy(block[0])
+        self.numpy_kind = is_numpy(block[0])
         n, pos = len(block[0]), 0
         if n and self._front:
             for buf in self._audio:
@@ -298,7 +333,7 @@ class HTDemucsStream:
             want = self._offset + self.seg - self._pushed
             take = min(max(want, 0), n - pos)
             for buf, ch in zip(self._audio, block):
-                buf.extend(_f32(ch[pos:pos + take]))
+                buf.extend(as_f32(ch[pos:pos + take]))
             pos += take
             self._pushed += take
             if self._pushed < self._offset + self.seg:
@@ -334,7 +369,7 @@ class HTDemucsStream:
                 for a in chans:
                     del a[:k]
             self._drop -= k
-        return {stem: [_out(a, self.numpy_kind) for a in chans] for stem, chans in out.items()}
+        return {stem: [to_caller(a, self.numpy_kind) for a in chans] for stem, chans in out.items()}
 
     def _chunk(self, start: int, length: int) -> bytes:
         """Model input [model_channels, seg]: track samples start .. start + seg - 1,
@@ -365,7 +400,7 @@ class HTDemucsStream:
                 continue
             y = model.forward(mix)            # [1, S, model_channels, seg]
             self.models_run += 1
-            host = _flat_f32(await self.dev.read(y))
+            host = flat_f32(await self.dev.read(y))
             y.release()
             for k, f in enumerate(factors):
                 for c in range(C):
@@ -501,7 +536,7 @@ class ShiftedStream:
     def _keep(self, i, out):
         for stem, chans in out.items():
             for a, x in zip(self._pending[i][stem], chans):
-                a.extend(_f32(x))
+                a.extend(as_f32(x))
 
     def _take(self):
         n = min(len(pend[self.stems[0]][0]) for pend in self._pending)
@@ -513,5 +548,5 @@ class ShiftedStream:
                 for pend in self._pending:
                     _axpy(acc, 0, ones, pend[stem][c], 0, n)
                     del pend[stem][c][:n]
-                out[stem][c] = _out(acc, self.numpy_kind)
+                out[stem][c] = to_caller(acc, self.numpy_kind)
         return out

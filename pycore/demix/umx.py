@@ -22,7 +22,7 @@ wiener_win_len, so the result is unchanged), and the per-frame sequences live on
 openunmix itself (Separator, predict.separate) runs the whole track at once. Host
 memory: the audio, the output, and for umxl 16 KiB per frame for the four targets' z
 plus 12 KiB for the target in its LSTM (staged_bytes_per_frame; 1.2 MB per second), which
-pycore.separation checks against the available memory before starting.
+pycore.demix.files checks against the available memory before starting.
 
 STFT frame t covers samples 1024 t - 2048 .. 1024 t + 2047 of the track (centered);
 window k = frames 300 k .. 300 k + 299 needs samples 307200 k - 2048 .. 307200 k +
@@ -34,14 +34,16 @@ from __future__ import annotations
 import array
 import os
 
-from . import models as _models
-from .demix import Cancelled, _f32, _flat_f32, _is_numpy, _out, checked_block
-from .models.umx import HOP, N_FFT, WIENER_EPS
-from .ops.elementwise import concat, pad, transpose
-from .ops.rnn import lstm
-from .ops.spectral import istft, stft
-from .ops.spectral_mask import magnitude, overlap_finish
-from .ops.wiener import wiener
+from ..audio.buffers import as_f32, flat_f32, is_numpy, to_caller
+from ..models.umx import HOP, N_FFT, WIENER_EPS, Separator, targets_of
+from ..ops.elementwise import concat, pad, transpose
+from ..ops.rnn import lstm
+from ..ops.spectral import istft, stft
+from ..ops.spectral_mask import magnitude, overlap_finish
+from ..ops.wiener import wiener
+from ..weights import model_file
+from ..weights.safetensors import load as load_safetensors
+from .base import Cancelled, Demixer, check_channels, checked_block, file_architecture, register
 
 LEAD = N_FFT // 2                 # the centered STFT's padding before sample 0
 CARRY = N_FFT - HOP               # overlap-add samples shared by neighbouring windows
@@ -49,17 +51,44 @@ MIN_LENGTH = LEAD + 1             # reflect padding of 2048 needs more than 2048
 LSTM_CHUNK = 300                  # frames per chunk of the BiLSTM (see UmxStream._sequence)
 
 
-def weights_file(name: str) -> str:
-    """Native: the model's weights file: the one weights/manifest.json lists for it, else
-    weights/<name>.safetensors (what `stemtone weights fetch <name>` writes)."""
-    try:
-        return _models.weights_path(name)
-    except (ValueError, OSError):  # not listed, or listed but missing
-        pass
-    path = os.path.join(_models.WEIGHTS_DIR, f"{name}.safetensors")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} is missing; run `stemtone weights fetch {name}` first")
-    return path
+@register
+class UmxDemixer(Demixer):
+    """Open-Unmix: one BiLSTM mask network per target, then the Wiener filter
+    (pycore.models.umx). The whole track is held on the host until finish()."""
+
+    family = "umx"
+    models = {"umxl": {"stems": ["vocals", "drums", "bass", "other"], "sample_rate": 44100}}
+    file_format = "openunmix"
+
+    @classmethod
+    def match_file(cls, metadata: dict) -> tuple:
+        """Open-Unmix files list their targets in any order: any umx model with the same
+        set (its own name first)."""
+        stems = file_architecture(metadata).get("targets")
+        names = [metadata.get("model")] + list(cls.models)
+        return stems, next((m for m in names if m in cls.models and set(stems or ()) == set(cls.models[m]["stems"])),
+                           None)
+
+    @classmethod
+    async def open(cls, dev, name, weights, dtype) -> "UmxDemixer":
+        """weights: None (natively: what `stemtone weights fetch NAME` wrote), a path,
+        the safetensors file's bytes, or a dict of tensors."""
+        weights = model_file(name) if weights is None else weights
+        weights = weights if isinstance(weights, dict) else load_safetensors(weights)
+        stems = cls.models[name]["stems"]
+        if set(targets_of(weights)) != set(stems):
+            raise ValueError(f"{name}: the weights hold targets {targets_of(weights)}, expected {stems}")
+        return cls(dev, Separator(dev, weights, stems, dtype), name, stems, cls.models[name]["sample_rate"])
+
+    def open_stream(self, channels: int, wanted=None) -> "UmxStream":
+        return UmxStream(self, channels)
+
+    def host_bytes(self, frames: int, channels: int) -> int:
+        """The audio, the per-frame LSTM sequences staged on the host and the whole
+        output, all float32, for `frames` samples at the model's rate."""
+        groups = (channels + 1) // 2
+        stems = len(self.stems)
+        return 4 * frames * channels * (1 + stems) + groups * staged_bytes_per_frame(self) * frame_count(frames)
 
 
 def frame_count(length: int) -> int:
@@ -69,9 +98,10 @@ def frame_count(length: int) -> int:
 class UmxStream:
     """push() keeps the audio, finish() separates it (see the module docstring)."""
 
+    stems = property(lambda self: self.demixer.stems)
+
     def __init__(self, demixer, channels: int):
-        if channels not in (1, 2):
-            raise ValueError(f"demix: audio must have 1 or 2 channels, got {channels}")
+        check_channels(channels)
         self.demixer = demixer
         self.channels = channels
         self._audio = [array.array("f") for _ in range(channels)]
@@ -84,9 +114,9 @@ class UmxStream:
         """Append a block (list of channel arrays of one length, possibly 0). Nothing is
         final before finish(): returns zero-length arrays."""
         block = checked_block(block, self.channels, self._done)
-        self.numpy_kind = _is_numpy(block[0])
+        self.numpy_kind = is_numpy(block[0])
         for buf, ch in zip(self._audio, block):
-            buf.extend(_f32(ch))
+            buf.extend(as_f32(ch))
         return self._result(self._empty())
 
     async def finish(self, progress=None, should_cancel=None) -> dict:
@@ -165,7 +195,7 @@ class UmxStream:
                 carry.release()
             carry = None if last else pad(ola, (-win * HOP, 0))        # ola[:, 1024 win:]
             ola.release()
-            host = _flat_f32(await self.demixer.dev.read(y))
+            host = flat_f32(await self.demixer.dev.read(y))
             y.release()
             n = end - start
             for j, stem in enumerate(self.demixer.stems):
@@ -231,7 +261,7 @@ class UmxStream:
         return {stem: [array.array("f") for _ in range(self.channels)] for stem in self.demixer.stems}
 
     def _result(self, out):
-        return {stem: [_out(a, self.numpy_kind) for a in chans] for stem, chans in out.items()}
+        return {stem: [to_caller(a, self.numpy_kind) for a in chans] for stem, chans in out.items()}
 
 
 def staged_bytes_per_frame(demixer) -> int:
@@ -264,7 +294,7 @@ def _upload(dev, bufs, widths, a, b, reverse=False):
 
 async def _store(dev, t, buf, a: int, width: int, reverse=False):
     """Read t ([n, width] or [n, 1, width]) into rows a .. a+n-1 of a host buffer; release t."""
-    host = _flat_f32(await dev.read(t)).tobytes()
+    host = flat_f32(await dev.read(t)).tobytes()
     t.release()
     n = len(host) // (4 * width)
     if reverse:

@@ -1,6 +1,6 @@
 """Browser backend: navigator.gpu (WebGPU) through Pyodide's `js` FFI.
 
-    from pycore.backend_browser import create_device
+    from pycore.gpu.browser import create_device
     dev = await create_device()
 
 Runs in a PyScript page or worker. Everything is a direct WebGPU call on JS objects;
@@ -20,7 +20,7 @@ raises NoGPUError), so it never needs numpy.
 
 from __future__ import annotations
 
-from .backend_native import WANTED_LIMITS
+from .native import WANTED_LIMITS
 from .runtime import Device, GPUError, GPUOutOfMemoryError, NoGPUError
 
 try:
@@ -279,7 +279,7 @@ def _adapter_info(adapter) -> dict:
 async def create_device(power_preference: str = "high-performance", f16: bool = True) -> BrowserDevice:
     """Ask the browser for a WebGPU adapter and device; NoGPUError if there is none."""
     if js is None:
-        raise NoGPUError("the browser backend runs only inside Pyodide (use backend_native here)")
+        raise NoGPUError("the browser backend runs only inside Pyodide (use pycore.gpu.native here)")
     gpu = getattr(js.navigator, "gpu", None)
     if _missing(gpu):
         raise NoGPUError(NO_WEBGPU)

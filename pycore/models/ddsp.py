@@ -66,7 +66,7 @@ from ..ops.norm import layer_norm
 from ..ops.rnn import gru
 from ..ops.scan import phase_cumsum
 from ..ops.spectral import istft, stft
-from ..runtime import Tensor
+from ..gpu.runtime import Tensor
 from .layers import floats, upload
 
 
@@ -196,7 +196,7 @@ class Fc:
 
 class Decoder:
     """ddsp's RnnFcDecoder on the GPU (see the module docstring). `params` maps the
-    PyTorch state_dict names to safetensors Entries (pycore.safetensors.load); entries
+    PyTorch state_dict names to safetensors Entries (pycore.weights.safetensors.load); entries
     of other modules (e.g. "reverb.ir") are ignored. dtype "f16" stores the matrices as
     half floats where the GPU supports it; arithmetic stays float32."""
 
@@ -390,7 +390,7 @@ class Synth:
 def load(dev, src, dtype="f32", seed=0):
     """(config, decoder, synth) from a DDSP safetensors file (path or bytes) written by
     pycore.train.ddsp_torch.save: the Config comes from its metadata."""
-    from ..safetensors import load as load_st, load_metadata
+    from ..weights.safetensors import load as load_st, load_metadata
 
     params = load_st(src)
     config = Config.from_metadata(load_metadata(src))
@@ -433,7 +433,7 @@ def random_params(config=None, seed=0):
     impulse response), for benchmarks and smoke tests without a trained model."""
     import random
 
-    from ..safetensors import Entry
+    from ..weights.safetensors import Entry
 
     c = (config or Config()).check()
     r = random.Random(seed)

@@ -1,6 +1,6 @@
 """Hybrid Transformer Demucs (demucs==4.1.0 `demucs.htdemucs.HTDemucs`) on the WGSL ops.
 
-Built from a safetensors file written by `stemtone weights convert` (pycore/convert/
+Built from a safetensors file written by `stemtone weights convert` (pycore/weights/
 fetch.py): tensors keep the reference state_dict names (a bag member's names start with
 "model{i}."), and the metadata "architecture" JSON records the constructor kwargs. The
 attribute names below mirror the state_dict, so `encoder[1].dconv.layers[0]` holds
@@ -44,7 +44,7 @@ from ..ops import matmul as MM
 from ..ops import norm as N
 from ..ops import reduce as R
 from ..ops import spectral as SP
-from ..runtime import ceil_div
+from ..gpu.runtime import ceil_div
 from .layers import floats, upload
 
 # HTDemucs constructor defaults (demucs/htdemucs.py) for the kwargs we read.

@@ -6,7 +6,7 @@ and the two layers that CREPE and Spleeter hold the same way.
     Conv(dev, params, prefix, dtype)    "<prefix>.weight" and "<prefix>.bias" on the GPU
     BatchNorm(dev, params, prefix, eps) an inference BatchNorm folded into scale, shift
 
-An Entry (pycore.safetensors) holds little-endian "f32" or "f16" bytes. Browser-safe:
+An Entry (pycore.weights.safetensors) holds little-endian "f32" or "f16" bytes. Browser-safe:
 numpy is imported only inside _converted, natively, to convert large weights fast.
 """
 

@@ -42,7 +42,7 @@ import random
 from ..ops import expect
 from ..ops import elementwise as E
 from ..ops.conv import conv2d, conv_transpose2d
-from ..safetensors import Entry
+from ..weights.safetensors import Entry
 from .layers import BatchNorm, Conv
 
 STEMS = ("vocals", "accompaniment")

@@ -16,14 +16,14 @@ wiener_win_len=300, n_fft 4096, hop 1024, on stereo audio:
   Y = wiener(X, [s_vocals, s_drums, ...], win=300)  (pycore.ops.wiener)
   istft(Y, length=L) --> [targets * 2, L]
 
-Weights: a dict as from pycore.safetensors.load whose keys are openunmix's state_dict keys
+Weights: a dict as from pycore.weights.safetensors.load whose keys are openunmix's state_dict keys
 prefixed by the target, e.g. "vocals.fc1.weight", "vocals.lstm.weight_hh_l2_reverse".
 The architecture (hidden size, max_bin, layers, bidirectional) is read off the shapes,
 so any OpenUnmix configuration loads; umxl is hidden 1024, max_bin 1487, 3 layers.
 
 The BiLSTM sees the whole track (as in the reference). OpenUnmix's forward pass is split
 into features() (frame-local), sequence() (the LSTM over all frames) and spectrogram()
-(frame-local), so that pycore/demix_umx.py runs everything but the LSTM in windows of
+(frame-local), so that pycore/demix/umx.py runs everything but the LSTM in windows of
 frames, and the LSTM layer by layer in time chunks (direction() gives one direction of
 one layer as a unidirectional LSTM, post() the part after it); it drives the pipeline above.
 """
@@ -107,7 +107,7 @@ class OpenUnmix:
         self.lstm_hidden = self.hidden_size // 2 if self.bidirectional else self.hidden_size
 
     # The forward pass in three parts, so that a caller can run the frame-local parts
-    # on windows of frames and only the LSTM on the whole sequence (pycore/demix_umx.py).
+    # on windows of frames and only the LSTM on the whole sequence (pycore/demix/umx.py).
 
     def features(self, mix):
         """mix [T, 2, nb_output_bins] magnitudes -> tanh(bn1(fc1(normalized input))) [T, hidden]."""
@@ -173,7 +173,7 @@ class OpenUnmix:
 
 
 class Separator:
-    """Every target's OpenUnmix and the Wiener filter's window; pycore/demix_umx.py runs
+    """Every target's OpenUnmix and the Wiener filter's window; pycore/demix/umx.py runs
     them (the STFT, the models' parts, the filter and the inverse STFT, window by window)."""
 
     def __init__(self, dev, weights, targets=None, dtype="f32", wiener_win=WIENER_WIN):

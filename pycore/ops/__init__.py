@@ -1,13 +1,13 @@
 """Ops: thin Python wrappers that validate shapes, then record WGSL dispatches.
 
-Every op takes and returns `pycore.runtime.Tensor`s, checks shapes and dtypes first
+Every op takes and returns `pycore.gpu.runtime.Tensor`s, checks shapes and dtypes first
 (raising ValueError that names the op and the shapes, before anything reaches the
 GPU), then records one or more dispatches with `dev.run`. Nothing here reads back.
 """
 
 from __future__ import annotations
 
-from ..runtime import Tensor
+from ..gpu.runtime import Tensor
 
 
 def expect(op: str, cond: bool, msg: str, *tensors) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import array
 import math
 
-from ..runtime import ceil_div
-from ..selfcheck import assert_close, check, flat, rand, rng
+from ..gpu.runtime import ceil_div
+from ..gpu.selfcheck import assert_close, check, flat, rand, rng
 from . import expect, expect_dtype, expect_loop_steps
 
 WG = 256   # unary / glu invocations per workgroup, as in activations.wgsl

@@ -16,7 +16,7 @@ from __future__ import annotations
 import array
 import math
 
-from ..selfcheck import assert_close, check, flat, rand, rng
+from ..gpu.selfcheck import assert_close, check, flat, rand, rng
 from . import MAX_LOOP_STEPS, expect, expect_dtype, same_device
 
 DMAX = 512  # largest D / Dv, as in attention.wgsl

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import weakref
 
-from ..runtime import Tensor, ceil_div
-from ..selfcheck import assert_close, check, flat, rand, rng
+from ..gpu.runtime import Tensor, ceil_div
+from ..gpu.selfcheck import assert_close, check, flat, rand, rng
 from . import MAX_LOOP_STEPS, expect, expect_dtype, same_device
 
 ACTS = {None: 0, "relu": 1, "leaky_relu": 2, "elu": 3, "gelu": 4, "tanh": 5, "sigmoid": 6}

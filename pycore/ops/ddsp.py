@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import math
 
-from ..runtime import Tensor, ceil_div
-from ..selfcheck import assert_close, check, flat, rand, rng
+from ..gpu.runtime import Tensor, ceil_div
+from ..gpu.selfcheck import assert_close, check, flat, rand, rng
 from . import expect, expect_dtype, expect_loop_steps, same_device
 
 WG = 64   # invocations per workgroup in all four kernel files

@@ -28,8 +28,8 @@ from __future__ import annotations
 import array
 import numbers
 
-from ..runtime import Tensor, ceil_div
-from ..selfcheck import assert_close, check, flat, rand, rng
+from ..gpu.runtime import Tensor, ceil_div
+from ..gpu.selfcheck import assert_close, check, flat, rand, rng
 from . import expect, expect_dtype, expect_scale_shift, same_device
 
 WG = 256          # invocations per workgroup, as in elementwise.wgsl

@@ -32,8 +32,8 @@ import os
 import time
 import weakref
 
-from ..runtime import Tensor, ceil_div
-from ..selfcheck import assert_close, check, flat, rand, rng
+from ..gpu.runtime import Tensor, ceil_div
+from ..gpu.selfcheck import assert_close, check, flat, rand, rng
 from . import LOOP_LIMIT, expect, expect_dtype, expect_loop_steps, same_device
 
 ACTS = {None: 0, "relu": 1, "gelu": 2, "tanh": 3, "sigmoid": 4}

@@ -14,8 +14,8 @@ from __future__ import annotations
 import array
 import math
 
-from ..runtime import ceil_div
-from ..selfcheck import assert_close, check, flat, rand, rng
+from ..gpu.runtime import ceil_div
+from ..gpu.selfcheck import assert_close, check, flat, rand, rng
 from . import expect, expect_dtype, expect_loop_steps, same_device
 
 EWG = 256   # batch_norm invocations per workgroup, as in norm.wgsl

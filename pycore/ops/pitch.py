@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import math
 
-from ..runtime import Tensor, ceil_div
-from ..selfcheck import assert_close, check, rng
+from ..gpu.runtime import Tensor, ceil_div
+from ..gpu.selfcheck import assert_close, check, rng
 from . import expect, expect_dtype, expect_loop_steps
 
 FRAME = 1024                 # CREPE's window, samples at 16 kHz

@@ -12,8 +12,8 @@ Returns a new f32 tensor [N, C, (H - kh) // sh + 1, (W - kw) // sw + 1].
 
 from __future__ import annotations
 
-from ..runtime import Tensor, ceil_div
-from ..selfcheck import assert_close, check, rand, rng
+from ..gpu.runtime import Tensor, ceil_div
+from ..gpu.selfcheck import assert_close, check, rand, rng
 from . import expect, expect_dtype, expect_loop_steps, expect_scale_shift
 
 WG = 64  # invocations per workgroup, one output element each

@@ -15,8 +15,8 @@ import array
 import builtins
 import math
 
-from ..runtime import ceil_div
-from ..selfcheck import assert_close, check, flat, rand, rng
+from ..gpu.runtime import ceil_div
+from ..gpu.selfcheck import assert_close, check, flat, rand, rng
 from . import expect, expect_dtype
 
 WG = 64          # invocations per workgroup, as in reduce.wgsl

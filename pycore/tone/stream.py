@@ -7,7 +7,7 @@
     out = await stream.flush()                             # end of the take
 
 One engine serves the live page (site/tone-worker.py, blocks of 128 samples) and the
-offline CLI (`stemtone tone`, pycore.tone_file: blocks of a few seconds): the output does
+offline CLI (`stemtone tone`, pycore.tone.files.tone_file: blocks of a few seconds): the output does
 not depend on how the input is cut into blocks, so streaming and offline rendering of
 the same input agree to float32 rounding (tests/test_tone.py).
 
@@ -77,28 +77,18 @@ from __future__ import annotations
 import array
 import json
 import math
-import sys
-import types
 
+from ..models.crepe import Crepe
+from ..ops import elementwise as E
+from ..ops.loudness import loudness_db as loudness_op
+from ..ops.pitch import FRAME, crepe_decode, crepe_frames
+from .controls import (AUTO_FRAMES, DEFAULT_RANGE, GATE_FRAMES, HEADROOM_DB, HOLD_FRAMES, LEVEL_FRAMES, LEVEL_MAX_DB,
+                       LEVEL_PEAK, SILENCE_DB, VOICED, fold_f0)
 from .features import HOP, LOUDNESS_N_FFT, SAMPLE_RATE, load_crepe
-from .models.crepe import Crepe
-from .ops import elementwise as E
-from .ops.loudness import loudness_db as loudness_op
-from .ops.pitch import FRAME, crepe_decode, crepe_frames
 
 LOOKAHEAD = FRAME // 2 - HOP      # 448: CREPE window of frame f - 1 ends at 64 f + 448
-VOICED = 0.5                      # CREPE confidence at or above which a frame is voiced
-SILENCE_DB = -70.0                # input loudness below which the output is gated off
-GATE_FRAMES = 4                   # gate ramps over this many frames (16 ms) to avoid clicks
-HOLD_FRAMES = 25                  # unvoiced frames (100 ms) a note carries on through
-LEVEL_FRAMES = 4                  # time constant of the output level correction (16 ms)
-LEVEL_MAX_DB = 12.0               # largest level correction either way
-AUTO_FRAMES = 750                 # voiced frames (3 s) of the input's running loudness mean
-HEADROOM_DB = 6.0                 # the level stage aims this far below the input: loud singing is not limited
-LEVEL_PEAK = 0.95                 # a correction that would push a frame's peak past this stops there
 LEVEL_LAG = LOUDNESS_N_FFT // (2 * HOP)   # 4: the causal output window centers this many frames back
 MAX_BLOCK_FRAMES = 1000           # frames per GPU pass (4 s); longer pushes are split
-DEFAULT_RANGE = (48, 84)          # MIDI range when a model states none (C3 .. C6)
 
 
 def tone_models(manifest: dict) -> list:
@@ -106,11 +96,11 @@ def tone_models(manifest: dict) -> list:
     return [m for m in manifest.get("models", []) if m.get("task") == "tone"]
 
 
-def _manifest() -> dict:
+def read_manifest() -> dict:
     """Native: weights/manifest.json."""
     import os
 
-    from .models import WEIGHTS_DIR
+    from ..weights import WEIGHTS_DIR
 
     with open(os.path.join(WEIGHTS_DIR, "manifest.json"), encoding="utf-8") as f:
         return json.load(f)
@@ -118,13 +108,13 @@ def _manifest() -> dict:
 
 def instrument_names(manifest: dict | None = None) -> list:
     """Instruments with a tone model: ["violin", "flute", ...] (native: the repo manifest)."""
-    return [m.get("instrument") or m["name"] for m in tone_models(manifest or _manifest())]
+    return [m.get("instrument") or m["name"] for m in tone_models(manifest or read_manifest())]
 
 
 def resolve(name: str, manifest: dict | None = None) -> dict:
     """The manifest entry of a tone model given by its name ("ddsp-violin") or instrument
     ("violin"); ValueError listing the choices when there is none."""
-    models = tone_models(manifest or _manifest())
+    models = tone_models(manifest or read_manifest())
     for m in models:
         if name in (m["name"], m.get("instrument")):
             return m
@@ -157,8 +147,8 @@ def load_tone_model(dev, name="violin", weights=None, crepe_weights=None, manife
     crepe_weights: CREPE-tiny's (bytes or path; natively default weights/crepe-tiny...);
     manifest: the weights manifest dict (natively default weights/manifest.json; the
     browser passes the one it fetched)."""
-    from .models import ddsp
-    from .models import weights_path
+    from ..models import ddsp
+    from ..weights import weights_path
 
     entry = resolve(name, manifest)
     src = weights if weights is not None else weights_path(entry["name"])
@@ -167,29 +157,16 @@ def load_tone_model(dev, name="violin", weights=None, crepe_weights=None, manife
     except (KeyError, ValueError) as e:
         raise ValueError(f"{entry['name']}: not a usable DDSP weights file ({e})") from e
     if isinstance(crepe_weights, str):
-        from .safetensors import load as load_st
+        from ..weights.safetensors import load as load_st
 
         crepe_weights = load_st(crepe_weights)
     elif isinstance(crepe_weights, (bytes, bytearray, memoryview)):
-        from .safetensors import load as load_st
+        from ..weights.safetensors import load as load_st
 
         crepe_weights = load_st(bytes(crepe_weights))
     crepe = load_crepe(dev, "crepe-tiny", weights=crepe_weights)
     return ToneModel(dev, config, decoder, synth, crepe, entry["name"], entry.get("instrument", ""),
                      entry.get("midi_range"), entry.get("loudness_db"))
-
-
-def fold_f0(f0_hz: float, lo_midi: float, hi_midi: float) -> float:
-    """f0 moved by whole octaves into [lo_midi, hi_midi] (MIDI note numbers); unchanged
-    when already inside. The range spans at least an octave, so a fold always lands."""
-    if f0_hz <= 0 or not math.isfinite(f0_hz):
-        return f0_hz
-    midi = 69.0 + 12.0 * math.log2(f0_hz / 440.0)
-    if midi < lo_midi:
-        f0_hz *= 2.0 ** math.ceil((lo_midi - midi) / 12.0)
-    elif midi > hi_midi:
-        f0_hz /= 2.0 ** math.ceil((midi - hi_midi) / 12.0)
-    return f0_hz
 
 
 def midi_to_hz(midi: float) -> float:
@@ -439,17 +416,3 @@ class ToneStream:
                 + array.array("f", [g]) * M
             gates.extend(row)
         return dec_f0, dec_ld, gates
-
-
-class _CallableModule(types.ModuleType):
-    """Makes `pycore.tone(input, instrument="violin", ...)` (the file API, native) and
-    `pycore.tone.ToneStream` (this module) the same name: calling the module runs
-    pycore.transfer.tone."""
-
-    def __call__(self, *args, **kwargs):
-        from .transfer import tone
-
-        return tone(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

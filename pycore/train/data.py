@@ -25,7 +25,7 @@ $STEMTONE_CACHE/ddsp_data):
 3. Audio: `fluidsynth -ni -q -R 0 -C 0 -g GAIN -r 16000 -F out.wav FluidR3_GM.sf2 in.mid`
    (no MIDI input, no shell, the soundfont's reverb and chorus off: the model has its
    own trained reverb; fast render to a 16 kHz WAV), mixed to mono.
-4. Features (`pycore.features` on the GPU device, lavapipe here): CREPE-tiny f0 and
+4. Features (`pycore.tone.features` on the GPU device, lavapipe here): CREPE-tiny f0 and
    confidence and A-weighted loudness, 250 frames per second, exactly what the tone
    pipeline computes at inference time. The true f0 of the score (note + bend, 0 in
    rests) is stored next to them to measure CREPE on the data. CREPE is the slow part:
@@ -330,7 +330,7 @@ def is_holdout(index: int) -> bool:
 
 def compute_features(dev, audio):
     """(f0_hz, confidence, loudness_db) float32 arrays, 1 + len(audio) // 64 frames."""
-    from ..features import features
+    from ..tone.features import features
 
     return asyncio.run(features(dev, audio))
 
@@ -374,7 +374,7 @@ def build(instrument: str, melodies: int = 20, seconds: float = 15.0, dev=None, 
     written to summary.json."""
     import numpy as np
 
-    from ..backend_native import get_device
+    from ..gpu.native import get_device
 
     dev = dev or get_device()
     out = cache_dir(instrument)
@@ -448,9 +448,9 @@ def analyze_guitar_stems(dev=None, seconds_per_song: float = 30.0, offset: float
     import numpy as np
     import soundfile as sf
 
-    from ..backend_native import get_device
-    from ..resample import resample
-    from ..testdata import SONGS, _song_dir
+    from ..gpu.native import get_device
+    from ..audio.resample import resample
+    from ..audio.testdata import SONGS, song_dir
 
     dev = dev or get_device()
 
@@ -467,7 +467,7 @@ def analyze_guitar_stems(dev=None, seconds_per_song: float = 30.0, offset: float
     for song in SONGS:
         cached = cache_dir("guitar_stems", f"{song}_{offset:g}s_{seconds_per_song:g}s.npz")
         if not cached.exists():
-            x, sr = sf.read(_song_dir(song) / "guitar.ogg", dtype="float32", always_2d=True,
+            x, sr = sf.read(song_dir(song) / "guitar.ogg", dtype="float32", always_2d=True,
                             start=int(offset * 44100), frames=int(seconds_per_song * 44100))
             audio = resample(x.mean(axis=1), sr, SAMPLE_RATE).astype(np.float32)
             _, conf, ld = compute_features(dev, audio)

@@ -121,7 +121,7 @@ def scale_f0_hz(f0_hz):
     return torch.where(f0_hz > 0, midi, torch.zeros_like(midi)) / 127.0
 
 
-def _next(x):
+def next_frame(x):
     """x shifted one frame earlier, the last frame held: [B, F, ...]."""
     return torch.cat([x[:, 1:], x[:, -1:]], 1)
 
@@ -130,7 +130,7 @@ def upsample_linear(x, hop):
     """[B, F, ...] -> [B, F * hop, ...]: frame f at sample f * hop, linear towards f + 1."""
     t = torch.arange(hop, dtype=x.dtype, device=x.device) * torch.tensor(1 / hop, dtype=x.dtype)
     t = t.view(1, 1, hop, *([1] * (x.ndim - 2)))                       # j * float(1 / hop), as the GPU
-    y = x.unsqueeze(2) + t * (_next(x) - x).unsqueeze(2)
+    y = x.unsqueeze(2) + t * (next_frame(x) - x).unsqueeze(2)
     return y.reshape(x.shape[0], -1, *x.shape[2:])
 
 
@@ -138,7 +138,7 @@ def upsample_window(x, hop):
     """ddsp upsample_with_windows: overlapping Hann windows of 2 hop (last frame held)."""
     j = torch.arange(hop, dtype=torch.float64, device=x.device)
     w = (0.5 - 0.5 * torch.cos(math.pi * j / hop)).to(x.dtype).view(1, 1, hop, *([1] * (x.ndim - 2)))
-    y = x.unsqueeze(2) * (1 - w) + _next(x).unsqueeze(2) * w
+    y = x.unsqueeze(2) * (1 - w) + next_frame(x).unsqueeze(2) * w
     return y.reshape(x.shape[0], -1, *x.shape[2:])
 
 
@@ -202,7 +202,7 @@ def save(model, path, dtype=torch.float32, metadata=None):
     """Write the model's weights as safetensors (with its Config in the metadata), the
     file pycore.models.ddsp reads. metadata: more {str: str} entries for the header
     (e.g. the training record of pycore.train.train_ddsp)."""
-    from ..safetensors import save as save_st
+    from ..weights.safetensors import save as save_st
 
     tensors = {k: v.detach().to("cpu", dtype).numpy() for k, v in model.state_dict().items()}
     save_st(path, tensors, metadata={**(metadata or {}), **model.config.to_metadata()})

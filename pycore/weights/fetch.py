@@ -4,7 +4,7 @@ Native only. The checkpoints are not bundled: `fetch NAME` downloads them from t
 addresses their own packages use (recorded in weights/manifest.json under "fetch"),
 `convert FILE...` converts files the user already has, and both write
 <weights dir>/<NAME>.safetensors. Neither needs torch: checkpoints are read by the
-restricted unpickler of pycore.convert.torchzip.
+restricted unpickler of pycore.weights.torchzip.
 
 Where the addresses come from (the reference packages, read, not imported):
   demucs==4.1.0    demucs/pretrained.py ROOT_URL + demucs/remote/files.txt; a model name
@@ -37,7 +37,7 @@ num_batches_tracked counters are left out. Metadata (all strings; JSON where not
 
 Downloads go to ~/.cache/stemtone/downloads as <file>.part (resumed with an HTTP Range
 request, retried with back-off), are checked, then renamed; the output is written to a
-temporary file and renamed (pycore.safetensors.save), so no half-written file is ever
+temporary file and renamed (pycore.weights.safetensors.save), so no half-written file is ever
 left under its final name.
 """
 
@@ -56,7 +56,8 @@ import urllib.request
 from fractions import Fraction
 from pathlib import Path
 
-from . import MANIFEST, WEIGHTS_DIR, cache_dir, sha256_file
+from . import MANIFEST, WEIGHTS_DIR
+from .convert import cache_dir, sha256_file
 
 
 class WeightsError(RuntimeError):
@@ -291,7 +292,7 @@ def convert(files, name: str | None = None, weights_dir=WEIGHTS_DIR) -> Path:
     target (named <target>[-hash].pth). `name` defaults to the manifest model whose
     published files these are, else (one file only) to the file's stem.
     """
-    from .. import safetensors
+    from . import safetensors
 
     paths = [Path(f) for f in files]
     if not paths:
@@ -363,7 +364,7 @@ def installed(weights_dir=WEIGHTS_DIR) -> list:
     """[(file name, size, status)] of the .safetensors files in weights_dir; status is
     "sha256 ok" / "sha256 MISMATCH" for files the manifest records a sha256 for, else
     "converted here" (header checked) or "INVALID: ..."."""
-    from .. import safetensors
+    from . import safetensors
 
     recorded = {f["path"]: f.get("sha256") for m in _manifest_models() for f in m.get("files", [])}
     rows = []

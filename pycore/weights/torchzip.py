@@ -138,7 +138,7 @@ class _Unpickler(pickle.Unpickler):
         if key in ALLOWED:
             return ALLOWED[key]
         raise pickle.UnpicklingError(f"{self.name}: refusing to load global {module}.{name} "
-                                     "(not in the allowed list of pycore.convert.torchzip)")
+                                     "(not in the allowed list of pycore.weights.torchzip)")
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"

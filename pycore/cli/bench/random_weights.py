@@ -1,0 +1,203 @@
+"""Demucs v4 (htdemucs, htdemucs_6s) and Open-Unmix (umxl) with seeded random weights,
+for `bench separate` and `bench memory`: our Demixer and the PyTorch CPU reference
+(demucs==4.1.0, openunmix==1.3.0) built from the same values. The published checkpoints
+are not reachable here; speed and memory do not depend on the values.
+
+The reference runs in a child process (run_reference -> reference_child), so that the
+peak RSS it reports is its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from .common import ROOT, BenchUnavailable
+
+# Official configurations. HTDemucs: the constructor's defaults plus what the 955717e8
+# (htdemucs) package sets, as tests/htdemucs_official_parity.py.
+HTDEMUCS_OFFICIAL = dict(bottom_channels=512, dconv_mode=3, t_layers=5, segment=7.8)
+# A reduced configuration of the same architecture, STFT and 7.8 s segments (narrower
+# channels, two transformer layers), for lavapipe: whether memory grows with the track is
+# about the streaming, not the width.
+HTDEMUCS_REDUCED = dict(channels=8, t_layers=2, t_heads=2, bottom_channels=32, dconv_mode=3, segment=7.8)
+UMX_REDUCED_HIDDEN = 128
+
+
+def _require_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise BenchUnavailable("the reference and the random weights need torch: "
+                               "pip install torch==2.13.0 (and --no-deps demucs==4.1.0 for HTDemucs)") from None
+
+
+def _htdemucs_reference(model, reduced, seed=0):
+    """The reference demucs HTDemucs module with seeded random weights."""
+    _require_torch()
+    import torch
+
+    from ...demix import MODELS
+
+    try:
+        from demucs.htdemucs import HTDemucs as TorchHTDemucs
+    except ImportError as e:
+        raise BenchUnavailable(f"demucs==4.1.0 is needed for the reference ({e})") from None
+    from fractions import Fraction
+
+    cfg = dict(HTDEMUCS_REDUCED if reduced else HTDEMUCS_OFFICIAL)
+    cfg["segment"] = Fraction(cfg["segment"]).limit_denominator(1000)
+    torch.manual_seed(seed)
+    net = TorchHTDemucs(sources=list(MODELS[model]["stems"]), **cfg).eval()
+    return make_scales_matter(net)
+
+
+def make_scales_matter(net):
+    """Random layer scales and norms that matter (they start near 1e-4 / 1, and the output
+    would be ~the mix's mean): what the HTDemucs parity tests and this benchmark run."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith(".scale"):
+                p.uniform_(0.05, 0.3)
+            elif "norm" in name and name.endswith("weight"):
+                p.uniform_(0.5, 1.5)
+            elif "norm" in name and name.endswith("bias"):
+                p.uniform_(-0.2, 0.2)
+    return net
+
+
+def _umx_weights(reduced, seed=0):
+    _require_torch()
+    from ...reference import umx_torch
+
+    try:
+        umx_torch.modules()
+    except ImportError as e:
+        raise BenchUnavailable(f"openunmix==1.3.0 is needed for the reference ({e})") from None
+    config = dict(umx_torch.CONFIG, hidden_size=UMX_REDUCED_HIDDEN) if reduced else dict(umx_torch.CONFIG)
+    return umx_torch.random_weights(seed=seed, config=config), config
+
+
+def random_demixer(dev, model, reduced=False, seed=0):
+    """Our Demixer for `model` (htdemucs, htdemucs_6s or umxl) with the same seeded
+    random weights as the reference that run_reference builds."""
+    import asyncio
+
+    import numpy as np
+
+    from ...demix import MODELS, Demixer
+    from ...weights.safetensors import Entry
+
+    def entries(arrays):
+        return {k: Entry("f32", tuple(v.shape), np.ascontiguousarray(v, np.float32).tobytes())
+                for k, v in arrays.items()}
+
+    if model == "umxl":
+        weights, _ = _umx_weights(reduced, seed)
+        return asyncio.run(Demixer.load(dev, "umxl", weights=entries(weights)))
+    if model not in ("htdemucs", "htdemucs_6s"):
+        raise BenchUnavailable(f"{model}: random-weight benchmarks cover htdemucs, htdemucs_6s and umxl")
+    from ...demix.htdemucs import Bag, HTDemucsDemixer
+    from ...models.htdemucs import HTDemucs
+
+    net = _htdemucs_reference(model, reduced, seed)
+    kw = dict(HTDEMUCS_REDUCED if reduced else HTDEMUCS_OFFICIAL)
+    stems = list(MODELS[model]["stems"])
+    ours = HTDemucs(dev, entries({k: v.detach().numpy() for k, v in net.state_dict().items()}), kw, sources=stems)
+    return HTDemucsDemixer(dev, Bag([ours], stems, None), model, stems, MODELS[model]["sample_rate"])
+
+
+def demucs_apply_model():
+    """demucs.apply.apply_model; demucs.apply imports tqdm (used only for progress bars):
+    an empty stand-in module where tqdm is not installed."""
+    import importlib.util
+    import sys
+    import types
+
+    stub = "tqdm" not in sys.modules and importlib.util.find_spec("tqdm") is None
+    if stub:
+        sys.modules["tqdm"] = types.ModuleType("tqdm")
+    try:
+        from demucs.apply import apply_model
+    finally:
+        if stub:
+            del sys.modules["tqdm"]
+    return apply_model
+
+
+def _reference_separator(model, reduced, seed):
+    """run(x [2, n]) -> {stem: [2, n]}: the reference separation with the random weights
+    (openunmix: its Separator; demucs: Separator.separate_tensor's normalization around
+    apply_model(shifts=0, split, overlap 0.25))."""
+    import numpy as np
+    import torch
+
+    if model == "umxl":
+        from ...reference import umx_torch
+
+        weights, config = _umx_weights(reduced, seed)
+        sep = umx_torch.separator(weights, config)
+        return lambda x: umx_torch.separate(sep, x)
+
+    net = _htdemucs_reference(model, reduced, seed)
+    apply_model = demucs_apply_model()
+
+    def run(x):
+        wav = torch.from_numpy(np.ascontiguousarray(x))
+        ref = wav.mean(0)
+        mean, std = ref.mean(), ref.std() + 1e-8
+        with torch.no_grad():
+            out = apply_model(net, ((wav - mean) / std)[None], shifts=0, split=True, overlap=0.25)
+        out = (out * std + mean)[0].numpy()
+        return dict(zip(net.sources, out))
+    return run
+
+
+def _reference_run(model, reduced, seed, clip_path, out_path) -> dict:
+    """In the child process: the reference separation of the clip, timed after a 1 s
+    warm-up; the stems go to out_path (.npz)."""
+    import resource
+
+    import numpy as np
+    import torch
+
+    clip = np.load(clip_path)
+    run = _reference_separator(model, reduced, seed)
+    run(clip[:, :44100])
+    t0 = time.perf_counter()
+    out = run(clip)
+    seconds = time.perf_counter() - t0
+    np.savez(out_path, **out)
+    return {"seconds": seconds, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+CHILD = "from pycore.cli.bench.random_weights import reference_child; reference_child()"
+
+
+def reference_child():  # python -c CHILD ARGS
+    import sys
+
+    a = json.loads(sys.argv[1])
+    print(json.dumps(_reference_run(a["model"], a["reduced"], a["seed"], a["clip"], a["out"])))
+
+
+def run_reference(model, clip, reduced=False, seed=0):
+    """(report, stems) of the reference separating `clip` [2, n] in a child process:
+    report = {"seconds", "peak_rss" (bytes), "threads", "torch"}, stems = {stem: [2, n]}."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clip_path, out_path = os.path.join(tmp, "clip.npy"), os.path.join(tmp, "ref.npz")
+        np.save(clip_path, clip)
+        args = json.dumps({"model": model, "reduced": reduced, "seed": seed, "clip": clip_path, "out": out_path})
+        p = subprocess.run([sys.executable, "-c", CHILD, args], cwd=ROOT, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise BenchUnavailable(f"the reference failed: {p.stderr.strip().splitlines()[-1:]}")
+        return json.loads(p.stdout.strip().splitlines()[-1]), dict(np.load(out_path))

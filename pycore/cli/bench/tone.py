@@ -1,0 +1,174 @@
+"""`stemtone bench tone`: the tone-transfer stages on the shipped model, each as a
+real-time factor (compute seconds per second of audio; < 1 is faster than real time)
+with its FLOPs per second of audio; the decoder + synthesizer against the PyTorch DDSP
+(pycore.train.ddsp_torch, CPU) in the same run; the oscillator's phase drift over an
+hour against float32 increments alone."""
+
+from __future__ import annotations
+
+import time
+
+from .common import best_time, logger, row
+
+SAMPLE_RATE = 16000  # the tone models' input rate
+
+
+def bench_tone(dev, seconds=10.0, instrument="violin", drift_seconds=3600, block=128, progress=True):
+    """One row (or two) per stage, run on a `seconds` long test melody:
+
+      features   CREPE-tiny f0 + A-weighted loudness (pycore.tone.features), offline
+      decoder    the DDSP decoder (pycore.models.ddsp), offline and in page-sized blocks
+      synth      harmonic + noise + reverb, offline and in page-sized blocks
+      engine     pycore.tone.ToneStream fed `block` samples at a time, as the tone page
+                 runs it (features + controls + decoder + synth + readbacks)
+      reference  the PyTorch DDSP (pycore.train.ddsp_torch, CPU) decoder + synth on the
+                 same controls, same run (skipped without torch)
+      drift      oscillator phase after `drift_seconds` of synthesis at 48 kHz against a
+                 float64 oscillator (target <= 1e-3 cycles)
+    """
+    from ...tone import load_tone_model
+
+    log = logger(progress)
+    model = load_tone_model(dev, instrument)
+    x = melody(seconds)
+    rows = [features_row(dev, x, seconds, log)]
+    rows += decoder_synth_rows(dev, model.config, seconds, block, log)
+    rows.append(engine_row(model, x, block, log))
+    rows += reference_rows(dev, model, seconds, log)
+    rows.append(drift_row(dev, drift_seconds, log))
+    return rows
+
+
+def melody(seconds: float, sample_rate: int = SAMPLE_RATE):
+    """A sung-like test signal: a vibrato tone with a few harmonics sliding over notes,
+    swelling and fading, with breaths of noise between phrases (numpy float32)."""
+    import numpy as np
+
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    notes = 220.0 * 2 ** (np.array([0, 2, 4, 5, 7, 5, 4, 2]) / 12)
+    f0 = notes[(t / 0.5).astype(int) % len(notes)] * 2 ** (0.3 / 12 * np.sin(2 * np.pi * 5.5 * t))
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+    voice = sum(np.sin(k * phase) / k for k in range(1, 6))
+    env = np.clip(np.sin(np.pi * (t % 2.0) / 1.8), 0, None) ** 0.5 * (t % 2.0 < 1.8)
+    breath = 0.01 * np.random.default_rng(0).standard_normal(len(t)) * (t % 2.0 >= 1.8)
+    return (0.2 * env * voice + breath).astype(np.float32)
+
+
+def features_row(dev, x, seconds, log) -> dict:
+    """CREPE-tiny f0 and A-weighted loudness over the whole melody, offline (best of 2,
+    after a 1 s run that compiles the kernels)."""
+    import asyncio
+
+    from ...models.crepe import flops_per_frame
+    from ...tone.features import FRAME_RATE, features, load_crepe
+
+    crepe_flops = flops_per_frame(load_crepe(dev).channels) * FRAME_RATE
+    loud_flops = (2.5 * 512 * 9 + 3 * 257) * FRAME_RATE
+    log(f"features over {seconds:g} s")
+    asyncio.run(features(dev, x[:SAMPLE_RATE]))                           # compile first
+    t = best_time(lambda: asyncio.run(features(dev, x)))
+    return row("features (CREPE-tiny + loudness), offline", "RTF", t / seconds,
+               note=f"{(crepe_flops + loud_flops) / 1e9:.2f} GFLOP per s of audio (CREPE {crepe_flops / 1e9:.2f})")
+
+
+def decoder_synth_rows(dev, config, seconds, block, log) -> list:
+    """The DDSP decoder and the synthesizer (harmonic + noise + reverb), each offline and
+    in blocks of `block` samples' worth of frames (pycore.models.ddsp.benchmark)."""
+    from ...models import ddsp
+
+    log("decoder and synthesizer (offline and in blocks)")
+    flops = ddsp.stage_flops(config)
+    r = ddsp.benchmark(dev, seconds=seconds, block_frames=max(1, block // config.hop), config=config, repeat=2)
+    rows = []
+    for stage, key, fl in (("decoder", "decoder", flops["decoder"]),
+                           ("synth (harmonic+noise+reverb)", "synth",
+                            flops["harmonic"] + flops["noise"] + flops["reverb"])):
+        rows.append(row(f"{stage}, offline", "RTF", r["rtf"][f"{key}_offline"],
+                        note=f"{fl / 1e9:.3f} GFLOP per s of audio"))
+        rows.append(row(f"{stage}, blocks of {r['block_frames']} frames", "RTF", r["rtf"][f"{key}_stream"],
+                        note="waits for the GPU after each block, as a live stream must"))
+    return rows
+
+
+def engine_row(model, x, block, log) -> dict:
+    """The whole live engine (pycore.tone.ToneStream) fed `block` samples at a time over
+    the first 4 s of the melody (thousands of blocks already), as the tone page runs it."""
+    import asyncio
+
+    from ...tone import ToneStream
+
+    log(f"whole engine in blocks of {block} samples")
+    n = min(len(x), int(4 * SAMPLE_RATE))
+
+    async def engine():
+        s = ToneStream(model)
+        for i in range(0, n, block):
+            await s.push(x[i:i + block])
+    t = best_time(lambda: asyncio.run(engine()), repeat=1)
+    return row(f"engine (ToneStream), blocks of {block} samples", "RTF", t / (n / SAMPLE_RATE),
+               note=f"{block / 16:.0f} ms blocks; RTF < 1 keeps real time; the tone page runs this")
+
+
+def reference_rows(dev, model, seconds, log) -> list:
+    """Decoder + synthesizer offline, ours against the PyTorch DDSP on the CPU with the
+    same weights and the same controls (a steady 330 Hz, loudness -40 -> 0 dB); [] without
+    torch."""
+    try:
+        import torch
+
+        from ...train import ddsp_torch
+    except ImportError:
+        log("no torch: the PyTorch reference row is skipped")
+        return []
+    from ...tone.features import FRAME_RATE
+
+    log("PyTorch reference (CPU)")
+    ref = _torch_ddsp(ddsp_torch.DDSP(model.config), model.name)     # the same Config (dataclass)
+    fr = int(seconds * FRAME_RATE)
+    f0 = torch.full((1, fr), 330.0)
+    ld = torch.linspace(-40, 0, fr)[None]
+
+    def ref_run():
+        with torch.no_grad():
+            ref.synthesize(ref(f0, ld)[0])
+    t_ref = best_time(ref_run)
+    f0_t, ld_t = dev.tensor(f0[0].numpy()), dev.tensor(ld[0].numpy())
+
+    def ours():
+        controls, _ = model.decoder(f0_t, ld_t)
+        dev.read_sync(model.synth.render(controls)[0])
+    ours()
+    t_ours = best_time(ours)
+    return [row("decoder + synth, offline vs PyTorch CPU", "RTF", t_ours / seconds, t_ref / seconds, t_ref / t_ours,
+                f"pycore.train.ddsp_torch, torch {torch.__version__}, "
+                f"{torch.get_num_threads()} threads; ratio = speed-up")]
+
+
+def _torch_ddsp(ref, name):
+    """The PyTorch DDSP module `ref` with the shipped weights of tone model `name`
+    (f16 or f32 safetensors, as float32)."""
+    import numpy as np
+    import torch
+
+    from ...weights import weights_path
+    from ...weights.safetensors import load as load_st
+
+    params = load_st(weights_path(name))
+    ref.load_state_dict({k: torch.tensor(np.frombuffer(params[k].data, "<f2" if params[k].dtype == "f16"
+                                                       else "<f4").astype(np.float32).reshape(params[k].shape))
+                         for k in ref.state_dict()})
+    return ref
+
+
+def drift_row(dev, drift_seconds, log) -> dict:
+    """The oscillator's worst phase drift (cycles) after `drift_seconds` at 48 kHz, vibrato
+    and steady, against a float64 oscillator; ref = float32 increments alone."""
+    from ...ops.ddsp import bench_oscillator_drift
+
+    log(f"oscillator drift over {drift_seconds:g} s at 48 kHz")
+    t0 = time.perf_counter()
+    d = bench_oscillator_drift(dev, seconds=drift_seconds)
+    worst = max(d[k]["max_drift"] for k in ("vibrato", "steady"))
+    hi = max(d[k]["hi_only_drift"] for k in ("vibrato", "steady"))
+    return row(f"oscillator phase, {drift_seconds:g} s at 48 kHz", "cycles max drift", worst, hi,
+               note=f"ref = float32 increments alone; target ours <= 1e-3; {time.perf_counter() - t0:.0f} s")
