@@ -300,7 +300,7 @@ def test_f16_weights(dev, dev_no_f16, rng, which):
 def conv_dispatches(dev, fn):
     dev.flush()
     fn()
-    labels = [k.label for k, _, _ in dev._pending]
+    labels = [k.label for k in dev.pending_kernels()]
     dev.flush()
     return labels.count("conv:conv")
 
@@ -368,7 +368,7 @@ def test_packed_weights_are_cached(dev, rng):
     dev.flush()
     conv2d(x, w)
     conv2d(x, w)
-    labels = [k.label for k, _, _ in dev._pending]
+    labels = [k.label for k in dev.pending_kernels()]
     assert labels.count("conv:pack") == 1 and labels.count("conv:conv") == 2
     # new weight values need clear_weight_cache()
     w2 = data(rng, 4, 3, 3, 3)
@@ -437,4 +437,4 @@ def test_errors_name_the_op_and_come_before_the_gpu(dev):
         with pytest.raises(ValueError, match=op) as e:
             call()
         assert words in str(e.value), (op, words, str(e.value))
-        assert not dev._pending, f"{op}: work was recorded before the error ({e.value})"
+        assert not dev.pending_kernels(), f"{op}: work was recorded before the error ({e.value})"

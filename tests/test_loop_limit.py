@@ -91,7 +91,7 @@ def attention_tol(q, k, v, s):
 def attention_dispatches(dev, *args, **kw):
     dev.flush()
     A.scaled_dot_product_attention(*args, **kw)
-    n = [k.label for k, _, _ in dev._pending].count("attention:attention")
+    n = [k.label for k in dev.pending_kernels()].count("attention:attention")
     dev.flush()
     return n
 
@@ -176,7 +176,7 @@ def test_refusals_name_the_op_and_come_before_the_gpu(dev):
             call()
         msg = str(e.value)
         assert words in msg and "loop" in msg, (op, msg)
-        assert not dev._pending, f"{op}: work was recorded before the error ({msg})"
+        assert not dev.pending_kernels(), f"{op}: work was recorded before the error ({msg})"
 
 
 # ---------------------------------------------------------------------------- at the bounds

@@ -267,6 +267,23 @@ def _divide(acc, den, count):
     return out
 
 
+def segment_forward(model, mix: bytes):
+    """The network on one segment (float32 bytes of [1, channels, segment]), as a plan
+    recorded on the first segment and replayed for every later one: the same dispatches,
+    encoded again at the cost of the encoding calls alone. The plan and its input and
+    output tensors stay with the model; the output is valid until the next call."""
+    if getattr(model, "segment_plan", None) is None:
+        x = model.dev.empty((1, model.audio_channels, model.training_length))
+        plan = model.dev.plan()
+        with plan:
+            y = model.forward(x)
+        model.segment_plan = (plan, x, y)
+    plan, x, y = model.segment_plan
+    model.dev.write(x, mix)
+    plan.replay()
+    return y
+
+
 class HTDemucsStream:
     """push()/finish() over one HTDemucs network (pycore.models.htdemucs.HTDemucs) or a
     bag of them with per-stem weights (see `models`, `weights`)."""
@@ -393,21 +410,19 @@ class HTDemucsStream:
         n = min(seg, known - offset)          # the chunk's length
         delta = seg - n
         start = offset - delta // 2           # TensorChunk.padded
-        mix = self.dev.tensor(self._chunk(start, known), (1, self.model_channels, seg))
+        mix = self._chunk(start, known)
         mc = self.model_channels
         for model, factors in zip(self.models, self.factors):
             if not any(factors):
                 continue
-            y = model.forward(mix)            # [1, S, model_channels, seg]
+            y = segment_forward(model, mix)   # [1, S, model_channels, seg]
             self.models_run += 1
             host = flat_f32(await self.dev.read(y))
-            y.release()
             for k, f in enumerate(factors):
                 for c in range(C):
                     rows = range(mc) if C == 1 else (c,)   # mono: the mean of the model's channels
                     for r in rows:
                         self._add(k, c, host, (k * mc + r) * seg + delta // 2, offset, n, f / len(rows))
-        mix.release()
         self._add_den(offset, n)
         self._offset += self.stride
         self.segments_done += 1

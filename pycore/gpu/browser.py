@@ -20,8 +20,11 @@ raises NoGPUError), so it never needs numpy.
 
 from __future__ import annotations
 
+import array
+import os
+
 from .native import WANTED_LIMITS
-from .runtime import Device, GPUError, GPUOutOfMemoryError, NoGPUError
+from .runtime import Device, GPUError, GPUOutOfMemoryError, NoGPUError, Plan
 
 try:
     import js
@@ -151,6 +154,10 @@ class BrowserDevice(Device):
         U = self.U
         return self.device.createBuffer(_js({"size": nbytes, "usage": U.STORAGE | U.COPY_SRC | U.COPY_DST}))
 
+    def _create_uniform(self, nbytes):
+        U = self.U
+        return self.device.createBuffer(_js({"size": nbytes, "usage": U.UNIFORM | U.COPY_DST}))
+
     def _destroy_buffer(self, buf):
         buf.destroy()
 
@@ -219,7 +226,8 @@ class BrowserDevice(Device):
             compute = js.GPUShaderStage.COMPUTE
             entries = []
             if has_uniform:
-                entries.append({"binding": 0, "visibility": compute, "buffer": {"type": "uniform"}})
+                entries.append({"binding": 0, "visibility": compute,
+                                "buffer": {"type": "uniform", "hasDynamicOffset": True}})
             for b in bindings:
                 t = "read-only-storage" if b.read_only else "storage"
                 entries.append({"binding": b.index, "visibility": compute, "buffer": {"type": t}})
@@ -237,25 +245,32 @@ class BrowserDevice(Device):
         pipeline = self.device.createComputePipeline(_js({"label": label, "layout": pl, "compute": compute}))
         return pipeline, bgl
 
-    def _bind(self, kernel, tensors, params):
+    def _bind(self, kernel, uniform, uniform_size, buffers):
         entries = []
-        if params is not None:
-            U = self.U
-            ubuf = self.device.createBuffer(_js({"size": len(params), "usage": U.UNIFORM | U.COPY_DST}))
-            self._write_buffer(ubuf, params)
-            entries.append({"binding": 0, "resource": {"buffer": ubuf}})
-        for b, t in zip(kernel.bindings, tensors):
-            entries.append({"binding": b.index, "resource": {"buffer": t.buffer}})
+        if uniform is not None:
+            entries.append({"binding": 0, "resource": {"buffer": uniform, "size": uniform_size}})
+        for b, buf in zip(kernel.bindings, buffers):
+            entries.append({"binding": b.index, "resource": {"buffer": buf}})
         return self.device.createBindGroup(_js({"label": kernel.label, "layout": kernel.layout, "entries": entries}))
 
+    def _encode_plan(self, steps):
+        """A plan as the JS arrays `encode.js` takes: built once, replayed in one call."""
+        return _js_steps(steps)
+
     def _submit(self, batch):
-        labels = ", ".join(sorted({k.label for k, _, _ in batch}))
-        enc = self.device.createCommandEncoder(_js({"label": f"submit of {labels}"}))
+        enc = self.device.createCommandEncoder()
         cpass = enc.beginComputePass()
-        for kernel, bind_group, (gx, gy, gz) in batch:
-            cpass.setPipeline(kernel.pipeline)
-            cpass.setBindGroup(0, bind_group)
-            cpass.dispatchWorkgroups(gx, gy, gz)
+        fresh = []
+        for item in batch:
+            if item.__class__ is Plan:
+                if fresh:
+                    _ENCODE(cpass, *_js_steps(fresh))
+                    fresh = []
+                _ENCODE(cpass, *item.encoded)
+            else:
+                fresh.append(item)
+        if fresh:
+            _ENCODE(cpass, *_js_steps(fresh))
         cpass.end()
         self.queue.submit(_js([enc.finish()]))
 
@@ -264,6 +279,27 @@ class BrowserDevice(Device):
         self.flush()
         await self._pop_scopes()
         self._check_alive()
+
+
+def _js_steps(steps):
+    """(pipelines, bind groups, offsets, counts, grids) as JS arrays for encode.js."""
+    offsets, counts, grids = array.array("I"), array.array("I"), array.array("I")
+    for kernel, _bg, offset, groups in steps:
+        offsets.append(offset)
+        counts.append(1 if kernel.params else 0)
+        grids.extend(groups)
+    return (to_js([s[0].pipeline for s in steps]), to_js([s[1] for s in steps]),
+            js.Uint32Array.new(to_js(offsets.tolist())), js.Uint32Array.new(to_js(counts.tolist())),
+            js.Uint32Array.new(to_js(grids.tolist())))
+
+
+def _load_encoder():
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "encode.js"), encoding="utf-8") as f:
+        body = f.read()
+    return js.Function.new("pass", "pipelines", "groups", "offsets", "counts", "grids", body)
+
+
+_ENCODE = _load_encoder() if js is not None else None
 
 
 def _adapter_info(adapter) -> dict:

@@ -7,8 +7,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 
-from .runtime import Device, DeviceLostError, GPUError, GPUOutOfMemoryError, NoGPUError
+from .runtime import Device, DeviceLostError, GPUError, GPUOutOfMemoryError, NoGPUError, Plan, to_host
+
+try:  # wgpu-py 0.32's own cffi bindings: the three encoding calls of a dispatch, without
+    # its per-call wrapper (argument conversion and error capture cost more than the call;
+    # encoding errors surface at finish()/submit(), which stay wrapped)
+    from wgpu.backends.wgpu_native._ffi import ffi as _ffi
+    from wgpu.backends.wgpu_native._ffi import lib as _lib
+except ImportError:  # pragma: no cover - another wgpu-py: the public API below
+    _ffi = _lib = None
 
 # Limits we ask for up to what the adapter offers (WebGPU defaults are lower).
 WANTED_LIMITS = (
@@ -70,6 +79,7 @@ class NativeDevice(Device):
         self.queue = self.device.queue
         self.U = wgpu.BufferUsage
         self._layouts = {}
+        self._staging = None    # reused MAP_READ buffer for readbacks
 
     # ---- primitives
     def _create_buffer(self, nbytes):
@@ -78,6 +88,9 @@ class NativeDevice(Device):
             return self.device.create_buffer(size=nbytes, usage=U.STORAGE | U.COPY_SRC | U.COPY_DST)
         except Exception as e:
             raise _classify(e, f"allocating {nbytes / 2**20:.1f} MiB") from None
+
+    def _create_uniform(self, nbytes):
+        return self.device.create_buffer(size=nbytes, usage=self.U.UNIFORM | self.U.COPY_DST)
 
     def _destroy_buffer(self, buf):
         buf.destroy()
@@ -89,18 +102,37 @@ class NativeDevice(Device):
         return self._read_now(buf, nbytes)
 
     def _read_now(self, buf, nbytes):
+        """Copy into one reused MAP_READ staging buffer, map it, copy out (wgpu-py's
+        queue.read_buffer makes and destroys a staging buffer per read)."""
         size = (nbytes + 3) // 4 * 4
         try:
-            data = self.queue.read_buffer(buf, 0, size)
+            st = self._staging
+            if st is None or st.size < size:
+                if st is not None:
+                    st.destroy()
+                st = self._staging = self.device.create_buffer(
+                    size=max(size, 1 << 16), usage=self.U.MAP_READ | self.U.COPY_DST)
+            enc = self.device.create_command_encoder()
+            enc.copy_buffer_to_buffer(buf, 0, st, 0, size)
+            self.queue.submit([enc.finish()])
+            st.map_sync("READ_NOSYNC", 0, size)
+            try:
+                data = st.read_mapped(0, size)
+            finally:
+                st.unmap()
         except Exception as e:
             raise _classify(e, "readback") from None
         return bytes(data)[:nbytes]
 
     def read_sync(self, t):
-        from .runtime import to_host
-
+        if self._recording is not None:
+            raise RuntimeError("read: a plan is recording; read its outputs after plan.replay()")
         self.flush()
-        return to_host(self._read_now(t.buffer, t.nbytes), t.shape, t.dtype)
+        self.counts["readbacks"] += 1
+        t0 = time.perf_counter()
+        raw = self._read_now(t.buffer, t.nbytes)
+        self.wait_s += time.perf_counter() - t0
+        return to_host(raw, t.shape, t.dtype)
 
     def _layout(self, bindings, has_uniform):
         key = (tuple(b.read_only for b in bindings), tuple(b.index for b in bindings), has_uniform)
@@ -109,7 +141,7 @@ class NativeDevice(Device):
             entries = []
             if has_uniform:
                 entries.append({"binding": 0, "visibility": wgpu.ShaderStage.COMPUTE,
-                                "buffer": {"type": wgpu.BufferBindingType.uniform}})
+                                "buffer": {"type": wgpu.BufferBindingType.uniform, "has_dynamic_offset": True}})
             for b in bindings:
                 t = wgpu.BufferBindingType.read_only_storage if b.read_only else wgpu.BufferBindingType.storage
                 entries.append({"binding": b.index, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": t}})
@@ -126,33 +158,84 @@ class NativeDevice(Device):
         pipeline = self.device.create_compute_pipeline(label=label, layout=pl, compute=compute)
         return pipeline, bgl
 
-    def _bind(self, kernel, tensors, params):
+    def _bind(self, kernel, uniform, uniform_size, buffers):
         entries = []
-        if params is not None:
-            ubuf = self.device.create_buffer_with_data(data=params, usage=self.U.UNIFORM)
-            entries.append({"binding": 0, "resource": {"buffer": ubuf, "offset": 0, "size": len(params)}})
-        for b, t in zip(kernel.bindings, tensors):
-            entries.append({"binding": b.index, "resource": {"buffer": t.buffer, "offset": 0, "size": t.buffer.size}})
+        if uniform is not None:
+            entries.append({"binding": 0, "resource": {"buffer": uniform, "offset": 0, "size": uniform_size}})
+        for b, buf in zip(kernel.bindings, buffers):
+            entries.append({"binding": b.index, "resource": {"buffer": buf, "offset": 0, "size": buf.size}})
         try:
             return self.device.create_bind_group(layout=kernel.layout, entries=entries)
         except Exception as e:
             raise _classify(e, kernel.label) from None
 
+    def _encode_plan(self, steps):
+        return steps, _raw_rows(steps)
+
     def _submit(self, batch):
+        """One compute pass: fresh dispatches and replayed plans, in order. The dynamic
+        offset selects each dispatch's parameters in its uniform buffer."""
         enc = self.device.create_command_encoder()
         cpass = enc.begin_compute_pass()
         label = "?"
         try:
-            for kernel, bind_group, groups in batch:
-                label = kernel.label
-                cpass.set_pipeline(kernel.pipeline)
-                cpass.set_bind_group(0, bind_group)
-                cpass.dispatch_workgroups(*groups)
+            fresh = []
+            for item in batch:
+                if item.__class__ is Plan:
+                    if fresh:
+                        _encode(cpass, fresh, _raw_rows(fresh))
+                        fresh = []
+                    _encode(cpass, *item.encoded)
+                else:
+                    fresh.append(item)
+            if fresh:
+                _encode(cpass, fresh, _raw_rows(fresh))
             cpass.end()
-            label = "submit of " + ", ".join(sorted({k.label for k, _, _ in batch}))
-            self.queue.submit([enc.finish()])
+            label = "submit of " + ", ".join(sorted({k.label for k in _kernels_of(batch)}))
+            cmd = enc.finish()
+            t0 = time.perf_counter()
+            self.queue.submit([cmd])  # a CPU driver (lavapipe) runs the work here
+            self.wait_s += time.perf_counter() - t0
         except Exception as e:
             raise _classify(e, label) from None
+
+
+def _raw_rows(steps):
+    """(handles, offsets) for _encode: per dispatch the pipeline and bind group handles,
+    the number of dynamic offsets (0 or 1) and the grid; the offsets as one C array."""
+    if _lib is None:
+        return None
+    rows = [(k.pipeline._internal, bg._internal, 1 if k.params else 0, *groups) for k, bg, _off, groups in steps]
+    return rows, _ffi.new("uint32_t[]", [s[2] for s in steps] or [0])
+
+
+def _encode(cpass, steps, raw):
+    """Record dispatches into a compute pass (the objects in `steps` stay alive with it)."""
+    if raw is None:
+        for kernel, bind_group, offset, groups in steps:
+            cpass.set_pipeline(kernel.pipeline)
+            cpass.set_bind_group(0, bind_group, (offset,) if kernel.params else ())
+            cpass.dispatch_workgroups(*groups)
+        return
+    rows, offsets = raw
+    p, last = cpass._internal, None
+    set_pipeline = _lib.wgpuComputePassEncoderSetPipeline
+    set_bind_group = _lib.wgpuComputePassEncoderSetBindGroup
+    dispatch = _lib.wgpuComputePassEncoderDispatchWorkgroups
+    for i, (pipeline, bind_group, n, gx, gy, gz) in enumerate(rows):
+        if pipeline != last:
+            set_pipeline(p, pipeline)
+            last = pipeline
+        set_bind_group(p, 0, bind_group, n, offsets + i)
+        dispatch(p, gx, gy, gz)
+
+
+def _kernels_of(batch):
+    for item in batch:
+        if item.__class__ is Plan:
+            yield from (s[0] for s in item.encoded[0])
+        else:
+            yield item[0]
 
 
 _DEFAULT = None

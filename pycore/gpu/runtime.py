@@ -12,18 +12,37 @@ offers five things:
                                    device creation)
 
 Everything in between is recorded and submitted in batches, so tensors stay on the
-GPU between ops. Backends implement only the primitives at the bottom of `Device`
-(`_create_buffer`, `_write_buffer`, `_create_pipeline`, `_submit`, `_read_buffer`,
-`_destroy_buffer`); binding layouts, parameter packing, limit checks and dispatch
-splitting are shared here. This module must import without numpy (browser).
+GPU between ops. Host cost per dispatch is kept near the encoding calls alone:
+
+  pool      released and collected tensors return their buffers to a size-class pool
+            (BufferPool) that later allocations reuse; `trim()` empties it, and an
+            out-of-memory allocation empties it and retries once. mem_in_use / mem_peak
+            count live tensors exactly; mem_reserved(_peak) what the GPU holds.
+  params    no GPU object per dispatch: each dispatch's Params go into a slot of one
+            uniform arena, written once per submit, selected by a dynamic offset.
+  bindings  bind groups are cached by (layout, buffers), so repeated dispatches over
+            pooled buffers create none.
+  plans     a fixed-shape computation is recorded once (`with dev.plan() as p: ...`)
+            and replayed with new input data at the cost of the encoding calls alone
+            (see Plan for its one rule).
+
+Backends implement only the primitives at the bottom of `Device` (`_create_buffer`,
+`_create_uniform`, `_write_buffer`, `_create_pipeline`, `_bind`, `_submit`,
+`_read_buffer`, `_destroy_buffer`); binding layouts, parameter packing, limit checks and
+dispatch splitting are shared here. `counts` tallies dispatches, uploads, readbacks,
+submits and GPU objects created, for tests and benchmarks. This module must import
+without numpy (browser).
 """
 
 from __future__ import annotations
 
 import array
+import contextlib
 import os
 import re
 import struct
+import time
+import weakref
 
 # --------------------------------------------------------------------------- errors
 
@@ -94,6 +113,8 @@ class Kernel:
         self.params = params          # [(name, wgsl type)] of struct Params, or []
         self.pipeline = pipeline
         self.layout = layout          # backend bind group layout
+        self.names = tuple(n for n, _ in params)
+        self.packer = struct.Struct("<" + "".join(PARAM_FORMATS[t][1] for _, t in params)) if params else None
 
     def __repr__(self):
         return f"<Kernel {self.label}>"
@@ -121,6 +142,16 @@ def parse_kernel(source: str):
 
 
 def pack_params(kernel: Kernel, values: dict) -> bytes:
+    """The Params struct of one dispatch (little-endian, fields in declaration order)."""
+    try:  # fast path: every field present and of the right kind
+        return kernel.packer.pack(*[values[n] for n in kernel.names])
+    except (KeyError, struct.error, TypeError):
+        return _pack_checked(kernel, values)
+
+
+def _pack_checked(kernel: Kernel, values: dict) -> bytes:
+    """pack_params with each field converted and checked: a clear error naming the
+    kernel and the parameter."""
     out = bytearray()
     for name, ty in kernel.params:
         if name not in values:
@@ -138,8 +169,6 @@ def pack_params(kernel: Kernel, values: dict) -> bytes:
         else:
             v = float(v)
         out += struct.pack(PARAM_FORMATS[ty], v)
-    while len(out) % 16 or not out:
-        out += b"\0\0\0\0"
     return bytes(out)
 
 
@@ -156,16 +185,24 @@ def shape_size(shape) -> int:
 
 
 class Tensor:
-    """A contiguous row-major array that lives in one GPU buffer."""
+    """A contiguous row-major array that lives in one GPU buffer.
 
-    def __init__(self, dev: "Device", shape, dtype="f32", buffer=None, nbytes=None):
+    The buffer comes from the device's pool and goes back to it on release() or garbage
+    collection. A tensor made by an op while a plan records belongs to that plan (its
+    buffer is the plan's until plan.release())."""
+
+    def __init__(self, dev: "Device", shape, dtype="f32", buffer=None, upload=False):
         self.dev = dev
         self.shape = tuple(int(s) for s in shape)
         self.dtype = dtype
         self.size = shape_size(self.shape)
         self.nbytes = self.size * DTYPES[dtype]
-        self.buffer = buffer if buffer is not None else dev._alloc(max(self.nbytes, 4), self)
         self._owner = buffer is None
+        self._plan = None
+        self.capacity = 0                 # bytes of the buffer (its size class)
+        if buffer is None:
+            buffer = dev._alloc_for(self, upload)
+        self.buffer = buffer
 
     @property
     def ndim(self):
@@ -183,6 +220,7 @@ class Tensor:
         view = Tensor.__new__(Tensor)
         view.dev, view.shape, view.dtype = self.dev, tuple(shape), self.dtype
         view.size, view.nbytes, view.buffer, view._owner = self.size, self.nbytes, self.buffer, False
+        view._plan, view.capacity = None, self.capacity
         view._base = self
         return view
 
@@ -194,24 +232,128 @@ class Tensor:
         return self.dev.read_sync(self)
 
     def release(self):
-        """Free the GPU memory now instead of at garbage collection."""
+        """Give the GPU memory back to the pool now instead of at garbage collection.
+        (No flush is needed: a pooled buffer is never destroyed while recorded work may
+        still use it, and every later upload into it is ordered after that work.)"""
         if self._owner and self.buffer is not None:
-            self.dev.flush()  # recorded dispatches may still use this buffer
-            self.dev._free(self.buffer, self.nbytes)
+            self.dev._release(self.buffer, self.capacity, self.nbytes, self._plan)
         self.buffer = None
 
     def __del__(self):
-        # Garbage-collected tensors are freed after the next submit: recorded but not
-        # yet submitted dispatches may still read them.
+        # Collected tensors give their buffer back at the next allocation or flush (not
+        # here: a collection can run in the middle of the pool's own bookkeeping). The
+        # device holds every buffer it made, so a tensor collected in a reference cycle
+        # never takes its buffer's wgpu object down with it.
         try:
             if self._owner and self.buffer is not None:
-                self.dev._graveyard.append((self.buffer, self.nbytes))
-                self.buffer = None
+                self.dev._graveyard.append((self.buffer, self.capacity, self.nbytes, self._plan))
         except Exception:
             pass
 
     def __repr__(self):
         return f"Tensor(shape={self.shape}, dtype={self.dtype})"
+
+
+# --------------------------------------------------------------------------- memory pool
+
+
+def size_class(nbytes: int) -> int:
+    """Bytes a buffer of `nbytes` is allocated with: at least 256, rounded up to one of
+    eight steps per octave (at most 12.5 % more than asked), so that buffers of nearby
+    sizes can be reused for each other."""
+    n = max(256, nbytes)
+    step = 1 << max(0, n.bit_length() - 4)
+    return -(-n // step) * step
+
+
+class BufferPool:
+    """Released GPU buffers, kept by size class and handed out again (as PyTorch's CUDA
+    caching allocator does, without block splitting). `bytes` is what it holds."""
+
+    def __init__(self):
+        self.free = {}           # size class -> [buffer]
+        self.bytes = 0
+
+    def take(self, size):
+        bufs = self.free.get(size)
+        if bufs:
+            self.bytes -= size
+            return bufs.pop()
+        return None
+
+    def give(self, buf, size):
+        self.free.setdefault(size, []).append(buf)
+        self.bytes += size
+
+    def drain(self):
+        """Every pooled (buffer, size), removed from the pool."""
+        out = [(b, size) for size, bufs in self.free.items() for b in bufs]
+        self.free, self.bytes = {}, 0
+        return out
+
+
+# --------------------------------------------------------------------------- plans
+
+
+class Plan:
+    """A fixed-shape computation recorded once and replayed like a CUDA graph:
+
+        x = dev.empty((2, 4096))                 # inputs: made before recording
+        plan = dev.plan()
+        with plan:                               # ops record their dispatches; nothing runs
+            y = model(x)
+        dev.write(x, block)                      # new data ...
+        plan.replay()                            # ... the same dispatches, re-encoded only
+        out = await y.read()
+
+    The one rule: between replays only the *contents* of tensors made before recording
+    may change (write them with dev.write). Shapes, parameters and which tensors are
+    bound are fixed; an upload made while recording (dev.tensor) is a constant of the
+    plan, written once. Tensors made by ops while recording belong to the plan (they
+    stay valid until plan.release(); release() on them just drops the name); buffers
+    released while recording are reused later in the same recording, so a plan needs no
+    more memory than one eager call. Tensors the plan reads must not be released while
+    the plan is used (replay() checks).
+    """
+
+    def __init__(self, dev):
+        self.dev = dev
+        self.recording = False
+        self.recorded = False
+        self.steps = []          # while recording: (kernel, buffers, params | None, groups)
+        self.buffers = []        # (buffer, size) the plan owns
+        self.made = set()        # their ids
+        self.free = {}           # size -> [buffer] released during recording
+        self.created = []        # weak references to the tensors it made
+        self.inputs = {}         # tensors made outside the plan that it binds (a list once recorded)
+        self.encoded = None      # the backend's replay form
+        self.params = None       # its uniform buffer
+        self.dispatches = 0
+
+    def take_free(self, size):
+        """(size, buffer) of the smallest buffer released while recording that holds
+        `size` bytes and is at most twice as big, else (size, None): best fit, so that
+        the plan's memory stays close to the eager run's live peak."""
+        fits = [s for s, bufs in self.free.items() if bufs and size <= s <= 2 * size]
+        if not fits:
+            return size, None
+        best = min(fits)
+        return best, self.free[best].pop()
+
+    def __enter__(self):
+        self.dev._begin_recording(self)
+        return self
+
+    def __exit__(self, kind, value, tb):
+        self.dev._end_recording(self, failed=kind is not None)
+        return False
+
+    def replay(self):
+        self.dev._replay(self)
+
+    def release(self):
+        """Give the plan's buffers back to the pool; its tensors become invalid."""
+        self.dev._release_plan(self)
 
 
 # --------------------------------------------------------------------------- device
@@ -221,15 +363,30 @@ class Device:
     """Backend-independent part of a GPU device. See module docstring."""
 
     backend = "abstract"
-    MAX_PENDING = 512  # dispatches recorded before an automatic submit
+    MAX_PENDING = 512       # fresh dispatches recorded before an automatic submit
+    PARAM_SLOT = 256        # bytes per dispatch in a uniform arena (WebGPU's offset alignment)
+    BIND_CACHE = 8192       # bind groups kept for reuse
 
     def __init__(self):
         self._kernels = {}
-        self._pending = []          # [(kernel, bind group, (gx, gy, gz))]
-        self._graveyard = []        # [(buffer, nbytes)] of collected tensors, freed after submit
+        self._pending = []          # [Dispatch | Plan] in submission order
+        self._fresh = 0             # fresh dispatches in _pending (their params are in the arena)
+        self._arena = None          # uniform buffer of MAX_PENDING parameter slots
+        self._arena_host = bytearray()
+        self._graveyard = []        # collected tensors, returned to the pool at the next alloc/flush
+        self._pool = BufferPool()
+        self._bind_cache = {}       # (layout, uniform buffer, storage buffers) -> bind group
+        self._bind_keys = {}        # id(buffer) -> keys of the bind groups that bind it
+        self._recording = None      # the Plan being recorded
+        self._buffers = {}          # id -> every storage buffer made and not destroyed
         self.lost_reason = None
-        self.mem_in_use = 0
+        self.mem_in_use = 0         # bytes of live tensors (exact: what they asked, rounded to 4)
         self.mem_peak = 0
+        self.mem_reserved = 0       # bytes of GPU buffers held: live, pooled and planned
+        self.mem_reserved_peak = 0
+        self.wait_s = 0.0           # seconds spent waiting for readbacks (the GPU's time, not the host's)
+        self.counts = dict.fromkeys(("dispatches", "replayed", "uploads", "readbacks", "submits",
+                                     "buffers_created", "buffers_destroyed", "bind_groups_created"), 0)
         # filled by backends
         self.adapter_info = {}
         self.limits = {}
@@ -248,6 +405,16 @@ class Device:
     def max_groups(self) -> int:
         return int(self.limits.get("max-compute-workgroups-per-dimension", 65535))
 
+    @property
+    def live_buffers(self) -> int:
+        """GPU buffers that exist now (created and not destroyed): tensors, pool, plans,
+        the uniform arena."""
+        return self.counts["buffers_created"] - self.counts["buffers_destroyed"]
+
+    @property
+    def live_bind_groups(self) -> int:
+        return len(self._bind_cache)
+
     def describe(self) -> str:
         i = self.adapter_info
         parts = [i.get("vendor", ""), i.get("architecture", ""), i.get("device", ""), i.get("description", "")]
@@ -255,6 +422,14 @@ class Device:
 
     def reset_peak(self):
         self.mem_peak = self.mem_in_use
+        self.mem_reserved_peak = self.mem_reserved
+
+    def pending_kernels(self) -> list:
+        """The kernels recorded and not yet submitted, in order (plans expanded)."""
+        out = []
+        for item in self._pending:
+            out += [s[0] for s in item.steps] if isinstance(item, Plan) else [item[0]]
+        return out
 
     # ---- memory
     def _check_alive(self):
@@ -263,23 +438,77 @@ class Device:
                 f"the GPU device was lost ({self.lost_reason}); reload the page or restart the program"
             )
 
-    def _alloc(self, nbytes: int, tensor=None):
+    def _alloc_for(self, t: Tensor, upload: bool):
+        """The buffer of a new tensor: from the recording plan's free list, the pool, or
+        a new GPU buffer (out of memory: empty the pool and try once more)."""
         self._check_alive()
+        nbytes = max(t.nbytes, 4)
         if nbytes > self.max_binding:
-            what = f"tensor of shape {tensor.shape}" if tensor is not None else "buffer"
             raise GPUOutOfMemoryError(
-                f"{what} needs {nbytes / 2**20:.1f} MiB, more than this GPU's largest binding "
+                f"tensor of shape {t.shape} needs {nbytes / 2**20:.1f} MiB, more than this GPU's largest binding "
                 f"({self.max_binding / 2**20:.0f} MiB); process the input in smaller chunks"
             )
-        nbytes = (nbytes + 3) // 4 * 4
-        buf = self._create_buffer(nbytes)
-        self.mem_in_use += nbytes
+        self._bury()
+        size = size_class(nbytes)
+        plan = None if upload else self._recording
+        buf = None
+        if plan is not None:
+            size, buf = plan.take_free(size)
+        if buf is None:
+            buf = self._pool.take(size)
+            if buf is None:
+                buf = self._new_buffer(size)
+            if plan is not None:
+                plan.buffers.append((buf, size))
+                plan.made.add(id(buf))
+        if plan is not None:
+            t._plan = plan
+            plan.created.append(weakref.ref(t))
+        t.capacity = size
+        self.mem_in_use += (nbytes + 3) // 4 * 4
         self.mem_peak = max(self.mem_peak, self.mem_in_use)
         return buf
 
-    def _free(self, buf, nbytes):
+    def _new_buffer(self, size):
+        try:
+            buf = self._create_buffer(size)
+        except GPUOutOfMemoryError:
+            if not self._pool.bytes:
+                raise
+            self.trim()
+            buf = self._create_buffer(size)
+        self.counts["buffers_created"] += 1
+        self._buffers[id(buf)] = buf
+        self.mem_reserved += size
+        self.mem_reserved_peak = max(self.mem_reserved_peak, self.mem_reserved)
+        return buf
+
+    def _release(self, buf, size, nbytes, plan):
+        """A tensor's buffer back to where it came from (see Tensor and Plan)."""
         self.mem_in_use -= (max(nbytes, 4) + 3) // 4 * 4
-        self._destroy_buffer(buf)
+        if plan is None:
+            self._pool.give(buf, size)
+        elif plan.recording:
+            plan.free.setdefault(size, []).append(buf)
+        # a recorded plan keeps its buffers until plan.release()
+
+    def _bury(self):
+        while self._graveyard:
+            self._release(*self._graveyard.pop())
+
+    def trim(self):
+        """Destroy the pooled buffers (GPU memory back to the system)."""
+        self.flush()  # recorded work may still use a pooled buffer
+        for buf, size in self._pool.drain():
+            self._forget_buffer(buf)
+            del self._buffers[id(buf)]
+            self._destroy_buffer(buf)
+            self.counts["buffers_destroyed"] += 1
+            self.mem_reserved -= size
+
+    def _forget_buffer(self, buf):
+        for key in self._bind_keys.pop(id(buf), ()):
+            self._bind_cache.pop(key, None)
 
     # ---- tensors
     def empty(self, shape, dtype="f32") -> Tensor:
@@ -293,30 +522,40 @@ class Device:
         """Upload host data: a numpy array, array.array, bytes/memoryview or list of numbers.
 
         dtype "f16" stores half floats where the adapter supports shader-f16; elsewhere it
-        falls back to f32 storage (the caller's kernels accept both).
+        falls back to f32 storage (the caller's kernels accept both). While a plan
+        records, an upload is a constant of the plan (see Plan).
         """
         raw, shape = _host_bytes(data, shape, dtype)
         if dtype == "f16" and not self.has_f16:
             raw, dtype = _f16_to_f32_bytes(raw), "f32"
-        t = Tensor(self, shape, dtype)
+        t = Tensor(self, shape, dtype, upload=True)
         self.write(t, raw)
         return t
 
     def write(self, t: Tensor, raw) -> None:
+        """Replace a tensor's contents (queued before any work recorded after it)."""
         if len(raw) != t.nbytes:
             raise ValueError(f"write: {len(raw)} bytes for a {t.dtype} tensor of shape {t.shape} ({t.nbytes} bytes)")
+        if t.buffer is None:
+            raise ValueError(f"write: the tensor of shape {t.shape} was released")
         self._check_alive()
         if not raw:
             return
         self.flush()  # queue writes run before later submits: finish recorded work first
         if len(raw) % 4:
             raw = bytes(raw) + b"\0" * (4 - len(raw) % 4)
+        self.counts["uploads"] += 1
         self._write_buffer(t.buffer, raw)
 
     async def read(self, t: Tensor):
         """Read a tensor back: numpy array natively (if numpy imports), else array('f')."""
+        if self._recording is not None:
+            raise RuntimeError("read: a plan is recording; read its outputs after plan.replay()")
         self.flush()
+        self.counts["readbacks"] += 1
+        t0 = time.perf_counter()
         raw = await self._read_buffer(t.buffer, t.nbytes)
+        self.wait_s += time.perf_counter() - t0
         self._check_alive()
         return to_host(raw, t.shape, t.dtype)
 
@@ -327,12 +566,13 @@ class Device:
         consts:  WGSL `override` constants, e.g. {"TILE": 8}
         aliases: rewrite `alias NAME = ...;` lines, e.g. {"W": "f16"} for half weights
         """
-        consts = dict(consts or {})
-        aliases = dict(aliases or {})
-        key = (file, entry, tuple(sorted(consts.items())), tuple(sorted(aliases.items())))
+        key = (file, entry, tuple(sorted(consts.items())) if consts else (),
+               tuple(sorted(aliases.items())) if aliases else ())
         k = self._kernels.get(key)
         if k is not None:
             return k
+        consts = dict(consts or {})
+        aliases = dict(aliases or {})
         source = kernel_source("common") + "\n" + kernel_source(file)
         for name, ty in aliases.items():
             pat = _ALIAS_RE.format(name=re.escape(name))
@@ -364,22 +604,59 @@ class Device:
         args: every storage binding by its WGSL name (a Tensor) and every Params field.
         """
         self._check_alive()
-        buffers = []
+        tensors = []
         for b in kernel.bindings:
             t = args.get(b.name)
             if not isinstance(t, Tensor):
                 raise ValueError(f"{kernel.label}: binding {b.name!r} needs a Tensor, got {type(t).__name__}")
             if t.buffer is None:
                 raise ValueError(f"{kernel.label}: tensor for {b.name!r} was released")
-            buffers.append(t)
+            tensors.append(t)
         params = pack_params(kernel, args) if kernel.params else None
         groups = self.fold_grid(kernel, grid)
         if 0 in groups:
             return
-        bind_group = self._bind(kernel, buffers, params)
-        self._pending.append((kernel, bind_group, groups))
-        if len(self._pending) >= self.MAX_PENDING:
+        self.counts["dispatches"] += 1
+        plan = self._recording
+        if plan is not None:
+            for t in tensors:  # keep what it reads from outside alive (its own tensors may die)
+                if id(t.buffer) not in plan.made:
+                    plan.inputs[id(t)] = t
+            plan.steps.append((kernel, [t.buffer for t in tensors], params, groups))
+            return
+        offset, arena = 0, None
+        if params is not None:
+            arena = self._arena or self._arena_buffer()
+            offset = self._fresh * self.PARAM_SLOT
+            self._arena_host[offset:offset + len(params)] = params
+            self._fresh += 1
+        bind_group = self._bind_group(kernel, arena, [t.buffer for t in tensors])
+        self._pending.append((kernel, bind_group, offset, groups))
+        if self._fresh >= self.MAX_PENDING or len(self._pending) >= self.MAX_PENDING:
             self.flush()
+
+    def _arena_buffer(self):
+        if self._arena is None:
+            self._arena = self._create_uniform(self.MAX_PENDING * self.PARAM_SLOT)
+            self.counts["buffers_created"] += 1
+            self._arena_host = bytearray(self.MAX_PENDING * self.PARAM_SLOT)
+        return self._arena
+
+    def _bind_group(self, kernel, uniform, buffers):
+        """The bind group of these buffers for this kernel's layout: cached, so that
+        repeated dispatches over pooled buffers create none."""
+        key = (id(kernel.layout), id(uniform), *map(id, buffers))
+        bg = self._bind_cache.get(key)
+        if bg is None:
+            if len(self._bind_cache) >= self.BIND_CACHE:
+                self._bind_cache.clear()
+                self._bind_keys.clear()
+            bg = self._bind(kernel, uniform, self.PARAM_SLOT, buffers)
+            self.counts["bind_groups_created"] += 1
+            self._bind_cache[key] = bg
+            for b in buffers:
+                self._bind_keys.setdefault(id(b), []).append(key)
+        return bg
 
     def fold_grid(self, kernel, grid):
         lim = self.max_groups
@@ -400,19 +677,106 @@ class Device:
         return grid
 
     def flush(self) -> None:
-        """Submit everything recorded so far, then free collected tensors."""
+        """Submit everything recorded so far (the arena's parameters written first), then
+        return collected tensors to the pool."""
         if self._pending:
             batch, self._pending = self._pending, []
             self._check_alive()
+            if self._fresh:
+                self._write_buffer(self._arena, bytes(self._arena_host[:self._fresh * self.PARAM_SLOT]))
+                self._fresh = 0
+            self.counts["submits"] += 1
             self._submit(batch)
-        while self._graveyard:
-            self._free(*self._graveyard.pop())
+        self._bury()
 
     def sync(self):
         self.flush()
 
+    @contextlib.contextmanager
+    def eager(self):
+        """Suspend a recording plan: work inside runs as ordinary (eager) work. For what
+        an op builds once and caches beyond any plan: packed weights, autotune runs."""
+        plan, self._recording = self._recording, None
+        try:
+            yield
+        finally:
+            self._recording = plan
+
+    # ---- plans
+    def plan(self) -> Plan:
+        """A new Plan; record it with `with plan: ...` (see Plan)."""
+        return Plan(self)
+
+    def _begin_recording(self, plan: Plan):
+        if self._recording is not None:
+            raise RuntimeError("plan: another plan is already recording")
+        if plan.recorded or plan.recording:
+            raise RuntimeError("plan: a plan is recorded once")
+        self.flush()
+        plan.recording, self._recording = True, plan
+
+    def _end_recording(self, plan: Plan, failed=False):
+        self._recording, plan.recording = None, False
+        self._bury()
+        if failed:
+            self._release_plan(plan)
+            return
+        plan.inputs = list(plan.inputs.values())
+        n_params = sum(1 for s in plan.steps if s[2] is not None)
+        if n_params:
+            plan.params = self._create_uniform(n_params * self.PARAM_SLOT)
+            self.counts["buffers_created"] += 1
+            packed = bytearray(n_params * self.PARAM_SLOT)
+        steps, slot = [], 0
+        for kernel, buffers, params, groups in plan.steps:
+            offset = 0
+            if params is not None:
+                offset = slot * self.PARAM_SLOT
+                packed[offset:offset + len(params)] = params
+                slot += 1
+            bg = self._bind(kernel, plan.params if params is not None else None, self.PARAM_SLOT, buffers)
+            self.counts["bind_groups_created"] += 1
+            steps.append((kernel, bg, offset, groups))
+        if n_params:
+            self._write_buffer(plan.params, bytes(packed))
+        plan.steps = steps
+        plan.dispatches = len(steps)
+        plan.encoded = self._encode_plan(steps)
+        plan.recorded = True
+
+    def _replay(self, plan: Plan):
+        if not plan.recorded:
+            raise RuntimeError("plan: record it (with plan: ...) before replay()")
+        self._check_alive()
+        for t in plan.inputs:
+            if t.buffer is None:
+                raise ValueError(f"plan: a tensor it reads (shape {t.shape}) was released after recording")
+        self.counts["replayed"] += plan.dispatches
+        self._pending.append(plan)
+        if len(self._pending) >= self.MAX_PENDING:
+            self.flush()
+
+    def _release_plan(self, plan: Plan):
+        self.flush()  # submitted work may still use the plan's buffers: keep the order
+        for ref in plan.created:
+            t = ref()
+            if t is not None and getattr(t, "buffer", None) is not None:
+                self.mem_in_use -= (max(t.nbytes, 4) + 3) // 4 * 4
+                t.buffer = None
+        for buf, size in plan.buffers:
+            self._pool.give(buf, size)
+        if plan.params is not None:
+            self._destroy_buffer(plan.params)
+            self.counts["buffers_destroyed"] += 1
+        plan.buffers, plan.free, plan.created, plan.steps, plan.inputs, plan.made = [], {}, [], [], [], set()
+        plan.encoded = plan.params = None
+        plan.recorded = False
+
     # ---- backend primitives
     def _create_buffer(self, nbytes):
+        raise NotImplementedError
+
+    def _create_uniform(self, nbytes):
         raise NotImplementedError
 
     def _destroy_buffer(self, buf):
@@ -427,10 +791,14 @@ class Device:
     def _create_pipeline(self, label, source, entry, bindings, has_uniform, consts):
         raise NotImplementedError
 
-    def _bind(self, kernel, tensors, params):
+    def _bind(self, kernel, uniform, uniform_size, buffers):
         raise NotImplementedError
 
+    def _encode_plan(self, steps):
+        return steps
+
     def _submit(self, batch):
+        """batch: (kernel, bind group, uniform offset, groups) tuples and Plans."""
         raise NotImplementedError
 
 
@@ -515,6 +883,6 @@ def ceil_div(a: int, b: int) -> int:
 
 
 __all__ = [
-    "Device", "Tensor", "Kernel", "GPUError", "GPUOutOfMemoryError", "DeviceLostError",
+    "Device", "Tensor", "Kernel", "Plan", "BufferPool", "GPUError", "GPUOutOfMemoryError", "DeviceLostError",
     "NoGPUError", "ceil_div", "shape_size",
 ]

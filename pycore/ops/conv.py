@@ -223,9 +223,10 @@ def _launch(x, weight, bias, out, transposed, in_shape, ksize, out_size, cin_g, 
     packs = _PACKED.setdefault(weight, {})
     wpack = packs.get((transposed, cq))
     if wpack is None:
-        wpack = dev.empty((groups * cblocks * cin_g * kh * kw * cq, 4), dtype=weight.dtype)
-        dev.run(dev.kernel("conv", "pack", consts=consts, aliases=aliases), ceil_div(wpack.shape[0], WG),
-                **args, wpack=wpack)
+        with dev.eager():  # packed once per weight tensor, outside any recording plan
+            wpack = dev.empty((groups * cblocks * cin_g * kh * kw * cq, 4), dtype=weight.dtype)
+            dev.run(dev.kernel("conv", "pack", consts=consts, aliases=aliases), ceil_div(wpack.shape[0], WG),
+                    **args, wpack=wpack)
         packs[(transposed, cq)] = wpack
     # 2. the convolution: one pass, or one per output phase of a transposed convolution,
     # each split into dispatches of at most MAX_LOOP_STEPS reduction steps; all but the

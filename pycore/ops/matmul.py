@@ -257,10 +257,8 @@ def _matmul(dev, a, b, bias, out, M, N, K, nb, batched_a, batched_b, act, trans_
         dev.run(dev.kernel("matmul", "mm_epilogue", aliases=aliases), ceil_div(nb * M * Np // 4, 256), **args)
     if C is not out:
         _repack(dev, C, out, nb, M, Np, M, N)
-    if temps:  # submitted work keeps its buffers; free ours now rather than at GC
-        dev.flush()
-        for t in temps:
-            t.release()
+    for t in temps:  # back to the pool now rather than at GC
+        t.release()
 
 
 def _fit_sg(consts, M, N):
@@ -307,9 +305,10 @@ def subgroup_size(dev) -> int:
     if dev not in _SUBGROUP:
         size = 0
         if dev.backend == "native" and "subgroup" in dev.features:
-            out = dev.empty((1,), dtype="u32")
-            dev.run(dev.kernel("subgroup_probe", "main"), 1, out=out)
-            size = int(_run_now(dev.read(out))[0])
+            with dev.eager():  # probed once, outside any recording plan
+                out = dev.empty((1,), dtype="u32")
+                dev.run(dev.kernel("subgroup_probe", "main"), 1, out=out)
+                size = int(_run_now(dev.read(out))[0])
         _SUBGROUP[dev] = size
     return _SUBGROUP[dev]
 
@@ -404,7 +403,8 @@ def choose(dev, M: int, N: int, K: int) -> str:
     if name in names:
         return name
     if dev.backend == "native" and len(names) > 1:  # native reads never suspend: drive the coroutine here
-        return _run_now(autotune(dev, M, N))
+        with dev.eager():  # timed once, outside any recording plan
+            return _run_now(autotune(dev, M, N))
     return names[0]
 
 
@@ -421,7 +421,8 @@ async def sync(dev):
     """Wait until the GPU has finished everything submitted so far."""
     t = _SYNC.get(dev)
     if t is None:
-        t = _SYNC[dev] = dev.empty((1,))
+        with dev.eager():
+            t = _SYNC[dev] = dev.empty((1,))
     await dev.read(t)
 
 
