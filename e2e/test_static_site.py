@@ -25,7 +25,9 @@ import audio_fixtures  # noqa: E402
 
 from pycore.cli.site_build import Site  # noqa: E402
 
-MODELS = ["spleeter-2stems", "crepe-tiny", "ddsp-violin"]
+# Spleeter, and what the tone page needs: CREPE and every instrument (it lists the manifest's)
+MODELS = ["spleeter-2stems", "crepe-tiny", "ddsp-flute", "ddsp-violin", "ddsp-trumpet", "ddsp-saxophone",
+          "ddsp-guitar"]
 CLIP_S = 2.0
 READY_TIMEOUT_MS = 180_000
 SEPARATE_TIMEOUT_MS = 600_000
