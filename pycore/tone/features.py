@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import array
 
-from ..weights import WEIGHTS_DIR, weights_path  # noqa: F401 (WEIGHTS_DIR is re-exported)
+from ..weights import weights_path
 from ..models.crepe import Crepe
 from ..ops.loudness import loudness_db
 from ..ops.pitch import FRAME, crepe_decode, crepe_frames

@@ -98,11 +98,9 @@ def tone_models(manifest: dict) -> list:
 
 def read_manifest() -> dict:
     """Native: weights/manifest.json."""
-    import os
+    from ..weights import MANIFEST
 
-    from ..weights import WEIGHTS_DIR
-
-    with open(os.path.join(WEIGHTS_DIR, "manifest.json"), encoding="utf-8") as f:
+    with open(MANIFEST, encoding="utf-8") as f:
         return json.load(f)
 
 

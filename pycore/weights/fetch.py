@@ -56,7 +56,7 @@ import urllib.request
 from fractions import Fraction
 from pathlib import Path
 
-from . import MANIFEST, WEIGHTS_DIR
+from . import MANIFEST, install_dir, weights_dirs
 from .convert import cache_dir, sha256_file
 
 
@@ -178,7 +178,7 @@ def _progress_printer(label):
     return show
 
 
-def fetch(name: str, weights_dir=WEIGHTS_DIR, progress: bool = True, **download_args) -> Path:
+def fetch(name: str, weights_dir=None, progress: bool = True, **download_args) -> Path:
     """Download the official checkpoint(s) of `name` (cached, checked) and convert them
     to <weights_dir>/<name>.safetensors. Returns its path."""
     models = fetchable()
@@ -284,7 +284,7 @@ def _check_hashed_name(path: Path):
                                f"{m.group(2)} in its name (damaged or incomplete file)")
 
 
-def convert(files, name: str | None = None, weights_dir=WEIGHTS_DIR) -> Path:
+def convert(files, name: str | None = None, weights_dir=None) -> Path:
     """Convert checkpoint file(s) to <weights_dir>/<name>.safetensors and return its path.
 
     One demucs .th (a single model), several demucs .th (a bag, in the manifest's
@@ -352,7 +352,7 @@ def convert(files, name: str | None = None, weights_dir=WEIGHTS_DIR) -> Path:
         "source": json.dumps([{"file": p.name, "sha256": sha256_file(p)} for p in paths]),
         "license": entry["license"] if entry else "unknown (converted from a user-supplied file)",
     }
-    out = Path(weights_dir) / f"{name}.safetensors"
+    out = Path(weights_dir or install_dir()) / f"{name}.safetensors"
     out.parent.mkdir(parents=True, exist_ok=True)
     safetensors.save(out, tensors, metadata)
     return out
@@ -360,15 +360,20 @@ def convert(files, name: str | None = None, weights_dir=WEIGHTS_DIR) -> Path:
 
 # ---------------------------------------------------------------- list
 
-def installed(weights_dir=WEIGHTS_DIR) -> list:
-    """[(file name, size, status)] of the .safetensors files in weights_dir; status is
+def installed(weights_dir=None) -> list:
+    """[(file name, size, status)] of the .safetensors files in weights_dir (default:
+    every folder of weights_dirs(), the first copy of a name only); status is
     "sha256 ok" / "sha256 MISMATCH" for files the manifest records a sha256 for, else
     "converted here" (header checked) or "INVALID: ..."."""
     from . import safetensors
 
     recorded = {f["path"]: f.get("sha256") for m in _manifest_models() for f in m.get("files", [])}
     rows = []
-    for p in sorted(Path(weights_dir).glob("*.safetensors")):
+    found = {}
+    for d in [weights_dir] if weights_dir else weights_dirs():
+        for p in Path(d).glob("*.safetensors"):
+            found.setdefault(p.name, p)
+    for p in sorted(found.values(), key=lambda p: p.name):
         want = recorded.get(p.name)
         if want:
             status = "sha256 ok" if sha256_file(p) == want else "sha256 MISMATCH"
@@ -382,8 +387,9 @@ def installed(weights_dir=WEIGHTS_DIR) -> list:
     return rows
 
 
-def list_text(weights_dir=WEIGHTS_DIR) -> str:
-    lines = [f"installed in {weights_dir}:"]
+def list_text(weights_dir=None) -> str:
+    where = weights_dir or " then ".join(map(str, weights_dirs()))
+    lines = [f"installed in {where}:"]
     rows = installed(weights_dir)
     lines += [f"  {n:32s} {s / 1e6:9.1f} MB  {st}" for n, s, st in rows] or ["  (none)"]
     lines.append("fetchable (stemtone weights fetch NAME):")
@@ -408,7 +414,9 @@ def add_parser(sub):
     c.add_argument("--name", help="model name (default: recognised from the files, else the file name)")
     lst = wsub.add_parser("list", help="installed weights and what can be fetched")
     for p in (f, c, lst):
-        p.add_argument("--dir", default=str(WEIGHTS_DIR), help="weights directory (default %(default)s)")
+        p.add_argument("--dir", default=None,
+                       help=f"weights folder (default: $STEMTONE_WEIGHTS, else {install_dir()}); "
+                            "the same as `stemtone --weights-dir DIR`")
     w.set_defaults(fn=main)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from . import MANIFEST, WEIGHTS_DIR
+from . import MANIFEST
 from . import convert_crepe as crepe, convert_spleeter as spleeter
 
 
@@ -27,7 +27,7 @@ def default_models() -> list:
     return [m["name"] for m in models if m.get("default", True) and "converter" in m]
 
 
-def setup_weights(weights_dir=WEIGHTS_DIR, names=None) -> list:
+def setup_weights(weights_dir=None, names=None) -> list:
     """Run the converters of `names` (default: the default models; "all": every model),
     idempotently; returns the paths of the weight files."""
     table = converters()
