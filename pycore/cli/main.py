@@ -15,6 +15,8 @@
                                              tone transfer: real-time factor and FLOPs of each stage
     stemtone bench memory [-m MODEL] [--lengths 60,600] [--reduced]
                                              peak GPU memory against the track's length
+    stemtone bench resample [--json] [--seconds 30]
+                                             soxr next to the old polyphase resampler: SNR, speed
     stemtone weights fetch NAME | convert FILE... [--name NAME] | list  [--dir DIR]
                                              official Demucs v4 / Open-Unmix checkpoints -> safetensors
 """
@@ -92,8 +94,13 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import common, kernels, memory, separate, tone
+    from .bench import common, kernels, memory, resample, separate, tone
 
+    if args.what == "resample":  # CPU only: no device
+        rows = resample.bench_resample(seconds=args.seconds or 30.0, progress=not args.json)
+        print(json.dumps({"device": "CPU", "rows": rows}, indent=2) if args.json
+              else common.format_table(None, rows, ours="soxr", ref="polyphase"))
+        return 0
     dev = _native_device()
     if dev is None:
         return 2
@@ -253,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_doctor)
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a reference measured in the same run)")
-    b.add_argument("what", choices=["kernels", "separate", "memory", "tone"])
+    b.add_argument("what", choices=["kernels", "separate", "memory", "tone", "resample"])
     b.add_argument("-i", "--instrument", default="violin", help="tone: the instrument model (default %(default)s)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--quick", action="store_true",
@@ -263,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "run with random weights next to their PyTorch reference)")
     b.add_argument("--seconds", type=float, default=None,
                    help="separate: length of the real-music clip (default 30; 10 for htdemucs and umxl); "
-                        "tone: length of the test melody (default 10; 3 with --quick)")
+                        "tone: length of the test melody (default 10; 3 with --quick); "
+                        "resample: length of the noise (default 30)")
     b.add_argument("--lengths", type=_lengths, default=(60.0, 600.0), metavar="S1,S2",
                    help="memory: track lengths in seconds (default 60,600)")
     b.add_argument("--reduced", action="store_true",

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from ..audio.files import AudioFileError, AudioReader, StemWriter, check_output_format, timestamp
 from ..audio.resample import Resampler
@@ -58,48 +59,27 @@ class TrackResult:
 
 
 class ProgressBar:
-    """One line per track on a stream (stderr): redrawn in place on a terminal,
-    otherwise a plain line every 10 %."""
+    """A tqdm bar (the field's convention) over the fraction of one track done, on
+    stderr: percent, elapsed and time left; it never goes back. Nothing is drawn
+    before the first update (an input refused up front shows only its error)."""
 
-    WIDTH = 28
+    FORMAT = "{desc}: {percentage:3.0f}%|{bar:28}| {elapsed}<{remaining}"
 
     def __init__(self, label: str, stream=None, enabled=True):
-        self.label, self.stream, self.enabled = label, stream or sys.stderr, enabled
-        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.t0 = time.perf_counter()
-        self.last_draw, self.last_step, self.drawn, self.fraction = 0.0, -1, False, 0.0
+        self.label, self.stream, self.enabled, self.bar = label, stream or sys.stderr, enabled, None
 
     def update(self, fraction: float):
         if not self.enabled:
             return
-        fraction = min(max(fraction, self.fraction), 1.0)  # never goes back
-        self.fraction = fraction
-        elapsed = time.perf_counter() - self.t0
-        eta = elapsed / fraction * (1 - fraction) if fraction > 0.01 else None
-        eta_text = f"about {timestamp(eta)[:-4]} left" if eta is not None else "estimating time left"
-        if self.tty:
-            now = time.perf_counter()
-            if now - self.last_draw < 0.1 and fraction < 1:
-                return
-            fill = round(fraction * self.WIDTH)
-            bar = "#" * fill + "." * (self.WIDTH - fill)
-            self.stream.write(f"\r{self.label}  [{bar}] {fraction * 100:3.0f}%  {timestamp(elapsed)[:-4]} elapsed, "
-                              f"{eta_text}\x1b[K")
-            self.stream.flush()
-            self.last_draw, self.drawn = now, True
-        else:
-            step = int(fraction * 10)
-            if step > self.last_step and step < 10:
-                self.stream.write(f"{self.label}: {step * 10}% ({timestamp(elapsed)[:-4]} elapsed, {eta_text})\n")
-                self.stream.flush()
-                self.last_step = step
+        if self.bar is None:
+            self.bar = tqdm(total=100, desc=self.label, file=self.stream, bar_format=self.FORMAT, leave=True)
+        n = min(max(fraction, 0.0), 1.0) * 100
+        if n > self.bar.n:
+            self.bar.update(n - self.bar.n)
 
     def close(self):
-        """End the redrawn line (terminal) so the next message starts on a fresh line."""
-        if self.tty and self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.drawn = False
+        if self.bar is not None:
+            self.bar.close()
 
 
 # --------------------------------------------------------------------------- one track
