@@ -4,10 +4,10 @@
                                              serve the web app (what `make demo` runs)
     stemtone doctor [--json]                 native adapter, limits, features, kernel self-checks
     stemtone bench kernels [--json] [--quick]  WGSL kernels next to numpy, same run
-    stemtone separate IN... [-m MODEL] [-o OUTDIR] [--format wav|flac] [--bits 16|24|32f] [--overwrite]
-                      [--stems vocals,drums] [--shifts N] [--seed S]
+    stemtone separate IN... [-m MODEL] [-o OUTDIR] [--format wav|flac|mp3] [--bits 16|24|32f] [--overwrite]
+                      [--stems vocals,drums | --two-stems STEM] [--shifts N] [--seed S] [--cluster ADDRESS|local[:N]]
                                              split audio files into stems
-    stemtone tone IN [-i INSTRUMENT] [-o OUT.wav] [--octave N] [--loudness-db X] [--rate HZ]
+    stemtone tone IN... [-i INSTRUMENT] [-o OUT.wav|DIR] [--octave N] [--loudness-db X] [--rate HZ] [--cluster A]
                                              play a melody on violin, flute, trumpet, saxophone or guitar
     stemtone bench separate [--json] [-m MODEL] [--seconds 30]
                                              demixing next to the PyTorch CPU reference, same run
@@ -172,10 +172,46 @@ def cmd_separate(args) -> int:
     except ValueError as e:
         print(f"stemtone: error: {e}", file=sys.stderr)
         return 2
+    if args.cluster:
+        from .cluster import SeparateJob
+
+        try:
+            job = SeparateJob(args.model, args.outdir, args.format, args.bits, args.overwrite, args.stems,
+                              args.two_stems, args.shifts, args.seed)
+        except ValueError as e:
+            print(f"stemtone: error: {e}", file=sys.stderr)
+            return 2
+        return _cluster_main(job, args)
     dev = _native_device()
     if dev is None:
         return 2
     return asyncio.run(_separate_main(dev, args))
+
+
+def _cluster_main(job, args) -> int:
+    """--cluster: every input a Ray task; one line per finished input, a summary."""
+    from tqdm import tqdm
+
+    from .cluster import run_on_cluster
+
+    def report(path, r, error):
+        if error:
+            tqdm.write(f"stemtone: error: {error}", file=sys.stderr)
+            return
+        outputs = list(r.outputs.values()) if hasattr(r, "outputs") else [r.output]
+        tqdm.write(f"{path} -> {', '.join(outputs)} in {r.elapsed:.1f} s", file=sys.stdout)
+        for note in r.notes:
+            tqdm.write(f"stemtone: note: {path}: {note}", file=sys.stderr)
+
+    try:
+        results = run_on_cluster(job, args.inputs, args.cluster, progress=not args.quiet, on_result=report)
+    except ValueError as e:
+        print(f"stemtone: error: {e}", file=sys.stderr)
+        return 2
+    failed = [p for p, _, e in results if e]
+    print(f"{len(results) - len(failed)} of {len(results)} inputs done in {job.outdir}/"
+          + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
+    return 1 if failed else 0
 
 
 async def _separate_main(dev, args) -> int:
@@ -201,7 +237,8 @@ async def _separate_main(dev, args) -> int:
     try:
         results = await separate_async(args.inputs, demixer, args.outdir, args.format, args.bits,
                                        args.overwrite, progress=not args.quiet, on_result=report,
-                                       stems=args.stems, shifts=args.shifts, seed=args.seed)
+                                       stems=args.stems, shifts=args.shifts, seed=args.seed,
+                                       two_stems=args.two_stems)
     except ValueError as e:  # --stems the model lacks, --shifts on a model without them
         print(f"stemtone: error: {e}", file=sys.stderr)
         return 2
@@ -214,13 +251,28 @@ async def _separate_main(dev, args) -> int:
 
 def cmd_tone(args) -> int:
     from ..tone import resolve
-    from ..tone.files import tone_file
 
     try:
         model_entry = resolve(args.instrument)
     except ValueError as e:
         print(f"stemtone: error: {e}", file=sys.stderr)
         return 2
+    if args.cluster or len(args.inputs) > 1:  # a batch: -o is a folder
+        from .cluster import ToneJob
+
+        job = ToneJob(args.instrument, args.output or ".", args.octave, args.loudness_db, args.rate, args.bits,
+                      args.overwrite)
+        if args.cluster:
+            return _cluster_main(job, args)
+        os.makedirs(job.outdir, exist_ok=True)
+        codes = [_tone_one(model_entry, args, path, str(job.targets(path)[0])) for path in args.inputs]
+        return max(codes)
+    return _tone_one(model_entry, args, args.inputs[0], args.output)
+
+
+def _tone_one(model_entry, args, path, output) -> int:
+    from ..tone.files import tone_file
+
     dev = _native_device()
     if dev is None:
         return 2
@@ -231,7 +283,7 @@ def cmd_tone(args) -> int:
     except (OSError, ValueError) as e:
         print(f"stemtone: error: instrument {args.instrument}: {e}", file=sys.stderr)
         return 2
-    r = asyncio.run(tone_file(model, args.input, args.output, args.octave, args.loudness_db, args.rate,
+    r = asyncio.run(tone_file(model, path, output, args.octave, args.loudness_db, args.rate,
                               args.bits, args.overwrite, progress=not args.quiet))
     if not r.ok:
         print(f"stemtone: error: {r.error}", file=sys.stderr)
@@ -285,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("inputs", nargs="+", metavar="IN", help="audio files")
     s.add_argument("-m", "--model", default="spleeter-2stems", help="demixing model (default %(default)s)")
     s.add_argument("-o", "--outdir", default="separated", help="output folder (default ./%(default)s)")
-    s.add_argument("--format", choices=["wav", "flac"], default="wav", help="output format (default wav)")
+    s.add_argument("--format", choices=["wav", "flac", "mp3"], default="wav",
+                   help="output format (default wav; mp3 where libsndfile has LAME, --bits does not apply)")
     s.add_argument("--bits", type=_bits, default=16, metavar="{16,24,32f}",
                    help="sample format: 16 or 24-bit PCM (soft-limited, never wraps) or 32f float (default 16)")
     s.add_argument("--overwrite", action="store_true", help="replace existing stem files")
@@ -293,6 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stems", type=_stem_list, default=None, metavar="S1,S2",
                    help="write only these stems, e.g. vocals,drums (default all; htdemucs_ft then runs "
                         "only their specialists)")
+    s.add_argument("--two-stems", default=None, metavar="STEM",
+                   help="write STEM and no_STEM (everything but STEM, e.g. vocals and the instrumental), "
+                        "as Demucs' --two-stems")
+    s.add_argument("--cluster", default=None, metavar="ADDRESS|local[:N]",
+                   help="run each input as a task on a Ray cluster (pip install 'stemtone[cluster]'); "
+                        "OUTDIR must be storage every worker sees; finished tracks are skipped")
     s.add_argument("--shifts", type=int, default=0, metavar="N",
                    help="HTDemucs: average N passes over the track shifted by up to 0.5 s (default 0)")
     s.add_argument("--seed", type=int, default=0, help="HTDemucs: seed of the --shifts offsets (default 0)")
@@ -302,11 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Tone transfer: the pitch and loudness of IN (singing or a monophonic "
                                    "instrument; any format soundfile reads, any sample rate) drive a DDSP model "
                                    "of the instrument on the GPU. Writes a mono WAV of the same length.")
-    t.add_argument("input", metavar="IN", help="audio file")
+    t.add_argument("inputs", nargs="+", metavar="IN", help="audio files (several: -o is a folder)")
     t.add_argument("-i", "--instrument", default="violin",
                    help="violin, flute, trumpet, saxophone or guitar (default %(default)s)")
     t.add_argument("-o", "--output", default=None, metavar="OUT.wav",
-                   help="output file (default ./<input name>.<instrument>.wav)")
+                   help="output file (default ./<input name>.<instrument>.wav); with several inputs or "
+                        "--cluster, the output folder")
+    t.add_argument("--cluster", default=None, metavar="ADDRESS|local[:N]",
+                   help="run each input as a task on a Ray cluster, as `separate --cluster`")
     t.add_argument("--octave", type=int, default=0, metavar="N",
                    help="shift the pitch by N octaves (-4..4; default 0); notes still outside the "
                         "instrument's range are folded into it by octaves")
