@@ -16,7 +16,8 @@ Nothing is repaired: a damaged file gives no stems rather than stems of part of 
 A truncated Ogg file ends at its last complete page and cannot be told from a
 shorter file; an MP3 without a VBR header has no length to compare with.
 
-Writing: `StemWriter` writes one stem as WAV or FLAC, atomically: samples go to a
+Writing: `StemWriter` writes one stem as WAV, FLAC or MP3 (libsndfile 1.1+ with
+LAME; --bits does not apply to it), atomically: samples go to a
 hidden temporary file next to the target, which replaces the target only when
 complete (os.replace), so an interrupted run never leaves a half-written stem under
 the final name. PCM output (16/24-bit) is clip-safe without knowing the peak in
@@ -36,7 +37,8 @@ import struct
 import numpy as np
 import soundfile as sf
 
-FORMATS = {"wav": "WAV", "flac": "FLAC"}
+FORMATS = {"wav": "WAV", "flac": "FLAC", "mp3": "MP3"}
+MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)  # what MPEG audio defines
 SUBTYPES = {16: "PCM_16", 24: "PCM_24", "32f": "FLOAT"}
 KNEE = 0.9               # the soft limiter is the identity up to here
 TRUNCATION_SLACK = 0.01  # an MP3 may decode this much less than its header's estimate
@@ -201,6 +203,9 @@ def check_output_format(format: str, bits) -> None:
     if format == "flac" and bits == "32f":
         raise ValueError("FLAC stores integer samples: use --bits 16 or 24 with --format flac, "
                          "or --format wav for 32-bit float")
+    if format == "mp3" and "MP3" not in sf.available_formats():
+        raise ValueError(f"this libsndfile ({sf.__libsndfile_version__}) cannot write MP3 (1.1.0 or later with "
+                         f"LAME can): update libsndfile, or use --format wav or flac")
 
 
 def soft_limit(x: np.ndarray) -> np.ndarray:
@@ -239,6 +244,10 @@ class StemWriter:
         if os.path.exists(self.path) and not overwrite:
             raise AudioFileError(self.path, "already exists (use --overwrite to replace it)")
         major = FORMATS[format]
+        if major == "MP3" and sample_rate not in MP3_RATES:
+            raise AudioFileError(self.path, f"MP3 cannot store {sample_rate} Hz (it has "
+                                            f"{', '.join(map(str, MP3_RATES))} Hz): use --format wav or flac")
+        self.lossy = major == "MP3"  # bit depth means nothing there: soft-limited floats go to the encoder
         width = 4 if bits == "32f" else bits // 8
         if major == "WAV" and frames_hint * channels * width > 2 ** 32 - 2 ** 20:
             major = "RF64"  # a plain WAV cannot hold more than 4 GiB
@@ -246,7 +255,7 @@ class StemWriter:
         self.tmp = os.path.join(folder, f".{name}.{os.getpid()}.part")  # hidden, same filesystem
         try:
             self._f = sf.SoundFile(self.tmp, "w", samplerate=sample_rate, channels=channels,
-                                   format=major, subtype=SUBTYPES[bits])
+                                   format=major, subtype="MPEG_LAYER_III" if self.lossy else SUBTYPES[bits])
         except (OSError, sf.LibsndfileError) as e:
             _remove(self.tmp)
             raise AudioFileError(folder, f"cannot write here ({_reason(e)})") from None
@@ -257,11 +266,11 @@ class StemWriter:
         a = np.abs(x)
         self.peak = max(self.peak, float(a.max()))
         self.frames += x.shape[1]
-        if self.bits == "32f":
+        if self.bits == "32f" and not self.lossy:
             data = x.T
         else:
             self.over += int(np.count_nonzero(a > 1.0))
-            data = quantize(soft_limit(x), self.bits).T
+            data = soft_limit(x).T if self.lossy else quantize(soft_limit(x), self.bits).T
         try:
             self._f.write(np.ascontiguousarray(data))
         except (OSError, sf.LibsndfileError, RuntimeError) as e:

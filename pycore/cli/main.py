@@ -4,10 +4,10 @@
                                              serve the web app (what `make demo` runs)
     stemtone doctor [--json]                 native adapter, limits, features, kernel self-checks
     stemtone bench kernels [--json] [--quick]  WGSL kernels next to numpy, same run
-    stemtone separate IN... [-m MODEL] [-o OUTDIR] [--format wav|flac] [--bits 16|24|32f] [--overwrite]
-                      [--stems vocals,drums] [--shifts N] [--seed S]
+    stemtone separate IN... [-m MODEL] [-o OUTDIR] [--format wav|flac|mp3] [--bits 16|24|32f] [--overwrite]
+                      [--stems vocals,drums | --two-stems STEM] [--shifts N] [--seed S] [--cluster ADDRESS|local[:N]]
                                              split audio files into stems
-    stemtone tone IN [-i INSTRUMENT] [-o OUT.wav] [--octave N] [--loudness-db X] [--rate HZ]
+    stemtone tone IN... [-i INSTRUMENT] [-o OUT.wav|DIR] [--octave N] [--loudness-db X] [--rate HZ] [--cluster A]
                                              play a melody on violin, flute, trumpet, saxophone or guitar
     stemtone bench separate [--json] [-m MODEL] [--seconds 30]
                                              demixing next to the PyTorch CPU reference, same run
@@ -15,6 +15,8 @@
                                              tone transfer: real-time factor and FLOPs of each stage
     stemtone bench memory [-m MODEL] [--lengths 60,600] [--reduced]
                                              peak GPU memory against the track's length
+    stemtone bench resample [--json] [--seconds 30]
+                                             soxr next to the old polyphase resampler: SNR, speed
     stemtone weights fetch NAME | convert FILE... [--name NAME] | list  [--dir DIR]
                                              official Demucs v4 / Open-Unmix checkpoints -> safetensors
     stemtone build-site OUT/ [--models NAME,...]
@@ -95,8 +97,13 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import common, kernels, memory, separate, tone
+    from .bench import common, kernels, memory, resample, separate, tone
 
+    if args.what == "resample":  # CPU only: no device
+        rows = resample.bench_resample(seconds=args.seconds or 30.0, progress=not args.json)
+        print(json.dumps({"device": "CPU", "rows": rows}, indent=2) if args.json
+              else common.format_table(None, rows, ours="soxr", ref="polyphase"))
+        return 0
     dev = _native_device()
     if dev is None:
         return 2
@@ -168,10 +175,46 @@ def cmd_separate(args) -> int:
     except ValueError as e:
         print(f"stemtone: error: {e}", file=sys.stderr)
         return 2
+    if args.cluster:
+        from .cluster import SeparateJob
+
+        try:
+            job = SeparateJob(args.model, args.outdir, args.format, args.bits, args.overwrite, args.stems,
+                              args.two_stems, args.shifts, args.seed)
+        except ValueError as e:
+            print(f"stemtone: error: {e}", file=sys.stderr)
+            return 2
+        return _cluster_main(job, args)
     dev = _native_device()
     if dev is None:
         return 2
     return asyncio.run(_separate_main(dev, args))
+
+
+def _cluster_main(job, args) -> int:
+    """--cluster: every input a Ray task; one line per finished input, a summary."""
+    from tqdm import tqdm
+
+    from .cluster import run_on_cluster
+
+    def report(path, r, error):
+        if error:
+            tqdm.write(f"stemtone: error: {error}", file=sys.stderr)
+            return
+        outputs = list(r.outputs.values()) if hasattr(r, "outputs") else [r.output]
+        tqdm.write(f"{path} -> {', '.join(outputs)} in {r.elapsed:.1f} s", file=sys.stdout)
+        for note in r.notes:
+            tqdm.write(f"stemtone: note: {path}: {note}", file=sys.stderr)
+
+    try:
+        results = run_on_cluster(job, args.inputs, args.cluster, progress=not args.quiet, on_result=report)
+    except ValueError as e:
+        print(f"stemtone: error: {e}", file=sys.stderr)
+        return 2
+    failed = [p for p, _, e in results if e]
+    print(f"{len(results) - len(failed)} of {len(results)} inputs done in {job.outdir}/"
+          + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
+    return 1 if failed else 0
 
 
 async def _separate_main(dev, args) -> int:
@@ -196,7 +239,8 @@ async def _separate_main(dev, args) -> int:
     try:
         results = await separate_async(args.inputs, demixer, args.outdir, args.format, args.bits,
                                        args.overwrite, progress=not args.quiet, on_result=report,
-                                       stems=args.stems, shifts=args.shifts, seed=args.seed)
+                                       stems=args.stems, shifts=args.shifts, seed=args.seed,
+                                       two_stems=args.two_stems)
     except ValueError as e:  # --stems the model lacks, --shifts on a model without them
         print(f"stemtone: error: {e}", file=sys.stderr)
         return 2
@@ -209,13 +253,28 @@ async def _separate_main(dev, args) -> int:
 
 def cmd_tone(args) -> int:
     from ..tone import resolve
-    from ..tone.files import tone_file
 
     try:
         model_entry = resolve(args.instrument)
     except ValueError as e:
         print(f"stemtone: error: {e}", file=sys.stderr)
         return 2
+    if args.cluster or len(args.inputs) > 1:  # a batch: -o is a folder
+        from .cluster import ToneJob
+
+        job = ToneJob(args.instrument, args.output or ".", args.octave, args.loudness_db, args.rate, args.bits,
+                      args.overwrite)
+        if args.cluster:
+            return _cluster_main(job, args)
+        os.makedirs(job.outdir, exist_ok=True)
+        codes = [_tone_one(model_entry, args, path, str(job.targets(path)[0])) for path in args.inputs]
+        return max(codes)
+    return _tone_one(model_entry, args, args.inputs[0], args.output)
+
+
+def _tone_one(model_entry, args, path, output) -> int:
+    from ..tone.files import tone_file
+
     dev = _native_device()
     if dev is None:
         return 2
@@ -226,7 +285,7 @@ def cmd_tone(args) -> int:
     except (OSError, ValueError) as e:
         print(f"stemtone: error: instrument {args.instrument}: {e}", file=sys.stderr)
         return 2
-    r = asyncio.run(tone_file(model, args.input, args.output, args.octave, args.loudness_db, args.rate,
+    r = asyncio.run(tone_file(model, path, output, args.octave, args.loudness_db, args.rate,
                               args.bits, args.overwrite, progress=not args.quiet))
     if not r.ok:
         print(f"stemtone: error: {r.error}", file=sys.stderr)
@@ -259,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_doctor)
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a reference measured in the same run)")
-    b.add_argument("what", choices=["kernels", "separate", "memory", "tone"])
+    b.add_argument("what", choices=["kernels", "separate", "memory", "tone", "resample"])
     b.add_argument("-i", "--instrument", default="violin", help="tone: the instrument model (default %(default)s)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--quick", action="store_true",
@@ -269,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "run with random weights next to their PyTorch reference)")
     b.add_argument("--seconds", type=float, default=None,
                    help="separate: length of the real-music clip (default 30; 10 for htdemucs and umxl); "
-                        "tone: length of the test melody (default 10; 3 with --quick)")
+                        "tone: length of the test melody (default 10; 3 with --quick); "
+                        "resample: length of the noise (default 30)")
     b.add_argument("--lengths", type=_lengths, default=(60.0, 600.0), metavar="S1,S2",
                    help="memory: track lengths in seconds (default 60,600)")
     b.add_argument("--reduced", action="store_true",
@@ -286,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder (`stemtone weights convert FILE --name NAME`) or a .safetensors path; a "
                         "converted checkpoint runs with its own stems (default %(default)s)")
     s.add_argument("-o", "--outdir", default="separated", help="output folder (default ./%(default)s)")
-    s.add_argument("--format", choices=["wav", "flac"], default="wav", help="output format (default wav)")
+    s.add_argument("--format", choices=["wav", "flac", "mp3"], default="wav",
+                   help="output format (default wav; mp3 where libsndfile has LAME, --bits does not apply)")
     s.add_argument("--bits", type=_bits, default=16, metavar="{16,24,32f}",
                    help="sample format: 16 or 24-bit PCM (soft-limited, never wraps) or 32f float (default 16)")
     s.add_argument("--overwrite", action="store_true", help="replace existing stem files")
@@ -294,6 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stems", type=_stem_list, default=None, metavar="S1,S2",
                    help="write only these stems, e.g. vocals,drums (default all; htdemucs_ft then runs "
                         "only their specialists)")
+    s.add_argument("--two-stems", default=None, metavar="STEM",
+                   help="write STEM and no_STEM (everything but STEM, e.g. vocals and the instrumental), "
+                        "as Demucs' --two-stems")
+    s.add_argument("--cluster", default=None, metavar="ADDRESS|local[:N]",
+                   help="run each input as a task on a Ray cluster (pip install 'stemtone[cluster]'); "
+                        "OUTDIR must be storage every worker sees; finished tracks are skipped")
     s.add_argument("--shifts", type=int, default=0, metavar="N",
                    help="HTDemucs: average N passes over the track shifted by up to 0.5 s (default 0)")
     s.add_argument("--seed", type=int, default=0, help="HTDemucs: seed of the --shifts offsets (default 0)")
@@ -303,11 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Tone transfer: the pitch and loudness of IN (singing or a monophonic "
                                    "instrument; any format soundfile reads, any sample rate) drive a DDSP model "
                                    "of the instrument on the GPU. Writes a mono WAV of the same length.")
-    t.add_argument("input", metavar="IN", help="audio file")
+    t.add_argument("inputs", nargs="+", metavar="IN", help="audio files (several: -o is a folder)")
     t.add_argument("-i", "--instrument", default="violin",
                    help="violin, flute, trumpet, saxophone or guitar (default %(default)s)")
     t.add_argument("-o", "--output", default=None, metavar="OUT.wav",
-                   help="output file (default ./<input name>.<instrument>.wav)")
+                   help="output file (default ./<input name>.<instrument>.wav); with several inputs or "
+                        "--cluster, the output folder")
+    t.add_argument("--cluster", default=None, metavar="ADDRESS|local[:N]",
+                   help="run each input as a task on a Ray cluster, as `separate --cluster`")
     t.add_argument("--octave", type=int, default=0, metavar="N",
                    help="shift the pitch by N octaves (-4..4; default 0); notes still outside the "
                         "instrument's range are folded into it by octaves")

@@ -116,6 +116,22 @@ def pick_stems(name, model_stems, stems=None) -> list:
     return [s for s in model_stems if s in stems]
 
 
+def plan_outputs(name, model_stems, stems=None, two_stems=None) -> tuple:
+    """What to compute and what to write: (stems the model computes, {output name:
+    [model stems summed into it]}). two_stems=X is Demucs' --two-stems: X and "no_X",
+    everything but X (the sum of the other stems: with vocals, the karaoke
+    instrumental); every stem is computed for it. Otherwise each chosen stem is its own
+    output (pick_stems). ValueError naming the valid stems."""
+    if two_stems:
+        if stems:
+            raise ValueError("give either the stems to write or two_stems, not both")
+        pick_stems(name, model_stems, [two_stems])
+        rest = [s for s in model_stems if s != two_stems]
+        return list(model_stems), {two_stems: [two_stems], f"no_{two_stems}": rest}
+    chosen = pick_stems(name, model_stems, stems)
+    return chosen, {s: [s] for s in chosen}
+
+
 def checked_block(block, channels: int, done: bool) -> list:
     """A stream's push() argument as a list of `channels` channel arrays of one length;
     RuntimeError after finish(), ValueError naming the problem otherwise."""

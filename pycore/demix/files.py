@@ -6,7 +6,7 @@ For each input file:
       -> Resampler to the model's rate (44.1 kHz; skipped when already there)
       -> a demixer stream per channel pair (GPU, segment by segment; pycore.demix)
       -> per stem: Resampler back to the file's rate -> StemWriter (atomic)
-    = OUTDIR/<track name>/<stem>.<wav|flac>, same rate, channels and length as the input
+    = OUTDIR/<track name>/<stem>.<wav|flac|mp3>, same rate, channels and length as the input
 
 Everything streams, so host and GPU memory stay flat however long the track is.
 Channels: mono and stereo go to the model as they are (the demixer duplicates mono
@@ -30,12 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from ..audio.files import AudioFileError, AudioReader, StemWriter, check_output_format, timestamp
 from ..audio.resample import Resampler
 from ..weights import model_file
 from ..weights.safetensors import load_metadata
-from .base import FAMILIES, MODELS, Demixer, pick_stems, register_file
+from .base import FAMILIES, MODELS, Demixer, plan_outputs, register_file
 
 BLOCK_SECONDS = 10
 
@@ -60,48 +61,27 @@ class TrackResult:
 
 
 class ProgressBar:
-    """One line per track on a stream (stderr): redrawn in place on a terminal,
-    otherwise a plain line every 10 %."""
+    """A tqdm bar (the field's convention) over the fraction of one track done, on
+    stderr: percent, elapsed and time left; it never goes back. Nothing is drawn
+    before the first update (an input refused up front shows only its error)."""
 
-    WIDTH = 28
+    FORMAT = "{desc}: {percentage:3.0f}%|{bar:28}| {elapsed}<{remaining}"
 
     def __init__(self, label: str, stream=None, enabled=True):
-        self.label, self.stream, self.enabled = label, stream or sys.stderr, enabled
-        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.t0 = time.perf_counter()
-        self.last_draw, self.last_step, self.drawn, self.fraction = 0.0, -1, False, 0.0
+        self.label, self.stream, self.enabled, self.bar = label, stream or sys.stderr, enabled, None
 
     def update(self, fraction: float):
         if not self.enabled:
             return
-        fraction = min(max(fraction, self.fraction), 1.0)  # never goes back
-        self.fraction = fraction
-        elapsed = time.perf_counter() - self.t0
-        eta = elapsed / fraction * (1 - fraction) if fraction > 0.01 else None
-        eta_text = f"about {timestamp(eta)[:-4]} left" if eta is not None else "estimating time left"
-        if self.tty:
-            now = time.perf_counter()
-            if now - self.last_draw < 0.1 and fraction < 1:
-                return
-            fill = round(fraction * self.WIDTH)
-            bar = "#" * fill + "." * (self.WIDTH - fill)
-            self.stream.write(f"\r{self.label}  [{bar}] {fraction * 100:3.0f}%  {timestamp(elapsed)[:-4]} elapsed, "
-                              f"{eta_text}\x1b[K")
-            self.stream.flush()
-            self.last_draw, self.drawn = now, True
-        else:
-            step = int(fraction * 10)
-            if step > self.last_step and step < 10:
-                self.stream.write(f"{self.label}: {step * 10}% ({timestamp(elapsed)[:-4]} elapsed, {eta_text})\n")
-                self.stream.flush()
-                self.last_step = step
+        if self.bar is None:
+            self.bar = tqdm(total=100, desc=self.label, file=self.stream, bar_format=self.FORMAT, leave=True)
+        n = min(max(fraction, 0.0), 1.0) * 100
+        if n > self.bar.n:
+            self.bar.update(n - self.bar.n)
 
     def close(self):
-        """End the redrawn line (terminal) so the next message starts on a fresh line."""
-        if self.tty and self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.drawn = False
+        if self.bar is not None:
+            self.bar.close()
 
 
 # --------------------------------------------------------------------------- one track
@@ -192,17 +172,26 @@ def track_stats(demixer, path, groups, rate) -> list:
     return [s.value for s in stats]
 
 
+def stem_targets(model_name, model_stems, path, outdir="separated", format="wav", stems=None, two_stems=None,
+                 track=None) -> tuple:
+    """(stems to compute, {output: [stems summed]}, {output: target path}) for one input:
+    OUTDIR/<track>/<output>.<format>, track defaulting to the input's name."""
+    chosen, outputs = plan_outputs(model_name, model_stems, stems, two_stems)
+    folder = Path(outdir) / (track or Path(path).stem)
+    return chosen, outputs, {out: folder / f"{out}.{format}" for out in outputs}
+
+
 async def separate_file(demixer, path, outdir="separated", format="wav", bits=16, overwrite=False,
-                        progress=True, track=None, stems=None, shifts=0, seed=None) -> TrackResult:
+                        progress=True, track=None, stems=None, shifts=0, seed=None, two_stems=None) -> TrackResult:
     """Separate one file into OUTDIR/<track>/<stem>.<format>; never raises for a bad
     file (the result carries the message) but lets KeyboardInterrupt through.
-    stems: the stems to write (default all); shifts, seed: HTDemucs' random shifts."""
+    stems: the stems to write (default all); two_stems=X: X and no_X (everything but X)
+    as Demucs' --two-stems; shifts, seed: HTDemucs' random shifts."""
     result = TrackResult(input=str(path))
     t0 = time.perf_counter()
-    track = track or Path(path).stem
-    folder = Path(outdir) / track
-    chosen = pick_stems(getattr(demixer, "name", "the model"), demixer.stems, stems)
-    targets = {stem: folder / f"{stem}.{format}" for stem in chosen}
+    chosen, outputs, targets = stem_targets(getattr(demixer, "name", "the model"), demixer.stems, path, outdir,
+                                            format, stems, two_stems, track)
+    folder = next(iter(targets.values())).parent
     writers, reader, made_folder = {}, None, False
     bar = ProgressBar(str(path), enabled=bool(progress))
     try:
@@ -228,8 +217,8 @@ async def separate_file(demixer, path, outdir="separated", format="wav", bits=16
         # a first pass where the model wants one (HTDemucs: normalized as demucs.api does)
         stats = track_stats(demixer, path, groups, rate)
         streams = [demixer.stream(len(g), chosen, shifts=shifts, seed=seed, stats=st) for g, st in zip(groups, stats)]
-        sinks = {stem: _StemSink(writers[stem], Resampler(rate, sr, channels) if sr != rate else None)
-                 for stem in chosen}
+        sinks = {out: _StemSink(writers[out], Resampler(rate, sr, channels) if sr != rate else None)
+                 for out in outputs}
 
         # Progress: the demixer reports after each segment the fraction done of what was
         # pushed to it; times the fraction of the file read so far, that is the fraction
@@ -249,8 +238,8 @@ async def separate_file(demixer, path, outdir="separated", format="wav", bits=16
             else:
                 parts = [await s.push([x[c] for c in g], on_segment(i))
                          for i, (s, g) in enumerate(zip(streams, groups))]
-            for stem, sink in sinks.items():
-                sink.put(_stack(parts, groups, channels, stem))
+            for out, sink in sinks.items():
+                sink.put(sum(_stack(parts, groups, channels, stem) for stem in outputs[out]))
 
         bar.update(0.0)
         for block in reader.blocks(BLOCK_SECONDS * sr):
@@ -315,7 +304,7 @@ def _as_list(inputs):
 
 async def separate_async(inputs, model="spleeter-2stems", outdir="separated", format="wav", bits=16,
                          overwrite=False, progress=True, dev=None, on_result=None, stems=None, shifts=0,
-                         seed=None) -> list:
+                         seed=None, two_stems=None) -> list:
     """The async form of separate(); model may be a name or a loaded Demixer;
     on_result(TrackResult) is called as each input finishes (the CLI prints there)."""
     check_output_format(format, bits)
@@ -329,7 +318,7 @@ async def separate_async(inputs, model="spleeter-2stems", outdir="separated", fo
         demixer = await load_model(dev, model)
     else:
         demixer = model
-    pick_stems(getattr(demixer, "name", "the model"), demixer.stems, stems)  # before any file
+    plan_outputs(getattr(demixer, "name", "the model"), demixer.stems, stems, two_stems)  # before any file
     if shifts and "shifts" not in getattr(demixer, "stream_options", ()):
         takes = [n for n, m in MODELS.items() if "shifts" in FAMILIES[m["family"]].stream_options]
         raise ValueError(f"{getattr(demixer, 'name', 'the model')}: shifts are for {', '.join(takes)} only")
@@ -341,7 +330,7 @@ async def separate_async(inputs, model="spleeter-2stems", outdir="separated", fo
                                                   f"whose stems are in {Path(outdir) / name} (rename one)")
         else:
             r = await separate_file(demixer, path, outdir, format, bits, overwrite, progress,
-                                    stems=stems, shifts=shifts, seed=seed)
+                                    stems=stems, shifts=shifts, seed=seed, two_stems=two_stems)
             if r.ok:
                 written[name] = str(path)
         results.append(r)
@@ -351,21 +340,22 @@ async def separate_async(inputs, model="spleeter-2stems", outdir="separated", fo
 
 
 def separate(inputs, model="spleeter-2stems", outdir="separated", format="wav", bits=16,
-             overwrite=False, progress=True, dev=None, stems=None, shifts=0, seed=None) -> list:
+             overwrite=False, progress=True, dev=None, stems=None, shifts=0, seed=None, two_stems=None) -> list:
     """Separate audio files into stems: OUTDIR/<track name>/<stem>.<format>, at each
     input's sample rate and channel count.
 
     inputs: a path or a list of paths (anything soundfile reads: wav, flac, ogg, mp3..).
     model: a model name, a converted file's name or path (see load_model), or a loaded
     pycore.demix.Demixer.
-    format: "wav" or "flac"; bits: 16, 24 or "32f" (float; WAV only).
+    format: "wav", "flac" or "mp3"; bits: 16, 24 or "32f" (float; WAV only; not for MP3).
     overwrite: replace existing stem files (otherwise such an input fails).
     progress: show a progress bar per track on stderr.
     stems: the stems to write (default all; an HTDemucs bag runs only the models they need).
+    two_stems: a stem X: write X and no_X, the sum of all the others (Demucs' --two-stems).
     shifts, seed: HTDemucs only: apply_model's random-shift averaging (0 = off), seeded.
     HTDemucs models see the track normalized as demucs.api does (a first cheap pass
     over each file computes the mono mix's mean and std).
     Returns one TrackResult per input, in order; a bad input does not stop the others.
     """
     return asyncio.run(separate_async(inputs, model, outdir, format, bits, overwrite, progress, dev,
-                                      stems=stems, shifts=shifts, seed=seed))
+                                      stems=stems, shifts=shifts, seed=seed, two_stems=two_stems))

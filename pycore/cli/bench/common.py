@@ -20,9 +20,9 @@ def row(name, unit, ours, ref=None, ratio=None, note="", **extra) -> dict:
     return {"name": name, "unit": unit, "ours": ours, "ref": ref, "ratio": ratio, "note": note, **extra}
 
 
-def format_table(dev, rows) -> str:
-    out = [f"device: {dev.describe()}", "",
-           f"| {'benchmark':52s} | {'unit':16s} | {'WGSL':>10s} | {'reference':>10s} | {'ratio':>7s} | note",
+def format_table(dev, rows, ours="WGSL", ref="reference") -> str:
+    out = [f"device: {dev.describe() if dev is not None else 'CPU only'}", "",
+           f"| {'benchmark':52s} | {'unit':16s} | {ours:>10s} | {ref:>10s} | {'ratio':>7s} | note",
            f"|{'-' * 54}|{'-' * 18}|{'-' * 12}|{'-' * 12}|{'-' * 9}|------"]
     for r in rows:
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}"
