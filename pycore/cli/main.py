@@ -120,6 +120,11 @@ def cmd_bench(args) -> int:
             return 2
         rows = tone.bench_tone(dev, seconds=args.seconds or (3.0 if args.quick else 10.0), instrument=instrument,
                                drift_seconds=60 if args.quick else 3600, progress=not args.json)
+    elif args.what == "learn":
+        from .bench import learn
+
+        rows = learn.bench_learn(dev, model_path=args.model if args.model.endswith(".safetensors") else None,
+                                 gen_seconds=args.seconds or 10.0, progress=not args.json)
     else:  # pragma: no cover - argparse restricts choices
         raise SystemExit(f"unknown benchmark {args.what}")
     if args.json:
@@ -293,14 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_doctor)
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a reference measured in the same run)")
-    b.add_argument("what", choices=["kernels", "separate", "memory", "tone"])
+    b.add_argument("what", choices=["kernels", "separate", "memory", "tone", "learn"])
     b.add_argument("-i", "--instrument", default="violin", help="tone: the instrument model (default %(default)s)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--quick", action="store_true",
                    help="kernels, tone: smaller sizes and a 60 s oscillator run instead of an hour (a smoke run)")
     b.add_argument("-m", "--model", default="spleeter-2stems",
                    help="separate, memory: the model (default %(default)s; htdemucs, htdemucs_6s and umxl "
-                        "run with random weights next to their PyTorch reference)")
+                        "run with random weights next to their PyTorch reference); learn: a trained "
+                        "sound.safetensors for the quality rows")
     b.add_argument("--seconds", type=float, default=None,
                    help="separate: length of the real-music clip (default 30; 10 for htdemucs and umxl); "
                         "tone: length of the test melody (default 10; 3 with --quick)")
