@@ -130,6 +130,11 @@ def cmd_bench(args) -> int:
             return 2
         rows = tone.bench_tone(dev, seconds=args.seconds or (3.0 if args.quick else 10.0), instrument=instrument,
                                drift_seconds=60 if args.quick else 3600, progress=not args.json)
+    elif args.what == "learn":
+        from .bench import learn
+
+        rows = learn.bench_learn(dev, model_path=args.model if args.model.endswith(".safetensors") else None,
+                                 gen_seconds=args.seconds or 10.0, progress=not args.json)
     else:  # pragma: no cover - argparse restricts choices
         raise SystemExit(f"unknown benchmark {args.what}")
     if args.json:
@@ -297,6 +302,46 @@ def _tone_one(model_entry, args, path, output) -> int:
     return 0
 
 
+def cmd_learn(args) -> int:
+    from tqdm import tqdm
+
+    from ..learn.files import learn_file
+
+    bar = tqdm(total=args.epochs, unit="epoch", disable=args.quiet)
+
+    def on_epoch(n, loss):
+        bar.n = n
+        bar.set_postfix(loss=f"{loss:.4f}")
+        bar.refresh()
+        if not args.quiet:
+            tqdm.write(f"epoch {n}: loss {loss:.5f}")
+    try:
+        loss = learn_file(args.input, args.output, args.epochs, args.resume, lr=args.lr, on_epoch=on_epoch)
+    except (ValueError, OSError, RuntimeError) as e:
+        bar.close()
+        print(f"stemtone: error: {e}", file=sys.stderr)
+        return 1
+    bar.close()
+    print(f"{args.input} -> {args.output} (loss {loss})" if loss is not None else
+          f"{args.output} already has {args.epochs} epochs; raise --epochs to train on", flush=True)
+    return 0
+
+
+def cmd_generate(args) -> int:
+    import asyncio as _asyncio
+
+    from ..learn.files import generate
+
+    try:
+        secs = _asyncio.run(generate(args.model, args.output, args.seconds, args.seed, args.temperature,
+                                     args.prime))
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"stemtone: error: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.model} -> {args.output} ({secs:.1f} s)", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stemtone", description="Stemtone: music ML on WGSL compute shaders")
     p.add_argument("--weights-dir", dest="global_weights_dir", default=None, metavar="DIR",
@@ -318,14 +363,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_doctor)
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a reference measured in the same run)")
-    b.add_argument("what", choices=["kernels", "separate", "memory", "tone", "resample"])
+    b.add_argument("what", choices=["kernels", "separate", "memory", "tone", "resample", "learn"])
     b.add_argument("-i", "--instrument", default="violin", help="tone: the instrument model (default %(default)s)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--quick", action="store_true",
                    help="kernels, tone: smaller sizes and a 60 s oscillator run instead of an hour (a smoke run)")
     b.add_argument("-m", "--model", default="spleeter-2stems",
                    help="separate, memory: the model (default %(default)s; htdemucs, htdemucs_6s and umxl "
-                        "run with random weights next to their PyTorch reference)")
+                        "run with random weights next to their PyTorch reference); learn: a trained "
+                        "sound.safetensors for the quality rows")
     b.add_argument("--seconds", type=float, default=None,
                    help="separate: length of the real-music clip (default 30; 10 for htdemucs and umxl); "
                         "tone: length of the test melody (default 10; 3 with --quick); "
@@ -389,6 +435,29 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=cmd_tone)
+
+    le = sub.add_parser("learn", help="train a MAGNet spectral LSTM on a short clip, on the GPU",
+                        description="Learn a sound: trains a MAGNet-style LSTM on the log-magnitude frames of "
+                                    "IN (2-60 s, mixed to mono, resampled to 22.05 kHz); saves weights, Adam "
+                                    "state and epoch count to OUT after every epoch.")
+    le.add_argument("input", metavar="IN.wav", help="audio file")
+    le.add_argument("-o", "--output", required=True, metavar="sound.safetensors")
+    le.add_argument("--epochs", type=int, default=200, metavar="N", help="total epochs (default %(default)s)")
+    le.add_argument("--resume", action="store_true", help="continue the training saved in OUT")
+    le.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default %(default)s)")
+    le.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    le.set_defaults(fn=cmd_learn)
+
+    g = sub.add_parser("generate", help="generate audio from a model trained with `stemtone learn`")
+    g.add_argument("model", metavar="sound.safetensors")
+    g.add_argument("-o", "--output", required=True, metavar="OUT.wav")
+    g.add_argument("--seconds", type=float, default=30.0, help="length (default %(default)s)")
+    g.add_argument("--seed", type=int, default=0, help="noise seed (default %(default)s)")
+    g.add_argument("--temperature", type=float, default=0.0,
+                   help="noise added to each frame, in units of the clip's log-magnitude std (default 0)")
+    g.add_argument("--prime", metavar="CLIP", default=None,
+                   help="start from this clip's first frames (default: from noise)")
+    g.set_defaults(fn=cmd_generate)
 
     from ..weights import fetch  # `stemtone weights fetch | convert | list`
     from . import site_build  # `stemtone build-site OUT/`

@@ -1,0 +1,80 @@
+"""Training: epochs of truncated backpropagation through time with Adam, on the GPU.
+
+    trainer = Trainer(model, frames_host, lr=1e-3)    frames_host: flat floats [frames * F]
+    loss = await trainer.epoch()                      mean MSE of the epoch's windows
+    tensors, metadata = trainer.checkpoint()          save with safetensors; resume with
+    trainer.restore(tensors, metadata)                the moments and the epoch count
+
+An epoch splits the clip's frame transitions (z_t -> z_{t+1}) into `batch` contiguous
+lanes; each lane is walked in windows of `seq_len` frames, the LSTM state handed from
+window to window (the gradient stops at window edges: truncation at seq_len steps). One
+Adam step per window. Browser and native: the host only slices rows of the frame array
+into each window's input and target and uploads them, and reads one loss per epoch.
+"""
+
+from __future__ import annotations
+
+import array
+
+from ..ops.adam import Adam
+from ..ops.elementwise import add
+from ..ops.loss import mse_loss
+
+
+class Trainer:
+    def __init__(self, model, frames_host, lr=1e-3, clip=1.0):
+        self.model, self.dev = model, model.dev
+        F, cfg = model.bins, model.config
+        self.F = F
+        self.frames = array.array("f", frames_host)
+        n = len(self.frames) // F - 1  # transitions
+        self.S, self.B = cfg["seq_len"], cfg["batch"]
+        self.windows = n // (self.B * self.S)
+        if self.windows < 1:
+            raise ValueError(f"the clip gives {n} frame transitions, fewer than one batch "
+                             f"({self.B} lanes x {self.S} frames); give a longer clip")
+        self.lane = self.windows * self.S
+        self.tapes = model.tapes(self.S, self.B)
+        self.opt = Adam(model.params, lr=lr, clip=clip)
+        self.epochs_done = 0
+
+    def _window(self, w, shift):
+        """[S, B, F] rows: lane b's frames b * lane + w * S + s + shift, time-major."""
+        F, out = self.F, array.array("f")
+        for s in range(self.S):
+            for b in range(self.B):
+                t = b * self.lane + w * self.S + s + shift
+                out.extend(self.frames[t * F:(t + 1) * F])
+        return self.dev.tensor(out, (self.S, self.B, F))
+
+    def steps(self):
+        """Adam steps per epoch."""
+        return self.windows
+
+    async def epoch(self, on_step=None):
+        total = None
+        for tape in self.tapes:
+            tape.reset()
+        for w in range(self.windows):
+            if w:
+                for tape in self.tapes:
+                    tape.carry()
+            x, y = self._window(w, 0), self._window(w, 1)
+            pred = self.model.forward(x, self.tapes)
+            loss, grad = mse_loss(pred, y)
+            self.opt.step(self.model.backward(grad, self.tapes))
+            total = loss if total is None else add(total, loss)
+            if on_step:
+                on_step(w + 1)
+        self.epochs_done += 1
+        return float((await total.read())[0]) / self.windows
+
+    def checkpoint(self):
+        tensors = {**self.model.params, **self.opt.state()}
+        meta = {**self.model.metadata(), "epochs": str(self.epochs_done), "adam_t": str(self.opt.t)}
+        return tensors, meta
+
+    def restore(self, tensors, metadata):
+        self.opt.load_state(tensors, int(metadata.get("adam_t", 0)))
+        self.epochs_done = int(metadata.get("epochs", 0))
+

@@ -1,0 +1,105 @@
+"""MAGNet-style spectral LSTM: predicts the next log-magnitude STFT frame from the
+frames so far (Contemporary Machine Learning for Audio and Music Generation on the Web,
+"MAGNet"), trained and sampled on the GPU.
+
+    model = MagNet.create(dev, config, seed)      fresh weights (PyTorch's LSTM/Linear init)
+    model = MagNet.load(dev, tensors, metadata)   from a safetensors file's entries
+    pred = model.forward(x, tapes)                x [T, B, F] normalized log-mags -> [T, B, F]
+    grads = model.backward(x, dpred, tapes)       name -> gradient Tensor (same names as params)
+
+Network: `layers` stacked LSTMs of `hidden` units on F = n_fft // 2 + 1 bins, then a
+linear layer back to F bins. Frames are z = (log(|STFT| + 1e-4) - mean) / std with one
+mean and std per clip (kept with the weights). Names: lstm.weight_ih_l{k} [4H, in],
+lstm.weight_hh_l{k} [4H, H], lstm.bias_l{k} [4H] (nn.LSTM's b_ih + b_hh), out.weight [F, H],
+out.bias [F].
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from ..ops import expect
+from ..ops.linear_grad import linear_backward
+from ..ops.lstm_grad import LSTMTape, lstm_train_backward, lstm_train_forward
+from ..ops.matmul import linear
+
+DEFAULTS = {"sample_rate": 22050, "n_fft": 1024, "hop": 256, "hidden": 256, "layers": 2, "seq_len": 32,
+            "batch": 8}
+
+
+class MagNet:
+    def __init__(self, dev, config: dict, params: dict, mean: float, std: float):
+        self.dev, self.config, self.params = dev, dict(config), params
+        self.mean, self.std = float(mean), float(std)
+        self.bins = config["n_fft"] // 2 + 1
+        self.hidden, self.layers = config["hidden"], config["layers"]
+
+    @classmethod
+    def shapes(cls, config):
+        F, H = config["n_fft"] // 2 + 1, config["hidden"]
+        out = {}
+        for k in range(config["layers"]):
+            n_in = F if k == 0 else H
+            out[f"lstm.weight_ih_l{k}"] = (4 * H, n_in)
+            out[f"lstm.weight_hh_l{k}"] = (4 * H, H)
+            out[f"lstm.bias_l{k}"] = (4 * H,)
+        out["out.weight"], out["out.bias"] = (F, H), (F,)
+        return out
+
+    @classmethod
+    def create(cls, dev, config, seed=0, mean=0.0, std=1.0):
+        """Uniform(-1/sqrt(fan), 1/sqrt(fan)) as torch initializes nn.LSTM / nn.Linear."""
+        config = {**DEFAULTS, **config}
+        r = random.Random(seed)
+        params = {}
+        for name, shape in cls.shapes(config).items():
+            fan = config["hidden"]
+            s = 1.0 / math.sqrt(fan)
+            n = math.prod(shape)
+            params[name] = dev.tensor([r.uniform(-s, s) for _ in range(n)], shape)
+        return cls(dev, config, params, mean, std)
+
+    @classmethod
+    def load(cls, dev, entries: dict, metadata: dict):
+        """entries: pycore.weights.safetensors.load()'s name -> Entry(dtype, shape, data)."""
+        config = {k: int(metadata[k]) for k in DEFAULTS if k in metadata}
+        expect("MagNet.load", set(config) == set(DEFAULTS) and "mean" in metadata and "std" in metadata,
+               "not a MAGNet file (its metadata lacks the model's config); train one with `stemtone learn`")
+        params = {}
+        for name, shape in cls.shapes(config).items():
+            e = entries.get(name)
+            expect("MagNet.load", e is not None and tuple(e.shape) == shape,
+                   f"the file has no {name} of shape {shape}; it was not written by `stemtone learn`")
+            expect("MagNet.load", e.dtype == "f32", f"{name} must be float32")
+            params[name] = dev.tensor(e.data, shape)
+        return cls(dev, config, params, float(metadata["mean"]), float(metadata["std"]))
+
+    def metadata(self) -> dict:
+        return {**{k: str(v) for k, v in self.config.items()}, "mean": repr(self.mean), "std": repr(self.std),
+                "model": "magnet"}
+
+    def tapes(self, T, B):
+        return [LSTMTape(self.dev, T, B, self.hidden) for _ in range(self.layers)]
+
+    def forward(self, x, tapes):
+        """x [T, B, F] -> predictions of the next frames [T, B, F]; the tapes keep what
+        backward needs (and the recurrent state, handed on with tape.carry())."""
+        p, seq, self._inputs = self.params, x, []
+        for k, tape in enumerate(tapes):
+            self._inputs.append(seq)
+            seq = lstm_train_forward(tape, seq, p[f"lstm.weight_ih_l{k}"], p[f"lstm.weight_hh_l{k}"],
+                                     p[f"lstm.bias_l{k}"])
+        self._top = seq
+        return linear(seq, p["out.weight"], p["out.bias"])
+
+    def backward(self, dpred, tapes):
+        """Gradients of the loss whose gradient at forward()'s output is dpred."""
+        p, grads = self.params, {}
+        dh, grads["out.weight"], grads["out.bias"] = linear_backward(self._top, p["out.weight"], dpred)
+        for k in range(len(tapes) - 1, -1, -1):
+            dh, g = lstm_train_backward(tapes[k], self._inputs[k], p[f"lstm.weight_ih_l{k}"],
+                                        p[f"lstm.weight_hh_l{k}"], dh, need_dx=k > 0)
+            grads[f"lstm.weight_ih_l{k}"], grads[f"lstm.weight_hh_l{k}"] = g["weight_ih"], g["weight_hh"]
+            grads[f"lstm.bias_l{k}"] = g["bias"]
+        return grads
