@@ -45,7 +45,7 @@ def small(dev):
 def stemtone(small, monkeypatch, capfd):
     """Run the CLI in this process with the small model; returns (exit code, stdout
     lines, stderr lines). capfd also catches what C libraries print to fd 2."""
-    async def load(cls, dev, name="spleeter-2stems", weights=None):
+    async def load(cls, dev, name="spleeter-2stems", weights=None, dtype="f32"):
         if name != "spleeter-2stems":
             raise ValueError(f"unknown model {name!r}; available: spleeter-2stems")
         return small

@@ -32,7 +32,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture
 def stemtone(monkeypatch, capfd):
     """The CLI in this process with GainDemixer as the model."""
-    async def load(cls, dev, name="spleeter-2stems", weights=None):
+    async def load(cls, dev, name="spleeter-2stems", weights=None, dtype="f32"):
         return GainDemixer()
 
     monkeypatch.setattr(Demixer, "load", classmethod(load))
@@ -134,8 +134,9 @@ def test_unknown_model_is_one_error(monkeypatch, capfd, tmp_path):
     err = capfd.readouterr().err.splitlines()
     from pycore.demix import MODELS
 
-    assert err == ["stemtone: error: model no-such-model: unknown model 'no-such-model'; "
-                   f"available: {', '.join(MODELS)}"]
+    assert len(err) == 1 and err[0].startswith(
+        "stemtone: error: model no-such-model: unknown model 'no-such-model'; "
+        f"available: {', '.join(MODELS)}, or a converted file (no-such-model.safetensors is in none of ")
 
 
 # --------------------------------------------------------------------------- clip safety
@@ -311,7 +312,7 @@ def test_bench_separate(capsys, monkeypatch, tmp_path):
 
 def run_cli(monkeypatch, capfd, demixer, *argv):
     """`stemtone separate ...` in this process with `demixer` as the loaded model."""
-    async def load(cls, dev, name="spleeter-2stems", weights=None):
+    async def load(cls, dev, name="spleeter-2stems", weights=None, dtype="f32"):
         return demixer
 
     monkeypatch.setattr(Demixer, "load", classmethod(load))
@@ -414,7 +415,7 @@ def test_too_long_for_the_host_is_named_before_work(monkeypatch, capfd, tmp_path
     src = write(tmp_path / "long.wav", tones(44100, 1.0, 2), 44100)
     monkeypatch.setattr(separation, "available_memory", lambda: 1000)
     with pytest.MonkeyPatch.context() as m:
-        async def load(cls, dev_, name="spleeter-2stems", weights=None):
+        async def load(cls, dev_, name="spleeter-2stems", weights=None, dtype="f32"):
             return demixer
         m.setattr(Demixer, "load", classmethod(load))
         capfd.readouterr()

@@ -290,7 +290,11 @@ async def load_model(dev, model: str, dtype: str = "f32") -> Demixer:
     its own stems (pycore.demix.base.register_file)."""
     if model in MODELS and not os.path.isfile(model):
         return await Demixer.load(dev, model, dtype=dtype)
-    path = model_file(model)  # FileNotFoundError naming the folders searched
+    try:
+        path = model_file(model)
+    except FileNotFoundError as e:  # neither: say what exists, and where files were looked for
+        raise ValueError(f"unknown model {model!r}; available: {', '.join(MODELS)}, or a converted "
+                         f"file ({e})") from None
     name = Path(path).name.removesuffix(".safetensors")
     runs_as = register_file(name, load_metadata(path))
     return await Demixer.load(dev, runs_as, weights=path, dtype=dtype)
