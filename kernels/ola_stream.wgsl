@@ -14,8 +14,12 @@
 //   env(q)    = sum over frames 0 <= t < total_frames with 0 <= q - t * hop < n_fft of
 //               win[q - t * hop]^2     (q: position in the signal's frame grid)
 //
+// The block's position = (q0, total_frames) is read from a small buffer rather
+// than the params, so that a recorded plan can run every block of a signal: the caller
+// writes the block's position before each replay.
+//
 // Layouts (row-major, float32): ola [rows, ola_len], carry [rows, carry_len],
-// win [n_fft], out [rows / mix, count].
+// win [n_fft], out [rows / mix, count]; position: u32 [2].
 // Workgroup: WG invocations, one output sample each; 1-D grid folded by the runtime.
 // Numerics: f32; the envelope is summed frame by frame in increasing t like torch.istft.
 
@@ -26,22 +30,23 @@ struct Params {
     carry_len: u32,
     start: u32,         // first ola sample emitted
     count: u32,         // samples emitted per row
-    q0: u32,            // position of ola[., 0] in the signal's frame grid
     hop: u32,
     n_fft: u32,
-    total_frames: u32,  // frames of the whole signal (0xffffffff: not known yet, no end)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> ola: array<f32>;
 @group(0) @binding(2) var<storage, read> carry: array<f32>;
 @group(0) @binding(3) var<storage, read> win: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+// [q0: where ola[., 0] lies on the signal's frame grid, total_frames: frames of the
+//  whole signal (0xffffffff: not known yet, no end)]
+@group(0) @binding(4) var<storage, read> position: array<u32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
 override WG: u32 = 256u;
 
 fn envelope(q: u32) -> f32 {
-    let t_hi = min(q / p.hop, p.total_frames - 1u);
+    let t_hi = min(q / p.hop, position[1] - 1u);
     var t_lo = 0u;
     if (q >= p.n_fft) {
         t_lo = (q - p.n_fft) / p.hop + 1u;
@@ -63,7 +68,7 @@ fn finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
     let r = i / p.count;
     let s = p.start + (i - r * p.count);
-    let env = envelope(p.q0 + s);
+    let env = envelope(position[0] + s);
     var acc = 0.0;
     for (var m = 0u; m < p.mix; m++) {
         let row = r * p.mix + m;

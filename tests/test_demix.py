@@ -182,6 +182,37 @@ def test_streaming_random_blocks_equal_one_shot(small, rng, music):
             np.testing.assert_array_equal(got, one_shot[stem][c])
 
 
+def test_middle_segments_replay_one_plan(dev, small, small_ref, music):
+    """4 segments pushed a segment at a time: the first runs eagerly, the middle ones
+    (1, 2) replay one plan recorded at segment 1, the last (in finish()) runs
+    eagerly. A replayed segment makes no fresh dispatch and no GPU object: two uploads
+    (its chunk and position), one readback. The result matches the reference."""
+    n = 3 * SEGMENT + 200_000
+    wav = np.concatenate([music, music[:, ::-1], music], axis=1)[:, :n]
+    assert segment_count(n) == 4
+    stream = small.stream(2)
+    outs, deltas = [], []
+    for pos in range(0, n, SEGMENT):
+        dev.flush()
+        before = dict(dev.counts)
+        outs.append(run(stream.push([wav[0, pos:pos + SEGMENT], wav[1, pos:pos + SEGMENT]])))
+        dev.flush()
+        deltas.append({k: dev.counts[k] - before[k] for k in before})
+    outs.append(run(stream.finish()))
+    assert stream.segments_done == 4
+    # pushes 1..3 ran segments 0..2, push 0 none
+    eager, first_replay, replays = deltas[1], deltas[2], deltas[3:]
+    assert eager["replayed"] == 0 and eager["dispatches"] > 0
+    assert first_replay["replayed"] > 0  # recorded there (its dispatches count once), then replayed
+    for d in replays:
+        assert d["replayed"] == first_replay["replayed"]
+        assert d["dispatches"] == d["buffers_created"] == d["bind_groups_created"] == 0, d
+        assert d["uploads"] == 2 and d["readbacks"] == 1, d
+    want = ref.separate(wav, small_ref, length=n)
+    got = {stem: [np.concatenate([o[stem][c] for o in outs]) for c in range(2)] for stem in small.stems}
+    assert_matches(got, want, small.stems, 2)
+
+
 def test_memory_is_flat_and_progress(dev):
     """Peak GPU memory for 3 minutes equals that for 30 s: one segment at a time. A
     model of width 1 keeps this quick (the STFTs dominate); progress is reported after

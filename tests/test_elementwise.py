@@ -130,6 +130,20 @@ def test_pad_matches_numpy(dev, rng, shape, pads):
     np.testing.assert_array_equal(got, want)
 
 
+def test_pad_into_a_given_tensor(dev, rng):
+    """out=: the crop is written into an existing tensor (a plan's carried state), which
+    pad returns; a wrong shape or a itself is refused."""
+    a = f32(rng, 2, 10)
+    out = dev.empty((2, 4))
+    assert E.pad(dev.tensor(a), (-6, 0), out=out) is out
+    np.testing.assert_array_equal(out.numpy(), a[:, 6:])
+    with pytest.raises(ValueError, match="out must be an f32 Tensor of the result's shape"):
+        E.pad(dev.tensor(a), (-5, 0), out=out)
+    t = dev.tensor(a)
+    with pytest.raises(ValueError, match="out must not be a itself"):
+        E.pad(t, (0, 0), out=t)
+
+
 @pytest.mark.parametrize("shapes,dim", [
     ([(3,), (5,)], 0),
     ([(2, 3, 4), (2, 1, 4), (2, 5, 4)], 1),

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from pycore.ops.spectral import istft, stft
-from pycore.ops.spectral_mask import NO_END, magnitude, overlap_finish, ratio_masks
+from pycore.ops.spectral_mask import NO_END, magnitude, overlap_finish, position_bytes, ratio_masks
 from pycore.gpu.selfcheck import CHECKS
 
 
@@ -91,6 +91,32 @@ def test_overlap_finish(dev, rng, mix, start, count, q0, total):
     want = y.reshape(rows // mix, mix, count).mean(axis=1)
     assert got.shape == (rows // mix, count)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
+
+
+def test_position_tensor_in_a_replayed_plan(dev, rng):
+    """One plan of overlap_finish, replayed for blocks at other positions (written into
+    its position tensor), gives exactly what eager calls with the ints give: at the
+    signal's start, inside, near its end, and with no end yet."""
+    n_fft, hop, rows, ola_len, carry_len = 16, 4, 4, 48, 12
+    ola_t, carry_t = dev.empty((rows, ola_len)), dev.empty((rows, carry_len))
+    position = dev.empty((2,), "u32")
+    plan = dev.plan()
+    with plan:
+        y = overlap_finish(ola_t, carry_t, 2, 40, None, None, n_fft, hop, mix=2, position=position)
+    for q0, total in [(0, 20), (8, 20), (40, 23), (1000, None)]:
+        ola = rng.standard_normal((rows, ola_len)).astype(np.float32)
+        carry = rng.standard_normal((rows, carry_len)).astype(np.float32)
+        dev.write(ola_t, ola.tobytes())
+        dev.write(carry_t, carry.tobytes())
+        dev.write(position, position_bytes(q0, total))
+        plan.replay()
+        want = overlap_finish(dev.tensor(ola), dev.tensor(carry), 2, 40, q0, total, n_fft, hop, mix=2).numpy()
+        np.testing.assert_array_equal(y.numpy(), want)
+    plan.release()
+    with pytest.raises(ValueError, match="either as ints or in position"):
+        overlap_finish(ola_t, None, 0, 10, 0, None, n_fft, hop, position=position)
+    with pytest.raises(ValueError, match="position must be a u32 Tensor"):
+        overlap_finish(ola_t, None, 0, 10, None, None, n_fft, hop, position=dev.empty((2,)))
 
 
 def test_streamed_istft_equals_whole(dev, rng):

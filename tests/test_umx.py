@@ -132,7 +132,7 @@ def entries(weights):
             for k, v in weights.items()}
 
 
-def parity(dev, seconds, hidden, win=300, mono=False, lstm_chunk=None):
+def parity(dev, seconds, hidden, win=300, mono=False, lstm_chunk=None, progress=None):
     """SDR per stem of Demixer("umxl") against openunmix's Separator, both with random
     weights of the given hidden size and Wiener windows of `win` frames."""
     from pycore.demix import Demixer
@@ -156,7 +156,7 @@ def parity(dev, seconds, hidden, win=300, mono=False, lstm_chunk=None):
         for a in range(0, wav.shape[1], 123_457):                  # pushes emit nothing
             out = await stream.push([wav[0, a:a + 123_457], wav[1, a:a + 123_457]])
             assert all(len(ch) == 0 for chans in out.values() for ch in chans)
-        return await stream.finish()
+        return await stream.finish(progress)
 
     got = asyncio.run(run())
     result = {}
@@ -179,6 +179,31 @@ def test_umx_parity_reduced(dev):
 
 def test_umx_parity_mono_short(dev):
     parity(dev, 1.0, hidden=64, mono=True)
+
+
+def test_umx_windows_replay_plans(dev):
+    """173 frames in Wiener windows of 40: 4 full windows and a partial one. Pass 1
+    records its plan on window 0 and replays it for windows 1-3 (the partial window 4
+    runs eagerly); pass 2 runs window 0 eagerly, records on window 1 and replays it for
+    windows 2 and 3. A replayed window makes no fresh dispatch and no GPU object. The
+    counts are taken at each progress step (one per window and per target's LSTM)."""
+    snaps = []
+    parity(dev, 4.0, hidden=16, win=40, progress=lambda f, m: snaps.append((m, dict(dev.counts))))
+    J = 4
+    assert len(snaps) == 5 + J + 5 and snaps[5][0].endswith("LSTM over 173 frames")
+
+    def delta(i):
+        return {k: snaps[i + 1][1][k] - snaps[i][1][k] for k in snaps[i][1]}
+
+    pass1 = [delta(k) for k in range(5)]
+    pass2 = [delta(5 + J + k) for k in range(4)]
+    for d, uploads, readbacks, plan in [(pass1[2], 1, J, pass1[1]), (pass1[3], 1, J, pass1[1]),
+                                        (pass2[3], 2 + J, 1, pass2[2])]:
+        assert d["replayed"] == plan["replayed"] > 0, d
+        assert d["dispatches"] == d["buffers_created"] == d["bind_groups_created"] == 0, d
+        assert d["uploads"] == uploads and d["readbacks"] == readbacks, d
+    for d in (pass1[4], pass2[0]):                                   # eager windows
+        assert d["replayed"] == 0 and d["dispatches"] > 0, d
 
 
 @pytest.mark.skipif(not os.environ.get("STEMTONE_SLOW_TESTS"), reason="~4 min on lavapipe; STEMTONE_SLOW_TESTS=1")

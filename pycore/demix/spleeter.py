@@ -42,12 +42,13 @@ the rest with the length known. Only the last segment sees the track's end.
 from __future__ import annotations
 
 import array
+import contextlib
 
 from ..audio.buffers import as_f32, flat_f32, is_numpy, to_caller
 from ..models.spleeter import Spleeter, stems_of
 from ..ops.elementwise import concat, pad
 from ..ops.spectral import istft, stft
-from ..ops.spectral_mask import magnitude, overlap_finish, ratio_masks
+from ..ops.spectral_mask import magnitude, overlap_finish, position_bytes, ratio_masks
 from ..weights import weights_path
 from ..weights.safetensors import load as load_safetensors
 from .base import Cancelled, Demixer, check_channels, checked_block, register
@@ -116,6 +117,7 @@ class DemixStream:
         self._pushed = 0          # samples pushed so far
         self._segment = 0         # next segment to run
         self._carry = None        # [rows, CARRY] overlap-add tail of the last segment (GPU)
+        self._plan = None         # (plan, audio, position, y): the middle segments' plan
         self._done = False
         self.segments_done = 0
         self.numpy_kind = False   # whether outputs are numpy arrays (the last input's type)
@@ -127,17 +129,18 @@ class DemixStream:
         self.numpy_kind = is_numpy(block[0])
         n, pos = len(block[0]), 0
         out = self._empty()
-        while True:
-            # top the buffer up to one chunk (never more: it stays O(segment) however
-            # long the block), then run the segment if the chunk is complete
-            take = min(CHUNK - len(self._buf[0]), n - pos)
-            for buf, ch in zip(self._buf, block):
-                buf.extend(as_f32(ch[pos:pos + take]))
-            pos += take
-            self._pushed += take
-            if len(self._buf[0]) < CHUNK:
-                break
-            self._append(out, await self._run(None, progress, should_cancel))
+        with self._closed_on_error():
+            while True:
+                # top the buffer up to one chunk (never more: it stays O(segment) however
+                # long the block), then run the segment if the chunk is complete
+                take = min(CHUNK - len(self._buf[0]), n - pos)
+                for buf, ch in zip(self._buf, block):
+                    buf.extend(as_f32(ch[pos:pos + take]))
+                pos += take
+                self._pushed += take
+                if len(self._buf[0]) < CHUNK:
+                    break
+                self._append(out, await self._run(None, progress, should_cancel))
         return self._result(out)
 
     async def finish(self, progress=None, should_cancel=None) -> dict:
@@ -146,13 +149,10 @@ class DemixStream:
             raise RuntimeError("demix: finish() called twice")
         out = self._empty()
         total = segment_count(self._pushed)
-        while self._segment < total:
-            self._append(out, await self._run(self._pushed, progress, should_cancel))
-        self._done = True
-        self._buf = []
-        if self._carry is not None:
-            self._carry.release()
-            self._carry = None
+        with self._closed_on_error():
+            while self._segment < total:
+                self._append(out, await self._run(self._pushed, progress, should_cancel))
+        self._close()
         return self._result(out)
 
     # ---- internals
@@ -169,21 +169,36 @@ class DemixStream:
     def _result(self, out):
         return {stem: [to_caller(a, self.numpy_kind) for a in chans] for stem, chans in out.items()}
 
-    async def _run(self, length, progress, should_cancel) -> dict:
-        """Run the next segment; length = the track's length once known (finish())."""
-        if should_cancel is not None and should_cancel():
-            raise Cancelled("separation cancelled")
-        dev, s, C = self.demixer.dev, self._segment, self.channels
-        stems = self.demixer.stems
-        total_frames = None if length is None else 1 + length // HOP
-        last = length is not None and s == segment_count(length) - 1
-        valid = FRAMES if total_frames is None else min(FRAMES, total_frames - s * FRAMES)
+    @contextlib.contextmanager
+    def _closed_on_error(self):
+        """A failed or cancelled stream gives its GPU memory back (it cannot go on)."""
+        try:
+            yield
+        except BaseException:
+            self._close()
+            raise
 
-        # 1. the chunk of audio this segment's frames cover (zeros past the end)
-        raw = b"".join(buf[:CHUNK].tobytes() + bytes(4 * max(0, CHUNK - len(buf))) for buf in self._buf)
-        audio = dev.tensor(raw, (C, CHUNK))
+    def _close(self):
+        self._done = True
+        self._buf = []
+        self._release_plan()
+        if self._carry is not None:
+            self._carry.release()
+            self._carry = None
+
+    def _release_plan(self):
+        if self._plan is not None:
+            plan, audio, position, _ = self._plan
+            plan.release()
+            audio.release()
+            position.release()
+            self._plan = None
+
+    def _forward(self, audio, valid, start, count, carry, tail, position):
+        """The GPU work of one segment: audio [C, CHUNK] -> output samples start ..
+        start + count - 1 of every stem [S * C, count]; self._carry is read if `carry`
+        and then holds this segment's tail if `tail`. position: overlap_finish's u32 [2]."""
         X = stft(audio, N_FFT, HOP, center=False)                    # [C, 2049, 512, 2]
-        audio.release()
         # 2.-3. magnitudes, U-Nets, masked spectra of every stem
         x = magnitude(X, BINS, valid=valid, channels=MODEL_CHANNELS)  # [1, 2, 512, 1024]
         outs = self.demixer.model(x)
@@ -197,16 +212,59 @@ class DemixStream:
         # 4. overlap-add, carry, envelope of the whole track
         ola = istft(Y, N_FFT, HOP, center=False, envelope=False)     # [S * 2, CHUNK]
         Y.release()
+        y = overlap_finish(ola, self._carry if carry else None, start, count, None, None, N_FFT, HOP,
+                           mix=MODEL_CHANNELS // self.channels, position=position)  # [S * C, count]
+        if tail:
+            if self._carry is None:
+                self._carry = self.demixer.dev.empty((ola.shape[0], CARRY))
+            pad(ola, (-SEGMENT, 0), out=self._carry)                 # ola[:, SEGMENT:]
+        ola.release()
+        return y
+
+    def _record(self):
+        """The plan of a middle segment (all of a full chunk, a carry, every frame
+        valid): recorded once, then replayed with the next chunk and position."""
+        dev = self.demixer.dev
+        audio, position = dev.empty((self.channels, CHUNK)), dev.empty((2,), "u32")
+        plan = dev.plan()
+        with plan:
+            y = self._forward(audio, FRAMES, 0, SEGMENT, True, True, position)
+        return plan, audio, position, y
+
+    async def _run(self, length, progress, should_cancel) -> dict:
+        """Run the next segment; length = the track's length once known (finish()).
+        Middle segments (not the first, not the last) replay one recorded plan; the first
+        and the last differ in shapes and parameters and run eagerly."""
+        if should_cancel is not None and should_cancel():
+            raise Cancelled("separation cancelled")
+        dev, s, C = self.demixer.dev, self._segment, self.channels
+        stems = self.demixer.stems
+        total_frames = None if length is None else 1 + length // HOP
+        last = length is not None and s == segment_count(length) - 1
+        valid = FRAMES if total_frames is None else min(FRAMES, total_frames - s * FRAMES)
         start = LEAD if s == 0 else 0                                # output sample 0 = ola[2048]
         end = length + LEAD - s * SEGMENT if last else SEGMENT
-        y = overlap_finish(ola, self._carry, start, end - start, s * SEGMENT, total_frames, N_FFT, HOP,
-                           mix=MODEL_CHANNELS // C)                  # [S * C, end - start]
-        if self._carry is not None:
-            self._carry.release()
-        self._carry = None if last else pad(ola, (-SEGMENT, 0))      # ola[:, SEGMENT:]
-        ola.release()
-        host = flat_f32(await dev.read(y))
-        y.release()
+        # 1. the chunk of audio this segment's frames cover (zeros past the end)
+        raw = b"".join(buf[:CHUNK].tobytes() + bytes(4 * max(0, CHUNK - len(buf))) for buf in self._buf)
+        where = position_bytes(s * SEGMENT, total_frames)
+
+        if s > 0 and not last:
+            if self._plan is None:
+                self._plan = self._record()
+            plan, audio, position, y = self._plan
+            dev.write(audio, raw)
+            dev.write(position, where)
+            plan.replay()
+            host = flat_f32(await dev.read(y))
+        else:
+            self._release_plan()                                     # its memory, before this one's
+            audio = dev.tensor(raw, (C, CHUNK))
+            position = dev.tensor(where, (2,), "u32")
+            y = self._forward(audio, valid, start, end - start, s > 0, not last, position)
+            audio.release()
+            position.release()
+            host = flat_f32(await dev.read(y))
+            y.release()
 
         for buf in self._buf:
             del buf[:SEGMENT]

@@ -19,6 +19,12 @@ wiener_win_len, so the result is unchanged), and the per-frame sequences live on
           3,072 samples that overlap the next window are carried, the rest is divided by
           the whole track's squared-window envelope and read back.
 
+Each pass's windows replay one recorded plan (pycore.gpu.runtime.Plan): in pass 1 every
+full window, in pass 2 every window but the first and the last (which differ in what
+they emit); between replays only the inputs' contents change (the chunk, the rows of z,
+the window's position for the envelope, the carry the plan itself writes). A plan is
+released before an eager window runs, so GPU memory stays that of one window.
+
 openunmix itself (Separator, predict.separate) runs the whole track at once. Host
 memory: the audio, the output, and for umxl 16 KiB per frame for the four targets' z
 plus 12 KiB for the target in its LSTM (staged_bytes_per_frame; 1.2 MB per second), which
@@ -39,7 +45,7 @@ from ..models.umx import HOP, N_FFT, WIENER_EPS, Separator, targets_of
 from ..ops.elementwise import concat, pad, transpose
 from ..ops.rnn import lstm
 from ..ops.spectral import istft, stft
-from ..ops.spectral_mask import magnitude, overlap_finish
+from ..ops.spectral_mask import magnitude, overlap_finish, position_bytes
 from ..ops.wiener import wiener
 from ..weights import model_file
 from ..weights.safetensors import load as load_safetensors
@@ -107,6 +113,7 @@ class UmxStream:
         self._audio = [array.array("f") for _ in range(channels)]
         self._done = False
         self.lstm_chunk = LSTM_CHUNK  # frames per LSTM chunk (GPU memory; the result is the same)
+        self._carry = None            # [J * 2, CARRY] overlap-add tail of the last window (GPU)
         self.segments_done = 0
         self.numpy_kind = False
 
@@ -150,57 +157,74 @@ class UmxStream:
             if progress is not None:
                 progress(min(1.0, done / steps), message)
 
-        # pass 1: every model's frame-local features, window by window, to the host
+        # pass 1: every model's frame-local features, window by window, to the host;
+        # the full windows replay one plan (chunk in, features out), a partial last one
+        # runs eagerly
         dev = self.demixer.dev
         feats = [bytearray(4 * T * m.hidden_size) for m in models]
-        for k, (a, b) in enumerate(windows):
-            tick(f"spectrogram {k + 1} of {len(windows)}")
-            X, mix = self._spectrum(audio, a, b)
-            X.release()
-            for buf, model in zip(feats, models):
-                await _store(dev, model.features(mix), buf, a, model.hidden_size)
-            mix.release()
+        plan = None
+        try:
+            for k, (a, b) in enumerate(windows):
+                tick(f"spectrogram {k + 1} of {len(windows)}")
+                raw = _chunk(audio, a, b)
+                if b - a == win:
+                    if plan is None:
+                        plan = _Recorded(dev, self._features, [(2, len(raw) // 8)])
+                    fs = plan.run([raw])
+                else:
+                    plan = _release(plan)                               # its memory, before this one's
+                    chunk = dev.tensor(raw, (2, len(raw) // 8))
+                    fs = self._features(chunk)
+                    chunk.release()
+                for buf, model, f in zip(feats, models, fs):
+                    await _store(dev, f, buf, a, model.hidden_size, release=plan is None)
+        finally:
+            plan = _release(plan)
         # the LSTMs over the whole sequence, one target at a time, in time chunks
         seqs = []
         for j, (model, name) in enumerate(zip(models, self.demixer.stems)):
             tick(f"{name}: LSTM over {T} frames")
             seqs.append(await self._sequence(model, feats[j], T))
             feats[j] = None
-        # pass 2: masks, Wiener filter and overlap-add, window by window
-        carry = None
+        # pass 2: masks, Wiener filter and overlap-add, window by window; the middle
+        # windows (all full, with a carry before and after) replay one plan
         rows = self.channels
-        for k, (a, b) in enumerate(windows):
-            tick(f"Wiener filter {k + 1} of {len(windows)}")
-            X, mix = self._spectrum(audio, a, b)
-            est = []
-            for z, model in zip(seqs, models):
-                zk = dev.tensor(_rows(z, a, b, model.hidden_size), (b - a, model.hidden_size))
-                s = model.spectrogram(zk, mix)
-                zk.release()
-                est.append(s.reshape(1, *s.shape))
-            mix.release()
-            mags = concat(est, dim=0)                                   # [J, n, 2, 2049]
-            for s in est:
-                s.release()
-            Y = wiener(X, mags, win=win, eps=WIENER_EPS)                # [J * 2, 2049, n, 2]
-            X.release()
-            mags.release()
-            ola = istft(Y, N_FFT, HOP, center=False, envelope=False)    # [J * 2, 1024 n + 3072]
-            Y.release()
-            last = k == len(windows) - 1
-            start = LEAD if k == 0 else 0                               # output sample 0 = ola[2048]
-            end = L + LEAD - a * HOP if last else win * HOP
-            y = overlap_finish(ola, carry, start, end - start, a * HOP, T, N_FFT, HOP, mix=2 // rows)
-            if carry is not None:
-                carry.release()
-            carry = None if last else pad(ola, (-win * HOP, 0))        # ola[:, 1024 win:]
-            ola.release()
-            host = flat_f32(await self.demixer.dev.read(y))
-            y.release()
-            n = end - start
-            for j, stem in enumerate(self.demixer.stems):
-                for c in range(rows):
-                    out[stem][c].extend(host[(j * rows + c) * n:(j * rows + c + 1) * n])
+        self._carry = None
+        position = dev.empty((2,), "u32")
+        try:
+            for k, (a, b) in enumerate(windows):
+                tick(f"Wiener filter {k + 1} of {len(windows)}")
+                last = k == len(windows) - 1
+                start = LEAD if k == 0 else 0                           # output sample 0 = ola[2048]
+                end = L + LEAD - a * HOP if last else win * HOP
+                raws = [_chunk(audio, a, b)] + [_rows(z, a, b, m.hidden_size) for z, m in zip(seqs, models)]
+                dev.write(position, position_bytes(a * HOP, T))
+                if 0 < k and not last:
+                    if plan is None:
+                        shapes = [(2, len(raws[0]) // 8)] + [(win, m.hidden_size) for m in models]
+                        plan = _Recorded(dev, lambda chunk, *zs: self._masked(chunk, zs, 0, win * HOP, position,
+                                                                              True, True), shapes)
+                    y = plan.run(raws)
+                else:
+                    plan = _release(plan)
+                    inputs = [dev.tensor(raws[0], (2, len(raws[0]) // 8))]
+                    inputs += [dev.tensor(r, (b - a, m.hidden_size)) for r, m in zip(raws[1:], models)]
+                    y = self._masked(inputs[0], inputs[1:], start, end - start, position, k > 0, not last)
+                    for t in inputs:
+                        t.release()
+                host = flat_f32(await dev.read(y))
+                if plan is None:
+                    y.release()
+                n = end - start
+                for j, stem in enumerate(self.demixer.stems):
+                    for c in range(rows):
+                        out[stem][c].extend(host[(j * rows + c) * n:(j * rows + c + 1) * n])
+        finally:
+            _release(plan)
+            position.release()
+            if self._carry is not None:
+                self._carry.release()
+                self._carry = None
         return self._result(out)
 
     async def _sequence(self, model, feats, T) -> bytearray:
@@ -244,18 +268,50 @@ class UmxStream:
 
     # ---- internals
 
-    def _spectrum(self, audio, a, b):
-        """STFT frames a .. b-1 of the stereo track -> (X [2, 2049, n, 2], mix [n, 2, 2049])."""
-        dev = self.demixer.dev
-        lo, hi = a * HOP - LEAD, (b - 1) * HOP + LEAD                  # samples lo .. hi-1
-        raw = b"".join(_reflected(ch, lo, hi).tobytes() for ch in audio)
-        chunk = dev.tensor(raw, (2, hi - lo))
+    def _spectrum(self, chunk):
+        """STFT of a window's audio chunk [2, samples] -> (X [2, 2049, n, 2], mix [n, 2, 2049])."""
         X = stft(chunk, N_FFT, HOP, center=False)
-        chunk.release()
         mag = magnitude(X, N_FFT // 2 + 1)                              # [1, 2, n, 2049]
         mix = transpose(mag.reshape(mag.shape[1:]), (1, 0, 2))          # [n, 2, 2049]
         mag.release()
         return X, mix
+
+    def _features(self, chunk) -> list:
+        """Pass 1 on one window: every model's features [n, hidden] of the chunk's frames."""
+        X, mix = self._spectrum(chunk)
+        X.release()
+        fs = [model.features(mix) for model in self.demixer.model.models]
+        mix.release()
+        return fs
+
+    def _masked(self, chunk, zs, start, count, position, carry, tail):
+        """Pass 2 on one window: the chunk's audio and every model's z [n, hidden] ->
+        output samples start .. start + count - 1 of every stem [J * C, count] (masks,
+        Wiener filter, overlap-add, envelope at `position`); self._carry is read if
+        `carry` and then holds this window's tail if `tail`."""
+        models, win = self.demixer.model.models, self.demixer.model.wiener_win
+        X, mix = self._spectrum(chunk)
+        est = []
+        for z, model in zip(zs, models):
+            s = model.spectrogram(z, mix)
+            est.append(s.reshape(1, *s.shape))
+        mix.release()
+        mags = concat(est, dim=0)                                       # [J, n, 2, 2049]
+        for s in est:
+            s.release()
+        Y = wiener(X, mags, win=win, eps=WIENER_EPS)                    # [J * 2, 2049, n, 2]
+        X.release()
+        mags.release()
+        ola = istft(Y, N_FFT, HOP, center=False, envelope=False)        # [J * 2, 1024 n + 3072]
+        Y.release()
+        y = overlap_finish(ola, self._carry if carry else None, start, count, None, None, N_FFT, HOP,
+                           mix=2 // self.channels, position=position)
+        if tail:
+            if self._carry is None:
+                self._carry = self.demixer.dev.empty((ola.shape[0], CARRY))
+            pad(ola, (-win * HOP, 0), out=self._carry)                 # ola[:, 1024 win:]
+        ola.release()
+        return y
 
     def _empty(self):
         return {stem: [array.array("f") for _ in range(self.channels)] for stem in self.demixer.stems}
@@ -292,14 +348,53 @@ def _upload(dev, bufs, widths, a, b, reverse=False):
     return x
 
 
-async def _store(dev, t, buf, a: int, width: int, reverse=False):
-    """Read t ([n, width] or [n, 1, width]) into rows a .. a+n-1 of a host buffer; release t."""
+async def _store(dev, t, buf, a: int, width: int, reverse=False, release=True):
+    """Read t ([n, width] or [n, 1, width]) into rows a .. a+n-1 of a host buffer; release t
+    (unless a plan's output)."""
     host = flat_f32(await dev.read(t)).tobytes()
-    t.release()
+    if release:
+        t.release()
     n = len(host) // (4 * width)
     if reverse:
         host = _rows(host, 0, n, width, reverse=True)
     buf[4 * width * a:4 * width * (a + n)] = host
+
+
+class _Recorded:
+    """fn(*inputs) on tensors of fixed shapes, recorded as a plan on the first run() and
+    replayed on every run: run(raws) writes the inputs' bytes and returns fn's outputs
+    (the plan's: valid until the next run or release())."""
+
+    def __init__(self, dev, fn, shapes):
+        self.dev = dev
+        self.inputs = [dev.empty(shape) for shape in shapes]
+        self.plan = dev.plan()
+        with self.plan:
+            self.outputs = fn(*self.inputs)
+
+    def run(self, raws):
+        for t, raw in zip(self.inputs, raws):
+            self.dev.write(t, raw)
+        self.plan.replay()
+        return self.outputs
+
+    def release(self):
+        self.plan.release()
+        for t in self.inputs:
+            t.release()
+
+
+def _release(recorded):
+    """Release a _Recorded (or None); returns None."""
+    if recorded is not None:
+        recorded.release()
+    return None
+
+
+def _chunk(audio, a: int, b: int) -> bytes:
+    """The stereo audio STFT frames a .. b-1 cover (float32 bytes of [2, samples])."""
+    lo, hi = a * HOP - LEAD, (b - 1) * HOP + LEAD                      # samples lo .. hi-1
+    return b"".join(_reflected(ch, lo, hi).tobytes() for ch in audio)
 
 
 def _reflected(ch: array.array, lo: int, hi: int) -> array.array:

@@ -8,9 +8,11 @@
     copy(a)                           a new contiguous copy
     transpose(a, dims)                permute dims (like torch.permute) into a new
                                       contiguous tensor, rank <= 6
-    pad(a, pads, value=0.0)           torch.nn.functional.pad, constant mode: pads =
+    pad(a, pads, value=0.0, out=None) torch.nn.functional.pad, constant mode: pads =
                                       (before, after) pairs from the LAST dim backwards;
-                                      negative amounts crop. Rank <= 6.
+                                      negative amounts crop. Rank <= 6. out: an f32
+                                      tensor of the result's shape to write instead of
+                                      a new one (state a recorded plan carries over).
     concat(tensors, dim=0)            torch.cat: shapes equal except along dim. Rank <= 6.
     channel_affine(x, scale, shift, act=None, alpha=0.01, pad=(0, 0, 0, 0), out=None,
                    out_channel=0)
@@ -132,9 +134,10 @@ def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def pad(a, pads, value=0.0):
+def pad(a, pads, value=0.0, out=None):
     """torch.nn.functional.pad(a, pads, mode="constant", value): pads lists (before, after)
-    for the last dim, then the one before it, and so on; negative amounts crop."""
+    for the last dim, then the one before it, and so on; negative amounts crop. out: an
+    f32 Tensor of the result's shape (not a) to write into, else a new one."""
     op = "pad"
     expect_dtype(op, a, "f32")
     pads = tuple(pads)
@@ -148,7 +151,13 @@ def pad(a, pads, value=0.0):
         before[k] = pads[2 * j]
         shape[k] += pads[2 * j] + pads[2 * j + 1]
     expect(op, min(shape, default=0) >= 0, f"pads {pads} crop more than the tensor holds", a)
-    out = a.dev.empty(tuple(shape))
+    if out is None:
+        out = a.dev.empty(tuple(shape))
+    else:
+        expect(op, isinstance(out, Tensor) and out.shape == tuple(shape) and out.dtype == "f32",
+               f"out must be an f32 Tensor of the result's shape {tuple(shape)}", a, out)
+        same_device(op, a, out)
+        expect(op, out.buffer is not a.buffer, "out must not be a itself", a)
     if out.size == 0:
         return out
     return _run("pad", a, out, n=out.size, s=float(value),

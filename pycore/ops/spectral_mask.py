@@ -4,6 +4,8 @@
     ratio_masks(X, masks, bins, valid=None, eps=1e-10)   -> Y [S * C, F, frames, 2]
     overlap_finish(ola, carry, start, count, q0, total_frames, n_fft, hop, mix=1)
                                                          -> [rows / mix, count]
+    overlap_finish(..., None, None, n_fft, hop, position=P)   P: u32 Tensor [2]
+    position_bytes(q0, total_frames)                     -> what P holds
 
 X is a complex STFT [Cx, F, frames, 2] from pycore.ops.spectral.stft. `magnitude` gives
 the model its input: |X| of the first `bins` bins, transposed to time-major
@@ -20,11 +22,15 @@ Y_s = X * (m_s^2 + eps/2) / (sum_j m_j^2 + eps) on the first `bins` bins of fram
 rows averaged in groups of `mix` (2 turns stereo into mono). q0 is the position of ola's
 first sample on the signal's frame grid (frame t starts at t * hop); total_frames the
 frame count of the whole signal, or None while it is not known (the envelope then has
-no end).
+no end). The kernel reads them from a small u32 tensor [q0, total_frames or NO_END]
+(uploaded by the op from the ints); a recorded plan that runs every block of a signal
+(pycore.demix.spleeter, umx) passes its own tensor as `position` instead and writes
+position_bytes(q0, total_frames) into it before each replay.
 """
 
 from __future__ import annotations
 
+import array
 import math
 
 from ..gpu.runtime import Tensor, ceil_div
@@ -94,10 +100,18 @@ def ratio_masks(X, masks, bins, valid=None, eps=1e-10):
     return out
 
 
-def overlap_finish(ola, carry, start, count, q0, total_frames, n_fft, hop, mix=1, window=None):
+def position_bytes(q0, total_frames) -> bytes:
+    """The contents of overlap_finish's `position` tensor (u32 [2]) for a block at q0 of a
+    signal of total_frames frames (None: not known yet)."""
+    return array.array("I", [q0, NO_END if total_frames is None else total_frames]).tobytes()
+
+
+def overlap_finish(ola, carry, start, count, q0, total_frames, n_fft, hop, mix=1, window=None, position=None):
     """(ola + carry) / envelope of the whole signal for samples start .. start+count-1 of
     each row, rows averaged in groups of mix -> [rows / mix, count]. See the module doc.
-    window: f32 [n_fft] (default: the periodic Hann window of pycore.ops.spectral)."""
+    window: f32 [n_fft] (default: the periodic Hann window of pycore.ops.spectral).
+    position: a u32 Tensor [2] holding position_bytes(q0, total_frames), read by the
+    kernel instead (q0 and total_frames are then None): a plan writes it per block."""
     from .spectral import hann_window
 
     op = "overlap_finish"
@@ -115,9 +129,16 @@ def overlap_finish(ola, carry, start, count, q0, total_frames, n_fft, hop, mix=1
     expect(op, _is_int(n_fft, 1) and _is_int(hop, 1), f"n_fft and hop must be positive ints, got {n_fft!r}, {hop!r}")
     expect(op, _is_int(start) and _is_int(count) and start + count <= ola_len,
            f"samples {start!r} + {count!r} must lie within the {ola_len} of ola", ola)
-    expect(op, _is_int(q0) and q0 + ola_len <= NO_END, f"q0 must be an int >= 0 that fits u32, got {q0!r}")
-    expect(op, total_frames is None or (_is_int(total_frames, 1) and total_frames < NO_END),
-           f"total_frames must be None or a positive int, got {total_frames!r}")
+    if position is None:
+        expect(op, _is_int(q0) and q0 + ola_len <= NO_END, f"q0 must be an int >= 0 that fits u32, got {q0!r}")
+        expect(op, total_frames is None or (_is_int(total_frames, 1) and total_frames < NO_END),
+               f"total_frames must be None or a positive int, got {total_frames!r}")
+    else:
+        expect(op, isinstance(position, Tensor) and position.shape == (2,) and position.dtype == "u32",
+               "position must be a u32 Tensor [2] (position_bytes(q0, total_frames))", ola)
+        same_device(op, ola, position)
+        expect(op, q0 is None and total_frames is None,
+               "give q0 and total_frames either as ints or in position, not both", ola)
     # one invocation loops over the frames covering its sample (the envelope), then the mix
     expect_loop_steps(op, ceil_div(n_fft, hop) + mix + 3, f"n_fft={n_fft} with hop={hop} and mix={mix}", ola)
     win = hann_window(ola.dev, n_fft) if window is None else window
@@ -126,11 +147,13 @@ def overlap_finish(ola, carry, start, count, q0, total_frames, n_fft, hop, mix=1
     out = ola.dev.empty((rows // mix, count))
     if out.size == 0:
         return out
+    pos = position if position is not None else ola.dev.tensor(position_bytes(q0, total_frames), (2,), "u32")
     ola.dev.run(ola.dev.kernel("ola_stream", "finish", consts={"WG": WG}), ceil_div(out.size, WG),
-                ola=ola, carry=carry if carry is not None else ola, win=win, out=out,
+                ola=ola, carry=carry if carry is not None else ola, win=win, position=pos, out=out,
                 rows=rows // mix, mix=mix, ola_len=ola_len, carry_len=0 if carry is None else carry.shape[1],
-                start=start, count=count, q0=q0, hop=hop, n_fft=n_fft,
-                total_frames=NO_END if total_frames is None else total_frames)
+                start=start, count=count, hop=hop, n_fft=n_fft)
+    if position is None:
+        pos.release()
     return out
 
 
@@ -139,8 +162,6 @@ def overlap_finish(ola, carry, start, count, q0, total_frames, n_fft, hop, mix=1
 
 
 def _f32(values):
-    import array
-
     return array.array("f", values).tolist()
 
 
