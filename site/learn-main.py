@@ -9,6 +9,7 @@ Body attributes (for people reading the DOM, and for e2e/test_learn_page.py):
     body[data-epoch]      epochs trained so far (the saved state)
     body[data-error]      the kind of the error on display (page_kit.show_error)
     body[data-recovered]  how many times training resumed after a lost device
+    body[data-losses], body[data-epoch-seconds]   per epoch, comma-separated
 
 A document event "stemtone-lose-device" asks the worker to destroy its device, as a driver
 reset would (the e2e test's way to check the recovery).
@@ -352,6 +353,8 @@ class Page:
             self.epoch_times.append(float(d.seconds))
             self.epoch_started = time.perf_counter()
             self.chart.add(float(d.loss))
+            document.body.dataset.losses = ",".join(f"{v:.7g}" for v in self.chart.losses)
+            document.body.dataset.epochSeconds = ",".join(f"{v:.3f}" for v in self.epoch_times)
             by_id("loss").textContent = f"loss {float(d.loss):.4f}"
             by_id("model-info").textContent = f"{self.size} · {self.epoch} epochs"
             self.show_progress(0.0)
