@@ -9,12 +9,14 @@ float32 noise. The device is then destroyed mid-training as a driver reset would
 training resumes from the last saved epoch and finishes. The downloaded model loads again.
 A browser without WebGPU says so.
 
-Timing (recorded, never asserted): seconds per epoch in the browser (an epoch after the
-first, which compiles the shaders) and natively for the same config and samples, in
+Timing (recorded, never asserted): seconds per epoch in the browser (the best epoch after
+the first, which compiles the shaders; the per-epoch save is not counted) and natively
+(best of NATIVE_EPOCHS after the first) for the same config and samples, in
 e2e/artifacts/learn-timing.json; screenshots during training and after generation.
 """
 
 import asyncio
+import concurrent.futures
 import os
 import time
 
@@ -31,6 +33,7 @@ SIZE = "tiny"
 GEN_S = 2.0
 READY_TIMEOUT_MS = 180_000
 EPOCH_TIMEOUT_MS = 240_000
+NATIVE_EPOCHS = 3            # timed after the first (best of), as the browser's epochs after its first
 LOSS_RTOL = 1e-3             # browser vs native loss of the first epoch (float32 sums of ~1e5 terms)
 
 
@@ -127,14 +130,15 @@ def test_trains_pauses_resumes_and_generates(session, clips, tmp_path):
     model_path = tmp_path / dl.value.suggested_filename
     dl.value.save_as(model_path)
     session.model_path = str(model_path)
-    native = native_run(clips["samples"])
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's loop
+        native = pool.submit(native_run, clips["samples"]).result()
     from pycore.weights import safetensors
     meta = safetensors.load_metadata(str(model_path))
     assert meta["epochs"] == str(paused + 1) and meta["hidden"] == "32"
     np.testing.assert_allclose(losses[0], native["first_loss"], rtol=LOSS_RTOL)
     seconds = [float(v) for v in body(page, "epochSeconds").split(",")]
-    timing = {"browser_epoch_s": seconds[-1], "native_epoch_s": native["epoch_s"],
-              "ratio": seconds[-1] / native["epoch_s"], "size": SIZE, "clip_s": CLIP_S,
+    best = min(seconds[1:])  # the first epoch compiles the shaders
+    timing = {"browser_epoch_s": best, "native_epoch_s": native["epoch_s"], "ratio": best / native["epoch_s"], "size": SIZE, "clip_s": CLIP_S,
               "steps": native["steps"], "browser_epochs_s": seconds, "gpu": page.inner_text("#gpu-name"),
               "native_gpu": native["gpu"], "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     session.save_json("learn-timing.json", timing)
@@ -181,7 +185,10 @@ def native_run(samples):
     z, model.mean, model.std = asyncio.run(clip_frames(dev, samples, model.config))
     trainer = Trainer(model, z.numpy().ravel())
     first = asyncio.run(trainer.epoch())
-    t0 = time.perf_counter()
-    asyncio.run(trainer.epoch())
-    return {"first_loss": first, "epoch_s": time.perf_counter() - t0, "steps": trainer.steps(),
+    times = []
+    for _ in range(NATIVE_EPOCHS):
+        t0 = time.perf_counter()
+        asyncio.run(trainer.epoch())
+        times.append(time.perf_counter() - t0)
+    return {"first_loss": first, "epoch_s": min(times), "steps": trainer.steps(),
             "gpu": dev.describe()}

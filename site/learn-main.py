@@ -59,6 +59,10 @@ async def decode(file):
     return audio.getChannelData(0)
 
 
+def epochs_text(n):
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 def clock(seconds):
     seconds = max(0, round(seconds))
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
@@ -356,7 +360,7 @@ class Page:
             document.body.dataset.losses = ",".join(f"{v:.7g}" for v in self.chart.losses)
             document.body.dataset.epochSeconds = ",".join(f"{v:.3f}" for v in self.epoch_times)
             by_id("loss").textContent = f"loss {float(d.loss):.4f}"
-            by_id("model-info").textContent = f"{self.size} · {self.epoch} epochs"
+            by_id("model-info").textContent = f"{self.size} · {epochs_text(self.epoch)}"
             self.show_progress(0.0)
             self.set_state("training")  # Download / Generate stay off until it stops
         elif kind in ("paused", "trained"):
@@ -364,7 +368,7 @@ class Page:
             document.body.dataset.epoch = str(self.epoch)
             by_id("train-bar").style.width = f"{100 * self.epoch / max(1, self.target):.1f}%"
             by_id("train-text").textContent = (f"Paused after epoch {self.epoch}" if kind == "paused"
-                                               else f"Trained {self.epoch} epochs")
+                                               else f"Trained {epochs_text(self.epoch)}")
             by_id("train-eta").textContent = ""
             by_id("generate-card").hidden = not self.has_model
             self.set_status("pass", "Paused · Resume continues" if kind == "paused" else "Trained · generate below")
@@ -385,7 +389,7 @@ class Page:
         elif kind == "loaded":
             self.has_model, self.epoch, self.size = True, int(d.epoch), str(d.size)
             document.body.dataset.epoch = str(self.epoch)
-            by_id("model-info").textContent = f"{d.name} · {self.size} · {self.epoch} epochs"
+            by_id("model-info").textContent = f"{d.name} · {self.size} · {epochs_text(self.epoch)}"
             by_id("generate-card").hidden = False
             self.chart.reset()
             self.set_status("pass", "Model loaded · generate below, or drop a clip and Resume")

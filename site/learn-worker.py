@@ -20,7 +20,7 @@ Messages (plain JS objects; each message to the page carries a "stemtone" key):
                      {stemtone: "clip", seconds, frames}
                      {stemtone: "training", epoch, epochs, size}
                      {stemtone: "step", epoch, step, steps}
-                     {stemtone: "epoch", epoch, epochs, loss, seconds}
+                     {stemtone: "epoch", epoch, epochs, loss, seconds}   seconds: the epoch, not its save
                      {stemtone: "paused" | "trained", epoch}
                      {stemtone: "recovered", epoch, message}   the device was lost: resumed
                      {stemtone: "generating", fraction}
@@ -190,6 +190,7 @@ class Worker(GPUWorker):
             t0 = time.perf_counter()
             try:
                 loss = await trainer.epoch(on_step)
+                seconds = time.perf_counter() - t0  # the epoch alone: the save below is not training
                 self.saved = await checkpoint.to_bytes(trainer)
             except Paused:
                 self.trainer = checkpoint.load_trainer(self.dev, self.saved, self.frames)  # drop the partial epoch
@@ -208,7 +209,7 @@ class Worker(GPUWorker):
                              f"{trainer.epochs_done} on a new device.")
                 continue
             recoveries = 0
-            post("epoch", epoch=trainer.epochs_done, epochs=epochs, loss=loss, seconds=time.perf_counter() - t0)
+            post("epoch", epoch=trainer.epochs_done, epochs=epochs, loss=loss, seconds=seconds)
         post("trained", epoch=trainer.epochs_done)
 
     # ---- generation
