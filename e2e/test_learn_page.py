@@ -140,7 +140,7 @@ def test_trains_pauses_resumes_and_generates(session, clips, tmp_path):
     best = min(seconds[1:])  # the first epoch compiles the shaders
     timing = {"browser_epoch_s": best, "native_epoch_s": native["epoch_s"], "ratio": best / native["epoch_s"], "size": SIZE, "clip_s": CLIP_S,
               "steps": native["steps"], "browser_epochs_s": seconds, "gpu": page.inner_text("#gpu-name"),
-              "native_gpu": native["gpu"], "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+              "native_gpu": native["gpu"], "first_loss": {"browser": losses[0], "native": native["first_loss"]}, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     session.save_json("learn-timing.json", timing)
 
 
