@@ -178,3 +178,25 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         safetensors.save(path, {"x": np.zeros(3, np.float32)})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+
+
+def test_dumps_needs_no_numpy_and_matches_save(tmp_path):
+    """The browser's writer (learn page) gives the same bytes as the native save."""
+    a = np.arange(6, dtype=np.float32).reshape(2, 3) / 7
+    h = np.array([0.5, -2.0], np.float16)
+    path = tmp_path / "n.safetensors"
+    safetensors.save(path, {"w": a, "h": h}, {"epochs": "3"})
+    code = ("import sys, array; sys.modules['numpy'] = None\n"
+            "from pycore.weights import safetensors\n"
+            f"w = array.array('f', {a.ravel().tolist()!r})\n"
+            f"h = bytes.fromhex({h.tobytes().hex()!r})\n"
+            "sys.stdout.write(safetensors.dumps({'w': ('f32', (2, 3), w), 'h': ('f16', [2], h)},"
+            " {'epochs': '3'}).hex())")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert bytes.fromhex(r.stdout) == path.read_bytes()
+
+
+def test_dumps_names_a_wrong_size():
+    with pytest.raises(ValueError, match="'w' has 8 bytes, shape \\[3\\] F32 needs 12"):
+        safetensors.dumps({"w": ("f32", (3,), bytes(8))}, where="model.safetensors")

@@ -275,3 +275,9 @@ def test_user_weights_directory_does_not_open_other_paths(tmp_path, path):
         assert status in (403, 404) and FILES["secret.txt"] not in data
         status, _, data = request(srv, "/weights/leak.safetensors")
         assert status == 403 and FILES["secret.txt"] not in data
+
+
+def test_package_holds_the_browser_backends_javascript():
+    """pycore/gpu/browser.py reads encode.js beside it: without it no page starts."""
+    from pycore.cli.site_build import package_files
+    assert "pycore/gpu/encode.js" in [name for name, _ in package_files()]

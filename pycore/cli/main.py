@@ -306,6 +306,7 @@ def cmd_learn(args) -> int:
     from tqdm import tqdm
 
     from ..learn.files import learn_file
+    from ..models.magnet import SIZES
 
     bar = tqdm(total=args.epochs, unit="epoch", disable=args.quiet)
 
@@ -316,7 +317,8 @@ def cmd_learn(args) -> int:
         if not args.quiet:
             tqdm.write(f"epoch {n}: loss {loss:.5f}")
     try:
-        loss = learn_file(args.input, args.output, args.epochs, args.resume, lr=args.lr, on_epoch=on_epoch)
+        loss = learn_file(args.input, args.output, args.epochs, args.resume, config=SIZES[args.size], lr=args.lr,
+                          on_epoch=on_epoch)
     except (ValueError, OSError, RuntimeError) as e:
         bar.close()
         print(f"stemtone: error: {e}", file=sys.stderr)
@@ -445,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     le.add_argument("--epochs", type=int, default=200, metavar="N", help="total epochs (default %(default)s)")
     le.add_argument("--resume", action="store_true", help="continue the training saved in OUT")
     le.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default %(default)s)")
+    le.add_argument("--size", choices=["standard", "small", "tiny"], default="standard",
+                    help="model size (weights/cards/magnet.md; the learn page's sizes): standard (default), small "
+                         "(1 layer x 128), tiny (1 layer x 32, n_fft 512: a quick try); --resume keeps the file's")
     le.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     le.set_defaults(fn=cmd_learn)
 

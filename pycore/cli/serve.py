@@ -299,6 +299,7 @@ def serve(port: int = 8000, host: str = "127.0.0.1", weights_dir: str | None = N
     print(f"Stemtone is served at {server.url}/  (Ctrl-C to stop)", flush=True)
     print(f"  demix:       {server.url}/", flush=True)
     print(f"  tone:        {server.url}/tone.html", flush=True)
+    print(f"  learn:       {server.url}/learn.html", flush=True)
     print(f"  diagnostics: {server.url}/diagnostics.html", flush=True)
     try:
         installed = [m["name"] for m in server.models.listing()["models"]

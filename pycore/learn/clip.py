@@ -1,6 +1,7 @@
 """A training clip: mono audio at the model's rate -> normalized log-magnitude frames.
 
     frames, mean, std = clip_frames(dev, samples, config)   samples: mono floats at config rate
+    clip_frames(dev, samples, config, norm=(mean, std))     a saved model's normalization (resume)
     check_clip(samples, sample_rate)                        ValueError naming the problem
 
 Browser and native (no numpy): the STFT and the log run on the GPU; the mean and std
@@ -32,12 +33,15 @@ def check_clip(samples, sample_rate):
         raise ValueError("the clip is silent (peak below -80 dBFS): there is no sound to learn")
 
 
-async def clip_frames(dev, samples, config):
-    """(z [frames, F] on the GPU, mean, std) for mono `samples` at config's sample rate."""
+async def clip_frames(dev, samples, config, norm=None):
+    """(z [frames, F] on the GPU, mean, std) for mono `samples` at config's sample rate;
+    norm=(mean, std) normalizes with those instead of the clip's own (a resumed model
+    keeps the normalization its weights were trained on)."""
     check_clip(samples, config["sample_rate"])
     x = dev.tensor(samples, (len(samples),))
     X = stft(x, config["n_fft"], config["hop"])
-    raw = logmag(X)
-    mean = float((await gpu_mean(raw).reshape(1).read())[0])
-    std = float((await gpu_std(raw).reshape(1).read())[0])
+    if norm is None:
+        raw = logmag(X)
+        norm = (float((await gpu_mean(raw).reshape(1).read())[0]), float((await gpu_std(raw).reshape(1).read())[0]))
+    mean, std = norm
     return logmag(X, mean, std), mean, std

@@ -50,14 +50,8 @@ async def learn(path, out, epochs=200, resume=False, config=None, lr=1e-3, on_ep
     else:
         model = MagNet.create(dev, {**DEFAULTS, **(config or {})}, seed)
     x = read_mono(path, model.config["sample_rate"])
-    z, mean, std = await clip_frames(dev, x, model.config)
-    if not resume:
-        model.mean, model.std = mean, std
-    else:  # the saved normalization stays: the weights were trained on it
-        z = None
-        from ..ops.spectral import stft
-        from ..ops.spectrogram import logmag
-        z = logmag(stft(dev.tensor(x), model.config["n_fft"], model.config["hop"]), model.mean, model.std)
+    # a resumed model keeps the normalization its weights were trained on
+    z, model.mean, model.std = await clip_frames(dev, x, model.config, (model.mean, model.std) if resume else None)
     trainer = Trainer(model, z.numpy().ravel(), lr=lr)
     if resume:
         trainer.restore({k: dev.tensor(e.data, e.shape) for k, e in entries.items() if k.startswith("adam.")},

@@ -1,7 +1,8 @@
 """Training: epochs of truncated backpropagation through time with Adam, on the GPU.
 
     trainer = Trainer(model, frames_host, lr=1e-3)    frames_host: flat floats [frames * F]
-    loss = await trainer.epoch()                      mean MSE of the epoch's windows
+    loss = await trainer.epoch(on_step=None)          mean MSE of the epoch's windows; on_step(n)
+                                                      after each step (awaited when it is async)
     tensors, metadata = trainer.checkpoint()          save with safetensors; resume with
     trainer.restore(tensors, metadata)                the moments and the epoch count
 
@@ -64,8 +65,8 @@ class Trainer:
             loss, grad = mse_loss(pred, y)
             self.opt.step(self.model.backward(grad, self.tapes))
             total = loss if total is None else add(total, loss)
-            if on_step:
-                on_step(w + 1)
+            if on_step and (pending := on_step(w + 1)) is not None:
+                await pending  # an async on_step: the browser worker reads its messages there
         self.epochs_done += 1
         return float((await total.read())[0]) / self.windows
 

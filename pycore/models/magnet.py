@@ -26,6 +26,14 @@ from ..ops.matmul import linear
 
 DEFAULTS = {"sample_rate": 22050, "n_fft": 1024, "hop": 256, "hidden": 256, "layers": 2, "seq_len": 32,
             "batch": 8}
+# Named sizes (the learn page's choice and `stemtone learn --size`): "standard" is the model
+# card's; "small" trains several times faster; "tiny" is for a quick try and for tests on a
+# software GPU (3 s of audio give it 8 Adam steps per epoch).
+SIZES = {
+    "standard": DEFAULTS,
+    "small": {**DEFAULTS, "hidden": 128, "layers": 1},
+    "tiny": {**DEFAULTS, "n_fft": 512, "hop": 128, "hidden": 32, "layers": 1, "seq_len": 16, "batch": 4},
+}
 
 
 class MagNet:

@@ -13,9 +13,10 @@ Offsets are relative to the start of the data buffer. Tensors must not overlap a
 must cover the buffer without holes (the spec forbids holes so that a file cannot
 smuggle other content).
 
-`load` needs no numpy: it runs in the browser too, where the raw bytes go straight
-into GPU buffers (`dev.tensor(data, shape, dtype)`). `load_numpy` and `save` are
-native-only conveniences and import numpy when called.
+`load` and `dumps` need no numpy: they run in the browser too, where the raw bytes go
+straight into GPU buffers (`dev.tensor(data, shape, dtype)`) and back (the learn page
+saves its model with `dumps`). `load_numpy` and `save` are native-only conveniences and
+import numpy when called.
 
 Only float32 ("F32") and float16 ("F16") are supported: the GPU kernels take no other
 weight types. Any other dtype is rejected with a ValueError naming the file.
@@ -144,41 +145,57 @@ def load_numpy(src) -> dict:
             for k, e in load(src).items()}
 
 
-def save(path, tensors: dict, metadata: dict | None = None) -> None:
-    """Native only: write {name: numpy array} (float32 or float16) to `path` atomically.
-
-    Tensors are stored in sorted name order with the header padded by spaces to a
-    multiple of 8 bytes (so every tensor starts 8-byte aligned), which makes the
-    output byte-for-byte deterministic for the same input.
-    """
-    import numpy as np
-
+def dumps(tensors: dict, metadata: dict | None = None, where: str = "<bytes>") -> bytes:
+    """Encode {name: (dtype, shape, raw little-endian bytes)} as a safetensors file, no
+    numpy needed (the browser's writer). dtype: "f32" / "f16" (runtime names) or "F32" /
+    "F16". Tensors are stored in sorted name order with the header padded by spaces to a
+    multiple of 8 bytes (so every tensor starts 8-byte aligned): the same input always
+    gives the same bytes. `where` names the destination in error messages."""
     header, blobs, pos = {}, [], 0
     for key in sorted(tensors):
-        a = np.asarray(tensors[key])
-        dtype = {("f", 4): "F32", ("f", 2): "F16"}.get((a.dtype.kind, a.dtype.itemsize))
-        if dtype is None:
-            raise ValueError(f"safetensors.save {path}: tensor {key!r} has dtype {a.dtype}; "
+        dtype, shape, raw = tensors[key]
+        st = RUNTIME_TO_ST.get(dtype, dtype)
+        if st not in DTYPES:
+            raise ValueError(f"safetensors.save {where}: tensor {key!r} has dtype {dtype}; "
                              "only float32 and float16 are supported")
-        raw = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
-        header[key] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [pos, pos + len(raw)]}
+        numel = 1
+        for d in shape:
+            numel *= int(d)
+        raw = memoryview(raw).cast("B")
+        if len(raw) != numel * DTYPES[st][1]:
+            raise ValueError(f"safetensors.save {where}: tensor {key!r} has {len(raw)} bytes, "
+                             f"shape {list(shape)} {st} needs {numel * DTYPES[st][1]}")
+        header[key] = {"dtype": st, "shape": [int(d) for d in shape], "data_offsets": [pos, pos + len(raw)]}
         blobs.append(raw)
         pos += len(raw)
     if metadata:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-            raise ValueError(f"safetensors.save {path}: metadata must map strings to strings")
+            raise ValueError(f"safetensors.save {where}: metadata must map strings to strings")
         header = {"__metadata__": dict(metadata), **header}
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)
+    return b"".join([struct.pack("<Q", len(text)), text, *blobs])
+
+
+def save(path, tensors: dict, metadata: dict | None = None) -> None:
+    """Native only: write {name: numpy array} (float32 or float16) to `path` atomically,
+    laid out as dumps() does (byte-for-byte deterministic for the same input)."""
+    import numpy as np
 
     path = os.fspath(path)
+    entries = {}
+    for key, value in tensors.items():
+        a = np.asarray(value)
+        dtype = {("f", 4): "F32", ("f", 2): "F16"}.get((a.dtype.kind, a.dtype.itemsize))
+        if dtype is None:
+            raise ValueError(f"safetensors.save {path}: tensor {key!r} has dtype {a.dtype}; "
+                             "only float32 and float16 are supported")
+        entries[key] = (dtype, a.shape, np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes())
+    data = dumps(entries, metadata, path)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(text)))
-            f.write(text)
-            for raw in blobs:
-                f.write(raw)
+            f.write(data)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
