@@ -15,6 +15,9 @@
                                              tone transfer: real-time factor and FLOPs of each stage
     stemtone bench memory [-m MODEL] [--lengths 60,600] [--reduced]
                                              peak GPU memory against the track's length
+    stemtone bench runtime [--json] [--browser] [--quick]
+                                             host cost: µs per dispatch (fresh, replayed), per tone block
+                                             and demix segment, HTDemucs' working set; --browser: Chromium too
     stemtone bench resample [--json] [--seconds 30]
                                              soxr next to the old polyphase resampler: SNR, speed
     stemtone weights fetch NAME | convert FILE... [--name NAME] | list  [--dir DIR]
@@ -107,6 +110,17 @@ def cmd_bench(args) -> int:
     dev = _native_device()
     if dev is None:
         return 2
+    if args.what == "runtime":  # its own row format: {"figure", "backend", "value", "unit"}
+        from .bench import runtime
+
+        try:
+            rows = runtime.bench_runtime(dev, browser=args.browser, progress=not args.json,
+                                         htdemucs=not args.quick)
+        except common.BenchUnavailable as e:
+            print(f"stemtone: error: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps(rows, indent=1) if args.json else f"device: {dev.describe()}\n\n" + runtime.format_rows(rows))
+        return 0
     if args.what == "kernels":
         rows = kernels.bench_kernels(dev, quick=args.quick, progress=not args.json)
     elif args.what in ("separate", "memory"):
@@ -365,7 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_doctor)
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a reference measured in the same run)")
-    b.add_argument("what", choices=["kernels", "separate", "memory", "tone", "resample", "learn"])
+    b.add_argument("what", choices=["kernels", "separate", "memory", "tone", "resample", "learn", "runtime"])
+    b.add_argument("--browser", action="store_true",
+                   help="runtime: the same figures measured in headless Chromium too (same run)")
     b.add_argument("-i", "--instrument", default="violin", help="tone: the instrument model (default %(default)s)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--quick", action="store_true",

@@ -1,0 +1,230 @@
+"""`stemtone bench runtime [--json] [--browser]`: the host cost of GPU work, the figure
+that decides whether a pipeline can keep up however fast the GPU is.
+
+Host cost is the CPU time of the calling thread (time.thread_time): on lavapipe the
+GPU's work runs on the driver's own threads (and inside queue.submit, which this thread
+only waits for), so the calling thread's CPU time is what the host spends encoding,
+packing parameters, allocating and converting; it is also what a busy machine does not
+inflate. In the browser the worker's wall time minus the time spent awaiting readbacks
+is used (Pyodide has one thread; submit returns at once).
+
+Rows (`--json`: a list of {"figure", "backend", "value", "unit"}):
+  fresh dispatch          host µs per dispatch recorded and submitted by ops (warm pool
+                          and bind group cache), a chain of small elementwise ops
+  replayed dispatch       host µs per dispatch of the same chain recorded once as a Plan
+  tone block *            per 128-sample block (8 ms at 16 kHz) of the violin engine:
+                          dispatches, replayed dispatches, uploads, readbacks, host ms
+  <model> segment *       per demix segment: dispatches, host ms, and for HTDemucs
+                          (official configuration, random weights) the working set: the
+                          weights plus the segment plan's buffers (a plan holds exactly
+                          what one segment needs, so it does not grow with the track)
+
+Browser-safe where it runs in the page's worker (dispatch_costs, tone_block_costs): no
+numpy at module level.
+"""
+
+from __future__ import annotations
+
+import array
+import math
+import time
+
+CHAIN = 400            # dispatches per timed chain
+BLOCK = 128            # samples per tone block (the live page's AudioWorklet quantum)
+
+
+def figure(name, backend, value, unit) -> dict:
+    return {"figure": name, "backend": backend, "value": value, "unit": unit}
+
+
+def _clock(dev):
+    """(host seconds now): the calling thread's CPU time natively; wall time minus
+    readback waits in the browser."""
+    if dev.backend == "native":
+        return time.thread_time()
+    return time.perf_counter() - dev.wait_s
+
+
+def _chain(dev, x, n):
+    """n small elementwise dispatches, each reading the last one's output."""
+    from ...ops import elementwise as E
+
+    y = x
+    for i in range(n):
+        z = E.scale(y, 1.0001) if i % 2 else E.add(y, x)
+        if y is not x:
+            y.release()
+        y = z
+    return y
+
+
+async def dispatch_costs(dev, n=CHAIN, repeats=5) -> tuple:
+    """(fresh µs, replayed µs) per dispatch: the best of `repeats` chains of n."""
+    x = dev.tensor(array.array("f", [1.0] * 256))
+    for _ in range(3):  # warm: pipelines, pool, bind groups
+        y = _chain(dev, x, n)
+        await y.read()
+        y.release()
+    fresh = math.inf
+    for _ in range(repeats):
+        t0 = _clock(dev)
+        y = _chain(dev, x, n)
+        dev.flush()
+        fresh = min(fresh, _clock(dev) - t0)
+        await y.read()
+        y.release()
+    plan = dev.plan()
+    with plan:
+        y = _chain(dev, x, n)
+    replayed = math.inf
+    for _ in range(repeats + 1):
+        t0 = _clock(dev)
+        plan.replay()
+        dev.flush()
+        replayed = min(replayed, _clock(dev) - t0)
+        await y.read()
+    plan.release()
+    x.release()
+    return fresh / n * 1e6, replayed / n * 1e6
+
+
+def sung_block(start, n=BLOCK, rate=16000) -> array.array:
+    """A steady 220 Hz tone with vibrato, samples start .. start + n - 1."""
+    out = array.array("f")
+    for i in range(start, start + n):
+        t = i / rate
+        out.append(0.3 * math.sin(2 * math.pi * 220.0 * t + 0.8 * math.sin(2 * math.pi * 5.0 * t)))
+    return out
+
+
+async def tone_block_costs(dev, model, blocks=250, warm=125) -> dict:
+    """Per 128-sample block of a ToneStream, after `warm` blocks: counts and host ms."""
+    from ...tone.stream import ToneStream
+
+    stream = ToneStream(model)
+    pos = 0
+    for _ in range(warm):
+        await stream.push(sung_block(pos))
+        pos += BLOCK
+    before, t0, w0 = dict(dev.counts), _clock(dev), time.perf_counter()
+    for _ in range(blocks):
+        await stream.push(sung_block(pos))
+        pos += BLOCK
+    host = _clock(dev) - t0
+    per = {k: (dev.counts[k] - before[k]) / blocks for k in before}
+    per["host_ms"] = host / blocks * 1e3
+    per["wall_ms"] = (time.perf_counter() - w0) / blocks * 1e3
+    per["live_buffers"] = dev.live_buffers
+    per["live_bind_groups"] = dev.live_bind_groups
+    return per
+
+
+def tone_rows(per, backend) -> list:
+    return [figure("tone block host", backend, per["host_ms"], "ms"),
+            figure("tone block dispatches", backend, per["dispatches"] + per["replayed"], "count"),
+            figure("tone block replayed dispatches", backend, per["replayed"], "count"),
+            figure("tone block uploads", backend, per["uploads"], "count"),
+            figure("tone block readbacks", backend, per["readbacks"], "count"),
+            figure("tone block wall", backend, per["wall_ms"], "ms")]
+
+
+# --------------------------------------------------------------------------- native only
+
+
+def _segment_rows(dev, name, run_segment, label, count=2) -> list:
+    """Host ms and dispatches of `run_segment()` (one segment, read back), best of count
+    after one warm-up."""
+    run_segment()
+    best, per = math.inf, {}
+    for _ in range(count):
+        before, t0 = dict(dev.counts), time.thread_time()
+        run_segment()
+        best = min(best, time.thread_time() - t0)
+        per = {k: dev.counts[k] - before[k] for k in before}
+    return [figure(f"{label} segment host", "native", best * 1e3, "ms"),
+            figure(f"{label} segment dispatches", "native", per["dispatches"] + per["replayed"], "count"),
+            figure(f"{label} segment replayed dispatches", "native", per["replayed"], "count")]
+
+
+def spleeter_rows(dev, log) -> list:
+    """One Spleeter segment (11.9 s) with the real weights."""
+    import asyncio
+
+    import numpy as np
+
+    from ...demix import Demixer
+    from ...demix.spleeter import CHUNK
+
+    log("spleeter-2stems: one segment")
+    demixer = asyncio.run(Demixer.load(dev, "spleeter-2stems"))
+    x = (np.random.default_rng(0).standard_normal((2, CHUNK)) * 0.1).astype(np.float32)
+
+    def one():
+        stream = demixer.stream(2)
+        asyncio.run(stream.push(list(x)))
+
+    return _segment_rows(dev, "spleeter-2stems", one, "spleeter-2stems")
+
+
+def htdemucs_rows(dev, log, reduced=False) -> list:
+    """One HTDemucs segment (7.8 s) in the official configuration with random weights,
+    as a replayed plan; and its working set."""
+    import numpy as np
+
+    from ...demix.htdemucs import segment_forward
+    from .random_weights import random_demixer
+
+    log("htdemucs (official configuration, random weights): building")
+    base = dev.mem_reserved
+    demixer = random_demixer(dev, "htdemucs", reduced=reduced)
+    net = demixer.model.models[0]
+    weights = dev.mem_reserved - base
+    mix = (np.random.default_rng(0).standard_normal((1, net.audio_channels, net.training_length)) * 0.1)
+    raw = mix.astype(np.float32).tobytes()
+    log("htdemucs: one segment on the GPU (minutes on a CPU driver)")
+
+    def one():
+        segment_forward(net, raw).numpy()
+
+    rows = _segment_rows(dev, "htdemucs", one, "htdemucs", count=1)
+    plan = net.segment_plan[0]
+    planned = sum(size for _, size in plan.buffers)
+    rows.append(figure("htdemucs working set", "native", (weights + planned) / 2**20, "MiB"))
+    rows.append(figure("htdemucs weights", "native", weights / 2**20, "MiB"))
+    plan.release()
+    net.segment_plan = None
+    return rows
+
+
+def bench_runtime(dev, browser=False, progress=True, htdemucs=True) -> list:
+    """Every row natively (and, with browser=True, the browser's from headless Chromium)."""
+    import asyncio
+
+    from ...tone.stream import load_tone_model
+    from .common import logger
+
+    log = logger(progress)
+    rows = []
+    log("dispatch costs")
+    fresh, replayed = asyncio.run(dispatch_costs(dev))
+    rows += [figure("fresh dispatch", "native", fresh, "µs"), figure("replayed dispatch", "native", replayed, "µs")]
+    log("tone block (violin, 128 samples)")
+    rows += tone_rows(asyncio.run(tone_block_costs(dev, load_tone_model(dev, "violin"))), "native")
+    rows += spleeter_rows(dev, log)
+    if htdemucs:
+        rows += htdemucs_rows(dev, log)
+    if browser:
+        from .browser import browser_figures
+
+        log("the same in headless Chromium (SwiftShader)")
+        rows += browser_figures()
+    return rows
+
+
+def format_rows(rows) -> str:
+    out = [f"| {'figure':40s} | {'backend':8s} | {'value':>10s} | unit", f"|{'-' * 42}|{'-' * 10}|{'-' * 12}|------"]
+    for r in rows:
+        v = r["value"]
+        text = f"{v:.0f}" if r["unit"] == "count" and float(v).is_integer() else f"{v:.3g}" if v < 100 else f"{v:.0f}"
+        out.append(f"| {r['figure']:40s} | {r['backend']:8s} | {text:>10s} | {r['unit']}")
+    return "\n".join(out)
