@@ -137,10 +137,11 @@ class Player:
 
     ctx = None  # one AudioContext for the page, made on the first click on Play
 
-    def __init__(self, buffers, on_tick):
+    def __init__(self, buffers, on_tick, on_play=None):
         self.buffers = buffers          # stem name -> AudioBuffer
         self.duration = max(b.duration for b in buffers.values())
         self.on_tick = on_tick          # called with the position while playing
+        self.on_play = on_play          # called with this player when it starts playing
         self.gains = {}
         self.sources = []
         self.playing = False
@@ -167,6 +168,8 @@ class Player:
     def play(self):
         if self.playing:
             return
+        if self.on_play:
+            self.on_play(self)
         self._ensure_graph()
         ctx = Player.ctx
         ctx.resume()
@@ -279,13 +282,101 @@ def draw_wave(canvas, peaks, scale, color, alpha=1.0):
     g.fillRect(0, mid - 0.5 * ratio, width, ratio)  # the zero line, always visible
 
 
-class Results:
-    """The results card: one row per stem with player controls, waveform and download."""
+class Job:
+    """One song of the queue: its row in #jobs, its progress and, once separated, its
+    stems (one row each: mute/solo, waveform, download) on a transport of its own."""
 
-    def __init__(self, msg, track, meta):
-        self.urls = []   # blob: URLs, revoked by close()
-        self.stems = []  # (name, waveform peaks, WAV blob URL)
+    def __init__(self, serial, file):
+        self.file = file
+        self.name = str(file.name)
+        self.track = self.name.rsplit(".", 1)[0] if "." in self.name else self.name
+        self.size = max(1, int(file.size))
+        self.status = "waiting"    # waiting | running | done | failed | cancelled
+        self.cancel_requested = False
+        self.stage = None          # decode | weights | separate | export, while running
+        self.fraction, self.message = 0.0, ""
+        self.t_stage, self.f_stage = 0.0, 0.0
+        self.segments = None       # reports the separation gives (from the worker)
+        self.t0 = None             # when it started; seconds = its whole time, once done
+        self.seconds = None
+        self.eta = None            # seconds left, as last shown
+        self.settings = {}         # model, two_stems, bits: fixed when it starts
+        self.player = None
+        self.stems = []            # (name, waveform peaks, file Blob, blob: URL)
+        self.urls = []
+        self.peak = 1.0
+        row = by_id("job-row").content.firstElementChild.cloneNode(True)
+        row.dataset.job = str(serial)
+        row.dataset.file = self.name
+        row.querySelector(".job-title").textContent = self.name
+        self.row = row
+        self.set_status("waiting")
+
+    def el(self, selector):
+        return self.row.querySelector(selector)
+
+    def set_status(self, status, text=None):
+        self.status = status
+        self.row.dataset.status = status
+        badge = self.el(".job-badge")
+        badge.className = "badge job-badge " + {"waiting": "", "running": "running", "done": "pass",
+                                                 "failed": "fail", "cancelled": "warn"}[status]
+        badge.textContent = text or status.capitalize()
+        cancel = self.el(".job-cancel")
+        cancel.hidden = status not in ("waiting", "running")
+        cancel.disabled = self.cancel_requested
+
+    def fail(self, kind, message):
+        self.row.dataset.error = kind
+        error = self.el(".job-error")
+        error.textContent = message
+        error.hidden = False
+        self.set_status("cancelled" if kind == "cancelled" else "failed")
+
+    # ---- progress
+    def set_stage(self, stage, fraction, message):
+        if self.stage != stage:
+            self.stage, self.t_stage, self.f_stage = stage, time.perf_counter(), fraction
+        self.fraction, self.message = fraction, message
+
+    def render_progress(self, seconds_per_segment):
+        """Bar, percentage and ETA. Within the separation the worker reports once per
+        segment, so once a separation has finished on this GPU its speed (seconds per
+        segment) fills the gaps: the bar moves on and the ETA counts down in between."""
+        if self.stage is None:
+            return
+        stage, fraction = self.stage, self.fraction
+        elapsed = time.perf_counter() - self.t_stage
+        shown, eta = fraction, None
+        if stage == "separate" and seconds_per_segment and self.segments:
+            total = seconds_per_segment * self.segments
+            next_report = (round(fraction * self.segments) + 1) / self.segments
+            shown = max(fraction, min(elapsed / total, next_report - 0.01))
+            eta = max(1.0, total - elapsed)
+        gained = fraction - self.f_stage
+        if stage in ("weights", "separate") and 0 < fraction < 1 and gained > 0.01 and elapsed > 1.0:
+            eta = elapsed * (1 - fraction) / gained
+        self.eta = eta
+        bar = self.el(".job-bar")
+        bar.parentElement.classList.toggle("indeterminate", stage == "separate" and shown == 0)
+        bar.style.width = f"{100 * shown:.1f}%"
+        self.el(".job-stage").textContent = self.message
+        pct = f"{100 * shown:.0f}%"
+        if self.cancel_requested:
+            text = "Cancelling…"
+        elif stage not in ("weights", "separate") or shown >= 1:
+            text = ""
+        elif eta is None:
+            text = f"{pct} · estimating the time left…" if shown else "estimating the time left…"
+        else:
+            text = f"{pct} · {fmt_eta(eta)}"
+        self.el(".job-eta").textContent = text
+        return shown
+
+    # ---- the stems
+    def show_result(self, msg, meta, on_play):
         buffers = {}
+        ext = {16: "WAV 16-bit", 24: "WAV 24-bit", 32: "WAV 32-bit float"}[self.settings["bits"]]
         for stem in msg.stems:
             name = str(stem.name)
             channels = list(stem.channels)
@@ -294,26 +385,14 @@ class Results:
             for c, data in enumerate(channels):
                 buf.copyToChannel(data, c)
             buffers[name] = buf
-            self.stems.append((name, floats(stem.peaks), self._url(stem.wav)))
-        self.zip_url = self._url(msg.zip)
-        self.player = Player(buffers, self.show_position)
-        self.track, self.meta = track, meta
-        self.peak = max(max(abs(v) for v in p) for _, p, _ in self.stems) or 1.0
-
-    def _url(self, blob):
-        url = js.URL.createObjectURL(blob)
-        self.urls.append(url)
-        return url
-
-    def render(self):
-        by_id("track-name").textContent = self.track
-        by_id("track-meta").textContent = self.meta
-        zip_link = by_id("zip")
-        zip_link.href = self.zip_url
-        zip_link.download = f"{self.track} - stems.zip"
-        box = by_id("stems")
-        box.replaceChildren()
-        for name, _, url in self.stems:
+            url = js.URL.createObjectURL(stem.wav)
+            self.urls.append(url)
+            self.stems.append((name, floats(stem.peaks), stem.wav, url))
+        self.player = Player(buffers, self.show_position, on_play)
+        self.peak = max(max(abs(v) for v in p) for _, p, _, _ in self.stems) or 1.0
+        self.el(".job-meta").textContent = meta
+        box = self.el(".stems")
+        for name, _, _, url in self.stems:
             row = by_id("stem-row").content.firstElementChild.cloneNode(True)
             row.dataset.stem = name
             label = stem_label(name)
@@ -322,13 +401,16 @@ class Results:
             row.querySelector(".solo").title = f"Solo {label}"
             link = row.querySelector("a[download]")
             link.href, link.download = url, f"{self.track} - {name}.wav"
-            link.title = f"Download {label} as a 32-bit float WAV"
+            link.title = f"Download {label} as {ext}"
+            row.querySelector(".stem-format").textContent = ext.split(",")[0]
             box.append(row)
             mute, solo = row.querySelector(".mute"), row.querySelector(".solo")
             listen(mute, "click", lambda e, n=name, b=mute: self.toggle(b, n, self.player.set_mute))
             listen(solo, "click", lambda e, n=name, b=solo: self.toggle(b, n, self.player.set_solo))
             listen(row.querySelector(".wave"), "pointerdown", self.on_seek)
-        by_id("results").hidden = False
+        listen(self.el(".play-button"), "click", lambda e: self.player.toggle())
+        self.el(".job-result").hidden = False
+        self.set_status("done", "Done")
         self.draw()
         self.show_position(0.0)
 
@@ -336,13 +418,12 @@ class Results:
         on = button.getAttribute("aria-pressed") != "true"
         button.setAttribute("aria-pressed", "true" if on else "false")
         setter(name, on)
-        for stem_name, _, _ in self.stems:
-            row = by_id("stems").querySelector(f'[data-stem="{stem_name}"]')
-            row.classList.toggle("silent", not self.player.audible(stem_name))
+        for row in self.el(".stems").children:
+            row.classList.toggle("silent", not self.player.audible(str(row.dataset.stem)))
 
     def draw(self):
-        for name, peaks, _ in self.stems:
-            row = by_id("stems").querySelector(f'[data-stem="{name}"]')
+        for row in self.el(".stems").children:
+            peaks = next(p for n, p, _, _ in self.stems if n == str(row.dataset.stem))
             color = str(js.getComputedStyle(row).getPropertyValue("--stem")).strip() or "#5b4cf0"
             base, top = row.querySelector(".wave-base"), row.querySelector(".wave-top")
             top.style.width = f"{base.clientWidth}px"
@@ -357,19 +438,37 @@ class Results:
     def show_position(self, seconds):
         fraction = seconds / self.player.duration if self.player.duration else 0.0
         pct = f"{100 * fraction:.3f}%"
-        for row in by_id("stems").querySelectorAll(".wave"):
-            row.querySelector(".wave-played").style.width = pct
-            row.querySelector(".wave-cursor").style.left = pct
-        by_id("time").textContent = f"{fmt_time(seconds)} / {fmt_time(self.player.duration)}"
-        by_id("play").classList.toggle("playing", self.player.playing)
-        by_id("play").setAttribute("aria-label", "Pause" if self.player.playing else "Play")
+        for wave in self.row.querySelectorAll(".wave"):
+            wave.querySelector(".wave-played").style.width = pct
+            wave.querySelector(".wave-cursor").style.left = pct
+        self.el(".time").textContent = f"{fmt_time(seconds)} / {fmt_time(self.player.duration)}"
+        play = self.el(".play-button")
+        play.classList.toggle("playing", self.player.playing)
+        play.setAttribute("aria-label", "Pause" if self.player.playing else "Play")
 
     def close(self):
-        self.player.close()
+        if self.player:
+            self.player.close()
         for url in self.urls:
             js.URL.revokeObjectURL(url)
-        by_id("stems").replaceChildren()
-        by_id("results").hidden = True
+        self.row.remove()
+
+
+async def zip_stems(jobs):
+    """A zip Blob of every stem of the finished `jobs`: "<track>/<stem>.wav", the track
+    folders made unique ("song (2)") when one song was separated twice."""
+    buf, folders = io.BytesIO(), set()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:  # audio does not deflate
+        for job in jobs:
+            folder, n = job.track, 1
+            while folder in folders:
+                n += 1
+                folder = f"{job.track} ({n})"
+            folders.add(folder)
+            for name, _, wav, _ in job.stems:
+                data = js.Uint8Array.new(await wav.arrayBuffer()).to_bytes()
+                z.writestr(f"{folder}/{name}.wav", data)
+    return js.Blob.new([to_js(buf.getvalue())], to_js({"type": "application/zip"}))
 
 
 # ------------------------------------------------------------------ the page
