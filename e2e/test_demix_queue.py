@@ -129,9 +129,12 @@ def test_the_format_chosen_later_applies_to_the_songs_that_start_later(queue, fi
     vocals, sr, subtype = read_wav(download(page, row(second) + ' [data-stem="vocals"] a[download]', tmp_path))
     karaoke, _, subtype2 = read_wav(download(page, row(second) + ' [data-stem="no_vocals"] a[download]', tmp_path))
     assert subtype == subtype2 == "PCM_16" and vocals.shape == mix.shape
-    # each stem rounded to 16 bits: half a step each (and clipping, absent at these levels)
-    error = np.abs(karaoke - (mix.astype(np.float64) - vocals))
-    assert error.max() <= 2 ** -15 + 1e-7, error.max()
+    # each stem rounded to 16 bits, half a step each, where neither was clipped to full scale
+    # (loud music: mix - vocals can pass 1)
+    unclipped = (np.abs(karaoke) < 1 - 2 ** -14) & (np.abs(vocals) < 1 - 2 ** -14)
+    assert unclipped.mean() > 0.9, unclipped.mean()
+    error = np.abs(karaoke - (mix.astype(np.float64) - vocals))[unclipped]
+    assert error.max() <= 2 ** -15 + EPS32, error.max()
 
 
 def test_the_zip_holds_every_stem_of_every_finished_song(queue, files, tmp_path):
@@ -146,9 +149,11 @@ def test_the_zip_holds_every_stem_of_every_finished_song(queue, files, tmp_path)
 
 
 def test_cancel_all_and_clear(queue, files):
+    """Two more songs, then Cancel all: the running one stops (at the latest between its
+    two segments), the waiting one never starts; Clear empties the list."""
     page = queue.page
-    first = files[0]
-    page.set_input_files("input[type=file]", [first, first])
+    long_clip = str(audio_fixtures.real_music_wav(14.0))  # two Spleeter segments
+    page.set_input_files("input[type=file]", [long_clip, files[0]])
     page.wait_for_function("document.querySelectorAll('#jobs > .job').length === 5")
     page.click("#cancel-all")
     page.wait_for_function("document.body.dataset.state === 'idle'", timeout=QUEUE_TIMEOUT_MS)

@@ -172,8 +172,11 @@ class Worker(GPUWorker):
 
     # ---- one separation
     async def run_job(self, data):
-        js.Atomics.store(self.flag, 0, 0)
+        # the page clears the flag when the job starts: a Cancel clicked while the audio
+        # was on its way here must still count
         try:
+            if self.cancelled():
+                raise Cancelled()
             model = json.loads(data.model)
             channels = [to_floats(c) for c in data.channels]
             check_audio(channels)
