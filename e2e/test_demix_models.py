@@ -52,6 +52,7 @@ FOUR = ["drums", "bass", "other", "vocals"]
 UMX_TARGETS = ["vocals", "drums", "bass", "other"]
 READY_TIMEOUT_MS = 180_000
 JOB_TIMEOUT_MS = 300_000
+LAST = "#jobs > .job:last-child"  # the row of the song dropped last
 MIN_SDR_DB = 40.0
 
 
@@ -170,13 +171,13 @@ class Page:
         wall = time.perf_counter() - t0
         self.bp.screenshot(shot)
         want = setup["native"][name]
-        links = page.eval_on_selector_all("[data-stem] a[download]", "ls => ls.map(a => a.closest('[data-stem]')"
-                                          ".dataset.stem)")
+        links = page.eval_on_selector_all(f"{LAST} [data-stem] a[download]",
+                                          "ls => ls.map(a => a.closest('[data-stem]').dataset.stem)")
         assert links == list(want), (links, list(want))
         figures = {}
         for stem in want:
             with page.expect_download() as info:
-                page.click(f'[data-stem="{stem}"] a[download]')
+                page.click(f'{LAST} [data-stem="{stem}"] a[download]')
             path = tmp_path / f"{name}-{stem}.wav"
             info.value.save_as(path)
             got, sr = read_wav(path)
@@ -236,16 +237,18 @@ def test_demucs_checkpoint_picked_in_the_page_gives_six_stems(demix, setup, tmp_
     assert "htdemucs_6s" in page.inner_text("#checkpoint-status")
     demix.separate("htdemucs_6s", setup, tmp_path, "demix-models-6stems.png")
     # six rows: solo one, the other five fall silent; the zip holds six WAVs
-    page.click('[data-stem="guitar"] .solo')
-    rows = page.eval_on_selector_all("[data-stem].stem", "rs => rs.map(r => [r.dataset.stem, r.className])")
+    page.click(f'{LAST} [data-stem="guitar"] .solo')
+    rows = page.eval_on_selector_all(f"{LAST} [data-stem].stem", "rs => rs.map(r => [r.dataset.stem, r.className])")
     assert {s for s, c in rows if "silent" in c} == set(SIX) - {"guitar"}, rows
-    page.click('[data-stem="guitar"] .solo')
+    page.click(f'{LAST} [data-stem="guitar"] .solo')
     with page.expect_download() as info:
         page.click("#zip")
     path = tmp_path / "six.zip"
     info.value.save_as(path)
     track = os.path.splitext(os.path.basename(setup["clip"]))[0]
-    assert sorted(zipfile.ZipFile(path).namelist()) == sorted(f"{track}/{s}.wav" for s in SIX)
+    # every finished song: the same clip separated by htdemucs before, then by this model
+    assert sorted(zipfile.ZipFile(path).namelist()) == sorted(
+        [f"{track}/{s}.wav" for s in setup["native"]["htdemucs"]] + [f"{track} (2)/{s}.wav" for s in SIX])
 
 
 def test_open_unmix_checkpoints_picked_in_the_page(demix, setup, tmp_path):
@@ -268,7 +271,7 @@ def test_a_wrong_checkpoint_file_is_reported(demix, setup, tmp_path):
     message = page.inner_text("#error")
     assert "model.th" in message and "not a PyTorch checkpoint" in message, message
     demix.bp.screenshot("demix-models-bad-checkpoint.png")
-    assert page.locator("[data-stem] a[download]").count() == len(UMX_TARGETS)  # the results stay
+    assert page.locator(f"{LAST} [data-stem] a[download]").count() == len(UMX_TARGETS)  # the results stay
     assert page.is_enabled("#checkpoint") and page.is_enabled("input#file")
     print(json.dumps(demix.report, indent=1))
 

@@ -4,8 +4,8 @@ One page (shared by the tests of this module, in order) separates a 5 s real-mus
 clip through the UI: the file goes into input[type=file], every stem is downloaded
 through its a[download] link and compared with the native CLI's output for the same
 file (`stemtone separate --bits 32f` on lavapipe). The same page then gets a file it
-cannot decode and a separation that is cancelled: both must leave the earlier stems
-in place. A second browser without WebGPU must get a clear message.
+cannot decode and a separation that is cancelled: each fails in its own row of the
+queue and leaves the earlier stems in place (the queue itself: e2e/test_demix_queue.py). A second browser without WebGPU must get a clear message.
 
 SwiftShader runs the shaders on the CPU: Spleeter costs about 24 GFLOP per segment
 of 11.9 s (both stems), so the clip is one segment (5 s) and waits are generous.
@@ -33,6 +33,7 @@ LONG_CLIP_S = 14.0       # two segments: room to cancel between them
 READY_TIMEOUT_MS = 180_000
 SEPARATE_TIMEOUT_MS = 900_000
 MIN_SDR_DB = 40.0
+LAST = "#jobs > .job:last-child"  # the row of the song dropped last
 
 
 def sdr_db(ref, est):
@@ -106,7 +107,7 @@ def demix(server, open_module_browser, clip):
 
     t0 = time.perf_counter()
     page.set_input_files("input[type=file]", clip)
-    page.wait_for_function("document.getElementById('job-stage').textContent.startsWith('Separating')",
+    page.wait_for_function(f"document.querySelector('{LAST} .job-stage').textContent.startsWith('Separating')",
                            timeout=READY_TIMEOUT_MS)
     t_separating = time.perf_counter()
     bp.screenshot("demix-progress.png")
@@ -180,10 +181,11 @@ def test_players_and_mix_controls(demix):
     silent = {stem for stem, cls in classes if "silent" in cls}
     assert silent == {"accompaniment"}, classes
     page.click('[data-stem="vocals"] .solo')
-    page.click("#play")
-    page.wait_for_function("document.getElementById('time').textContent.startsWith('0:01')", timeout=30_000)
-    page.click("#play")  # pause
-    assert page.get_attribute("#play", "aria-label") == "Play"
+    page.click(f"{LAST} .play-button")
+    page.wait_for_function(f"document.querySelector('{LAST} .time').textContent.startsWith('0:01')",
+                           timeout=30_000)
+    page.click(f"{LAST} .play-button")  # pause
+    assert page.get_attribute(f"{LAST} .play-button", "aria-label") == "Play"
     assert not demix.bp.errors, demix.bp.console_report()
 
 
@@ -196,8 +198,10 @@ def test_undecodable_file_is_reported_and_keeps_the_stems(demix, tmp_path):
     page.wait_for_selector("body[data-error]", state="attached", timeout=60_000)
     demix.wait_idle(60_000)
     assert page.get_attribute("body", "data-error") == "decode"
-    message = page.inner_text("#error")
-    assert "not-audio.wav" in message and "decode" in message and "previous results are kept" in message, message
+    row = '#jobs > .job[data-file="not-audio.wav"]'
+    assert page.get_attribute(row, "data-status") == "failed" and page.get_attribute(row, "data-error") == "decode"
+    message = page.inner_text(row)
+    assert "not-audio.wav" in message and "decode" in message, message
     demix.bp.screenshot("demix-undecodable.png")
     assert demix.stem_links() == before  # the same stems, the same blob URLs
     assert demix.results() == 1
@@ -208,18 +212,18 @@ def test_cancel_stops_between_segments_and_keeps_the_stems(demix, tmp_path):
     before = demix.stem_links()
     long_clip = str(audio_fixtures.real_music_wav(LONG_CLIP_S))
     page.set_input_files("input[type=file]", long_clip)
-    page.wait_for_function("document.getElementById('job-stage').textContent.startsWith('Separating')",
+    page.wait_for_function(f"document.querySelector('{LAST} .job-stage').textContent.startsWith('Separating')",
                            timeout=READY_TIMEOUT_MS)
     time.sleep(4)  # the bar moves between the worker's reports: at the first run's speed
     demix.bp.screenshot("demix-progress-eta.png")
-    assert "left" in page.inner_text("#job-eta"), page.inner_text("#job")
+    assert "left" in page.inner_text(f"{LAST} .job-eta"), page.inner_text(LAST)
     # the page stays responsive while the worker computes
     t = time.perf_counter()
     page.click('[data-stem="accompaniment"] .mute')
     assert page.get_attribute('[data-stem="accompaniment"] .mute', "aria-pressed") == "true"
     page.click('[data-stem="accompaniment"] .mute')
     assert time.perf_counter() - t < 5.0, "the page did not respond to clicks during the separation"
-    page.click("#cancel")
+    page.click(f"{LAST} .job-cancel")
     demix.wait_idle()
     assert page.get_attribute("body", "data-error") == "cancelled", demix.failure("not cancelled")
     assert demix.results() == 1, "the separation ran to the end despite Cancel"

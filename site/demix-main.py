@@ -5,24 +5,37 @@ main thread can do:
 
     decode any audio the browser can play (decodeAudioData on an OfflineAudioContext
     at 44.1 kHz), send the channels to the worker, show its progress with an ETA,
-    cancel it (a SharedArrayBuffer flag the worker reads between segments), and play
-    the stems it sends back: one AudioBufferSourceNode per stem into a GainNode
+    cancel it (a SharedArrayBuffer flag the worker reads between segments), zip the
+    stems, and play the stems it sends back: one AudioBufferSourceNode per stem into a GainNode
     (mute/solo), all started together on one shared transport.
 
+Several songs dropped or picked at once become a queue (#jobs, one Job row each),
+separated one after another with the settings shown when each starts: the model, the
+stems to keep (every stem, or "X + everything but X": X and no_X, the mix minus X) and
+the download format (WAV 16-bit, 24-bit or 32-bit float). Each row has its progress
+and ETA, a Cancel button, and once done its players and downloads; above them the
+queue's ETA, Cancel all, and one zip of every stem of every finished song.
+
 Stable hooks for end-to-end tests:
-    input[type=file]                   the file input (the drop zone wraps it)
+    input[type=file]                   the file input (multiple; the drop zone wraps it)
     body[data-ready]                   "true" once a file can be separated, "false" when
                                        it never can (then body[data-error] says why)
-    body[data-state]                   "starting" | "idle" | "busy"
-    body[data-error]                   kind of the error on display: decode | input |
+    body[data-state]                   "starting" | "idle" | "busy" (the queue runs)
+    body[data-error]                   kind of the last error: decode | input |
                                        weights | checkpoint | oom | device-lost | memory |
-                                       cancelled | no-webgpu | crash (removed when a job starts)
+                                       cancelled | no-webgpu | crash (removed when songs are added)
     body[data-results]                 number of separations finished so far
     body[data-checkpoints]             number of checkpoint files loaded as models so far
     #model option[value=NAME]          the separation models; data-installed="false" for
                                        the ones the server does not have
+    #two-stems, #format                the stems to keep ("" or a stem), the download format
     #checkpoint                        the checkpoint file input (multiple files)
-    [data-stem=NAME] a[download]       each finished stem and its WAV
+    #jobs > .job[data-file=NAME]       a song's row: data-status waiting | running | done |
+                                       failed | cancelled, data-error (its kind), .job-error
+                                       (its message), .job-cancel, .play-button, .time
+    .job [data-stem=NAME] a[download]  each finished stem and its file
+    #zip, #cancel-all, #clear          every stem of every finished song; cancel the queue;
+                                       remove the finished and failed rows
 
 Models: /weights/models.json (pycore/cli/serve.py) lists the manifest's models with whether
 the server has their weights; those it lacks are listed with the command that installs
@@ -34,8 +47,10 @@ page's main thread: site/page_kit.py.
 """
 
 import asyncio
+import io
 import json
 import time
+import zipfile
 
 import js
 from pyodide.ffi import JsException, create_proxy
@@ -122,10 +137,11 @@ class Player:
 
     ctx = None  # one AudioContext for the page, made on the first click on Play
 
-    def __init__(self, buffers, on_tick):
+    def __init__(self, buffers, on_tick, on_play=None):
         self.buffers = buffers          # stem name -> AudioBuffer
         self.duration = max(b.duration for b in buffers.values())
         self.on_tick = on_tick          # called with the position while playing
+        self.on_play = on_play          # called with this player when it starts playing
         self.gains = {}
         self.sources = []
         self.playing = False
@@ -152,6 +168,8 @@ class Player:
     def play(self):
         if self.playing:
             return
+        if self.on_play:
+            self.on_play(self)
         self._ensure_graph()
         ctx = Player.ctx
         ctx.resume()
@@ -264,13 +282,101 @@ def draw_wave(canvas, peaks, scale, color, alpha=1.0):
     g.fillRect(0, mid - 0.5 * ratio, width, ratio)  # the zero line, always visible
 
 
-class Results:
-    """The results card: one row per stem with player controls, waveform and download."""
+class Job:
+    """One song of the queue: its row in #jobs, its progress and, once separated, its
+    stems (one row each: mute/solo, waveform, download) on a transport of its own."""
 
-    def __init__(self, msg, track, meta):
-        self.urls = []   # blob: URLs, revoked by close()
-        self.stems = []  # (name, waveform peaks, WAV blob URL)
+    def __init__(self, serial, file):
+        self.file = file
+        self.name = str(file.name)
+        self.track = self.name.rsplit(".", 1)[0] if "." in self.name else self.name
+        self.size = max(1, int(file.size))
+        self.status = "waiting"    # waiting | running | done | failed | cancelled
+        self.cancel_requested = False
+        self.stage = None          # decode | weights | separate | export, while running
+        self.fraction, self.message = 0.0, ""
+        self.t_stage, self.f_stage = 0.0, 0.0
+        self.segments = None       # reports the separation gives (from the worker)
+        self.t0 = None             # when it started; seconds = its whole time, once done
+        self.seconds = None
+        self.eta = None            # seconds left, as last shown
+        self.settings = {}         # model, two_stems, bits: fixed when it starts
+        self.player = None
+        self.stems = []            # (name, waveform peaks, file Blob, blob: URL)
+        self.urls = []
+        self.peak = 1.0
+        row = by_id("job-row").content.firstElementChild.cloneNode(True)
+        row.dataset.job = str(serial)
+        row.dataset.file = self.name
+        row.querySelector(".job-title").textContent = self.name
+        self.row = row
+        self.set_status("waiting")
+
+    def el(self, selector):
+        return self.row.querySelector(selector)
+
+    def set_status(self, status, text=None):
+        self.status = status
+        self.row.dataset.status = status
+        badge = self.el(".job-badge")
+        badge.className = "badge job-badge " + {"waiting": "", "running": "running", "done": "pass",
+                                                 "failed": "fail", "cancelled": "warn"}[status]
+        badge.textContent = text or status.capitalize()
+        cancel = self.el(".job-cancel")
+        cancel.hidden = status not in ("waiting", "running")
+        cancel.disabled = self.cancel_requested
+
+    def fail(self, kind, message):
+        self.row.dataset.error = kind
+        error = self.el(".job-error")
+        error.textContent = message
+        error.hidden = False
+        self.set_status("cancelled" if kind == "cancelled" else "failed")
+
+    # ---- progress
+    def set_stage(self, stage, fraction, message):
+        if self.stage != stage:
+            self.stage, self.t_stage, self.f_stage = stage, time.perf_counter(), fraction
+        self.fraction, self.message = fraction, message
+
+    def render_progress(self, seconds_per_segment):
+        """Bar, percentage and ETA. Within the separation the worker reports once per
+        segment, so once a separation has finished on this GPU its speed (seconds per
+        segment) fills the gaps: the bar moves on and the ETA counts down in between."""
+        if self.stage is None:
+            return
+        stage, fraction = self.stage, self.fraction
+        elapsed = time.perf_counter() - self.t_stage
+        shown, eta = fraction, None
+        if stage == "separate" and seconds_per_segment and self.segments:
+            total = seconds_per_segment * self.segments
+            next_report = (round(fraction * self.segments) + 1) / self.segments
+            shown = max(fraction, min(elapsed / total, next_report - 0.01))
+            eta = max(1.0, total - elapsed)
+        gained = fraction - self.f_stage
+        if stage in ("weights", "separate") and 0 < fraction < 1 and gained > 0.01 and elapsed > 1.0:
+            eta = elapsed * (1 - fraction) / gained
+        self.eta = eta
+        bar = self.el(".job-bar")
+        bar.parentElement.classList.toggle("indeterminate", stage == "separate" and shown == 0)
+        bar.style.width = f"{100 * shown:.1f}%"
+        self.el(".job-stage").textContent = self.message
+        pct = f"{100 * shown:.0f}%"
+        if self.cancel_requested:
+            text = "Cancelling…"
+        elif stage not in ("weights", "separate") or shown >= 1:
+            text = ""
+        elif eta is None:
+            text = f"{pct} · estimating the time left…" if shown else "estimating the time left…"
+        else:
+            text = f"{pct} · {fmt_eta(eta)}"
+        self.el(".job-eta").textContent = text
+        return shown
+
+    # ---- the stems
+    def show_result(self, msg, meta, on_play):
         buffers = {}
+        ext = {16: "WAV 16-bit", 24: "WAV 24-bit", 32: "WAV 32-bit float"}[self.settings["bits"]]
         for stem in msg.stems:
             name = str(stem.name)
             channels = list(stem.channels)
@@ -279,26 +385,14 @@ class Results:
             for c, data in enumerate(channels):
                 buf.copyToChannel(data, c)
             buffers[name] = buf
-            self.stems.append((name, floats(stem.peaks), self._url(stem.wav)))
-        self.zip_url = self._url(msg.zip)
-        self.player = Player(buffers, self.show_position)
-        self.track, self.meta = track, meta
-        self.peak = max(max(abs(v) for v in p) for _, p, _ in self.stems) or 1.0
-
-    def _url(self, blob):
-        url = js.URL.createObjectURL(blob)
-        self.urls.append(url)
-        return url
-
-    def render(self):
-        by_id("track-name").textContent = self.track
-        by_id("track-meta").textContent = self.meta
-        zip_link = by_id("zip")
-        zip_link.href = self.zip_url
-        zip_link.download = f"{self.track} - stems.zip"
-        box = by_id("stems")
-        box.replaceChildren()
-        for name, _, url in self.stems:
+            url = js.URL.createObjectURL(stem.wav)
+            self.urls.append(url)
+            self.stems.append((name, floats(stem.peaks), stem.wav, url))
+        self.player = Player(buffers, self.show_position, on_play)
+        self.peak = max(max(abs(v) for v in p) for _, p, _, _ in self.stems) or 1.0
+        self.el(".job-meta").textContent = meta
+        box = self.el(".stems")
+        for name, _, _, url in self.stems:
             row = by_id("stem-row").content.firstElementChild.cloneNode(True)
             row.dataset.stem = name
             label = stem_label(name)
@@ -307,13 +401,16 @@ class Results:
             row.querySelector(".solo").title = f"Solo {label}"
             link = row.querySelector("a[download]")
             link.href, link.download = url, f"{self.track} - {name}.wav"
-            link.title = f"Download {label} as a 32-bit float WAV"
+            link.title = f"Download {label} as {ext}"
+            row.querySelector(".stem-format").textContent = ext.split(",")[0]
             box.append(row)
             mute, solo = row.querySelector(".mute"), row.querySelector(".solo")
             listen(mute, "click", lambda e, n=name, b=mute: self.toggle(b, n, self.player.set_mute))
             listen(solo, "click", lambda e, n=name, b=solo: self.toggle(b, n, self.player.set_solo))
             listen(row.querySelector(".wave"), "pointerdown", self.on_seek)
-        by_id("results").hidden = False
+        listen(self.el(".play-button"), "click", lambda e: self.player.toggle())
+        self.el(".job-result").hidden = False
+        self.set_status("done", "Done")
         self.draw()
         self.show_position(0.0)
 
@@ -321,13 +418,12 @@ class Results:
         on = button.getAttribute("aria-pressed") != "true"
         button.setAttribute("aria-pressed", "true" if on else "false")
         setter(name, on)
-        for stem_name, _, _ in self.stems:
-            row = by_id("stems").querySelector(f'[data-stem="{stem_name}"]')
-            row.classList.toggle("silent", not self.player.audible(stem_name))
+        for row in self.el(".stems").children:
+            row.classList.toggle("silent", not self.player.audible(str(row.dataset.stem)))
 
     def draw(self):
-        for name, peaks, _ in self.stems:
-            row = by_id("stems").querySelector(f'[data-stem="{name}"]')
+        for row in self.el(".stems").children:
+            peaks = next(p for n, p, _, _ in self.stems if n == str(row.dataset.stem))
             color = str(js.getComputedStyle(row).getPropertyValue("--stem")).strip() or "#5b4cf0"
             base, top = row.querySelector(".wave-base"), row.querySelector(".wave-top")
             top.style.width = f"{base.clientWidth}px"
@@ -342,19 +438,37 @@ class Results:
     def show_position(self, seconds):
         fraction = seconds / self.player.duration if self.player.duration else 0.0
         pct = f"{100 * fraction:.3f}%"
-        for row in by_id("stems").querySelectorAll(".wave"):
-            row.querySelector(".wave-played").style.width = pct
-            row.querySelector(".wave-cursor").style.left = pct
-        by_id("time").textContent = f"{fmt_time(seconds)} / {fmt_time(self.player.duration)}"
-        by_id("play").classList.toggle("playing", self.player.playing)
-        by_id("play").setAttribute("aria-label", "Pause" if self.player.playing else "Play")
+        for wave in self.row.querySelectorAll(".wave"):
+            wave.querySelector(".wave-played").style.width = pct
+            wave.querySelector(".wave-cursor").style.left = pct
+        self.el(".time").textContent = f"{fmt_time(seconds)} / {fmt_time(self.player.duration)}"
+        play = self.el(".play-button")
+        play.classList.toggle("playing", self.player.playing)
+        play.setAttribute("aria-label", "Pause" if self.player.playing else "Play")
 
     def close(self):
-        self.player.close()
+        if self.player:
+            self.player.close()
         for url in self.urls:
             js.URL.revokeObjectURL(url)
-        by_id("stems").replaceChildren()
-        by_id("results").hidden = True
+        self.row.remove()
+
+
+async def zip_stems(jobs):
+    """A zip Blob of every stem of the finished `jobs`: "<track>/<stem>.wav", the track
+    folders made unique ("song (2)") when one song was separated twice."""
+    buf, folders = io.BytesIO(), set()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:  # audio does not deflate
+        for job in jobs:
+            folder, n = job.track, 1
+            while folder in folders:
+                n += 1
+                folder = f"{job.track} ({n})"
+            folders.add(folder)
+            for name, _, wav, _ in job.stems:
+                data = js.Uint8Array.new(await wav.arrayBuffer()).to_bytes()
+                z.writestr(f"{folder}/{name}.wav", data)
+    return js.Blob.new([to_js(buf.getvalue())], to_js({"type": "application/zip"}))
 
 
 # ------------------------------------------------------------------ the page
@@ -368,11 +482,15 @@ class Page:
         self.worker = None
         self.flag = js.Int32Array.new(js.SharedArrayBuffer.new(4))  # cancel flag, read by the worker
         self.gpu = ""
-        self.busy = False
-        self.cancel_requested = False
-        self.results = None
+        self.busy = False        # the queue is running
+        self.loading_checkpoint = False
+        self.jobs = []           # the songs in the list, in order (Job)
+        self.current = None      # the Job being separated
+        self.finished_job = None  # a Future set when the worker is done with the current job
+        self.serial = 0
         self.finished = 0
-        self.job = None  # {name, stage, fraction, message, t_stage, f_stage, segments (from the worker), ...}
+        self.playing = None      # the Player that played last (the Space key toggles it)
+        self.zip_url = None
         self.seconds_per_segment = None  # measured by the last separation, for the ETA
         self.resizes = 0
 
@@ -469,8 +587,21 @@ class Page:
             cached = await self.is_cached(m)
             by_id("model-size").textContent = f"{fmt_mb(size)} · " + (
                 "cached in this browser" if cached else "downloaded on first use")
-        if self.ready and not self.busy:
+        self.fill_two_stems(m)
+        if self.ready and not self.loading_checkpoint:
             self.set_input_enabled(True)
+
+    def fill_two_stems(self, m):
+        """"Every stem", or one stem and everything but it (the karaoke track for vocals);
+        the choice is kept across models that have the stem."""
+        select = by_id("two-stems")
+        keep = select.value
+        select.replaceChildren()
+        for value, text in [("", "Every stem")] + [(s, f"{stem_label(s)} + everything but {s}") for s in m["stems"]]:
+            opt = document.createElement("option")
+            opt.value, opt.textContent = value, text
+            select.append(opt)
+        select.value = keep if keep in m["stems"] else ""
 
     async def is_cached(self, m):
         try:
@@ -487,7 +618,7 @@ class Page:
 
         def over(event):
             event.preventDefault()
-            if not self.busy and not picker.disabled:
+            if not picker.disabled:
                 zone.classList.add("over")
 
         def leave(event):
@@ -497,14 +628,12 @@ class Page:
             event.preventDefault()
             zone.classList.remove("over")
             files = event.dataTransfer.files
-            if files.length and not picker.disabled:
-                asyncio.ensure_future(self.open_file(files.item(0)))
+            self.enqueue([files.item(i) for i in range(files.length)])
 
         def picked(event):
-            if picker.files.length:
-                file = picker.files.item(0)
-                picker.value = ""  # choosing the same file again fires change again
-                asyncio.ensure_future(self.open_file(file))
+            files = [picker.files.item(i) for i in range(picker.files.length)]
+            picker.value = ""  # choosing the same files again fires change again
+            self.enqueue(files)
 
         listen(zone, "dragenter", over)
         listen(zone, "dragover", over)
@@ -514,10 +643,10 @@ class Page:
         # a file dropped next to the drop zone must not navigate away from the results
         listen(document, "dragover", lambda e: e.preventDefault())
         listen(document, "drop", lambda e: e.preventDefault())
-        listen(by_id("cancel"), "click", lambda e: self.cancel())
+        listen(by_id("cancel-all"), "click", lambda e: self.cancel_all())
+        listen(by_id("zip"), "click", lambda e: asyncio.ensure_future(self.download_zip()))
         listen(by_id("error-close"), "click", lambda e: hide_error())
         listen(by_id("clear"), "click", lambda e: self.clear())
-        listen(by_id("play"), "click", lambda e: self.results and self.results.player.toggle())
         listen(by_id("model"), "change", lambda e: asyncio.ensure_future(self.show_model()))
         listen(by_id("checkpoint"), "change", lambda e: asyncio.ensure_future(self.pick_checkpoint()))
         listen(document, "keydown", self.on_key)
@@ -530,33 +659,39 @@ class Page:
 
         async def later():
             await asyncio.sleep(0.15)
-            if serial == self.resizes and self.results:
-                self.results.draw()
+            if serial == self.resizes:
+                for job in self.jobs:
+                    if job.status == "done":
+                        job.draw()
 
         asyncio.ensure_future(later())
 
     def on_key(self, event):
         tag = str(event.target.tagName).lower()
-        if event.key == " " and self.results and tag not in ("input", "button", "select", "textarea", "a"):
+        players = [j.player for j in self.jobs if j.player is not None]
+        if event.key == " " and players and tag not in ("input", "button", "select", "textarea", "a"):
             event.preventDefault()
-            self.results.player.toggle()
+            (self.playing if self.playing in players else players[-1]).toggle()
 
     def set_input_enabled(self, on):
-        """The audio input (only for a model that is installed) and the checkpoint input."""
-        audio = on and self.usable()
+        """The audio input (only for a model that is installed; songs can be added while
+        the queue runs) and the checkpoint input (not while the queue or a checkpoint
+        keeps the worker busy)."""
+        audio = on and self.usable() and not self.loading_checkpoint
+        checkpoint = on and not self.busy and not self.loading_checkpoint
         by_id("file").disabled = not audio
         by_id("dropzone").dataset.disabled = "false" if audio else "true"
-        by_id("checkpoint").disabled = not on
-        by_id("checkpoint-button").dataset.disabled = "false" if on else "true"
+        by_id("checkpoint").disabled = not checkpoint
+        by_id("checkpoint-button").dataset.disabled = "false" if checkpoint else "true"
 
     # ---- a checkpoint file of the user's: converted and loaded by the worker
     async def pick_checkpoint(self):
         picker = by_id("checkpoint")
         files = [picker.files.item(i) for i in range(picker.files.length)]
         picker.value = ""  # the same file again fires change again
-        if not files or self.busy:
+        if not files or self.busy or self.loading_checkpoint:
             return
-        self.busy = True
+        self.loading_checkpoint = True
         hide_error()
         document.body.dataset.state = "busy"
         self.set_input_enabled(False)
@@ -574,7 +709,7 @@ class Page:
                                        "files": payload, "fetchable": json.dumps(self.fetchable)}))
 
     def checkpoint_done(self):
-        self.busy = False
+        self.loading_checkpoint = False
         document.body.dataset.state = "idle"
         self.set_input_enabled(True)
 
@@ -590,116 +725,152 @@ class Page:
         await self.show_model()
         document.body.dataset.checkpoints = str(sum(1 for m in self.models if m.get("session")))
 
-    # ---- a job: decode here, separate in the worker
-    async def open_file(self, file):
-        if self.busy:
+    # ---- the queue: decode here, separate in the worker, one song after another
+    def enqueue(self, files):
+        """Songs dropped or picked: a row each, separated in order with the settings
+        shown when each one starts."""
+        if not files or by_id("file").disabled:
             return
-        name = str(file.name)
-        track = name.rsplit(".", 1)[0] if "." in name else name
-        self.begin_job(name)
+        hide_error()
+        for file in files:
+            self.serial += 1
+            job = Job(self.serial, file)
+            listen(job.el(".job-cancel"), "click", lambda e, j=job: self.cancel(j))
+            self.jobs.append(job)
+            by_id("jobs").append(job.row)
+        by_id("queue").hidden = False
+        if not self.busy:
+            asyncio.ensure_future(self.run_queue())
+        self.render_queue()
+
+    async def run_queue(self):
+        self.busy = True
+        document.body.dataset.state = "busy"
+        by_id("checkpoint").disabled = True
+        by_id("checkpoint-button").dataset.disabled = "true"
+        asyncio.ensure_future(self.tick())
+        while (job := next((j for j in self.jobs if j.status == "waiting"), None)) is not None:
+            await self.run_job(job)
+        self.busy, self.current = False, None
+        document.title = "Demix · Stemtone"
+        self.render_queue()
+        document.body.dataset.state = "idle"
+        self.set_input_enabled(True)
+
+    async def run_job(self, job):
+        self.current = job
+        js.Atomics.store(self.flag, 0, 0)
+        job.t0 = time.perf_counter()
+        job.settings = {"model": self.model(), "two_stems": by_id("two-stems").value,
+                        "bits": int(str(by_id("format").value)[3:])}
+        job.set_status("running", "Running")
+        self.set_stage(job, "decode", 0.0, "Decoding the audio…")
         try:
-            audio = await decode(file)
+            audio = await decode(job.file)
         except DecodeError as e:
-            self.end_job()
-            show_error("decode", f"“{name}” could not be opened", f"The file “{name}” cannot be used: {e}. "
-                       + ("Your previous results are kept." if self.results else ""))
+            self.job_failed(job, "decode", f"This file cannot be used: {e}.")
             return
-        if self.cancel_requested:
-            self.end_job()
-            show_error("cancelled", "Cancelled", "The separation was cancelled.")
+        if job.cancel_requested:
+            self.job_failed(job, "cancelled", "Cancelled.")
             return
         channels = [audio.getChannelData(c) for c in range(audio.numberOfChannels)]
-        self.job["channels"] = audio.numberOfChannels
-        self.job["seconds"] = audio.duration
-        self.set_stage("decode", 1.0, "Sending the audio to the GPU worker…")
-        self.worker.postMessage(to_js({"cmd": "separate", "model": json.dumps(self.model()), "name": track,
-                                       "channels": channels}))
+        job.channels, job.audio_seconds = audio.numberOfChannels, audio.duration
+        self.set_stage(job, "decode", 1.0, "Sending the audio to the GPU worker…")
+        self.finished_job = asyncio.get_event_loop().create_future()
+        self.worker.postMessage(to_js({"cmd": "separate", "model": json.dumps(job.settings["model"]),
+                                       "name": job.track, "channels": channels, "bits": job.settings["bits"],
+                                       "two_stems": job.settings["two_stems"]}))
+        await self.finished_job
 
-    def begin_job(self, filename):
-        self.busy, self.cancel_requested = True, False
-        js.Atomics.store(self.flag, 0, 0)
-        hide_error()
-        self.job = {"name": filename, "stage": None, "t0": time.perf_counter()}
-        asyncio.ensure_future(self.tick())
-        body = document.body
-        body.dataset.state = "busy"
-        self.set_input_enabled(False)
-        by_id("job-title").textContent = filename
-        by_id("cancel").disabled = False
-        by_id("cancel").textContent = "Cancel"
-        by_id("job").hidden = False
-        self.set_stage("decode", 0.0, "Decoding the audio…")
+    def job_failed(self, job, kind, message):
+        job.fail(kind, message)
+        document.body.dataset.error = kind
+        self.render_queue()
 
-    def set_stage(self, stage, fraction, message):
-        """Record the worker's latest progress report (the display follows in render_progress)."""
-        job = self.job
-        if job is None:
-            return
-        if job["stage"] != stage:
-            job.update(stage=stage, t_stage=time.perf_counter(), f_stage=fraction)
-            done = True
-            for li in by_id("steps").children:
-                step = li.dataset.step
-                done = done and step != stage
-                li.className = "done" if done else ("current" if step == stage else "")
-        job.update(fraction=fraction, message=message)
-        self.render_progress()
+    def set_stage(self, job, stage, fraction, message):
+        job.set_stage(stage, fraction, message)
+        self.render_queue()
 
-    def render_progress(self):
-        """Bar, percentage and ETA. Within the separation the worker reports once per
-        segment, so once a separation has finished on this GPU its speed (seconds per
-        segment) fills the gaps: the bar moves on and the ETA counts down in between."""
-        job = self.job
-        if job is None or job["stage"] is None:
-            return
-        stage, fraction = job["stage"], job["fraction"]
-        elapsed = time.perf_counter() - job["t_stage"]
-        shown, eta = fraction, None
-        if stage == "separate" and self.seconds_per_segment and job.get("segments"):
-            total = self.seconds_per_segment * job["segments"]
-            next_report = (round(fraction * job["segments"]) + 1) / job["segments"]
-            shown = max(fraction, min(elapsed / total, next_report - 0.01))
-            eta = max(1.0, total - elapsed)
-        gained = fraction - job["f_stage"]
-        if stage in ("weights", "separate") and 0 < fraction < 1 and gained > 0.01 and elapsed > 1.0:
-            eta = elapsed * (1 - fraction) / gained
-        waiting = stage == "separate" and shown == 0
-        by_id("job-bar").parentElement.classList.toggle("indeterminate", waiting)
-        by_id("job-bar").style.width = f"{100 * shown:.1f}%"
-        by_id("job-stage").textContent = job["message"]
-        pct = f"{100 * shown:.0f}%"
-        document.title = f"{pct} · {STAGE_TITLES[stage]} · Demix · Stemtone"
-        if self.cancel_requested:
-            text = "Cancelling…"
-        elif stage not in ("weights", "separate") or shown >= 1:
-            text = ""
-        elif eta is None:
-            text = f"{pct} · estimating the time left…" if shown else "estimating the time left…"
-        else:
-            text = f"{pct} · {fmt_eta(eta)}"
-        by_id("job-eta").textContent = text
+    def render_queue(self):
+        """Each running row's bar and ETA; above them the queue's: songs done, failed and
+        waiting, and the time left for all of them. Songs not yet decoded are estimated
+        from their file size at the pace (seconds per byte) of the songs finished so far."""
+        job, jobs = self.current, self.jobs
+        running = job is not None and job.status == "running"
+        shown = (job.render_progress(self.seconds_per_segment) or 0.0) if running else 0.0
+        done = sum(1 for j in jobs if j.status == "done")
+        failed = sum(1 for j in jobs if j.status in ("failed", "cancelled"))
+        waiting = [j for j in jobs if j.status == "waiting"]
+        todo = len(waiting) + running
+        parts = [f"{done} of {done + todo} done" if todo else f"{done} done"]
+        if failed:
+            parts.append(f"{failed} not separated")
+        if todo:
+            finished = [j for j in jobs if j.status == "done" and j.seconds]
+            pace = sum(j.seconds for j in finished) / sum(j.size for j in finished) if finished else None
+            current = job.eta if running else 0.0
+            if current is None or (waiting and pace is None):
+                parts.append("estimating the time left…")
+            else:
+                left = current + sum(j.size * pace for j in waiting)
+                parts.append(fmt_eta(left).replace("left", "left in all"))
+        by_id("queue-status").textContent = " · ".join(parts)
+        total = done + todo
+        by_id("queue-bar").style.width = f"{100 * (done + shown) / total:.1f}%" if total else "100%"
+        by_id("queue-bar").parentElement.hidden = not todo
+        by_id("cancel-all").disabled = not todo
+        by_id("zip").disabled = not done
+        if todo and job:
+            stage = STAGE_TITLES.get(job.stage, "Waiting")
+            document.title = f"{done + 1}/{total} · {100 * shown:.0f}% · {stage} · Demix · Stemtone"
 
     async def tick(self):
         while self.busy:
             await asyncio.sleep(0.5)
-            self.render_progress()
+            self.render_queue()
 
-    def end_job(self):
-        self.busy = False
-        self.job = None
-        by_id("job").hidden = True
-        document.title = "Demix · Stemtone"
-        document.body.dataset.state = "idle"
-        self.set_input_enabled(True)
+    def cancel(self, job):
+        """Cancel one song: a waiting one is skipped, the running one stops at its next
+        segment (the worker reads the shared flag)."""
+        if job.status == "waiting":
+            job.cancel_requested = True
+            job.fail("cancelled", "Cancelled before it started.")
+        elif job.status == "running" and not job.cancel_requested:
+            job.cancel_requested = True
+            js.Atomics.store(self.flag, 0, 1)
+            job.set_status("running", "Cancelling")
+        self.render_queue()
 
-    def cancel(self):
-        if not self.busy:
+    def cancel_all(self):
+        for job in list(self.jobs):
+            self.cancel(job)
+
+    def on_play(self, player):
+        """One song plays at a time."""
+        for job in self.jobs:
+            if job.player is not None and job.player is not player:
+                job.player.pause()
+        self.playing = player
+
+    async def download_zip(self):
+        jobs = [j for j in self.jobs if j.status == "done"]
+        if not jobs:
             return
-        self.cancel_requested = True
-        js.Atomics.store(self.flag, 0, 1)
-        by_id("cancel").disabled = True
-        by_id("cancel").textContent = "Cancelling…"
-        self.render_progress()
+        button = by_id("zip")
+        button.disabled = True
+        try:
+            url = js.URL.createObjectURL(await zip_stems(jobs))
+            link = document.createElement("a")
+            link.href = url
+            link.download = f"{jobs[0].track} - stems.zip" if len(jobs) == 1 else "Stemtone stems.zip"
+            document.body.append(link)
+            link.click()
+            link.remove()
+            if self.zip_url:
+                js.URL.revokeObjectURL(self.zip_url)
+            self.zip_url = url  # kept until the next zip: the download reads it after this returns
+        finally:
+            button.disabled = False
 
     # ---- messages from the worker
     def on_message(self, event):
@@ -716,11 +887,11 @@ class Page:
             document.body.dataset.state = "idle"
         elif kind == "progress" and str(d.stage) == "checkpoint":
             by_id("checkpoint-status").textContent = str(d.message)
-        elif kind == "progress":
-            if str(d.stage) == "separate" and self.job is not None:
+        elif kind == "progress" and self.current is not None:
+            if str(d.stage) == "separate":
                 # the reports the separation gives, one per segment (0: the model reports fractions)
-                self.job["segments"] = int(d.steps) or None
-            self.set_stage(str(d.stage), float(d.fraction), str(d.message))
+                self.current.segments = int(d.steps) or None
+            self.set_stage(self.current, str(d.stage), float(d.fraction), str(d.message))
         elif kind == "model":
             asyncio.ensure_future(self.on_model(json.loads(str(d.entry))))
         elif kind == "result":
@@ -728,59 +899,67 @@ class Page:
         elif kind == "error":
             self.on_error(str(d.kind), str(d.title), str(d.message), str(d.detail))
 
+    def job_ended(self):
+        if self.finished_job is not None and not self.finished_job.done():
+            self.finished_job.set_result(None)
+
     def on_worker_crash(self, event):
         error = getattr(event, "error", None) or event
         message = f"The GPU worker stopped: {error}"
         if document.body.dataset.ready == "true":
-            self.end_job()
             show_error("crash", "The separation crashed", message + " Reload the page to start again.")
+            self.cancel_all()
+            if self.current is not None and self.current.status == "running":
+                self.job_failed(self.current, "crash", message)
+            self.job_ended()
         else:
             self.startup_failed("crash", "The page failed to start", message)
 
     def on_result(self, d):
-        job = self.job
-        name = job["name"] if job else "track"
-        track = name.rsplit(".", 1)[0] if "." in name else name
-        channels = {1: "mono", 2: "stereo"}.get(job and job.get("channels"), "")
+        job = self.current
+        job.seconds = time.perf_counter() - job.t0
         seconds = float(d.seconds)
-        model = self.model().get("label") or model_title(self.model())
-        meta = " · ".join(p for p in (fmt_time(float(d.seconds_audio)), channels, model,
+        model = job.settings["model"]
+        channels = {1: "mono", 2: "stereo"}.get(job.channels, "")
+        meta = " · ".join(p for p in (fmt_time(float(d.seconds_audio)), channels,
+                                      model.get("label") or model_title(model),
                                       f"separated in {seconds:.1f} s on {self.gpu}") if p)
-        new = Results(d, track, meta)
-        if self.results is not None:  # replaced only now that the new ones exist
-            self.results.close()
-        self.results = new
-        self.end_job()
-        new.render()
+        job.show_result(d, meta, self.on_play)
         self.finished += 1
+        if job.segments:
+            self.seconds_per_segment = seconds / job.segments
         body = document.body
-        if job and job.get("segments"):
-            self.seconds_per_segment = seconds / job["segments"]
         body.dataset.separateSeconds = f"{seconds:.3f}"
         body.dataset.audioSeconds = f"{float(d.seconds_audio):.3f}"
         body.dataset.results = str(self.finished)
         asyncio.ensure_future(self.show_model())  # "cached in this browser" now
+        self.render_queue()
+        self.job_ended()
 
     def on_error(self, kind, title, message, detail):
         if kind == "no-webgpu":
             self.startup_failed(kind, title, message + ".", detail)
             by_id("gpu-name").textContent = "none (no WebGPU)"
             return
-        if self.job is None:  # a checkpoint file failed to load
+        job = self.current
+        if job is None or job.status != "running":  # a checkpoint file failed to load
             by_id("checkpoint-status").textContent = ""
             self.checkpoint_done()
             show_error(kind, title, message, detail)
             return
-        self.end_job()
-        if self.results and kind != "cancelled":
-            message += "" if "previous results are kept" in message else " Your previous results are kept."
-        show_error(kind, title, message, detail)
+        self.job_failed(job, kind, "Cancelled." if kind == "cancelled" else f"{title}: {message}")
+        if kind not in ("cancelled", "input"):  # not about this song alone: the notice says it too
+            show_error(kind, title, message, detail)
+        self.job_ended()
 
     # ---- clearing
     def clear(self):
-        if self.results is not None:
-            self.results.close()
-            self.results = None
+        """Remove the songs that are finished, failed or cancelled."""
+        for job in [j for j in self.jobs if j.status in ("done", "failed", "cancelled")]:
+            job.close()
+            self.jobs.remove(job)
+        by_id("queue").hidden = not self.jobs
+        self.render_queue()
 
 
 page = Page()

@@ -6,14 +6,16 @@ responsive:
 
     fetch the weights (progress, Cache API, sha256 check)  ->  Demixer.load
     Demixer.separate (progress, cancellation between segments)
-    waveform peaks, one WAV per stem (pycore.audio.wav) and a zip of them all
+    waveform peaks and one WAV per stem (pycore.audio.wav)
 
 Messages are plain JS objects sent with postMessage; each carries a "stemtone" key
 naming its kind.
 
     main -> worker   {cmd: "hello", flag: SharedArrayBuffer(4), base: page origin}
                      {cmd: "separate", model: manifest entry as JSON, name: track name,
-                      channels: [Float32Array at 44.1 kHz, ...]}
+                      channels: [Float32Array at 44.1 kHz, ...], bits: 16|24|32 (the
+                      WAV files'), two_stems: "" or a stem X (keep X and no_X, the mix
+                      minus X: pycore.demix.base.everything_but)}
                      {cmd: "checkpoint", id: session model name, files: [{name, data:
                       ArrayBuffer}], fetchable: JSON {name: manifest entry with "fetch"}}
     worker -> main   {stemtone: "ready", gpu: adapter description, f16: bool}
@@ -24,8 +26,8 @@ naming its kind.
                       number of reports the separation gives (one per segment), 0 when
                       the model reports fractions of the track (Demixer.progress_steps)}
                      {stemtone: "result", stems: [{name, channels: [Float32Array],
-                      peaks: Float32Array, wav: Blob}], zip: Blob,
-                      seconds: separation wall time, seconds_audio}
+                      peaks: Float32Array, wav: Blob}], seconds: separation wall
+                      time, seconds_audio}  (the page zips the stems of every song)
                      {stemtone: "error", kind, title, message, detail}
 
 A checkpoint file the user picks (a demucs .th, Open-Unmix .pth files, or a converted
@@ -41,12 +43,10 @@ the tone page's worker: site/worker_kit.py.
 """
 
 import array
-import io
 import json
 import math
 import time
 import traceback
-import zipfile
 
 import js
 from polyscript import xworker
@@ -55,7 +55,7 @@ from pyscript.ffi import to_js
 
 from pycore.audio.wav import encode_wav
 from pycore.demix import Cancelled, Demixer
-from pycore.demix.base import model_for_file
+from pycore.demix.base import everything_but, model_for_file
 from pycore.gpu.runtime import DeviceLostError, GPUOutOfMemoryError, NoGPUError
 from pycore.weights.checkpoint import convert_files
 from pycore.weights.safetensors import load_metadata
@@ -63,7 +63,6 @@ from pycore.weights.safetensors import load_metadata
 from worker_kit import GPUWorker, Throttle, WeightsError, blob, fetch_weights, post, post_error, post_no_webgpu
 
 PEAK_COLUMNS = 1600                # waveform resolution sent to the page
-WAV_BITS = 32                      # IEEE float: lossless and never clips
 PROGRESS_EVERY_S = 0.1             # at most ten progress messages a second
 
 
@@ -173,8 +172,11 @@ class Worker(GPUWorker):
 
     # ---- one separation
     async def run_job(self, data):
-        js.Atomics.store(self.flag, 0, 0)
+        # the page clears the flag when the job starts: a Cancel clicked while the audio
+        # was on its way here must still count
         try:
+            if self.cancelled():
+                raise Cancelled()
             model = json.loads(data.model)
             channels = [to_floats(c) for c in data.channels]
             check_audio(channels)
@@ -195,7 +197,9 @@ class Worker(GPUWorker):
             stems = await demixer.separate(channels, progress=on_progress, should_cancel=self.cancelled)
             seconds = time.perf_counter() - t0
             self.progress("export", 0.0, "Writing the WAV files…", force=True)
-            result = export(stems, demixer.sample_rate, str(data.name),
+            if str(data.two_stems):
+                stems = everything_but(model["name"], stems, channels, str(data.two_stems))
+            result = export(stems, demixer.sample_rate, int(data.bits),
                             lambda f: self.progress("export", f, "Writing the WAV files…"))
             post("result", seconds=seconds, seconds_audio=seconds_audio, **result)
         except Exception as e:
@@ -268,21 +272,19 @@ def peaks(channels, columns=PEAK_COLUMNS):
     return out
 
 
-def export(stems, sample_rate, track, progress):
-    """Per stem: channels (Float32Array), peaks and a WAV Blob; plus one zip Blob."""
-    out, zbuf = [], io.BytesIO()
-    with zipfile.ZipFile(zbuf, "w", zipfile.ZIP_STORED) as z:  # audio does not deflate
-        for i, (name, channels) in enumerate(stems.items()):
-            wav = encode_wav(channels, sample_rate, bits=WAV_BITS)
-            z.writestr(f"{track}/{name}.wav", wav)
-            out.append({
-                "name": name,
-                "channels": [to_js(ch) for ch in channels],
-                "peaks": to_js(peaks(channels)),
-                "wav": blob(wav, "audio/wav"),
-            })
-            progress((i + 1) / (len(stems) + 1))
-    return {"stems": out, "zip": blob(zbuf.getvalue(), "application/zip")}
+def export(stems, sample_rate, bits, progress):
+    """Per stem: channels (Float32Array), peaks and a WAV Blob of `bits` bits (16, 24:
+    PCM; 32: IEEE float, lossless and never clips)."""
+    out = []
+    for i, (name, channels) in enumerate(stems.items()):
+        out.append({
+            "name": name,
+            "channels": [to_js(ch) for ch in channels],
+            "peaks": to_js(peaks(channels)),
+            "wav": blob(encode_wav(channels, sample_rate, bits=bits), "audio/wav"),
+        })
+        progress((i + 1) / len(stems))
+    return {"stems": out}
 
 
 worker = Worker()

@@ -268,3 +268,24 @@ def test_errors(dev, small, small_weights):
     with pytest.raises(ValueError, match="stems"):
         run(Demixer.load(dev, weights=one_stem))
     assert demix.MODELS["spleeter-2stems"]["sample_rate"] == small.sample_rate == 44100
+
+
+def test_everything_but_adds_up_to_the_mix():
+    """The page's "everything but X": X as separated, no_X = mix - X in float32 (one
+    rounding of the difference: within eps32 of |mix| + |X|), so X + no_X is the mix."""
+    from pycore.demix.base import everything_but
+
+    rng = np.random.default_rng(5)
+    mix = rng.uniform(-1, 1, (2, 1000)).astype(np.float32)
+    vocals = (0.5 * mix + 0.01 * rng.standard_normal((2, 1000))).astype(np.float32)
+    stems = {"vocals": [array.array("f", c) for c in vocals], "accompaniment": [array.array("f", c) for c in mix]}
+    out = everything_but("spleeter-2stems", stems, [array.array("f", c) for c in mix], "vocals")
+    assert list(out) == ["vocals", "no_vocals"]
+    assert out["vocals"] is stems["vocals"]
+    got = np.array([np.frombuffer(c, np.float32) for c in out["no_vocals"]])
+    bar = np.finfo(np.float32).eps * (np.abs(mix) + np.abs(vocals))
+    assert np.all(np.abs(got - (mix.astype(np.float64) - vocals)) <= bar)
+    with pytest.raises(ValueError, match="no stem 'drums'.*vocals, accompaniment"):
+        everything_but("spleeter-2stems", stems, list(mix), "drums")
+    with pytest.raises(ValueError, match="does not match the mix"):
+        everything_but("spleeter-2stems", stems, [mix[0]], "vocals")

@@ -30,6 +30,7 @@ Browser-safe: no numpy.
 
 from __future__ import annotations
 
+import array
 import json
 
 from ..audio.buffers import concat, is_numpy
@@ -130,6 +131,22 @@ def plan_outputs(name, model_stems, stems=None, two_stems=None) -> tuple:
         return list(model_stems), {two_stems: [two_stems], f"no_{two_stems}": rest}
     chosen = pick_stems(name, model_stems, stems)
     return chosen, {s: [s] for s in chosen}
+
+
+def everything_but(name, stems, mix, stem) -> dict:
+    """The page's "everything but X" (Demucs' --two-stems in the browser): {X: its
+    channels, "no_X": the mix minus X, channel by channel, rounded to float32}. The
+    page subtracts rather than summing the other stems (plan_outputs, the CLI) so that
+    the two always add up to the mix: Spleeter's stems hold nothing above 11 kHz and
+    Demucs' leave a residual. stems: {stem: [channels]}; mix: the input's channels
+    (sequences of floats, no numpy needed). ValueError naming the valid stems."""
+    (stem,) = pick_stems(name, list(stems), [stem])
+    part = stems[stem]
+    if len(part) != len(mix) or any(len(a) != len(b) for a, b in zip(part, mix)):
+        raise ValueError(f"{name}: the {stem} stem ({len(part)} channels of {len(part[0])} samples) "
+                         f"does not match the mix ({len(mix)} channels of {len(mix[0])} samples)")
+    rest = [array.array("f", [m - x for m, x in zip(mc, xc)]) for mc, xc in zip(mix, part)]
+    return {stem: part, f"no_{stem}": rest}
 
 
 def checked_block(block, channels: int, done: bool) -> list:
