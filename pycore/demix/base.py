@@ -224,6 +224,9 @@ class Demixer:
     def progress_steps(self, length: int) -> int:
         return 0
 
+    def release_plans(self):
+        """Give back the GPU memory of plans the model keeps between tracks (none by default)."""
+
     # ---- shared
 
     def check_stems(self, stems) -> list:

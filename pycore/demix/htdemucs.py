@@ -127,6 +127,9 @@ class HTDemucsDemixer(Demixer):
     def stats(self) -> "MixStats":
         return MixStats()
 
+    def release_plans(self):
+        release_segment_plans(self.model.models)
+
 
 # --------------------------------------------------------------------------- normalization
 
@@ -282,6 +285,15 @@ def segment_forward(model, mix: bytes):
     model.dev.write(x, mix)
     plan.replay()
     return y
+
+
+def release_segment_plans(models):
+    """Give the segment plans of these networks back (they are recorded again on the next
+    segment): for memory measurements, and to free the GPU memory of an idle model."""
+    for model in models:
+        if getattr(model, "segment_plan", None) is not None:
+            model.segment_plan[0].release()
+            model.segment_plan = None
 
 
 class HTDemucsStream:
