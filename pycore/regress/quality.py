@@ -33,6 +33,7 @@ def singing_mix(seconds, offset=2.0) -> tuple:
 def bss_eval(refs: dict, ests: dict, win=SAMPLE_RATE) -> dict:
     """{stem: (SDR, SIR, SAR) medians over frames} of estimated against reference stems."""
     import fast_bss_eval
+    import torch
 
     stems = list(refs)
     r = np.stack([np.mean(refs[s], 0) for s in stems]).astype(np.float64)
@@ -42,7 +43,9 @@ def bss_eval(refs: dict, ests: dict, win=SAMPLE_RATE) -> dict:
         rf, ef = r[:, a:a + win], e[:, a:a + win]
         if (np.sum(rf ** 2, 1) < 1e-8).any():
             continue
-        sdr, sir, sar = fast_bss_eval.bss_eval_sources(rf, ef, filter_length=512, compute_permutation=False)
+        # the torch backend: fast-bss-eval 0.1.4's numpy backend predates numpy 2's solve()
+        sdr, sir, sar = (v.numpy() for v in fast_bss_eval.bss_eval_sources(
+            torch.from_numpy(rf), torch.from_numpy(ef), filter_length=512, compute_permutation=False))
         for i, s in enumerate(stems):
             scores[s].append((sdr[i], sir[i], sar[i]))
     return {s: tuple(float(v) for v in np.median(np.array(scores[s]), 0)) for s in stems if scores[s]}
