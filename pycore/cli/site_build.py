@@ -103,14 +103,15 @@ class PackageZip:
 
 
 def package_files() -> list:
-    """[(name in the zip, path)] of pycore's modules and kernels/*.wgsl, as the browser
-    needs them (pycore/ beside kernels/), from a checkout or an installed wheel."""
+    """[(name in the zip, path)] of pycore's modules (and the .js files they load, e.g.
+    pycore/gpu/encode.js) and kernels/*.wgsl, as the browser needs them (pycore/ beside
+    kernels/), from a checkout or an installed wheel."""
     pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # pycore/
     out = []
     for folder, dirs, names in os.walk(pkg):
         dirs[:] = sorted(d for d in dirs if os.path.isfile(os.path.join(folder, d, "__init__.py")))
         out += [(os.path.relpath(os.path.join(folder, n), os.path.dirname(pkg)).replace(os.sep, "/"),
-                 os.path.join(folder, n)) for n in sorted(names) if n.endswith(".py")]
+                 os.path.join(folder, n)) for n in sorted(names) if n.endswith((".py", ".js"))]
     return out + [(f"kernels/{rel}", path) for rel, path in asset_files("kernels")]
 
 
