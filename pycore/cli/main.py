@@ -14,6 +14,8 @@
     stemtone bench tone [--json] [--quick] [-i INSTRUMENT] [--seconds 10]
                                              tone transfer: real-time factor and FLOPs of each stage
     stemtone bench memory [-m MODEL] [--lengths 60,600] [--reduced]
+    stemtone regress [--suite quick|full] [--backend native|browser|both] [--baseline FILE]
+                     [--out DIR] [--update-baseline FILE]   the regression suite (pycore/regress)
                                              peak GPU memory against the track's length
     stemtone bench runtime [--json] [--browser] [--quick]
                                              host cost: µs per dispatch (fresh, replayed), per tone block
@@ -485,6 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     fetch.add_parser(sub)
     site_build.add_parser(sub)
+    from . import regress  # `stemtone regress`
+
+    regress.add_parser(sub)
     return p
 
 

@@ -1,0 +1,118 @@
+"""`stemtone regress`: the regression suite against a committed baseline.
+
+    stemtone regress [--suite quick|full] [--backend native|browser|both] [--baseline FILE]
+                     [--out DIR] [--update-baseline FILE] [--only FAMILY,...]
+    stemtone regress report A.json B.json ...     each metric's trend over several runs
+
+Writes DIR/results.json (schema-versioned), DIR/summary.md and DIR/report.html (opens
+offline). With --baseline each metric is classed improved / unchanged / regressed against
+its tolerance, and the exit code is 1 on any regression. --update-baseline FILE writes
+this run's results there (the baselines live in tests/baselines/, one per adapter class).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+SCHEMA = "stemtone-regress/1"
+DEFAULT_OUT = "regress-out"
+
+
+def add_parser(sub):
+    r = sub.add_parser("regress", help="the regression suite: metrics against a baseline, summary and report")
+    r.add_argument("report", nargs="*", metavar="report A.json B.json",
+                   help="`report` followed by results files: draw each metric's trend (DIR/trend.html)")
+    r.add_argument("--suite", choices=("quick", "full"), default="quick")
+    r.add_argument("--backend", choices=("native", "browser", "both"), default="native")
+    r.add_argument("--baseline", metavar="FILE", help="results.json to compare with (exit 1 on a regression)")
+    r.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help="output folder (default %(default)s)")
+    r.add_argument("--update-baseline", metavar="FILE", help="also write this run's results to FILE")
+    r.add_argument("--only", metavar="FAMILY,...", default="",
+                   help="run only these metric families (kernels, dispatch, parity, quality, tone, browser)")
+    r.set_defaults(fn=cmd_regress)
+
+
+def load_results(path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            res = json.load(f)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"stemtone regress: cannot read {path} ({e}); give a results.json that "
+                         "`stemtone regress` wrote") from None
+    if res.get("schema") != SCHEMA:
+        raise SystemExit(f"stemtone regress: {path} has schema {res.get('schema')!r}, not {SCHEMA!r}; "
+                         "regenerate it with --update-baseline")
+    return res
+
+
+def cmd_regress(args) -> int:
+    from ..regress import report
+
+    if args.report:
+        if args.report[0] != "report" or len(args.report) < 2:
+            raise SystemExit("stemtone regress: positional arguments are `report A.json B.json ...`")
+        files = args.report[1:]
+        os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(args.out, "trend.html")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(report.trend_html([load_results(p) for p in files], files))
+        print(f"trend of {len(files)} runs: {path}")
+        return 0
+    baseline = load_results(args.baseline) if args.baseline else None
+    families = [f for f in args.only.split(",") if f]
+    results, figures = run(args.suite, args.backend, families)
+    return write(results, figures, baseline, args.out, args.update_baseline)
+
+
+def run(suite, backend, families=()) -> tuple:
+    """(results, figures) of the suite on the backend(s)."""
+    from ..gpu.native import get_device
+    from ..regress import environment, suite as suites
+
+    t0 = time.perf_counter()
+    dev = get_device()
+    log = lambda msg: print(f"  ... {msg}", flush=True)  # noqa: E731
+    metrics, figures, browser_env = [], {}, None
+    native_families = [f for f in families if f != "browser"] or None
+    if backend in ("native", "both") and (not families or native_families):
+        m, figures = suites.run_native(dev, suite, native_families, log=log)
+        metrics += m
+    if backend in ("browser", "both") and (not families or "browser" in families):
+        from ..regress import browser
+
+        m, browser_env = browser.run_browser(dev, suite, log=log)
+        metrics += m
+    backends = ["native", "browser"] if backend == "both" else [backend]
+    results = {"schema": SCHEMA, "suite": suite, "backends": backends, "families": families or "all",
+               "environment": environment.environment(dev, browser_env), "seconds": time.perf_counter() - t0,
+               "metrics": metrics}
+    return results, figures
+
+
+def write(results, figures, baseline, out, update_baseline=None) -> int:
+    from ..regress import metrics as M
+    from ..regress import report
+
+    os.makedirs(out, exist_ok=True)
+    rows = None
+    if baseline is not None:
+        ran = {m["name"].split("/")[0] + "/" + m["family"] for m in results["metrics"]}
+        base = [m for m in baseline["metrics"] if m["name"].split("/")[0] + "/" + m["family"] in ran]
+        rows = M.compare(base, results["metrics"])
+    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1)
+    summary = report.summary_markdown(results, rows)
+    with open(os.path.join(out, "summary.md"), "w", encoding="utf-8") as f:
+        f.write(summary)
+    with open(os.path.join(out, "report.html"), "w", encoding="utf-8") as f:
+        f.write(report.report_html(results, rows, figures))
+    if update_baseline:
+        os.makedirs(os.path.dirname(os.path.abspath(update_baseline)), exist_ok=True)
+        with open(update_baseline, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
+    print(summary)
+    print(f"report: {os.path.join(out, 'report.html')}")
+    return 1 if rows is not None and M.regressions(rows) else 0

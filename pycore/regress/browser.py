@@ -1,0 +1,90 @@
+"""The browser backend of `stemtone regress`: serve the app, open site/regress.html in
+headless Chromium with software WebGPU (SwiftShader) through Playwright, wait for the
+worker's JSON, and turn it into metrics on the host:
+
+    browser/kernels/...       the same kernel cases' errors against float64 numpy
+    browser/parity/kernels/<family>/vs_native
+                              SDR of the browser's output against the native one (dB)
+    browser/dispatch/host_us  host µs per dispatch in the PyScript worker
+
+Chromium is Debian's (apt-get install chromium); the flags are e2e/conftest.py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import shutil
+
+from .cases import run_cases
+from .metrics import metric
+from .models import sdr
+from .numerics import kernel_metrics
+
+FLAGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run", "--enable-unsafe-webgpu", "--enable-unsafe-swiftshader"]
+PAGE_TIMEOUT_S = 300
+
+
+class BrowserUnavailable(RuntimeError):
+    """Chromium, Playwright or the web packages are missing; the message says how to install them."""
+
+
+def run_page(log=print) -> dict:
+    """The regress page's JSON (see site/regress.py)."""
+    import os
+
+    from ..cli import serve
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise BrowserUnavailable("the browser backend needs playwright: pip install -e '.[test]' (make test)") from None
+    chromium = os.environ.get("STEMTONE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        raise BrowserUnavailable("the browser backend needs chromium: apt-get install chromium (make test)")
+    if not serve.vendor_installed():
+        raise BrowserUnavailable("node_modules is missing: run `npm ci` (make test) for pyodide and pyscript")
+    srv = serve.make_server()
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, headless=True, args=FLAGS)
+            try:
+                page = browser.new_page()
+                log(f"browser: {browser.version}, {srv.url}/regress.html")
+                page.goto(f"{srv.url}/regress.html")
+                page.wait_for_function("document.body.dataset.status", timeout=PAGE_TIMEOUT_S * 1000)
+                state = page.evaluate("document.body.dataset.status")
+                text = page.text_content("#result") or ""
+                if state != "done":
+                    raise RuntimeError(f"the regress page failed in Chromium: {text.strip()[-2000:] or state}")
+                out = json.loads(text)
+                out["version"] = f"Chromium {browser.version}"
+                return out
+            finally:
+                browser.close()
+    finally:
+        srv.stop()
+
+
+def run_browser(dev, suite="quick", log=print) -> tuple:
+    """(metrics, environment part) of the browser backend; dev: the native device, whose
+    outputs the browser's are compared with."""
+    log("browser: the regress page in headless Chromium (SwiftShader)")
+    page = run_page(log)
+    outputs = {k: (tuple(shape), base64.b64decode(b64)) for k, (shape, b64) in page["outputs"].items()}
+    native = asyncio.run(run_cases(dev))
+    out = kernel_metrics(outputs)
+    import numpy as np
+
+    for family, (shape, raw) in outputs.items():
+        ours, theirs = np.frombuffer(raw, np.float32), np.frombuffer(native[family][1], np.float32)
+        out.append(metric(f"parity/kernels/{family}/vs_native", "parity", min(sdr(theirs, ours), 200.0), "dB",
+                          "higher", tol=3.0, note="SDR of the browser's output against native (capped at 200 dB)"))
+    out.append(metric("dispatch/host_us", "dispatch", page["dispatch_us"], "µs", "lower",
+                      rel=max(0.5, 3 * page["dispatch_spread"]),
+                      note="PyScript worker: N elementwise adds recorded then flushed; median of 7 batches"))
+    for m in out:
+        m["name"] = "browser/" + m["name"]
+    return out, {"adapter": page["adapter"], "version": page["version"] + "; " + page["user_agent"]}

@@ -1,0 +1,111 @@
+"""The regression suite: which metric families run, on what, in `quick` and `full`.
+
+    run_native(dev, suite, families=None, log=print) -> (metrics, figures)
+
+Metric families (each metric's name starts with its backend, e.g. "native/parity/..."):
+
+    kernels   max abs / rel error per op family against float64 numpy (cases.py, numerics.py)
+    dispatch  host µs per dispatch (dispatch.py)
+    parity    per model and stem, SDR of ours against the reference implementation;
+              speed (real-time factor, ratio to the reference) and peak GPU memory of
+              the same runs (models.py)
+    quality   BSS Eval v4 SDR / SIR / SAR against ground-truth stems (quality.py)
+    tone      f0-following and loudness correlation on real singing (tone.py)
+
+Not yet in the suite (see the issue-13 notes): the timbre metric of issue 18 (a family
+"timbre" goes into FAMILIES below when its module lands), CREPE f0 against torchcrepe,
+the DDSP decoder against its PyTorch reference, the instruments' hold-out spectral loss,
+and the htdemucs_ft bag.
+"""
+
+from __future__ import annotations
+
+from . import models, numerics, quality, tone
+from .cases import run_cases
+from .dispatch import host_us_per_dispatch
+from .metrics import metric
+
+SUITES = {
+    # quick: what `make test` runs (a few minutes on 2 CPU cores, lavapipe)
+    "quick": {"spleeter_seconds": 4.0, "pairs": 2, "random": [("htdemucs", 4.0, True), ("umxl", 3.0, True)],
+              "quality_seconds": 6.0, "tone": tone.QUICK, "tone_seconds": 4.0},
+    # full: official configurations (random weights), longer clips, every instrument
+    "full": {"spleeter_seconds": 20.0, "pairs": 5,
+             "random": [("htdemucs", 10.0, False), ("htdemucs_6s", 10.0, False), ("umxl", 10.0, False)],
+             "quality_seconds": 10.0, "tone": tone.FULL, "tone_seconds": 6.0},
+}
+
+
+def family_kernels(dev, cfg, log, figures):
+    import asyncio
+
+    log("kernels: one case per op family against float64 numpy")
+    return numerics.kernel_metrics(asyncio.run(run_cases(dev)))
+
+
+def family_dispatch(dev, cfg, log, figures):
+    log("dispatch: host µs per recorded elementwise dispatch")
+    us, spread = host_us_per_dispatch(dev)
+    return [metric("dispatch/host_us", "dispatch", us, "µs", "lower", rel=max(0.5, 3 * spread),
+                   note="N elementwise adds recorded then flushed, no readback; median of 7 batches")]
+
+
+def family_parity(dev, cfg, log, figures):
+    from ..audio.testdata import real_music_clip
+
+    clip = real_music_clip(cfg["spleeter_seconds"])
+    out, ours, want = models.spleeter_metrics(dev, clip, cfg["pairs"], demixer=spleeter_demixer(dev), log=log)
+    figures["spectrograms"] = {f"spleeter-2stems/{s}": {"ours": ours[s], "reference": want[s]} for s in ours}
+    for model, seconds, reduced in cfg["random"]:
+        out += models.random_weight_metrics(dev, model, real_music_clip(seconds), reduced, log=log)
+    return out
+
+
+def family_quality(dev, cfg, log, figures):
+    log("quality: Spleeter on singing over a real song, BSS Eval v4")
+    mix, refs = quality.singing_mix(cfg["quality_seconds"])
+    ests, _, _ = models.separate(dev, spleeter_demixer(dev), mix)
+    figures["quality"] = {f"spleeter-2stems/{s}": {"ours": ests[s], "reference": refs[s]} for s in refs}
+    return quality.quality_metrics("spleeter-2stems", refs, ests)
+
+
+def family_tone(dev, cfg, log, figures):
+    out, tracks = tone.tone_metrics(dev, cfg["tone"], cfg["tone_seconds"], log=log)
+    figures["f0"] = tracks
+    return out
+
+
+FAMILIES = {"kernels": family_kernels, "dispatch": family_dispatch, "parity": family_parity,
+            "quality": family_quality, "tone": family_tone}
+
+_SPLEETER = {}
+
+
+def spleeter_demixer(dev):
+    """The Spleeter demixer the parity and quality families share (loaded once per device;
+    tests replace it through use_spleeter to inject a changed weight)."""
+    if dev not in _SPLEETER:
+        _SPLEETER[dev] = models.load_spleeter(dev)
+    return _SPLEETER[dev]
+
+
+def use_spleeter(dev, demixer):
+    _SPLEETER[dev] = demixer
+
+
+def run_native(dev, suite="quick", families=None, log=print) -> tuple:
+    """(metrics, figures): figures holds arrays for the report (spectrograms, f0 tracks)."""
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; use one of {', '.join(SUITES)}")
+    unknown = [f for f in families or () if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown metric families {unknown}; choose from {', '.join(FAMILIES)}")
+    cfg, figures, out = SUITES[suite], {}, []
+    for name, fn in FAMILIES.items():
+        if families and name not in families:
+            continue
+        out += fn(dev, cfg, log, figures)
+    for m in out:
+        m["name"] = "native/" + m["name"]
+    return out, figures
+

@@ -1,0 +1,138 @@
+"""`stemtone regress` (pycore/regress, pycore/cli/regress.py): the comparison's rules on
+hand-made metrics, and proof that a run catches injected regressions and only those:
+a perturbed kernel through STEMTONE_KERNELS, a slowed op, and unchanged runs against their
+own baseline. (The heavy families, parity / quality / tone, run in `make test`'s
+`stemtone regress --suite quick` against tests/baselines/.)"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pycore.cli import regress as cli
+from pycore.regress import metrics as M
+from pycore.regress import report, suite
+from pycore.regress.cases import CASES
+from pycore.regress.numerics import errors, reference
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def m(name, value, better="higher", tol=0.1, rel=0.0):
+    return M.metric(name, "parity", value, "dB", better, tol=tol, rel=rel)
+
+
+def test_classify_uses_direction_and_tolerance():
+    assert M.classify(m("a", 10.0), m("a", 10.05))[0] == "unchanged"
+    assert M.classify(m("a", 10.0), m("a", 9.8))[0] == "regressed"
+    assert M.classify(m("a", 10.0), m("a", 10.2))[0] == "improved"
+    assert M.classify(m("a", 10.0, "lower"), m("a", 10.2, "lower"))[0] == "regressed"
+    # relative tolerance: the larger of the two runs' measured spreads counts
+    assert M.classify(m("s", 100.0, tol=0, rel=0.1), m("s", 85.0, tol=0, rel=0.2))[0] == "unchanged"
+    assert M.classify(m("s", 100.0, tol=0, rel=0.1), m("s", 85.0, tol=0, rel=0.1))[0] == "regressed"
+    assert M.classify(m("n", 10.0), m("n", float("nan")))[0] == "regressed"
+
+
+def test_compare_lists_worst_first_and_missing_metrics():
+    base = [m("a", 10.0), m("b", 10.0), m("c", 10.0), m("gone", 1.0)]
+    now = [m("a", 9.0), m("b", 5.0), m("c", 10.0), m("new", 1.0)]
+    rows = M.compare(base, now)
+    assert [(r["name"], r["status"]) for r in rows] == [
+        ("b", "regressed"), ("a", "regressed"), ("gone", "missing"), ("new", "new"), ("c", "unchanged")]
+    assert rows[0]["delta"] == -5.0 and rows[0]["old"] == 10.0 and rows[0]["new"] == 5.0
+    assert {r["name"] for r in M.regressions(rows)} == {"a", "b", "gone"}
+
+
+def test_metric_refuses_an_unknown_direction():
+    with pytest.raises(ValueError, match="better must be 'higher' or 'lower'"):
+        M.metric("x", "f", 1.0, "dB", "up")
+
+
+def test_numerics_reference_is_independent_and_exact_for_its_own_output():
+    """Feeding the float64 reference back (as float32) gives errors at float32 rounding."""
+    for family in CASES:
+        want = reference(family)
+        a, r = errors(family, want.shape, want.astype("float32").tobytes())
+        assert a <= 6e-8 * max(1.0, abs(want).max()) and r <= 6e-8, family
+
+
+def test_summary_and_report_name_what_changed():
+    base = [m("native/parity/x", 100.0)]
+    now = [m("native/parity/x", 60.0)]
+    rows = M.compare(base, now)
+    res = {"suite": "quick", "backends": ["native"], "seconds": 1.0, "metrics": now,
+           "environment": {"commit": "abc", "date": "today", "adapters": {"native": "llvmpipe"}}}
+    md = report.summary_markdown(res, rows)
+    assert "**REGRESSED**" in md and "native/parity/x | 100 → 60 | -40" in md
+    page = report.report_html(res, rows, {})
+    assert "REGRESSED" in page and "native/parity/x" in page and "<svg" in page
+
+
+def regress(tmp_path, name, *args, env=None):
+    """`stemtone regress` in a child process (STEMTONE_KERNELS is read at import)."""
+    out = tmp_path / name
+    p = subprocess.run([sys.executable, "-m", "pycore.cli.main", "regress", "--out", str(out), *args],
+                       cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+    assert p.returncode in (0, 1), p.stderr[-3000:]
+    return p.returncode, json.loads((out / "results.json").read_text()), (out / "summary.md").read_text()
+
+
+def statuses(base, now):
+    rows = M.compare(base["metrics"], now["metrics"])
+    return {r["name"]: r["status"] for r in rows}
+
+
+def test_unchanged_runs_report_no_regression_and_a_perturbed_kernel_is_caught(tmp_path):
+    """Three runs of the kernel numerics against the first one's baseline: no regression.
+    Then elementwise.wgsl with `x + y` perturbed by 1e-4 (relative) through
+    STEMTONE_KERNELS: exactly the elementwise metrics regress, exit code 1."""
+    base_file = tmp_path / "base.json"
+    rc, base, _ = regress(tmp_path, "base", "--only", "kernels", "--update-baseline", str(base_file))
+    assert rc == 0
+    for i in range(3):
+        rc, _, md = regress(tmp_path, f"same{i}", "--only", "kernels", "--baseline", str(base_file))
+        assert rc == 0, md
+        assert "**OK**" in md
+    src = open(os.path.join(ROOT, "kernels", "elementwise.wgsl"), encoding="utf-8").read()
+    assert "default: { return x + y; }" in src
+    bad = tmp_path / "kernels"
+    bad.mkdir()
+    (bad / "elementwise.wgsl").write_text(src.replace("default: { return x + y; }",
+                                                      "default: { return (x + y) * 1.0001; }"))
+    rc, now, md = regress(tmp_path, "bad", "--only", "kernels", "--baseline", str(base_file),
+                          env={"STEMTONE_KERNELS": str(bad)})
+    assert rc == 1
+    flagged = {k for k, v in statuses(base, now).items() if v != "unchanged"}
+    assert flagged == {"native/kernels/elementwise/max_abs_err", "native/kernels/elementwise/max_rel_err"}, md
+    assert "native/kernels/elementwise/max_abs_err" in md
+
+
+def test_a_slowed_op_is_caught_in_dispatch_time_only(dev, monkeypatch):
+    """elementwise.add made 2 ms slower on the host: the dispatch metric regresses, the
+    kernel numerics (same op, same values) do not."""
+    import time
+
+    from pycore.ops import elementwise
+
+    base, _ = suite.run_native(dev, "quick", ["kernels", "dispatch"], log=lambda s: None)
+    add = elementwise.add
+
+    def slow_add(a, b):
+        time.sleep(0.002)
+        return add(a, b)
+    monkeypatch.setattr(elementwise, "add", slow_add)
+    now, _ = suite.run_native(dev, "quick", ["kernels", "dispatch"], log=lambda s: None)
+    rows = M.compare(base, now)
+    assert {r["name"] for r in M.regressions(rows)} == {"native/dispatch/host_us"}
+
+
+def test_bad_arguments_say_what_to_do(tmp_path):
+    with pytest.raises(SystemExit, match="cannot read .*results.json"):
+        cli.load_results(str(tmp_path / "nope.json"))
+    (tmp_path / "old.json").write_text(json.dumps({"schema": "other"}))
+    with pytest.raises(SystemExit, match="regenerate it with --update-baseline"):
+        cli.load_results(str(tmp_path / "old.json"))
+    with pytest.raises(ValueError, match="unknown metric families"):
+        suite.run_native(None, "quick", ["nope"])
