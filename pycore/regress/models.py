@@ -36,15 +36,18 @@ def sdr(want, got) -> float:
 
 
 def separate(dev, demixer, clip) -> tuple:
-    """({stem: [2, n]}, seconds, peak GPU MiB above what was resident) of one separation."""
-    dev.flush()
+    """({stem: [2, n]}, seconds, peak GPU MiB held above what was resident) of one
+    separation: its plans recorded afresh and the pool emptied first, so the figure is
+    everything the separation holds (intermediates, plans, pool), not only live tensors."""
+    demixer.release_plans()
+    dev.trim()
+    resident = dev.mem_reserved
     dev.reset_peak()
-    resident = dev.mem_in_use
     t0 = time.perf_counter()
     out = asyncio.run(demixer.separate([clip[0], clip[1]]))
     seconds = time.perf_counter() - t0
     stems = {s: np.stack(v) for s, v in out.items()}
-    return stems, seconds, (dev.mem_peak - resident) / 2 ** 20
+    return stems, seconds, (dev.mem_reserved_peak - resident) / 2 ** 20
 
 
 def load_spleeter(dev, weights=None):
