@@ -19,8 +19,10 @@ Per frame f (16 kHz, hop 64 samples, 250 frames per second), on the GPU:
              one frame (4 ms) late. That saves a hop of lookahead: frame f is ready once
              sample 64 f + 447 has arrived (LOOKAHEAD = 448 samples, 28 ms) instead of
              64 f + 511.
-  controls   on the host (a few numbers per frame), the same tone-transfer adjustments as
-             Magenta's DDSP demo:
+  controls   a few numbers per frame, on the GPU with their state in a GPU buffer
+             (kernels/tone_controls.wgsl, pycore.ops.tone_controls, which holds the
+             pure-Python reference), the same tone-transfer adjustments as Magenta's
+             DDSP demo:
              - voiced = confidence >= VOICED (0.5). Unvoiced frames keep the last voiced
                f0 (no random pitch jumps in breaths or consonants). A note carries on
                through up to HOLD_FRAMES (100 ms) of unvoiced frames, as a player's note
@@ -68,6 +70,14 @@ algorithmic latency, to which the caller's block and audio buffers add (the page
 its breakdown). flush() renders the frames left at the end of the take, then lets the
 reverb ring out with the output gated off: a take's output is delay_samples +
 len(input), rounded up to whole frames, + the reverb's length.
+
+A block of F frames is one recorded plan (pycore.gpu.runtime.Plan, one per F, the last
+MAX_PLANS kept): one upload of its input samples (and of the live settings, octave and
+trim, when they change), the replayed dispatches, and ONE readback of a buffer holding
+the audio and the frame features. Everything carried across blocks (the controls'
+state, the GRU state, the oscillator phase, the noise counter and tails, the reverb
+history, the output history) is a tensor made before recording and updated in place
+at the end of the plan.
 
 Browser-safe: no numpy (array('f') on the host; numpy arrays are accepted natively).
 """
