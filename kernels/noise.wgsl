@@ -19,6 +19,11 @@
 // "Hash Functions for GPU Rendering" (JCGT 2020); a different seed gives another
 // stretch of the same 2^32-sample sequence. pycore/reference/ddsp_numpy.py mirrors it.
 //
+// The block's first sample is (sample_hi, sample_lo) plus, when use_ctr is 1, the count
+// held on the GPU in ctr: two float32 values (samples mod 2^16, samples div 2^16), exact
+// integers up to 2^40 samples, so that a recorded plan (pycore.gpu.runtime.Plan) can
+// advance it without a parameter change. advance: out = ctr + count, same layout.
+//
 // Layouts (row-major, float32): ctrl [F, stride] with the M noise magnitudes at columns
 // col .. col + M - 1; irs [F * L]. Workgroup: WG invocations, one output value each,
 // 1-D grid folded by the runtime (wg_linear) and bounds-checked.
@@ -35,12 +40,15 @@ struct Params {
     sample_lo: u32,  // global index of the block's first sample (low, high 32 bits)
     sample_hi: u32,
     seed: u32,
+    use_ctr: u32,    // 1: add the sample count in ctr
+    count: u32,      // advance: samples to add
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> ctrl: array<f32>;
 @group(0) @binding(2) var<storage, read> irs: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> ctr: array<f32>;
 
 override WG: u32 = 64u;
 
@@ -52,8 +60,18 @@ fn pcg(v: u32) -> u32 {
 
 // Uniform noise in [-1, 1) for sample (block start + i).
 fn white(i: u32) -> f32 {
-    let lo = p.sample_lo + i;
-    let hi = p.sample_hi + select(0u, 1u, lo < p.sample_lo);   // carry
+    var lo0 = p.sample_lo;
+    var hi0 = p.sample_hi;
+    if (p.use_ctr == 1u) {
+        let c0 = u32(ctr[0]);
+        let c1 = u32(ctr[1]);
+        let add_lo = (c1 << 16u) | c0;
+        let sum = lo0 + add_lo;
+        hi0 = hi0 + (c1 >> 16u) + select(0u, 1u, sum < lo0);
+        lo0 = sum;
+    }
+    let lo = lo0 + i;
+    let hi = hi0 + select(0u, 1u, lo < lo0);   // carry
     let h = pcg(lo + pcg(hi + pcg(p.seed)));
     return f32(h >> 8u) * 1.1920928955078125e-7 - 1.0;
 }
@@ -93,4 +111,16 @@ fn frames(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         v = irs[f * p.ir_size + select(j + half, j - half, j >= half)];
     }
     out[i] = v;
+}
+
+@compute @workgroup_size(1)
+fn advance() {
+    var c0 = ctr[0] + f32(p.count & 0xffffu);
+    var c1 = ctr[1] + f32(p.count >> 16u);
+    if (c0 >= 65536.0) {
+        c0 = c0 - 65536.0;
+        c1 = c1 + 1.0;
+    }
+    out[0] = c0;
+    out[1] = c1;
 }

@@ -303,3 +303,31 @@ def test_bench_tone_quick_reports_every_stage(capsys):
     assert drift["ours"] <= 1e-3 and drift["ours"] < drift["ref"] / 100   # float32 increments alone drift
     ref = rows["decoder + synth, offline vs PyTorch CPU"]
     assert ref["ratio"] == pytest.approx(ref["ref"] / ref["ours"])
+
+
+def test_a_block_is_one_replayed_plan_with_one_readback(models):
+    """Issue 12: per 128-sample block of the live page, after warm-up: one upload (the
+    input; the live settings only when they change), one readback, the same replayed
+    dispatches every block, no fresh dispatch, and no GPU object created over 1,000
+    blocks (the plan owns its buffers and bind groups)."""
+    m = models("violin")
+    dev = m.dev
+    s = ToneStream(m)
+    x = sine(330.0, 0.1)
+    run(s.push(np.zeros(LOOKAHEAD, np.float32)))          # warm-up: records the 2-frame plan
+    run(s.push(x[:128]))
+    counts0 = dict(dev.counts)
+    blocks = 1000
+    for k in range(blocks):
+        i = (128 * k) % (len(x) - 128)
+        run(s.push(x[i:i + 128]))
+    d = {k: dev.counts[k] - counts0[k] for k in counts0}
+    per = d["replayed"] / blocks
+    print(f"\nper 128-sample block: {per:.0f} replayed dispatches, {d['uploads'] / blocks} uploads, "
+          f"{d['readbacks'] / blocks} readbacks")
+    assert d["readbacks"] == blocks and d["uploads"] == blocks
+    assert d["dispatches"] == 0 and per == int(per) and per > 0
+    assert d["buffers_created"] == 0 and d["bind_groups_created"] == 0
+    s.octave = 1                                           # a live setting: one more upload
+    run(s.push(x[:128]))
+    assert dev.counts["uploads"] - counts0["uploads"] == blocks + 2

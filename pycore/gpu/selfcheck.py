@@ -18,7 +18,7 @@ CHECKS = {}  # name -> async fn(dev) -> str
 OPS_MODULES = (
     "matmul", "conv", "scan", "spectral", "spectral_mask", "elementwise", "activations", "reduce",
     "norm", "rnn", "attention", "pool", "pitch", "loudness", "ddsp", "wiener",
-    "linear_grad", "lstm_grad", "loss", "adam", "spectrogram",
+    "linear_grad", "lstm_grad", "loss", "adam", "spectrogram", "tone_controls",
 )
 
 

@@ -59,7 +59,7 @@ from dataclasses import asdict, dataclass
 from ..ops import expect
 from ..ops import elementwise as E
 from ..ops.ddsp import (decoder_head, decoder_inputs, fdl_shift, harmonic_bank, harmonic_increments,
-                        harmonic_rows, noise_frames, noise_magnitudes, ola_carry, ones, spectral_mac,
+                        harmonic_rows, noise_advance, noise_counter, noise_frames, noise_magnitudes, ola_carry, ones, spectral_mac,
                         zero_phase_hann)
 from ..ops.matmul import linear
 from ..ops.norm import layer_norm
@@ -255,7 +255,8 @@ class Decoder:
 
 
 class SynthState:
-    """Everything a block needs from the blocks before it (all GPU tensors but `sample`):
+    """Everything a block needs from the blocks before it, all GPU tensors (so that a
+    recorded plan can carry them: pycore.tone.stream copies each new state into the old):
 
     prev        [1, C]            the last controls row (interpolation starts there)
     phase       [2, 1]            fundamental phase after the last sample, cycles, as the
@@ -263,14 +264,19 @@ class SynthState:
     noise_tail  [nfft - hop + D]  the noise overlap-add that spills into later blocks
     fdl         [R + 1, P - 1, 2] spectra of the last P - 1 reverb input partitions
     reverb_tail [R]               the reverb overlap-add that spills into the next block
-    sample      int               global index of the next sample (seeds the noise)
+    counter     [2]               global index of the next sample (seeds the noise), as
+                                  pycore.ops.ddsp.noise_counter keeps it
     """
 
-    __slots__ = ("prev", "phase", "noise_tail", "fdl", "reverb_tail", "sample")
+    __slots__ = ("prev", "phase", "noise_tail", "fdl", "reverb_tail", "counter")
 
-    def __init__(self, prev, phase, noise_tail, fdl, reverb_tail, sample):
+    def __init__(self, prev, phase, noise_tail, fdl, reverb_tail, counter):
         self.prev, self.phase, self.noise_tail = prev, phase, noise_tail
-        self.fdl, self.reverb_tail, self.sample = fdl, reverb_tail, sample
+        self.fdl, self.reverb_tail, self.counter = fdl, reverb_tail, counter
+
+    def tensors(self) -> list:
+        """The state's tensors, in a fixed order (None where the synth has no reverb)."""
+        return [self.prev, self.phase, self.noise_tail, self.fdl, self.reverb_tail, self.counter]
 
 
 def _ir_bytes(ir) -> bytes:
@@ -330,7 +336,7 @@ class Synth:
         return SynthState(prev=zeros(1, c.width), phase=zeros(2, 1),
                           noise_tail=zeros(c.noise_nfft - c.hop + c.noise_delay),
                           fdl=zeros(R + 1, max(self.parts - 1, 0), 2) if self.parts else None,
-                          reverb_tail=zeros(R) if self.parts else None, sample=0)
+                          reverb_tail=zeros(R) if self.parts else None, counter=noise_counter(dev))
 
     def render(self, controls, state=None):
         """Audio [F * hop] for controls [F, C] (see pycore.ops.ddsp for the layout), and
@@ -359,7 +365,7 @@ class Synth:
         L, nfft = c.ir_size, c.noise_nfft
         irs = istft(noise_magnitudes(controls, 2 + K, M), L, L, window=zero_phase_hann(dev, L),
                     center=False, envelope=False)
-        frames = noise_frames(irs.reshape(F, L), hop, nfft, state.sample, self.seed)
+        frames = noise_frames(irs.reshape(F, L), hop, nfft, 0, self.seed, counter=state.counter)
         spectra = stft(frames, nfft, nfft, window=ones(dev, nfft), center=False)  # [2, bins, F, 2]
         bins = nfft // 2 + 1
         filtered = spectral_mac(spectra, spectra, hstride=1, h_off=bins * F)      # noise x FIR
@@ -381,7 +387,7 @@ class Synth:
             reverb_tail = ola_carry(ola, state.reverb_tail, n, R)
 
         prev = E.pad(controls, (0, 0, -(F - 1), 0))                              # last row
-        return out, SynthState(prev, phase_state, noise_tail, fdl, reverb_tail, state.sample + n)
+        return out, SynthState(prev, phase_state, noise_tail, fdl, reverb_tail, noise_advance(state.counter, n))
 
 
 # --------------------------------------------------------------------------- loading, cost

@@ -151,12 +151,12 @@ def harmonic_bank(rows, phase, hop, sample_rate):
 
 # ---------------------------------------------------------------- noise.wgsl
 
-def _noise(dev, entry, grid, ctrl, irs, out, **params):
+def _noise(dev, entry, grid, ctrl, irs, out, ctr=None, **params):
     base = dict(frames=0, stride=1, col=0, bands=0, hop=0, ir_size=0, nfft=0, sample_lo=0,
-                sample_hi=0, seed=0)
+                sample_hi=0, seed=0, use_ctr=0, count=0)
     base.update(params)
     dev.run(dev.kernel("noise", entry, consts={"WG": WG}), ceil_div(grid, WG),
-            ctrl=ctrl, irs=irs, out=out, **base)
+            ctrl=ctrl, irs=irs, out=out, ctr=ctrl if ctr is None else ctr, **base)
     return out
 
 
@@ -182,12 +182,16 @@ def _seed_sample(op, sample, seed):
     return dict(sample_lo=sample & 0xFFFFFFFF, sample_hi=sample >> 32, seed=seed)
 
 
-def noise_frames(irs, hop, nfft, sample, seed=0):
+def noise_frames(irs, hop, nfft, sample, seed=0, counter=None):
     """Frames [2, F * nfft] for one stft (hop = nfft): row 0 frame f = the hop noise
     samples starting at global sample index `sample + f * hop`, then zeros; row 1 frame
-    f = FIR f of irs ([F, L] zero-phase, from istft) rotated to causal form, then zeros."""
+    f = FIR f of irs ([F, L] zero-phase, from istft) rotated to causal form, then zeros.
+    counter: a sample count kept on the GPU (noise_counter / noise_advance), added to
+    `sample`, so that a recorded plan moves through the noise without new parameters."""
     op = "noise_frames"
     _tensor(op, "irs", irs, (2,))
+    if counter is not None:
+        _counter(op, counter)
     F, L = irs.shape
     _int(op, "hop", hop, 1)
     _int(op, "nfft", nfft, 1)
@@ -195,8 +199,31 @@ def noise_frames(irs, hop, nfft, sample, seed=0):
     expect(op, nfft >= hop + L - 1, f"nfft = {nfft} must be >= hop + L - 1 = {hop + L - 1}", irs)
     args = _seed_sample(op, sample, seed)
     out = irs.dev.empty((2, F * nfft))
-    return _noise(irs.dev, "frames", 2 * F * nfft, irs, irs, out,
-                  frames=F, hop=hop, ir_size=L, nfft=nfft, **args)
+    return _noise(irs.dev, "frames", 2 * F * nfft, irs, irs, out, ctr=counter,
+                  frames=F, hop=hop, ir_size=L, nfft=nfft, use_ctr=int(counter is not None), **args)
+
+
+def noise_counter(dev, sample=0):
+    """A GPU sample count for noise_frames: [2] float32 (sample mod 2**16, sample div
+    2**16), exact up to 2**40 samples."""
+    _int("noise_counter", "sample", sample)
+    expect("noise_counter", sample < 2**40, f"sample must be < 2**40, got {sample}")
+    return dev.tensor([float(sample % 65536), float(sample // 65536)], (2,))
+
+
+def noise_advance(counter, n):
+    """A new counter n samples after `counter` (one dispatch, no host round trip)."""
+    op = "noise_advance"
+    _counter(op, counter)
+    _int(op, "n", n)
+    expect(op, n < 2**32, f"n must fit 32 bits, got {n}")
+    out = counter.dev.empty((2,))
+    return _noise(counter.dev, "advance", 1, counter, counter, out, ctr=counter, count=n)
+
+
+def _counter(op, counter):
+    _tensor(op, "counter", counter)
+    expect(op, counter.shape == (2,), "counter must be the [2] tensor of noise_counter", counter)
 
 
 # ---------------------------------------------------------------- fftconv.wgsl

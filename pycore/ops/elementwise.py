@@ -96,10 +96,17 @@ def scale(a, s):
     return _binary("mul", a, s)
 
 
-def copy(a):
-    """A new contiguous f32 tensor with a's values."""
+def copy(a, out=None):
+    """A new contiguous f32 tensor with a's values; with out (a tensor of a's size), into
+    out instead (e.g. a recorded plan's new state into its old state tensor)."""
     expect_dtype("copy", a, "f32")
-    return _run("copy", a, a.dev.empty(a.shape), n=a.size)
+    if out is None:
+        out = a.dev.empty(a.shape)
+    else:
+        expect("copy", isinstance(out, Tensor) and out.dtype == "f32" and out.size == a.size,
+               f"out must be an f32 tensor of {a.size} values", a, out)
+        expect("copy", out.buffer is not a.buffer, "out must not be a itself", a, out)
+    return _run("copy", a, out, n=a.size)
 
 
 def transpose(a, dims):

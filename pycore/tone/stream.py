@@ -19,8 +19,10 @@ Per frame f (16 kHz, hop 64 samples, 250 frames per second), on the GPU:
              one frame (4 ms) late. That saves a hop of lookahead: frame f is ready once
              sample 64 f + 447 has arrived (LOOKAHEAD = 448 samples, 28 ms) instead of
              64 f + 511.
-  controls   on the host (a few numbers per frame), the same tone-transfer adjustments as
-             Magenta's DDSP demo:
+  controls   a few numbers per frame, on the GPU with their state in a GPU buffer
+             (kernels/tone_controls.wgsl, pycore.ops.tone_controls, which holds the
+             pure-Python reference), the same tone-transfer adjustments as Magenta's
+             DDSP demo:
              - voiced = confidence >= VOICED (0.5). Unvoiced frames keep the last voiced
                f0 (no random pitch jumps in breaths or consonants). A note carries on
                through up to HOLD_FRAMES (100 ms) of unvoiced frames, as a player's note
@@ -69,6 +71,14 @@ its breakdown). flush() renders the frames left at the end of the take, then let
 reverb ring out with the output gated off: a take's output is delay_samples +
 len(input), rounded up to whole frames, + the reverb's length.
 
+A block of F frames is one recorded plan (pycore.gpu.runtime.Plan, one per F, the last
+MAX_PLANS kept): one upload of its input samples (and of the live settings, octave and
+trim, when they change), the replayed dispatches, and ONE readback of a buffer holding
+the audio and the frame features. Everything carried across blocks (the controls'
+state, the GRU state, the oscillator phase, the noise counter and tails, the reverb
+history, the output history) is a tensor made before recording and updated in place
+at the end of the plan.
+
 Browser-safe: no numpy (array('f') on the host; numpy arrays are accepted natively).
 """
 
@@ -82,13 +92,16 @@ from ..models.crepe import Crepe
 from ..ops import elementwise as E
 from ..ops.loudness import loudness_db as loudness_op
 from ..ops.pitch import FRAME, crepe_decode, crepe_frames
+from ..ops.tone_controls import LAG, Rules, initial_state, tone_controls, tone_level
 from .controls import (AUTO_FRAMES, DEFAULT_RANGE, GATE_FRAMES, HEADROOM_DB, HOLD_FRAMES, LEVEL_FRAMES, LEVEL_MAX_DB,
-                       LEVEL_PEAK, SILENCE_DB, VOICED, fold_f0)
+                       LEVEL_PEAK, SILENCE_DB, VOICED, fold_f0)  # noqa: F401 (fold_f0: public, pycore.tone.fold_f0)
 from .features import HOP, LOUDNESS_N_FFT, SAMPLE_RATE, load_crepe
 
 LOOKAHEAD = FRAME // 2 - HOP      # 448: CREPE window of frame f - 1 ends at 64 f + 448
 LEVEL_LAG = LOUDNESS_N_FFT // (2 * HOP)   # 4: the causal output window centers this many frames back
 MAX_BLOCK_FRAMES = 1000           # frames per GPU pass (4 s); longer pushes are split
+MAX_PLANS = 4                     # recorded block plans kept per stream (one per frames-per-block)
+assert LEVEL_LAG == LAG, "pycore.ops.tone_controls.LAG must be the level stage's lag"
 
 
 def tone_models(manifest: dict) -> list:
@@ -213,19 +226,13 @@ class ToneStream:
         self.frame = 0                  # next frame to compute
         self.flushed = False
         lo, hi = model.midi_range
-        self.hold_f0 = midi_to_hz((lo + hi) / 2)   # f0 for unvoiced frames before any voiced one
-        self.harm_gate = 0.0            # smoothed gates, carried across blocks
-        self.unvoiced_run = HOLD_FRAMES # unvoiced frames since the last voiced one (none yet)
-        self.out_gate = 0.0
-        self.h = None                   # GRU state
-        self.out_hist = None            # the last LOUDNESS_N_FFT - HOP synthesized samples (GPU)
-        self.ld_lag = array.array("f", [-80.0] * LEVEL_LAG)   # input loudness of the last frames
-        self.gain_db = 0.0              # output level correction
-        self.playing = array.array("f") # harmonic gate per frame of the current block
-        self.shifts = array.array("f")  # auto-adjust shift (dB) per frame of the current block
-        self.sung_db = 0.0              # running mean of the input's voiced loudness
-        self.sung_frames = 0
-        self.synth_state = None
+        # the control logic's constants; its state lives on the GPU (pycore.ops.tone_controls)
+        self.rules = Rules(voiced=VOICED, silence_db=SILENCE_DB, gate_frames=GATE_FRAMES, hold_frames=HOLD_FRAMES,
+                           auto_frames=AUTO_FRAMES, level_frames=LEVEL_FRAMES, level_max_db=LEVEL_MAX_DB,
+                           headroom_db=HEADROOM_DB, level_peak=LEVEL_PEAK, lo_midi=lo, hi_midi=hi,
+                           ref_db=model.loudness_db, harmonics=c.n_harmonics, noise=c.n_noise, hop=HOP)
+        self.knobs = None               # GPU tensors made on the first block (_fixed_tensors)
+        self.plans = {}                 # frames per block -> (plan, input tensor, output tensor)
         self.frames_done = 0
         self.last_input_frame = None    # set by flush()
         self.tail_frames = 1 + -(-c.reverb_length // HOP)
@@ -297,120 +304,86 @@ class ToneStream:
             count -= n
         return result
 
-    async def _block(self, F: int) -> dict:
-        """Frames self.frame .. self.frame + F - 1: features, controls, decoder, synth."""
+    def _fixed_tensors(self):
+        """The tensors the block plans read and update in place, made once per take before
+        any recording (a plan's one rule: only their contents change between replays)."""
         m, dev = self.model, self.model.dev
+        self.knobs = dev.tensor([1.0, 0.0, -1.0])
+        self.knobs_set = None
+        self.control_state = initial_state(dev, self.rules)
+        self.h = m.decoder.initial_state()
+        self.synth_state = m.synth.initial_state()
+        n = LOUDNESS_N_FFT - HOP
+        self.out_hist = dev.tensor(bytes(4 * n), (n,))
+
+    def _plan(self, F: int):
+        """(plan, input, output) for blocks of F frames, recorded on first use: the block's
+        whole GPU work, from its input samples to one buffer with the audio and the
+        frame features. The carried state (controls, GRU, synthesizer, output history)
+        is updated in place at the end of the plan."""
+        if F in self.plans:
+            return self.plans[F]
+        while len(self.plans) >= MAX_PLANS:               # offline pushes vary F: keep a few
+            old = self.plans.pop(next(iter(self.plans)))
+            old[0].release()
+        m, dev = self.model, self.model.dev
+        # CREPE reads frames f - 1 (windows centered on 64 (f - 1)), loudness frames f:
+        # the loudness windows lie inside the CREPE span, so one upload serves both
+        x = dev.empty(((F - 1) * HOP + FRAME,))
+        before = HOP + FRAME // 2 - LOUDNESS_N_FFT // 2
+        after = x.size - before - ((F - 1) * HOP + LOUDNESS_N_FFT)
+        plan = dev.plan()
+        with plan:
+            decoded = []
+            for s in range(0, F, m.crepe.max_batch):
+                frames = crepe_frames(x, HOP, start=s, count=min(m.crepe.max_batch, F - s), center=False)
+                act = m.crepe(frames)
+                frames.release()
+                decoded.append(crepe_decode(act, 50.0, 2006.0, "local_average"))
+                act.release()
+            fc = decoded[0] if len(decoded) == 1 else E.concat(decoded)
+            ld = loudness_op(E.pad(x, (-before, -after)), SAMPLE_RATE, SAMPLE_RATE // HOP, LOUDNESS_N_FFT,
+                             center=False)
+            dec_f0, dec_ld, gates, aux = tone_controls(fc, ld, self.knobs, self.control_state, self.rules)
+            controls, h = m.decoder(dec_f0, dec_ld, self.h)
+            audio, state = m.synth.render(E.mul(controls, gates), self.synth_state)
+            # loudness of the synthesized output over the 512 samples ending at each frame's end
+            oseg = E.concat([self.out_hist, audio])
+            measured = loudness_op(oseg, SAMPLE_RATE, SAMPLE_RATE // HOP, LOUDNESS_N_FFT, center=False)
+            out = tone_level(audio, measured, ld, fc, aux, self.knobs, self.control_state, self.rules)
+            for new, old in zip([h, E.pad(oseg, (-(F * HOP), 0))] + state.tensors(),
+                                [self.h, self.out_hist] + self.synth_state.tensors()):
+                if old is not None and new is not old:
+                    E.copy(new, out=old)
+        self.plans[F] = (plan, x, out)
+        return self.plans[F]
+
+    async def _block(self, F: int) -> dict:
+        """Frames self.frame .. self.frame + F - 1: one upload of the input samples, one
+        replay of the block's plan, one readback."""
+        dev = self.model.dev
+        if self.knobs is None:
+            self._fixed_tensors()
+        plan, x, out = self._plan(F)
+        knobs = (2.0 ** int(self.octave), float(self.loudness_db),
+                 -1.0 if self.last_input_frame is None else float(self.last_input_frame))
+        if knobs != self.knobs_set:                     # live settings: an upload only when changed
+            dev.write(self.knobs, array.array("f", knobs).tobytes())
+            self.knobs_set = knobs
         f0_ = self.frame
-        # CREPE of frames f - 1 (windows centered on 64 (f - 1)), loudness of frames f
-        seg = dev.tensor(self._segment((f0_ - 1) * HOP - FRAME // 2, (f0_ + F - 2) * HOP + FRAME // 2))
-        decoded = []                     # all GPU work is queued before the first readback
-        for s in range(0, F, m.crepe.max_batch):
-            frames = crepe_frames(seg, HOP, start=s, count=min(m.crepe.max_batch, F - s), center=False)
-            act = m.crepe(frames)
-            frames.release()
-            decoded.append(crepe_decode(act, 50.0, 2006.0, "local_average"))
-            act.release()
-        seg.release()
-        half = LOUDNESS_N_FFT // 2
-        lseg = dev.tensor(self._segment(f0_ * HOP - half, (f0_ + F - 1) * HOP + half))
-        ld_t = loudness_op(lseg, SAMPLE_RATE, SAMPLE_RATE // HOP, LOUDNESS_N_FFT, center=False)
-        lseg.release()
-        f0s, confs = array.array("f"), array.array("f")
-        for t in decoded:
-            fc = _host(await t.read())
-            f0s.extend(fc[0::2])
-            confs.extend(fc[1::2])
-        ld = _host(await ld_t.read())
+        dev.write(x, self._segment((f0_ - 1) * HOP - FRAME // 2, (f0_ + F - 2) * HOP + FRAME // 2).tobytes())
+        plan.replay()
+        host = _host(await out.read())
         self.frame += F
         self._trim_history()
-
-        # controls on the host
-        dec_f0, dec_ld, gates = self._controls(f0_, f0s, confs, ld)
-        f0_t, ld_t = dev.tensor(dec_f0), dev.tensor(dec_ld)
-        controls, self.h = m.decoder(f0_t, ld_t, self.h)
-        gated = E.mul(controls, dev.tensor(gates, controls.shape))
-        audio_t, self.synth_state = m.synth.render(gated, self.synth_state)
-
-        # loudness of the synthesized output over the 512 samples ending at each frame's end
-        if self.out_hist is None:
-            n = LOUDNESS_N_FFT - HOP
-            self.out_hist = dev.tensor(bytes(4 * n), (n,))
-        oseg = E.concat([self.out_hist, audio_t])
-        measured_t = loudness_op(oseg, SAMPLE_RATE, SAMPLE_RATE // HOP, LOUDNESS_N_FFT, center=False)
-        self.out_hist = E.pad(oseg, (-(F * HOP), 0))
-        audio = _host(await audio_t.read())
-        measured = _host(await measured_t.read())
-        self._level(audio, measured, ld)
         self.frames_done += F
-        return {"audio": audio, "f0_hz": f0s, "confidence": confs, "loudness_db": ld}
+        n = F * HOP
+        return {"audio": host[:n], "f0_hz": host[n:n + F], "confidence": host[n + F:n + 2 * F],
+                "loudness_db": host[n + 2 * F:]}
 
-    def _level(self, audio, measured, lds):
-        """Scale each frame of `audio` in place by the level correction (see the module
-        docstring); gains ramp linearly across a frame, so there are no steps."""
-        targets = self.ld_lag + lds             # input loudness of frames f - LEVEL_LAG
-        self.ld_lag = targets[len(targets) - LEVEL_LAG:]
-        trim = float(self.loudness_db)
-        rate = 1.0 - math.exp(-1.0 / LEVEL_FRAMES)
-        for k in range(len(measured)):
-            target, got = targets[k] + trim - HEADROOM_DB, measured[k]
-            before = self.gain_db
-            if self.playing[k] >= 1.0 and target > SILENCE_DB + 20 and got > SILENCE_DB:
-                undo = -self.shifts[k]
-                want = max(undo - LEVEL_MAX_DB, min(undo + LEVEL_MAX_DB, target - got))
-                self.gain_db += (want - self.gain_db) * rate
-            g0, g1 = 10.0 ** (before / 20.0), 10.0 ** (self.gain_db / 20.0)
-            if g0 == g1 == 1.0:
-                continue
-            base = k * HOP
-            peak = max(abs(v) for v in audio[base:base + HOP])
-            limit = max(1.0, LEVEL_PEAK / peak) if peak > 0 else g1   # never turn a note into a blast
-            if g1 > limit:
-                g1, self.gain_db = limit, 20.0 * math.log10(limit)
-            g0 = min(g0, limit)
-            step = (g1 - g0) / HOP
-            for j in range(HOP):
-                audio[base + j] *= g0 + step * (j + 1)
-
-    def _controls(self, first, f0s, confs, lds):
-        """(decoder f0 [F], decoder loudness [F], controls multiplier [F, C]) from the
-        frame features; updates the carried f0 hold and gates."""
-        c = self.model.config
-        lo, hi = self.model.midi_range
-        K, M = c.n_harmonics, c.n_noise
-        shift = 2.0 ** int(self.octave)
-        trim = float(self.loudness_db)
-        step = 1.0 / GATE_FRAMES
-        dec_f0, dec_ld, gates = array.array("f"), array.array("f"), array.array("f")
-        F = len(f0s)
-        self.playing, self.shifts = array.array("f"), array.array("f")
-        ref = self.model.loudness_db
-        for i in range(F):
-            f0, conf, ld = float(f0s[i]), float(confs[i]), float(lds[i])
-            voiced = conf >= VOICED and math.isfinite(f0) and f0 > 0
-            if voiced:
-                self.hold_f0 = fold_f0(f0 * shift, lo, hi)
-                self.unvoiced_run = 0
-                if ld > -50:
-                    self.sung_frames += 1
-                    self.sung_db += (ld - self.sung_db) / min(self.sung_frames, AUTO_FRAMES)
-            else:
-                self.unvoiced_run = min(self.unvoiced_run + 1, HOLD_FRAMES)
-            playing = self.unvoiced_run < HOLD_FRAMES          # voiced, or a note carrying on
-            auto = ref - self.sung_db if ref is not None and self.sung_frames else 0.0
-            self.shifts.append(auto)
-            loud = ld + trim + auto
-            closing = self.last_input_frame is not None and first + i > self.last_input_frame
-            want_h = 1.0 if playing and not closing else 0.0
-            want_o = 1.0 if ld > SILENCE_DB and not closing else 0.0
-            self.harm_gate += max(-step, min(step, want_h - self.harm_gate))
-            self.out_gate += max(-step, min(step, want_o - self.out_gate))
-            if closing:
-                self.harm_gate = self.out_gate = 0.0
-            dec_f0.append(self.hold_f0)
-            dec_ld.append(max(-80.0, loud))           # the loudness floor the models were trained on
-            g = self.out_gate
-            self.playing.append(self.harm_gate * g)
-            row = array.array("f", [1.0, g * self.harm_gate]) + array.array("f", [1.0]) * K \
-                + array.array("f", [g]) * M
-            gates.extend(row)
-        return dec_f0, dec_ld, gates
+    def release(self):
+        """Give the take's plans and their GPU memory back (also done when the stream is
+        garbage-collected, through the plans' tensors)."""
+        for plan, _, _ in self.plans.values():
+            plan.release()
+        self.plans.clear()
