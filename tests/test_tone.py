@@ -115,7 +115,7 @@ def test_manifest_lists_five_instruments_with_ranges():
 def test_streaming_equals_offline_for_any_block_size(models):
     """The page pushes 128-sample blocks, the CLI seconds at a time: same output. Only
     float32 rounding differs (FFT partitions and GPU reductions over different block
-    lengths), far below audibility: >= 60 dB."""
+    lengths), far below audibility: >= 90 dB (issue 12; reached 95.7 dB for 128-sample blocks)."""
     x = vocadito(14, seconds=2.0, offset=1.5)
     m = models("flute")
     whole, _ = run(_render(m, x))
@@ -124,7 +124,7 @@ def test_streaming_equals_offline_for_any_block_size(models):
     assert len(whole) == len(small) == len(odd)
     print(f"\nstreaming vs offline SDR: 128-sample blocks {sdr(whole, small):.1f} dB, "
           f"uneven blocks {sdr(whole, odd):.1f} dB")
-    assert sdr(whole, small) > 60 and sdr(whole, odd) > 60, (sdr(whole, small), sdr(whole, odd))
+    assert sdr(whole, small) >= 90 and sdr(whole, odd) >= 90, (sdr(whole, small), sdr(whole, odd))
 
 
 def test_push_returns_whole_frames_as_soon_as_their_windows_are_complete(models):
