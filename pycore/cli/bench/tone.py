@@ -23,6 +23,8 @@ def bench_tone(dev, seconds=10.0, instrument="violin", drift_seconds=3600, block
                  runs it (features + controls + decoder + synth + readbacks)
       reference  the PyTorch DDSP (pycore.train.ddsp_torch, CPU) decoder + synth on the
                  same controls, same run (skipped without torch)
+      pitch rate CREPE at a lower analysis rate (every STEPS-th frame, f0 interpolated
+                 in cents) against full-rate CREPE on real singing (pitch_rate_rows)
       drift      oscillator phase after `drift_seconds` of synthesis at 48 kHz against a
                  float64 oscillator (target <= 1e-3 cycles)
     """
@@ -35,6 +37,7 @@ def bench_tone(dev, seconds=10.0, instrument="violin", drift_seconds=3600, block
     rows += decoder_synth_rows(dev, model.config, seconds, block, log)
     rows.append(engine_row(model, x, block, log))
     rows += reference_rows(dev, model, seconds, log)
+    rows += pitch_rate_rows(dev, log, clips=None if seconds >= 10 else 1)
     rows.append(drift_row(dev, drift_seconds, log))
     return rows
 
@@ -158,6 +161,86 @@ def _torch_ddsp(ref, name):
                                                        else "<f4").astype(np.float32).reshape(params[k].shape))
                          for k in ref.state_dict()})
     return ref
+
+
+PITCH_STEPS = (2, 3, 4, 5)    # analysis every 8, 12, 16, 20 ms (DDSP-VST: 20 ms)
+VOICED = 0.5                  # pycore.tone.controls.VOICED
+OCTAVE_CENTS = 600            # an f0 this far off counts as an octave error
+
+
+def cents(f0_hz):
+    """f0 in cents above 10 Hz (CREPE's scale), numpy."""
+    import numpy as np
+
+    return 1200 * np.log2(np.maximum(f0_hz, 1e-3) / 10.0)
+
+
+def lower_rate(f0_hz, confidence, step):
+    """(f0_hz, confidence) of CREPE run on frames 0, step, 2 step, ... only, brought back
+    to every frame: f0 interpolated linearly in cents, confidence linearly, between the
+    analysed frames around each frame (frames after the last analysed one keep its
+    values). CREPE sees each frame's window alone, so the analysed frames' values are
+    exactly what a lower-rate run computes: this measures the lower rate without running it."""
+    import numpy as np
+
+    f0_hz, confidence = np.asarray(f0_hz, np.float64), np.asarray(confidence, np.float64)
+    frames = np.arange(len(f0_hz))
+    grid = frames[::step]
+    f0 = 10.0 * 2 ** (np.interp(frames, grid, cents(f0_hz[grid])) / 1200)
+    return f0, np.interp(frames, grid, confidence[grid])
+
+
+def octave_jumps(f0_hz, confidence, radius=10):
+    """Voiced frames whose f0 lies OCTAVE_CENTS or more off the median of the voiced frames
+    within +-radius frames (a track's octave errors, with no ground truth needed)."""
+    import numpy as np
+
+    c, voiced = cents(f0_hz), np.asarray(confidence) >= VOICED
+    count = 0
+    for i in np.flatnonzero(voiced):
+        lo, hi = max(0, i - radius), i + radius + 1
+        count += abs(c[i] - np.median(c[lo:hi][voiced[lo:hi]])) >= OCTAVE_CENTS
+    return int(count)
+
+
+def pitch_rate_rows(dev, log, clips=None) -> list:
+    """For each analysis step of PITCH_STEPS, on the real singing clips of
+    pycore.audio.testdata (the first `clips` of them; None: all): the share of
+    confidently voiced frames (full-rate confidence >= VOICED) whose interpolated f0 is
+    within 10 cents of full-rate CREPE-tiny (target >= 99%), and octave errors (the
+    track's octave jumps; ref = full rate). [] where the clips cannot be fetched."""
+    import asyncio
+
+    import numpy as np
+
+    from ...audio import testdata
+    from ...tone.features import features
+
+    tracks = []
+    for clip in testdata.SINGING_CLIPS[:clips]:
+        try:
+            x = testdata.vocadito(clip)
+        except testdata.TestDataUnavailable as e:
+            log(f"no singing clips, pitch-rate rows skipped: {e}")
+            return []
+        log(f"full-rate CREPE on singing clip {clip} ({len(x) / SAMPLE_RATE:.1f} s)")
+        f0, conf, _ = asyncio.run(features(dev, x))
+        tracks.append((np.asarray(f0), np.asarray(conf)))
+    voiced = sum(int((conf >= VOICED).sum()) for _, conf in tracks)
+    ref_jumps = sum(octave_jumps(f0, conf) for f0, conf in tracks)
+    rows = []
+    for step in PITCH_STEPS:
+        near, jumps = 0, 0
+        for f0, conf in tracks:
+            g, gc = lower_rate(f0, conf, step)
+            near += int((np.abs(cents(g) - cents(f0))[conf >= VOICED] <= 10).sum())
+            jumps += octave_jumps(g, gc)
+        rows.append(row(f"CREPE every {step} frames ({4 * step} ms), f0 within 10 cents", "% voiced frames",
+                        100.0 * near / voiced, note=f"{voiced} voiced frames of {len(tracks)} sung clips "
+                        "vs full-rate CREPE-tiny; target >= 99"))
+        rows.append(row(f"CREPE every {step} frames ({4 * step} ms), octave errors", "frames", jumps, ref_jumps,
+                        note="octave jumps in the track; ref = full rate"))
+    return rows
 
 
 def drift_row(dev, drift_seconds, log) -> dict:
