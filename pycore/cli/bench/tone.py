@@ -236,7 +236,7 @@ def pitch_rate_rows(dev, log, clips=None) -> list:
             near += int((np.abs(cents(g) - cents(f0))[conf >= VOICED] <= 10).sum())
             jumps += octave_jumps(g, gc)
         rows.append(row(f"CREPE every {step} frames ({4 * step} ms), f0 within 10 cents", "% voiced frames",
-                        100.0 * near / voiced, note=f"{voiced} voiced frames of {len(tracks)} sung clips "
+                        100.0 * near / voiced, note=f"{voiced} voiced frames of {len(tracks)} sung clip(s) "
                         "vs full-rate CREPE-tiny; target >= 99"))
         rows.append(row(f"CREPE every {step} frames ({4 * step} ms), octave errors", "frames", jumps, ref_jumps,
                         note="octave jumps in the track; ref = full rate"))
