@@ -77,16 +77,30 @@ def fetchable() -> dict:
 
 # ---------------------------------------------------------------- download
 
-def _checksum_error(path, got, entry):
+def _verify(path: Path, entry: dict):
+    """None if path has the entry's exact "size" (when recorded) and its full "sha256"
+    (else its "sha256_prefix"), else an error message."""
+    size = path.stat().st_size
+    if "size" in entry and size != entry["size"]:
+        return f"{path.name}: {size} bytes, the published file has {entry['size']}"
+    got = sha256_file(path)
     want = entry.get("sha256") or entry["sha256_prefix"]
+    if got == want or ("sha256" not in entry and got.startswith(want)):
+        return None
     return f"{path.name}: sha256 {got[:len(want)]} does not match the published {want}"
 
 
-def _verify(path: Path, entry: dict):
-    """None if path has the entry's sha256 (full) or sha256_prefix, else an error message."""
-    got = sha256_file(path)
-    want = entry.get("sha256") or entry["sha256_prefix"]
-    return None if got.startswith(want) else _checksum_error(path, got, entry)
+class _HttpsStaysHttps(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, except one from https to anything else (a downgrade anyone
+    on the path could then answer)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(req.full_url).scheme == "https" and urllib.parse.urlsplit(newurl).scheme != "https":
+            raise WeightsError(f"{req.full_url}: redirected to {newurl}, which leaves https; refused")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpsStaysHttps)
 
 
 def _unreachable(e) -> bool:
@@ -96,13 +110,15 @@ def _unreachable(e) -> bool:
 
 def download(url: str, dest: Path, entry: dict, retries: int = 4, backoff: float = 1.0,
              timeout: float = 30.0, progress=None) -> Path:
-    """Download url to dest, verified against entry's "sha256" or "sha256_prefix".
+    """Download url to dest, verified against entry's exact "size" and full "sha256"
+    (or, for files published with only a prefix, its "sha256_prefix").
 
     Bytes go to dest + ".part"; an existing .part is resumed with a Range request (a
     server that answers 200 instead of 206 restarts it from 0). A dropped connection
     or short body is retried, waiting backoff * 2^k seconds; it gives up after
     `retries` + 1 tries in a row that received nothing.
-    A checksum mismatch deletes the .part and raises. progress(done, total) is called
+    A size or checksum mismatch deletes the .part and raises: the .part becomes dest
+    only when both match. A redirect from https to http is refused. progress(done, total) is called
     as bytes arrive (total None when the server does not say).
     """
     dest = Path(dest)
@@ -115,7 +131,7 @@ def download(url: str, dest: Path, entry: dict, retries: int = 4, backoff: float
         if have:
             headers["Range"] = f"bytes={have}-"
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as r:
+            with _OPENER.open(urllib.request.Request(url, headers=headers), timeout=timeout) as r:
                 if have and r.status == 206:
                     start = re.match(r"bytes (\d+)-", r.headers.get("Content-Range", ""))
                     if not start or int(start.group(1)) != have:
@@ -132,9 +148,11 @@ def download(url: str, dest: Path, entry: dict, retries: int = 4, backoff: float
                             break
                         f.write(block)
                         have += len(block)
+                        if have > entry.get("size", have):
+                            break  # longer than the published file: _verify below refuses it
                         if progress:
                             progress(have, total)
-                if total is not None and have < total:
+                if total is not None and have < total and have <= entry.get("size", have):
                     raise http.client.IncompleteRead(b"", total - have)
             break
         except urllib.error.HTTPError as e:
