@@ -54,6 +54,11 @@ def test_newobj_is_refused(cls):
     refused(torch_zip(program(pglobal(*cls) + EMPTY_TUPLE + NEWOBJ)), "refusing a pickle opcode")
 
 
+def test_a_declared_length_is_not_allocated():
+    # found by atheris: BYTEARRAY8 with a length of 2^62 made the unpickler allocate it
+    refused(torch_zip(b"\x80\x05\x96" + struct.pack("<Q", 1 << 62) + b"."), "allocates before reading")
+
+
 def test_zero_stride_expansion_is_refused_before_allocating():
     # a 349-byte file made the old reader allocate 4 GiB: 2^30 floats viewed from one;
     # refused from the numbers alone, before any allocation

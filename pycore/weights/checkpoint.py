@@ -305,12 +305,14 @@ class _Unpickler(pickle._Unpickler):
 
     def refuse(self):
         raise pickle.UnpicklingError("refusing a pickle opcode that creates arbitrary objects "
-                                     "(NEWOBJ, OBJ, INST or an extension code)")
+                                     "(NEWOBJ, OBJ, INST or an extension code) or allocates before "
+                                     "reading (BYTEARRAY8, out-of-band buffers)")
 
     dispatch = dict(pickle._Unpickler.dispatch)
     dispatch[pickle.BUILD[0]] = load_build
-    for _op in (pickle.NEWOBJ, pickle.NEWOBJ_EX, pickle.OBJ, pickle.INST,
-                pickle.EXT1, pickle.EXT2, pickle.EXT4):
+    # BYTEARRAY8 allocates its declared length (up to 2^63) before reading a byte
+    for _op in (pickle.NEWOBJ, pickle.NEWOBJ_EX, pickle.OBJ, pickle.INST, pickle.EXT1, pickle.EXT2,
+                pickle.EXT4, pickle.BYTEARRAY8, pickle.NEXT_BUFFER, pickle.READONLY_BUFFER):
         dispatch[_op[0]] = refuse
     del _op
 

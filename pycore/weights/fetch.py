@@ -66,8 +66,10 @@ class WeightsError(RuntimeError):
 # ---------------------------------------------------------------- manifest
 
 def _manifest_models() -> list:
+    from .manifest import check_models
+
     with open(MANIFEST, encoding="utf-8") as f:
-        return json.load(f)["models"]
+        return check_models(json.load(f), str(MANIFEST))
 
 
 def fetchable() -> dict:
