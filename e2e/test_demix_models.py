@@ -18,7 +18,7 @@ tests/test_weights_fetch.py make them):
 
 Each model separates the same 1.5 s real-music clip through the UI; every stem's WAV
 (downloaded through its link) is compared with pycore's native output for the same
-file (Demixer on lavapipe, the file converted natively): SDR >= 40 dB per stem. The
+file (Demixer on lavapipe, the file converted natively): SDR >= 100 dB per stem. The
 figures and times go to e2e/artifacts/demix-models.json, screenshots to
 e2e/artifacts/demix-models-*.png.
 """
@@ -53,7 +53,9 @@ UMX_TARGETS = ["vocals", "drums", "bass", "other"]
 READY_TIMEOUT_MS = 180_000
 JOB_TIMEOUT_MS = 300_000
 LAST = "#jobs > .job:last-child"  # the row of the song dropped last
-MIN_SDR_DB = 40.0
+# browser (SwiftShader) vs native (lavapipe), the same code: reached 118.9-127.6 dB
+# (htdemucs, htdemucs_6s, umxl); the bar leaves about 19 dB for drivers' summation order
+MIN_SDR_DB = 100.0
 
 
 def sdr_db(ref, est):

@@ -32,8 +32,10 @@ CLIP_S = 5.0             # one segment: ~20 s on SwiftShader with 2 cores
 LONG_CLIP_S = 14.0       # two segments: room to cancel between them
 READY_TIMEOUT_MS = 180_000
 SEPARATE_TIMEOUT_MS = 900_000
-MIN_SDR_DB = 40.0
 LAST = "#jobs > .job:last-child"  # the row of the song dropped last
+# browser (SwiftShader) vs native (lavapipe), the same code: reached 142.4 / 146.0 dB
+# (vocals / accompaniment); the bar leaves 20 dB for other drivers' summation order
+MIN_SDR_DB = 120.0
 
 
 def sdr_db(ref, est):
