@@ -262,6 +262,26 @@ def test_open_unmix_checkpoints_picked_in_the_page(demix, setup, tmp_path):
     assert not demix.bp.errors, demix.bp.console_report()
 
 
+def test_live_gpu_buffers_stay_flat_across_ten_separations(demix, setup):
+    """The worker's GPU buffers (created and not destroyed, the runtime's pool included)
+    after each of ten more separations with the same model: the first job may fill the
+    pool, later ones must reuse it (before the runtime's rewrite every dispatch leaked a
+    uniform buffer, so the count grew with every job)."""
+    page, live = demix.page, []
+    for _ in range(10):
+        before = demix.count("results")
+        page.set_input_files("input#file", setup["clip"])
+        page.wait_for_function(f"(document.body.dataset.results|0) > {before} || document.body.dataset.error",
+                               timeout=JOB_TIMEOUT_MS)
+        assert demix.count("results") == before + 1, demix.failure("a repeated separation did not finish")
+        demix.wait_idle()
+        live.append(demix.count("live-buffers"))
+    demix.report["live_buffers_per_separation"] = live
+    demix.bp.save_json("demix-models.json", demix.report)
+    print(f"\nlive GPU buffers after each of ten separations: {live}")
+    assert live[0] > 0 and max(live[1:]) <= live[0], live
+
+
 def test_a_wrong_checkpoint_file_is_reported(demix, setup, tmp_path):
     page = demix.page
     bad = tmp_path / "model.th"
