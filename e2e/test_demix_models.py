@@ -18,7 +18,7 @@ tests/test_weights_fetch.py make them):
 
 Each model separates the same 1.5 s real-music clip through the UI; every stem's WAV
 (downloaded through its link) is compared with pycore's native output for the same
-file (Demixer on lavapipe, the file converted natively): SDR >= 40 dB per stem. The
+file (Demixer on lavapipe, the file converted natively): SDR >= 100 dB per stem. The
 figures and times go to e2e/artifacts/demix-models.json, screenshots to
 e2e/artifacts/demix-models-*.png.
 """
@@ -53,7 +53,9 @@ UMX_TARGETS = ["vocals", "drums", "bass", "other"]
 READY_TIMEOUT_MS = 180_000
 JOB_TIMEOUT_MS = 300_000
 LAST = "#jobs > .job:last-child"  # the row of the song dropped last
-MIN_SDR_DB = 40.0
+# browser (SwiftShader) vs native (lavapipe), the same code: reached 118.9-127.6 dB
+# (htdemucs, htdemucs_6s, umxl); the bar leaves about 19 dB for drivers' summation order
+MIN_SDR_DB = 100.0
 
 
 def sdr_db(ref, est):
@@ -258,6 +260,26 @@ def test_open_unmix_checkpoints_picked_in_the_page(demix, setup, tmp_path):
     assert "umxl" in page.inner_text("#checkpoint-status")
     demix.separate("umxl", setup, tmp_path, "demix-models-umxl.png")
     assert not demix.bp.errors, demix.bp.console_report()
+
+
+def test_live_gpu_buffers_stay_flat_across_ten_separations(demix, setup):
+    """The worker's GPU buffers (created and not destroyed, the runtime's pool included)
+    after each of ten more separations with the same model: the first job may fill the
+    pool, later ones must reuse it (before the runtime's rewrite every dispatch leaked a
+    uniform buffer, so the count grew with every job)."""
+    page, live = demix.page, []
+    for _ in range(10):
+        before = demix.count("results")
+        page.set_input_files("input#file", setup["clip"])
+        page.wait_for_function(f"(document.body.dataset.results|0) > {before} || document.body.dataset.error",
+                               timeout=JOB_TIMEOUT_MS)
+        assert demix.count("results") == before + 1, demix.failure("a repeated separation did not finish")
+        demix.wait_idle()
+        live.append(demix.count("live-buffers"))
+    demix.report["live_buffers_per_separation"] = live
+    demix.bp.save_json("demix-models.json", demix.report)
+    print(f"\nlive GPU buffers after each of ten separations: {live}")
+    assert live[0] > 0 and max(live[1:]) <= live[0], live
 
 
 def test_a_wrong_checkpoint_file_is_reported(demix, setup, tmp_path):

@@ -32,8 +32,10 @@ CLIP_S = 5.0             # one segment: ~20 s on SwiftShader with 2 cores
 LONG_CLIP_S = 14.0       # two segments: room to cancel between them
 READY_TIMEOUT_MS = 180_000
 SEPARATE_TIMEOUT_MS = 900_000
-MIN_SDR_DB = 40.0
 LAST = "#jobs > .job:last-child"  # the row of the song dropped last
+# browser (SwiftShader) vs native (lavapipe), the same code: reached 142.4 / 146.0 dB
+# (vocals / accompaniment); the bar leaves 20 dB for other drivers' summation order
+MIN_SDR_DB = 120.0
 
 
 def sdr_db(ref, est):
@@ -229,6 +231,44 @@ def test_cancel_stops_between_segments_and_keeps_the_stems(demix, tmp_path):
     assert demix.results() == 1, "the separation ran to the end despite Cancel"
     assert demix.stem_links() == before
     assert not demix.bp.errors, demix.bp.console_report()
+
+
+def test_cached_weights_are_used_and_a_corrupted_entry_is_downloaded_again(server, open_browser, clip):
+    """A second visit loads the weights from the Cache API (no request); a cache entry
+    whose bytes no longer match the manifest's sha256 is dropped and downloaded again,
+    and the separation still completes."""
+    bp = open_browser(webgpu=True)
+    page, requests = bp.page, []
+
+    def count(route):
+        requests.append(route.request.url)
+        route.continue_()
+
+    page.context.route("**/weights/*.safetensors", count)
+
+    def visit_and_separate():
+        page.goto(server.url + "/")
+        page.wait_for_selector("body[data-ready]", state="attached", timeout=READY_TIMEOUT_MS)
+        page.set_input_files("input[type=file]", clip)
+        page.wait_for_function("(document.body.dataset.results|0) > 0 || document.body.dataset.error",
+                               timeout=SEPARATE_TIMEOUT_MS)
+        assert page.get_attribute("body", "data-error") is None, bp.console_report()
+        page.wait_for_function("document.body.dataset.state === 'idle'", timeout=60_000)
+
+    visit_and_separate()
+    assert len(requests) == 1, requests                        # first visit: downloaded
+    visit_and_separate()
+    assert len(requests) == 1, requests                        # second visit: from the cache
+    corrupted = page.evaluate("""async () => {
+        const cache = await caches.open("stemtone-weights");
+        const keys = await cache.keys();
+        for (const k of keys) await cache.put(k, new Response(new Uint8Array(64)));
+        return keys.length;
+    }""")
+    assert corrupted == 1
+    visit_and_separate()
+    assert len(requests) == 2, requests                        # the bad entry: downloaded again
+    assert page.locator("[data-stem] a[download]").count() == len(STEMS)
 
 
 def test_weights_that_fail_to_load_are_reported(server, open_browser, clip):

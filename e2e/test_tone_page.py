@@ -35,6 +35,7 @@ ARTIFACTS = os.path.join(REPO, "e2e", "artifacts")   # as in e2e/conftest.py
 SR = 16000
 CLIP_S = 3.0                 # the looped singing
 CAPTURE_S = 1.0              # the take: about a second (SwiftShader needs ~15 s per second)
+STREAM_VS_OFFLINE_DB = 60.0       # the take vs the native offline rendering (reached 73.5 dB)
 INSTRUMENT = "ddsp-violin"
 OCTAVE = 1
 READY_TIMEOUT_MS = 180_000
@@ -264,7 +265,7 @@ def test_take_follows_the_sung_pitch(session):
 def test_take_matches_the_offline_rendering(session):
     """Issue 6: streaming (the page: 128-sample blocks on the browser's WebGPU) and offline
     (pycore.tone.ToneStream natively, the whole input in one push) agree: SDR of the take
-    against the native rendering of the page's own input >= 30 dB, once aligned (the
+    against the native rendering of the page's own input >= 60 dB, once aligned (the
     shift is searched over +-1024 samples by cross-correlation). Float32 rounding differs
     between SwiftShader and lavapipe; a block-boundary discontinuity or a lost state would
     cost far more."""
@@ -295,7 +296,9 @@ def test_take_matches_the_offline_rendering(session):
     session.figures.update(stream_vs_offline_sdr_db=round(float(sdr), 1), stream_vs_offline_shift=d)
     session.bp.save_json("tone-figures.json", session.figures)
     print(f"\ntone take vs native offline rendering: SDR {sdr:.1f} dB at shift {d} samples")
-    assert sdr >= 30, (sdr, d)
+    # reached 73.5 dB at shift 0 (SwiftShader vs lavapipe); the bar leaves 13 dB for the
+    # drivers' summation order in the decoder and the oscillator's phase
+    assert sdr >= STREAM_VS_OFFLINE_DB, (sdr, d)
 
 
 def test_input_take_is_the_microphone_signal(session, singing):

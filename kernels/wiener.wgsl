@@ -8,7 +8,8 @@
 //          estimates by it for numerical stability and multiplies the result back).
 //   stats  per window w, source j, bin f: the spatial covariance
 //          R_j[f] = sum_t y_j y_j^H / (eps + sum_t v_j), where (scaled by 1 / m)
-//          y_j[c] = s_j[c] * x[c] / |x[c]| (the estimate's magnitude with the mix phase)
+//          y_j[c] = (s_j[c] / m) * x[c] / |x[c]| (the estimate's magnitude, scaled like
+//          the mix, with the mix phase)
 //          and v_j = (|y_j[0]|^2 + |y_j[1]|^2) / 2 (the power, averaged over channels).
 //   apply  per frame t, bin f: Cxx = sqrt(eps) I + sum_j v_j R_j, and for each source
 //          y_j = m * v_j R_j Cxx^-1 (x / m).
@@ -72,9 +73,11 @@ fn conj(a: vec2<f32>) -> vec2<f32> {
     return vec2<f32>(a.x, -a.y);
 }
 
-// Source j's initial estimate at (t, f, channel c) given the scaled mix value xc.
-fn estimate(j: u32, t: u32, f: u32, c: u32, xc: vec2<f32>) -> vec2<f32> {
-    let s = mags[((j * p.frames + t) * 2u + c) * p.nbins + f];
+// Source j's initial estimate at (t, f, channel c) given the scaled mix value xc:
+// its magnitude scaled by 1 / m like the mix (the reference divides both, y and x, by
+// max_abs), with the mix's phase.
+fn estimate(j: u32, t: u32, f: u32, c: u32, xc: vec2<f32>, m: f32) -> vec2<f32> {
+    let s = mags[((j * p.frames + t) * 2u + c) * p.nbins + f] / m;
     return s * xc / length(xc);
 }
 
@@ -121,8 +124,8 @@ fn wiener_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     var r01 = vec2<f32>(0.0, 0.0);
     var weight = 0.0;
     for (var t = w * p.win; t < t1; t++) {
-        let y0 = estimate(j, t, f, 0u, mix_at(0u, f, t) / m);
-        let y1 = estimate(j, t, f, 1u, mix_at(1u, f, t) / m);
+        let y0 = estimate(j, t, f, 0u, mix_at(0u, f, t) / m, m);
+        let y1 = estimate(j, t, f, 1u, mix_at(1u, f, t) / m, m);
         let p0 = dot(y0, y0);
         let p1 = dot(y1, y1);
         r00 += p0;
@@ -155,8 +158,8 @@ fn wiener_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     var c01 = vec2<f32>(0.0, 0.0);
     var c10 = vec2<f32>(0.0, 0.0);
     for (var j = 0u; j < p.sources; j++) {
-        let y0 = estimate(j, t, f, 0u, x0);
-        let y1 = estimate(j, t, f, 1u, x1);
+        let y0 = estimate(j, t, f, 0u, x0, m);
+        let y1 = estimate(j, t, f, 1u, x1, m);
         let v = (dot(y0, y0) + dot(y1, y1)) / 2.0;
         let r = cov[(w * p.sources + j) * p.nbins + f];
         c00 += vec2<f32>(v * r.x, 0.0);
@@ -173,8 +176,8 @@ fn wiener_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let i11 = cmul(inv_det, c00);
 
     for (var j = 0u; j < p.sources; j++) {
-        let y0 = estimate(j, t, f, 0u, x0);
-        let y1 = estimate(j, t, f, 1u, x1);
+        let y0 = estimate(j, t, f, 0u, x0, m);
+        let y1 = estimate(j, t, f, 1u, x1, m);
         let v = (dot(y0, y0) + dot(y1, y1)) / 2.0;
         let r = cov[(w * p.sources + j) * p.nbins + f];
         let r00 = vec2<f32>(r.x, 0.0);

@@ -932,6 +932,7 @@ class Page:
         body.dataset.separateSeconds = f"{seconds:.3f}"
         body.dataset.audioSeconds = f"{float(d.seconds_audio):.3f}"
         body.dataset.results = str(self.finished)
+        body.dataset.liveBuffers = str(d.live_buffers)  # the worker's GPU buffers (e2e: flat across jobs)
         asyncio.ensure_future(self.show_model())  # "cached in this browser" now
         self.render_queue()
         self.job_ended()

@@ -201,7 +201,9 @@ class Worker(GPUWorker):
                 stems = everything_but(model["name"], stems, channels, str(data.two_stems))
             result = export(stems, demixer.sample_rate, int(data.bits),
                             lambda f: self.progress("export", f, "Writing the WAV files…"))
-            post("result", seconds=seconds, seconds_audio=seconds_audio, **result)
+            # GPU buffers created and not destroyed (pooled ones included): flat from job to job
+            post("result", seconds=seconds, seconds_audio=seconds_audio, live_buffers=self.dev.live_buffers,
+                 **result)
         except Exception as e:
             self.report(e)
 

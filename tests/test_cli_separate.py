@@ -116,6 +116,17 @@ def test_default_output_folder_is_separated(stemtone, tmp_path, monkeypatch):
     assert rc == 0 and (tmp_path / "separated" / "a" / "vocals.wav").exists()
 
 
+@pytest.mark.parametrize("fname", ["...wav", "..wav", ".wav", "....flac"])
+def test_output_stays_inside_the_output_folder(stemtone, tmp_path, fname):
+    # "...wav" has the stem "..": its stems went to OUTDIR/../
+    (tmp_path / "in").mkdir()
+    src = write(tmp_path / "in" / "a.wav", tones(44100, 0.5, 1), 44100).rename(tmp_path / "in" / fname)
+    outdir = tmp_path / "in" / "out"
+    rc, out, err = stemtone(src, "-q", "-o", outdir)
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("vocals.wav"))
+    assert rc == 0 and len(written) == 1 and written[0].parts[:2] == ("in", "out"), written
+
+
 def test_bad_arguments(stemtone, tmp_path):
     src = write(tmp_path / "a.wav", tones(44100, 0.5, 1), 44100)
     rc, out, err = stemtone(src, "--format", "flac", "--bits", "32f")

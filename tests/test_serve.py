@@ -281,3 +281,75 @@ def test_package_holds_the_browser_backends_javascript():
     """pycore/gpu/browser.py reads encode.js beside it: without it no page starts."""
     from pycore.cli.site_build import package_files
     assert "pycore/gpu/encode.js" in [name for name, _ in package_files()]
+
+
+# ---- answers only its own origin (issue 14)
+
+def raw_request(srv, head: bytes) -> bytes:
+    """Send raw request bytes (any Host header) and return the whole answer."""
+    import socket
+
+    with socket.create_connection(srv.server_address[:2], timeout=10) as s:
+        s.sendall(head)
+        chunks = []
+        while True:
+            b = s.recv(65536)
+            if not b:
+                return b"".join(chunks)
+            chunks.append(b)
+
+
+@pytest.mark.parametrize("host", ["evil.example:{port}", "127.0.0.1.nip.io:{port}", "localhost:1",
+                                  "127.0.0.1", "10.0.0.1:{port}", "", None])
+def test_a_foreign_host_gets_403(server, host):
+    port = server.server_address[1]
+    line = b"" if host is None else f"Host: {host.format(port=port)}\r\n".encode()
+    answer = raw_request(server, b"GET / HTTP/1.1\r\n" + line + b"Connection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 403") and b"home" not in answer
+    assert b"answers only requests for its own address" in answer
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "LOCALHOST:{port}", "[::1]:{port}"])
+def test_own_host_names_are_served(server, host):
+    port = server.server_address[1]
+    answer = raw_request(server, f"GET / HTTP/1.1\r\nHost: {host.format(port=port)}\r\nConnection: close\r\n\r\n"
+                         .encode())
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(FILES["site/index.html"])
+
+
+def test_host_check_follows_the_bound_address():
+    assert serve.host_allowed("myhost.lan:8000", 8000, "myhost.lan")
+    assert not serve.host_allowed("myhost.lan:8000", 8000, "127.0.0.1")
+    assert serve.host_allowed("192.168.1.7:8000", 8000, "0.0.0.0")
+    assert not serve.host_allowed("attacker.example:8000", 8000, "0.0.0.0")
+    assert not serve.host_allowed("192.168.1.7:8001", 8000, "0.0.0.0")
+
+
+def test_nosniff_on_every_answer(server):
+    for path in ["/", "/page.py", "/missing"]:
+        _, headers, _ = request(server, path)
+        assert headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("path", ["/%2Fsub", "//sub", "/%2F%2Fsub", "/%5Csub"])
+def test_redirects_stay_on_this_origin(server, path):
+    status, headers, _ = request(server, path)
+    if status == 302:
+        assert headers["location"].startswith("/") and not headers["location"].startswith(("//", "/\\"))
+    else:
+        assert status in (403, 404)
+
+
+def test_a_silent_client_is_dropped(server, monkeypatch):
+    import socket
+
+    monkeypatch.setattr(serve.Handler, "timeout", 0.5)
+    with socket.create_connection(server.server_address[:2], timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.1\r\n")  # and then nothing
+        assert s.recv(100) == b""  # closed by the server, not by our 10 s timeout
+
+
+@pytest.mark.parametrize("host, warned", [("127.0.0.1", False), ("localhost", False), ("::1", False),
+                                          ("0.0.0.0", True), ("192.168.1.7", True)])
+def test_binding_beyond_loopback_is_warned(host, warned):
+    assert serve.is_loopback(host) is not warned

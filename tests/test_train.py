@@ -290,3 +290,54 @@ def test_manifest_entry_added_then_replaced_other_text_untouched():
     assert [m["name"] for m in json.loads(added)["models"]] == ["a", "b", "ddsp-x"]
     replaced = T.set_manifest_entry(added, {"name": "ddsp-x", "params": 2, "files": ["x", "y"]})
     assert replaced.replace('"params": 2,\n      "files": ["x", "y"]', '"params": 1') == added
+
+
+# ---- the shipped instruments sound like their instruments (issue 14)
+
+TONE_RATIO_BAR = 0.35  # reached 0.209-0.260 (model / sine); shuffled weights: 0.467-1.548
+
+
+def _holdout_phrase(dev, instrument):
+    """A hold-out melody (index 9: never trained on) rendered by fluidsynth, its score's
+    f0 (held through rests) and the audio's loudness: controls independent of CREPE."""
+    m = D.melody(instrument, 9, seconds=4.0)
+    audio = D.render(D.midi_bytes(D.midi_events(m)), D.INSTRUMENTS[instrument].gain)
+    audio = audio[:int(np.ceil(m.duration + 0.5) * D.SAMPLE_RATE)]
+    ld = loudness_db(dev.tensor(audio)).numpy()
+    f0 = np.asarray(D.true_f0(m, len(ld)), np.float32)
+    held = f0[f0 > 0][0]
+    for i in range(len(f0)):
+        held = f0[i] = f0[i] if f0[i] > 0 else held
+    return audio.astype(np.float64), f0, ld
+
+
+def _ratio(dev, weights, audio, f0, ld):
+    """Multi-scale spectral loss of the model's rendering / that of the sine baseline."""
+    n = len(audio)
+    model = E.spectral_loss(E.resynthesize(dev, load(dev, weights), f0, ld)[:n], audio)
+    return model / E.spectral_loss(E.sine_baseline(f0, ld)[:n], audio)
+
+
+@pytest.mark.skipif(not D.fluidsynth_available(), reason="needs fluidsynth and fluid-soundfont-gm")
+@pytest.mark.parametrize("instrument", ["violin", "flute", "trumpet", "saxophone", "guitar"])
+def test_each_instrument_beats_the_sine_baseline_on_a_holdout_phrase(dev, instrument, tmp_path):
+    """The shipped model's rendering of a hold-out phrase against the sine baseline
+    driven by the same controls (the cards' figure: 0.195 for the violin, on CREPE
+    controls over 38 s). Weights shuffled within each tensor reach 0.47-1.55 here, so
+    this fails for a model that only keeps its weights' statistics (the violin is
+    checked both ways below)."""
+    from pycore.weights import safetensors
+
+    audio, f0, ld = _holdout_phrase(dev, instrument)
+    weights = str(E.WEIGHTS_DIR / f"ddsp-{instrument}.safetensors")
+    ratio = _ratio(dev, weights, audio, f0, ld)
+    print(f"\n{instrument}: hold-out spectral loss, model / sine = {ratio:.3f}")
+    assert ratio <= TONE_RATIO_BAR, ratio
+    if instrument == "violin":
+        g = np.random.default_rng(0)
+        shuffled = {k: g.permutation(v.ravel()).reshape(v.shape) for k, v in safetensors.load_numpy(weights).items()}
+        path = tmp_path / "shuffled.safetensors"
+        safetensors.save(path, shuffled, safetensors.load_metadata(weights))
+        bad = _ratio(dev, str(path), audio, f0, ld)
+        print(f"violin with shuffled weights: {bad:.3f}")
+        assert bad > TONE_RATIO_BAR, bad

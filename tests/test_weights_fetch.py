@@ -16,10 +16,12 @@ import importlib
 import importlib.util
 import io
 import json
+import re
 import subprocess
 import sys
 import threading
 import types
+import urllib.request
 from fractions import Fraction
 from pathlib import Path
 
@@ -356,6 +358,34 @@ def test_fetch_unreachable_is_one_clear_line(tmp_path, monkeypatch, capsys):
     assert "stemtone weights convert FILE" in err
 
 
+def test_size_and_full_sha256_are_both_required(ckpts, host, tmp_path, monkeypatch):
+    files = ckpts["htdemucs"]
+    data = files[0].read_bytes()
+    full = hashlib.sha256(data).hexdigest()
+    for record, message in [({"size": len(data) - 1, "sha256": full}, "bytes, the published file has"),
+                            ({"size": len(data), "sha256": full[:-1] + "0"}, "does not match the published"),
+                            ({"size": len(data), "sha256": full[:8]}, "does not match the published")]:
+        cache = use_manifest(monkeypatch, tmp_path, "htdemucs", files, host, "ok")
+        entry = fetch.fetchable()["htdemucs"]
+        entry["fetch"]["files"][0].update(record)
+        with pytest.raises(fetch.WeightsError, match=message):
+            fetch.fetch("htdemucs", tmp_path / "w", progress=False)
+        assert list(cache.iterdir()) == [] and not (tmp_path / "w").exists()  # no .part became the file
+    cache = use_manifest(monkeypatch, tmp_path, "htdemucs", files, host, "ok")
+    fetch.fetchable()["htdemucs"]["fetch"]["files"][0].update(size=len(data), sha256=full)
+    fetch.fetch("htdemucs", tmp_path / "w", progress=False)
+    assert (cache / files[0].name).read_bytes() == data
+
+
+def test_a_redirect_that_leaves_https_is_refused():
+    handler = fetch._HttpsStaysHttps()
+    req = urllib.request.Request("https://dl.example/a.th")
+    with pytest.raises(fetch.WeightsError, match="leaves https; refused"):
+        handler.redirect_request(req, None, 302, "Found", {}, "http://dl.example/a.th")
+    assert handler.redirect_request(req, None, 302, "Found", {}, "https://mirror.example/a.th").full_url \
+        == "https://mirror.example/a.th"
+
+
 def test_manifest_records():
     """The fetch records carry what the reference packages publish."""
     models = fetch.fetchable()
@@ -365,6 +395,9 @@ def test_manifest_records():
         for f in m["fetch"]["files"]:
             assert f["url"].endswith("/" + f["file"]) and f["url"].startswith("https://")
             assert f["file"].split("-")[1].split(".")[0] == f["sha256_prefix"]
+            if "sha256" in f:  # full records: 64 hex digits, the prefix, and the exact size
+                assert re.fullmatch(r"[0-9a-f]{64}", f["sha256"]) and f["sha256"].startswith(f["sha256_prefix"])
+                assert isinstance(f["size"], int) and f["size"] > 0
     assert [f["sig"] for f in models["htdemucs_ft"]["fetch"]["files"]] == \
         ["f7e0c4bc", "d12395a8", "92cfc3b6", "04573f0d"]
     assert [f["target"] for f in models["umxl"]["fetch"]["files"]] == TARGETS

@@ -17,6 +17,7 @@ which http://127.0.0.1 is (a LAN address is not).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import posixpath
@@ -72,7 +73,13 @@ ISOLATION_HEADERS = {
     "Cross-Origin-Embedder-Policy": "require-corp",
     "Cross-Origin-Resource-Policy": "same-origin",
     "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",  # a .py or .json is never sniffed into a script
 }
+REQUEST_TIMEOUT_S = 30  # a client that sends nothing for this long is dropped
+LOOPBACK_WARNING = (
+    "warning: serving on {host}, beyond this machine's loopback: anyone who can reach it "
+    "can read every page and weight file (and WebGPU needs http://127.0.0.1 or localhost)"
+)
 
 MISSING_VENDOR = (
     "node_modules is missing: the pinned Pyodide and PyScript are not installed. "
@@ -111,9 +118,42 @@ def tree_package_files(root: str) -> list:
 # ------------------------------------------------------------------ request handler
 
 
+def host_allowed(host_header, port: int, bound: str) -> bool:
+    """True when a request's Host header names this server with our port: 127.0.0.1,
+    localhost, [::1] or the --host name (bound to every interface: any IP address).
+    A DNS-rebinding page sends its own domain name as Host and is refused."""
+    if not host_header:
+        return False
+    text = host_header.strip().lower()
+    if text.startswith("["):  # [IPv6]:port
+        host, _, rest = text[1:].partition("]")
+        given = rest[1:] if rest.startswith(":") else rest
+    elif text.count(":") == 1:
+        host, given = text.split(":")
+    else:
+        host, given = text, ""
+    if given != str(port) and not (given == "" and port == 80):
+        return False
+    if host in ("127.0.0.1", "localhost", "::1", bound.lower()):
+        return True
+    if bound in ("0.0.0.0", "::", ""):  # every interface: any of this machine's IP addresses
+        try:
+            ipaddress.ip_address(host)
+            return True
+        except ValueError:
+            pass
+    return False
+
+
+def same_origin_location(location: str) -> str:
+    """A redirect target that stays on this origin: "//evil/" would be another host."""
+    return "/" + location.lstrip("/\\")
+
+
 class Handler(BaseHTTPRequestHandler):
     server: "StemtoneServer"
     protocol_version = "HTTP/1.1"
+    timeout = REQUEST_TIMEOUT_S
 
     def do_GET(self):
         self._serve(body=True)
@@ -122,6 +162,9 @@ class Handler(BaseHTTPRequestHandler):
         self._serve(body=False)
 
     def _serve(self, body: bool):
+        if not host_allowed(self.headers.get("Host"), self.server.server_address[1], self.server.bound_host):
+            return self._send_error(403, "this server answers only requests for its own address "
+                                         "(Host: 127.0.0.1:PORT, localhost:PORT or the --host name)")
         url_path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
         if self.server.site is not None:
             return self._serve_site(url_path, body)
@@ -192,7 +235,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _redirect(self, location: str):
         self.send_response(302)
-        self.send_header("Location", location)
+        self.send_header("Location", same_origin_location(location))
         self._headers("text/plain; charset=utf-8", 0)
 
     def log_message(self, format, *args):
@@ -212,6 +255,7 @@ class StemtoneServer(ThreadingHTTPServer):
         weights folders of pycore.weights (weights_dir first); root DIR: serve a tree laid
         out as a checkout through MOUNTS (tests of the server itself)."""
         super().__init__((host, port), Handler)
+        self.bound_host = host
         self.root = os.path.realpath(root or REPO)
         self.quiet = quiet
         if root is None:
@@ -291,11 +335,22 @@ def make_server(port: int = 0, host: str = "127.0.0.1", root: str | None = None,
     return StemtoneServer(port, host, root, quiet, weights_dir).start()
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def serve(port: int = 8000, host: str = "127.0.0.1", weights_dir: str | None = None) -> None:
     """Serve until Ctrl-C, printing the URL."""
     if not vendor_installed():
         print(f"warning: {MISSING_VENDOR}", file=sys.stderr)
     server = StemtoneServer(port, host, quiet=False, weights_dir=weights_dir)
+    if not is_loopback(host):
+        print(LOOPBACK_WARNING.format(host=host), file=sys.stderr, flush=True)
     print(f"Stemtone is served at {server.url}/  (Ctrl-C to stop)", flush=True)
     print(f"  demix:       {server.url}/", flush=True)
     print(f"  tone:        {server.url}/tone.html", flush=True)

@@ -41,6 +41,7 @@ import zipfile
 
 from ..paths import asset, asset_files
 from ..weights import MANIFEST, find_weights
+from ..weights.manifest import check_models
 
 PACKAGE_SOURCES = ("pycore", "kernels")  # what /pkg/stemtone.zip holds
 SW_PLACEHOLDER = "self.BUILD = {}"  # the line of site/sw.js that a build fills in
@@ -128,11 +129,9 @@ class InstalledModels:
 
     def listing(self) -> dict:
         with open(self.manifest, encoding="utf-8") as f:
-            manifest = json.load(f)
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), list):
-            raise ValueError(f"{self.manifest}: no \"models\" list")
+            manifest = json.load(f)  # a JSON error is a ValueError too
         models = []
-        for m in manifest["models"]:
+        for m in check_models(manifest, str(self.manifest)):
             m, files, installed = dict(m), [], bool(m.get("files"))
             for entry in m.get("files", []):
                 entry = dict(entry)

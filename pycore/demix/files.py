@@ -172,12 +172,22 @@ def track_stats(demixer, path, groups, rate) -> list:
     return [s.value for s in stats]
 
 
+def track_name(path) -> str:
+    """The folder an input's stems go to: its file name without the extension, kept
+    inside OUTDIR whatever the name ("...wav" has the stem "..": it becomes "track..")."""
+    name = Path(path).stem
+    return name if name.strip(".") else f"track{name}"
+
+
 def stem_targets(model_name, model_stems, path, outdir="separated", format="wav", stems=None, two_stems=None,
                  track=None) -> tuple:
     """(stems to compute, {output: [stems summed]}, {output: target path}) for one input:
-    OUTDIR/<track>/<output>.<format>, track defaulting to the input's name."""
+    OUTDIR/<track>/<output>.<format>, track defaulting to the input's name (track_name)."""
     chosen, outputs = plan_outputs(model_name, model_stems, stems, two_stems)
-    folder = Path(outdir) / (track or Path(path).stem)
+    track = track or track_name(path)
+    if track in (".", "..") or Path(track).name != track:
+        raise ValueError(f"track folder name {track!r} would leave {outdir}")
+    folder = Path(outdir) / track
     return chosen, outputs, {out: folder / f"{out}.{format}" for out in outputs}
 
 
@@ -328,7 +338,7 @@ async def separate_async(inputs, model="spleeter-2stems", outdir="separated", fo
         raise ValueError(f"{getattr(demixer, 'name', 'the model')}: shifts are for {', '.join(takes)} only")
     results, written = [], {}  # track name -> the input whose stems went there in this run
     for path in _as_list(inputs):
-        name = Path(path).stem
+        name = track_name(path)
         if name in written:
             r = TrackResult(input=str(path), error=f"{path}: same track name {name!r} as {written[name]}, "
                                                   f"whose stems are in {Path(outdir) / name} (rename one)")

@@ -4,7 +4,7 @@ Native only. The checkpoints are not bundled: `fetch NAME` downloads them from t
 addresses their own packages use (recorded in weights/manifest.json under "fetch"),
 `convert FILE...` converts files the user already has, and both write
 <weights dir>/<NAME>.safetensors. Neither needs torch: checkpoints are read by the
-restricted unpickler of pycore.weights.torchzip.
+restricted reader of pycore.weights.checkpoint (the one the page uses too).
 
 Where the addresses come from (the reference packages, read, not imported):
   demucs==4.1.0    demucs/pretrained.py ROOT_URL + demucs/remote/files.txt; a model name
@@ -53,7 +53,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from fractions import Fraction
 from pathlib import Path
 
 from . import MANIFEST, install_dir, weights_dirs
@@ -67,8 +66,10 @@ class WeightsError(RuntimeError):
 # ---------------------------------------------------------------- manifest
 
 def _manifest_models() -> list:
+    from .manifest import check_models
+
     with open(MANIFEST, encoding="utf-8") as f:
-        return json.load(f)["models"]
+        return check_models(json.load(f), str(MANIFEST))
 
 
 def fetchable() -> dict:
@@ -78,16 +79,30 @@ def fetchable() -> dict:
 
 # ---------------------------------------------------------------- download
 
-def _checksum_error(path, got, entry):
+def _verify(path: Path, entry: dict):
+    """None if path has the entry's exact "size" (when recorded) and its full "sha256"
+    (else its "sha256_prefix"), else an error message."""
+    size = path.stat().st_size
+    if "size" in entry and size != entry["size"]:
+        return f"{path.name}: {size} bytes, the published file has {entry['size']}"
+    got = sha256_file(path)
     want = entry.get("sha256") or entry["sha256_prefix"]
+    if got == want or ("sha256" not in entry and got.startswith(want)):
+        return None
     return f"{path.name}: sha256 {got[:len(want)]} does not match the published {want}"
 
 
-def _verify(path: Path, entry: dict):
-    """None if path has the entry's sha256 (full) or sha256_prefix, else an error message."""
-    got = sha256_file(path)
-    want = entry.get("sha256") or entry["sha256_prefix"]
-    return None if got.startswith(want) else _checksum_error(path, got, entry)
+class _HttpsStaysHttps(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, except one from https to anything else (a downgrade anyone
+    on the path could then answer)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(req.full_url).scheme == "https" and urllib.parse.urlsplit(newurl).scheme != "https":
+            raise WeightsError(f"{req.full_url}: redirected to {newurl}, which leaves https; refused")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpsStaysHttps)
 
 
 def _unreachable(e) -> bool:
@@ -97,13 +112,15 @@ def _unreachable(e) -> bool:
 
 def download(url: str, dest: Path, entry: dict, retries: int = 4, backoff: float = 1.0,
              timeout: float = 30.0, progress=None) -> Path:
-    """Download url to dest, verified against entry's "sha256" or "sha256_prefix".
+    """Download url to dest, verified against entry's exact "size" and full "sha256"
+    (or, for files published with only a prefix, its "sha256_prefix").
 
     Bytes go to dest + ".part"; an existing .part is resumed with a Range request (a
     server that answers 200 instead of 206 restarts it from 0). A dropped connection
     or short body is retried, waiting backoff * 2^k seconds; it gives up after
     `retries` + 1 tries in a row that received nothing.
-    A checksum mismatch deletes the .part and raises. progress(done, total) is called
+    A size or checksum mismatch deletes the .part and raises: the .part becomes dest
+    only when both match. A redirect from https to http is refused. progress(done, total) is called
     as bytes arrive (total None when the server does not say).
     """
     dest = Path(dest)
@@ -116,7 +133,7 @@ def download(url: str, dest: Path, entry: dict, retries: int = 4, backoff: float
         if have:
             headers["Range"] = f"bytes={have}-"
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as r:
+            with _OPENER.open(urllib.request.Request(url, headers=headers), timeout=timeout) as r:
                 if have and r.status == 206:
                     start = re.match(r"bytes (\d+)-", r.headers.get("Content-Range", ""))
                     if not start or int(start.group(1)) != have:
@@ -133,9 +150,11 @@ def download(url: str, dest: Path, entry: dict, retries: int = 4, backoff: float
                             break
                         f.write(block)
                         have += len(block)
+                        if have > entry.get("size", have):
+                            break  # longer than the published file: _verify below refuses it
                         if progress:
                             progress(have, total)
-                if total is not None and have < total:
+                if total is not None and have < total and have <= entry.get("size", have):
                     raise http.client.IncompleteRead(b"", total - have)
             break
         except urllib.error.HTTPError as e:
@@ -200,161 +219,28 @@ def fetch(name: str, weights_dir=None, progress: bool = True, **download_args) -
 
 # ---------------------------------------------------------------- conversion
 
-# The globals a demucs package needs beyond torchzip's state-dict set: the model class,
-# recorded by reference (only HTDemucs, handed out as its name, never imported), and
-# fractions.Fraction in case a package was saved after HTDemucs' forward turned its
-# segment into one (demucs/htdemucs.py). A Fraction is plain arithmetic, safe to build.
-DEMUCS_GLOBALS = {
-    ("demucs.htdemucs", "HTDemucs"): "demucs.htdemucs.HTDemucs",
-    ("fractions", "Fraction"): Fraction,
-}
-
-_HASHED_NAME = re.compile(r"^([A-Za-z0-9_]+)-([0-9a-f]{8,64})\.(th|pth)$")
-
-
-def _jsonable(obj):
-    if isinstance(obj, Fraction):
-        return float(obj)
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    raise WeightsError(f"unexpected {type(obj).__name__} in the checkpoint's arguments")
-
-
-def _float_tensors(state: dict, label: str, prefix: str) -> dict:
-    import numpy as np
-
-    out = {}
-    for key, arr in state.items():
-        if not isinstance(arr, np.ndarray):
-            raise WeightsError(f"{label}: state entry {key!r} is not a tensor")
-        if key.endswith("num_batches_tracked"):
-            continue  # BatchNorm's step counter (int64), unused at inference
-        if arr.dtype not in (np.float32, np.float16):
-            raise WeightsError(f"{label}: tensor {key!r} has dtype {arr.dtype}; expected float32 or float16")
-        out[prefix + key] = arr
-    return out
-
-
-def read_checkpoint(path: Path):
-    """("demucs", package dict) or ("openunmix", state dict) of one checkpoint file."""
-    import pickle
-
-    from . import torchzip
-
-    try:
-        obj = torchzip.load(path, extra_globals=DEMUCS_GLOBALS)
-    except (ValueError, pickle.UnpicklingError, OSError) as e:
-        raise WeightsError(f"cannot read {path}: {e}") from None
-    if isinstance(obj, dict) and {"klass", "args", "kwargs", "state"} <= set(obj):
-        if obj["klass"] != "demucs.htdemucs.HTDemucs":
-            raise WeightsError(f"{path}: a demucs {obj['klass']} model; only HTDemucs (v4) is supported")
-        if obj["state"].get("__quantized"):
-            raise WeightsError(f"{path}: a quantized (diffq) demucs model; only float checkpoints are supported")
-        return "demucs", obj
-    if isinstance(obj, dict) and "fc1.weight" in obj and "fc3.weight" in obj:
-        return "openunmix", obj
-    raise WeightsError(f"{path}: neither a demucs model package nor an Open-Unmix state dict")
-
-
-def _umx_architecture(state: dict, label: str) -> dict:
-    """OpenUnmix(...) arguments from the tensor shapes of one target's state dict."""
-    max_bin = state["input_mean"].shape[0]
-    hidden = state["fc1.weight"].shape[0]
-    nb_channels = state["fc1.weight"].shape[1] // max_bin
-    nb_layers = len({k for k in state if re.fullmatch(r"lstm\.weight_ih_l\d+", k)})
-    bidirectional = "lstm.weight_ih_l0_reverse" in state
-    nb_bins = state["output_mean"].shape[0]
-    if nb_layers == 0 or nb_channels * max_bin != state["fc1.weight"].shape[1]:
-        raise WeightsError(f"{label}: tensor shapes do not match an OpenUnmix model")
-    return {"nb_bins": nb_bins, "nb_channels": nb_channels, "hidden_size": hidden,
-            "nb_layers": nb_layers, "unidirectional": not bidirectional, "max_bin": max_bin}
-
-
-def _check_hashed_name(path: Path):
-    """A file named <sig>-<sha256 prefix>.th/.pth must have that checksum (as demucs checks)."""
-    m = _HASHED_NAME.match(path.name)
-    if m:
-        got = sha256_file(path)
-        if not got.startswith(m.group(2)):
-            raise WeightsError(f"{path}: sha256 {got[:len(m.group(2))]} does not match the "
-                               f"{m.group(2)} in its name (damaged or incomplete file)")
-
-
 def convert(files, name: str | None = None, weights_dir=None) -> Path:
     """Convert checkpoint file(s) to <weights_dir>/<name>.safetensors and return its path.
 
     One demucs .th (a single model), several demucs .th (a bag, in the manifest's
     order when `name` is a known bag such as htdemucs_ft), or one Open-Unmix .pth per
     target (named <target>[-hash].pth). `name` defaults to the manifest model whose
-    published files these are, else (one file only) to the file's stem.
+    published files these are, else (one file only) to the file's stem. The reading
+    and conversion are pycore.weights.checkpoint's, the same code the page runs.
     """
-    from . import safetensors
+    from . import checkpoint, safetensors
 
     paths = [Path(f) for f in files]
-    if not paths:
-        raise WeightsError("no checkpoint file given")
     for p in paths:
         if not p.is_file():
             raise WeightsError(f"{p}: no such file")
-        _check_hashed_name(p)
-    models = fetchable()
-    if name is None:
-        names = sorted(p.name for p in paths)
-        known = [n for n, m in models.items() if sorted(f["file"] for f in m["fetch"]["files"]) == names]
-        if not known and len(paths) > 1:
-            raise WeightsError("these files are not a model of weights/manifest.json; name the model with --name")
-        name = known[0] if known else paths[0].name.split(".")[0]
-    entry = models.get(name)
-    if entry:  # a known model: its files in manifest order
-        order = [f["file"] for f in entry["fetch"]["files"]]
-        if sorted(p.name for p in paths) == sorted(order):
-            paths.sort(key=lambda p: order.index(p.name))
-
-    read = [(p, *read_checkpoint(p)) for p in paths]
-    kinds = {kind for _, kind, _ in read}
-    if len(kinds) > 1:
-        raise WeightsError("cannot mix demucs and Open-Unmix checkpoints in one model")
-    kind = kinds.pop()
-    tensors = {}
-    if kind == "demucs":
-        arch = {"klass": "demucs.htdemucs.HTDemucs", "models": [],
-                "weights": entry["fetch"].get("weights") if entry else None}
-        for i, (p, _, pkg) in enumerate(read):
-            prefix = f"model{i}." if len(read) > 1 else ""
-            tensors.update(_float_tensors(pkg["state"], str(p), prefix))
-            m = _HASHED_NAME.match(p.name)
-            arch["models"].append({"prefix": prefix, "sig": m.group(1) if m else None,
-                                   "args": _jsonable(pkg["args"]), "kwargs": _jsonable(pkg["kwargs"])})
-        sources = {tuple(m["kwargs"].get("sources", ())) for m in arch["models"]}
-        if len(sources) != 1 or not next(iter(sources)):
-            raise WeightsError("the demucs models do not share one list of sources")
-        arch["sources"] = list(sources.pop())
-    else:
-        arch = {"targets": []}
-        for p, _, state in read:
-            target = p.name.split("-")[0].split(".")[0]
-            if target in arch["targets"]:
-                raise WeightsError(f"two checkpoints for the Open-Unmix target {target!r}")
-            shape = _umx_architecture(state, str(p))
-            if "nb_bins" in arch and any(arch[k] != v for k, v in shape.items()):
-                raise WeightsError(f"{p}: its shapes differ from the other targets' ({shape})")
-            arch.update(shape)
-            arch["targets"].append(target)
-            tensors.update(_float_tensors(state, str(p), target + "."))
-    metadata = {
-        "model": name,
-        "format": kind,
-        "architecture": json.dumps(arch),
-        "source": json.dumps([{"file": p.name, "sha256": sha256_file(p)} for p in paths]),
-        "license": entry["license"] if entry else "unknown (converted from a user-supplied file)",
-    }
+    try:
+        name, data = checkpoint.convert_files([(p.name, p.read_bytes()) for p in paths], fetchable(), name)
+    except ValueError as e:
+        raise WeightsError(str(e)) from None
     out = Path(weights_dir or install_dir()) / f"{name}.safetensors"
     out.parent.mkdir(parents=True, exist_ok=True)
-    safetensors.save(out, tensors, metadata)
+    safetensors.write_atomic(out, [data])
     return out
 
 

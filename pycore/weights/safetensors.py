@@ -191,11 +191,18 @@ def save(path, tensors: dict, metadata: dict | None = None) -> None:
             raise ValueError(f"safetensors.save {path}: tensor {key!r} has dtype {a.dtype}; "
                              "only float32 and float16 are supported")
         entries[key] = (dtype, a.shape, np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes())
-    data = dumps(entries, metadata, path)
+    write_atomic(path, [dumps(entries, metadata, path)])
+
+
+def write_atomic(path, chunks) -> None:
+    """Native only: write the byte strings `chunks` to `path` through a temporary file
+    renamed into place, so no half-written file is ever left under its final name."""
+    path = os.fspath(path)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
