@@ -290,3 +290,22 @@ def test_manifest_entry_added_then_replaced_other_text_untouched():
     assert [m["name"] for m in json.loads(added)["models"]] == ["a", "b", "ddsp-x"]
     replaced = T.set_manifest_entry(added, {"name": "ddsp-x", "params": 2, "files": ["x", "y"]})
     assert replaced.replace('"params": 2,\n      "files": ["x", "y"]', '"params": 1') == added
+
+
+def test_training_resumed_from_checkpoints_equals_one_run(rng, tmp_path, monkeypatch):
+    """Three slices (2 + 2 + 1 steps) through a checkpoint give the uninterrupted run's
+    weights and curves exactly: every random state travels in the checkpoint."""
+    items = _items(rng)
+    monkeypatch.setattr(D, "load_split", lambda instrument, split: items)
+    kw = dict(batch=2, seconds=60 * 64 / 16000, config=TINY, eval_every=2, log=lambda *a: None)
+    whole, rec = T.fit("violin", 5, **kw)
+    ck = tmp_path / "violin.ckpt"
+    for _ in range(2):
+        assert T.fit("violin", 5, checkpoint=ck, checkpoint_every=1, stop_after=2, **kw) == (None, None)
+        assert ck.exists()
+    sliced, rec2 = T.fit("violin", 5, checkpoint=ck, **kw)
+    for (k, a), (k2, b) in zip(whole.state_dict().items(), sliced.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
+    assert rec["train_curve"] == rec2["train_curve"] and rec["holdout_curve"] == rec2["holdout_curve"]
+    with pytest.raises(ValueError, match="for 5 steps; asked for violin with 6 steps"):
+        T.fit("violin", 6, checkpoint=ck, **kw)
