@@ -54,7 +54,9 @@ import torch
 import torch.nn.functional as F
 
 from ..models.ddsp import Config
+from ..tone.timbre import load_check
 from . import data as D
+from . import timbre
 from .ddsp_torch import DDSP, next_frame, filtered_noise, save, upsample_linear
 
 CONFIG = Config(ch=128, gru=128, n_harmonics=60, n_noise=65, reverb_length=8000)
@@ -464,7 +466,12 @@ def write_card(instrument, weights, evaluation=None):
             "Trained briefly on CPU on synthesized (sampled) instrument audio: the timbre is the soundfont's, "
             "and inputs far outside the training range of pitch and loudness are extrapolated.", ""]
     CARDS_DIR.mkdir(parents=True, exist_ok=True)
-    card_path(instrument).write_text("\n".join(out))
+    text = "\n".join(out)
+    figures = CARDS_DIR / timbre.FIGURES
+    if figures.exists() and instrument in json.loads(figures.read_text()):   # keep the timbre section
+        text = timbre.set_section(text, timbre.card_section(instrument, json.loads(figures.read_text()),
+                                                            load_check().info))
+    card_path(instrument).write_text(text)
 
 
 def main(argv=None):
