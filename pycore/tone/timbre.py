@@ -178,10 +178,10 @@ def save_check(path, check: TimbreCheck):
 
 def load_check(path=None) -> TimbreCheck:
     """The stored timbre check (default weights/timbre-check.safetensors)."""
-    from ..weights import WEIGHTS_DIR
+    from ..weights import BUNDLED_DIR
     from ..weights.safetensors import load_metadata, load_numpy
 
-    path = str(path or os.path.join(WEIGHTS_DIR, FILE))
+    path = str(path or os.path.join(BUNDLED_DIR, FILE))
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no timbre check; build it with python -m pycore.train.timbre")
     meta = load_metadata(path)

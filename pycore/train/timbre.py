@@ -284,10 +284,10 @@ def set_section(text: str, lines: list) -> str:
 
 
 def main(argv=None):
-    from ..weights import WEIGHTS_DIR
+    from ..weights import BUNDLED_DIR
 
     p = argparse.ArgumentParser(prog="python -m pycore.train.timbre", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=os.path.join(WEIGHTS_DIR, T.FILE))
+    p.add_argument("--out", default=os.path.join(BUNDLED_DIR, T.FILE))
     p.add_argument("--fit", type=int, default=FIT, help="melodies per program to fit on")
     p.add_argument("--test", type=int, default=TEST, help="melodies per program to measure the ceiling on")
     p.add_argument("--singing", nargs="+", metavar="FILE",
@@ -295,7 +295,7 @@ def main(argv=None):
                         "recordings; figures to weights/cards/timbre.json and the model cards")
     a = p.parse_args(argv)
     if a.singing:
-        cards = Path(WEIGHTS_DIR) / "cards"
+        cards = Path(BUNDLED_DIR) / "cards"
         check = T.load_check()
         figures = evaluate_singing(a.singing, check=check)
         (cards / FIGURES).write_text(json.dumps(figures, indent=1) + "\n")
