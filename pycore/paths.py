@@ -28,7 +28,8 @@ ASSETS = {
     "site": ("site", "site", ["*.html", "*.py", "*.js", "*.css", "*.toml", "*.svg", "*.png",
                               "*.webmanifest"]),
     # the model manifest, the model cards and the weights this project trained (committed)
-    "weights": ("weights", "weights/bundled", ["manifest.json", "cards/*.md", "ddsp-*.safetensors"]),
+    "weights": ("weights", "weights/bundled", ["manifest.json", "cards/*.md", "cards/*.json", "ddsp-*.safetensors",
+                                              "timbre-check.safetensors"]),
     # the Pyodide files the pages load (no packages: the pages use only the standard library)
     "pyodide": ("node_modules/pyodide", "vendor/pyodide",
                 ["pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip",

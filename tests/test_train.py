@@ -341,3 +341,57 @@ def test_each_instrument_beats_the_sine_baseline_on_a_holdout_phrase(dev, instru
         bad = _ratio(dev, str(path), audio, f0, ld)
         print(f"violin with shuffled weights: {bad:.3f}")
         assert bad > TONE_RATIO_BAR, bad
+
+
+def test_training_resumed_from_checkpoints_equals_one_run(rng, tmp_path, monkeypatch):
+    """Three slices (2 + 2 + 1 steps) through a checkpoint give the uninterrupted run's
+    weights and curves exactly: every random state travels in the checkpoint."""
+    items = _items(rng)
+    monkeypatch.setattr(D, "load_split", lambda instrument, split: items)
+    kw = dict(batch=2, seconds=60 * 64 / 16000, config=TINY, eval_every=2, log=lambda *a: None)
+    whole, rec = T.fit("violin", 5, **kw)
+    ck = tmp_path / "violin.ckpt"
+    for _ in range(2):
+        assert T.fit("violin", 5, checkpoint=ck, checkpoint_every=1, stop_after=2, **kw) == (None, None)
+        assert ck.exists()
+    sliced, rec2 = T.fit("violin", 5, checkpoint=ck, **kw)
+    for (k, a), (k2, b) in zip(whole.state_dict().items(), sliced.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
+    assert rec["train_curve"] == rec2["train_curve"] and rec["holdout_curve"] == rec2["holdout_curve"]
+    with pytest.raises(ValueError, match="for 5 steps; asked for violin with 6 steps"):
+        T.fit("violin", 6, checkpoint=ck, **kw)
+
+
+def _card_ratio(instrument):
+    import re
+    from pycore.weights import WEIGHTS_DIR
+
+    text = (WEIGHTS_DIR / "cards" / f"ddsp-{instrument}.md").read_text()
+    return float(re.search(r"Model / sine baseline = ([0-9]+\.[0-9]+)", text).group(1))
+
+
+@pytest.mark.skipif(not D.fluidsynth_available(), reason="needs fluidsynth and fluid-soundfont-gm "
+                    "(apt-get install -y fluidsynth fluid-soundfont-gm; not part of make test)")
+def test_shuffled_weights_fail_the_holdout_loss_check(dev, tmp_path):
+    """On 4 s of a hold-out melody (m009, never trained on), the shipped violin's
+    spectral loss relative to the sine baseline is within 1.5x its card figure (the
+    card's is the mean over two whole melodies; a crop varies); the same weights
+    shuffled tensor by tensor are not."""
+    from pycore.weights import weights_path
+    from pycore.weights.safetensors import load_numpy, save
+
+    m = D.melody("violin", 9)
+    audio = D.render(D.midi_bytes(D.midi_events(m)), D.INSTRUMENTS["violin"].gain)[16000:16000 + 4 * 16000]
+    f0, _, ld = D.compute_features(dev, audio)
+    f0, ld = f0[:len(audio) // 64], ld[:len(audio) // 64]
+    target = audio.astype(np.float64)
+    sine = E.spectral_loss(E.sine_baseline(f0, ld)[:len(target)], target)
+    bar = 1.5 * _card_ratio("violin")
+    path = weights_path("ddsp-violin")
+    shipped = E.spectral_loss(E.resynthesize(dev, load(dev, path), f0, ld)[:len(target)], target) / sine
+    rng = np.random.default_rng(0)
+    tensors = {k: rng.permutation(v.ravel()).reshape(v.shape) for k, v in load_numpy(path).items()}
+    save(tmp_path / "shuffled.safetensors", tensors, metadata=load_metadata(path))
+    shuffled = E.spectral_loss(E.resynthesize(dev, load(dev, str(tmp_path / "shuffled.safetensors")), f0, ld)
+                               [:len(target)], target) / sine
+    assert shipped <= bar < shuffled, (shipped, bar, shuffled)

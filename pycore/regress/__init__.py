@@ -7,7 +7,8 @@ natively and in headless Chromium, compared against a committed baseline.
   dispatch     host µs per dispatch (browser-safe)
   models       demixing parity, speed and memory against the reference implementations
   quality      BSS Eval v4 against ground-truth stems (fast-bss-eval)
-  tone         tone transfer's f0-following and loudness correlation on real singing
+  tone         tone transfer's f0-following, loudness correlation and timbre share (the
+               timbre check) on real singing
   suite        the quick and full suites (native)
   browser      the same suite's browser part: the regress page driven by Playwright
   environment  commit, adapters, drivers, versions, CPU, date

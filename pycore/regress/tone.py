@@ -5,6 +5,9 @@ each instrument's output follows the input, measured by CREPE on both (pycore.to
                 confidence > 0.5 and loudness > -50 dB); lower is better, tolerance 2 cents
     loudness    correlation of the input's and the output's A-weighted loudness tracks
                 (250 frames per second); higher is better, tolerance 0.005
+    timbre      the share of the output's 1 s windows that the timbre check
+                (pycore.tone.timbre, weights/timbre-check.safetensors) labels as the
+                instrument; higher is better, tolerance 0.15 (one window of ~10 is 0.1)
 
 tone_metrics also returns the tracks, for the report's f0 plot.
 """
@@ -37,7 +40,9 @@ def tone_metrics(dev, cases, seconds=6.0, log=print) -> tuple:
     from ..audio.testdata import vocadito
     from ..tone import load_tone_model
     from ..tone.features import features
+    from ..tone.timbre import load_check, summarize
 
+    check = load_check()
     out, tracks = [], {}
     for instrument, clip, octave in cases:
         log(f"tone: {instrument} on vocadito_{clip}, octave {octave:+d}")
@@ -53,6 +58,9 @@ def tone_metrics(dev, cases, seconds=6.0, log=print) -> tuple:
                           note="median over voiced frames, CREPE on input and output"))
         out.append(metric(f"tone/{name}/loudness_corr", "tone", corr, "", "higher", tol=0.005,
                           note="A-weighted loudness tracks, 250 frames/s"))
+        share = summarize(check.classify(y), instrument)["share"]
+        out.append(metric(f"tone/{name}/timbre_share", "tone", share, "", "higher", tol=0.15,
+                          note="share of 1 s windows the timbre check labels as the instrument"))
         tracks[name] = {"f0_in": (fi * 2 ** octave).tolist(), "f0_out": np.asarray(fo).tolist(),
                         "voiced": voiced.tolist()}
     return out, tracks

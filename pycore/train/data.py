@@ -288,24 +288,25 @@ def read_midi(data: bytes):
 # --------------------------------------------------------------------------- rendering
 
 
-def fluidsynth_available() -> bool:
-    return shutil.which("fluidsynth") is not None and os.path.exists(SOUNDFONT)
+def fluidsynth_available(soundfont: str = SOUNDFONT) -> bool:
+    return shutil.which("fluidsynth") is not None and os.path.exists(soundfont)
 
 
-def render(midi: bytes, gain: float = 0.5, sample_rate: int = SAMPLE_RATE):
-    """Mono float32 audio of a MIDI file rendered by fluidsynth with FluidR3_GM."""
+def render(midi: bytes, gain: float = 0.5, sample_rate: int = SAMPLE_RATE, soundfont: str = SOUNDFONT):
+    """Mono float32 audio of a MIDI file rendered by fluidsynth with a soundfont
+    (default FluidR3_GM, the instrument models' training soundfont)."""
     import numpy as np
     import soundfile as sf
 
-    if not fluidsynth_available():
-        raise RuntimeError(f"needs the fluidsynth program and {SOUNDFONT}: "
+    if not fluidsynth_available(soundfont):
+        raise RuntimeError(f"needs the fluidsynth program and {soundfont}: "
                            "apt-get install -y fluidsynth fluid-soundfont-gm")
     with tempfile.TemporaryDirectory() as tmp:
         mid, wav = os.path.join(tmp, "in.mid"), os.path.join(tmp, "out.wav")
         with open(mid, "wb") as f:
             f.write(midi)
         cmd = ["fluidsynth", "-ni", "-q", "-R", "0", "-C", "0", "-g", str(gain), "-r", str(sample_rate),
-               "-F", wav, SOUNDFONT, mid]
+               "-F", wav, soundfont, mid]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if r.returncode != 0 or not os.path.exists(wav):
             raise RuntimeError(f"fluidsynth failed ({r.returncode}): {r.stderr.strip()[-500:]}")

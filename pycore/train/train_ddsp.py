@@ -32,6 +32,10 @@ with the training record in the metadata ("stemtone_training", JSON), the model'
 in weights/manifest.json and its card weights/cards/ddsp-<instrument>.md are
 (re)written; evaluate.py adds the GPU-path hold-out figures to the card. Native only
 (torch, numpy).
+
+Long runs in slices: `--checkpoint FILE` saves the whole training state every 50 steps;
+the same command resumes from it (same weights as one uninterrupted run), and
+`--stop-after N` ends a slice after N steps, e.g. under `nice -n 19` on a shared machine.
 """
 
 from __future__ import annotations
@@ -50,7 +54,9 @@ import torch
 import torch.nn.functional as F
 
 from ..models.ddsp import Config
+from ..tone.timbre import load_check
 from . import data as D
+from . import timbre
 from .ddsp_torch import DDSP, next_frame, filtered_noise, save, upsample_linear
 
 CONFIG = Config(ch=128, gru=128, n_harmonics=60, n_noise=65, reverb_length=8000)
@@ -198,9 +204,17 @@ def train_step(model, opt, batch, clip=3.0):
     return float(loss.detach())
 
 
-def train(instrument, steps, out, batch=8, seconds=4.0, lr=1e-3, final_lr=1e-4, seed=0, config=CONFIG,
-          eval_every=50, threads=1, log=print):
-    """Train and save; returns the training record (also in the weights' metadata)."""
+def fit(instrument, steps, batch=8, seconds=4.0, lr=1e-3, final_lr=1e-4, seed=0, config=CONFIG, eval_every=50,
+        threads=1, checkpoint=None, checkpoint_every=50, stop_after=None, log=print):
+    """Train a model; returns (model, training record), or (None, None) when stop_after
+    steps of this call ran out before the last step.
+
+    checkpoint: a file (torch.save) written atomically every checkpoint_every steps and
+    at the end: model, optimizer and schedule state, the step, the crop generator's and
+    torch's random states, the curves and the time spent. When it exists, training
+    resumes from it, and the result is the same as one uninterrupted run (same weights:
+    every random state is restored). stop_after: run at most this many steps in this
+    call, then write the checkpoint and return (a long run in bounded slices)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     hop = config.hop
@@ -211,11 +225,36 @@ def train(instrument, steps, out, batch=8, seconds=4.0, lr=1e-3, final_lr=1e-4, 
     opt = torch.optim.Adam(model.parameters(), lr)
     decay = (final_lr / lr) ** (1 / max(1, steps - 1))
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, decay)
-    curve, holdout, recent, t_start, step_times = [], [], [], time.time(), []
-    holdout.append((0, round(loss_on(model, hold), 4)))
-    log(f"{instrument}: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train_set.items)} "
-        f"training melodies, hold-out crops {len(hold[0])}, step 0 hold-out loss {holdout[-1][1]}")
-    for step in range(1, steps + 1):
+    curve, holdout, recent, step_times, spent, first = [], [], [], [], 0.0, 1
+    if checkpoint and Path(checkpoint).exists():
+        ck = torch.load(checkpoint, weights_only=False)
+        if ck["steps"] != steps or ck["instrument"] != instrument:
+            raise ValueError(f"{checkpoint}: a checkpoint of {ck['instrument']} for {ck['steps']} steps; "
+                             f"asked for {instrument} with {steps} steps (delete it to start over)")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        torch.set_rng_state(ck["torch_rng"])
+        train_set.rng.bit_generator.state = ck["crop_rng"]
+        curve, holdout, recent, step_times, spent = ck["curve"], ck["holdout"], ck["recent"], ck["step_times"], ck["spent"]
+        first = ck["step"] + 1
+        log(f"{instrument}: resumed from {checkpoint} at step {ck['step']}")
+    else:
+        holdout.append((0, round(loss_on(model, hold), 4)))
+        log(f"{instrument}: {sum(p.numel() for p in model.parameters()):,} parameters, {len(train_set.items)} "
+            f"training melodies, hold-out crops {len(hold[0])}, step 0 hold-out loss {holdout[-1][1]}")
+    t_start = time.time()
+
+    def save_checkpoint(step):
+        state = {"instrument": instrument, "steps": steps, "step": step, "model": model.state_dict(),
+                 "opt": opt.state_dict(), "sched": sched.state_dict(), "torch_rng": torch.get_rng_state(),
+                 "crop_rng": train_set.rng.bit_generator.state, "curve": curve, "holdout": holdout,
+                 "recent": recent, "step_times": step_times, "spent": spent + time.time() - t_start}
+        tmp = Path(str(checkpoint) + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, checkpoint)
+
+    for step in range(first, steps + 1):
         t0 = time.time()
         recent.append(train_step(model, opt, train_set.batch(batch)))
         sched.step()
@@ -224,20 +263,38 @@ def train(instrument, steps, out, batch=8, seconds=4.0, lr=1e-3, final_lr=1e-4, 
             curve.append((step, round(float(np.mean(recent)), 4)))
             recent = []
             log(f"step {step}: train loss {curve[-1][1]:.3f} ({np.median(step_times[-10:]):.2f} s/step, "
-                f"lr {sched.get_last_lr()[0]:.2e}, {time.time() - t_start:.0f} s)")
+                f"lr {sched.get_last_lr()[0]:.2e}, {spent + time.time() - t_start:.0f} s)")
         if step % eval_every == 0 or step == steps:
             holdout.append((step, round(loss_on(model, hold), 4)))
             log(f"step {step}: hold-out loss {holdout[-1][1]:.3f}")
+        if checkpoint and (step % checkpoint_every == 0 or step == steps):
+            save_checkpoint(step)
+        if stop_after is not None and step - first + 1 >= stop_after and step < steps:
+            if checkpoint:
+                save_checkpoint(step)
+            log(f"{instrument}: stopped after step {step} of {steps}" + (f"; resume from {checkpoint}" if checkpoint else ""))
+            return None, None
     record = {
         "instrument": instrument, "steps": steps, "batch": batch, "crop_seconds": seconds, "lr": lr,
         "final_lr": final_lr, "seed": seed, "clip_norm": 3.0, "fft_sizes": list(FFT_SIZES),
         "threads": threads, "torch": torch.__version__,
         "parameters": sum(p.numel() for p in model.parameters()),
         "median_step_seconds": round(float(np.median(step_times)), 3),
-        "wall_seconds": round(time.time() - t_start, 1),
+        "wall_seconds": round(spent + time.time() - t_start, 1),
         "train_melodies": len(train_set.items), "holdout_crops": len(hold[0]),
         "train_curve": curve, "holdout_curve": holdout,
     }
+    return model, record
+
+
+def train(instrument, steps, out, batch=8, seconds=4.0, lr=1e-3, final_lr=1e-4, seed=0, config=CONFIG,
+          eval_every=50, threads=1, checkpoint=None, stop_after=None, log=print):
+    """Train (fit) and save the weights, the manifest entry and the card; returns the
+    training record (also in the weights' metadata), or None when stopped early."""
+    model, record = fit(instrument, steps, batch, seconds, lr, final_lr, seed, config, eval_every, threads,
+                        checkpoint, stop_after=stop_after, log=log)
+    if model is None:
+        return None
     out = Path(out)
     save_weights(model, out, record)
     update_manifest(instrument, out, record)
@@ -409,7 +466,12 @@ def write_card(instrument, weights, evaluation=None):
             "Trained briefly on CPU on synthesized (sampled) instrument audio: the timbre is the soundfont's, "
             "and inputs far outside the training range of pitch and loudness are extrapolated.", ""]
     CARDS_DIR.mkdir(parents=True, exist_ok=True)
-    card_path(instrument).write_text("\n".join(out))
+    text = "\n".join(out)
+    figures = CARDS_DIR / timbre.FIGURES
+    if figures.exists() and instrument in json.loads(figures.read_text()):   # keep the timbre section
+        text = timbre.set_section(text, timbre.card_section(instrument, json.loads(figures.read_text()),
+                                                            load_check().info))
+    card_path(instrument).write_text(text)
 
 
 def main(argv=None):
@@ -426,10 +488,14 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: on a busy shared CPU, threads waiting for each other cost more "
                    "than they save)")
+    p.add_argument("--checkpoint", help="resume from / save to this file (torch.save) every 50 steps")
+    p.add_argument("--stop-after", type=int, help="run at most this many steps now, then checkpoint and stop")
     a = p.parse_args(argv)
+    if a.stop_after is not None and not a.checkpoint:
+        p.error("--stop-after needs --checkpoint (where the next run resumes from)")
     out = a.out or str(WEIGHTS_DIR / f"ddsp-{a.instrument}.safetensors")
     train(a.instrument, a.steps, out, a.batch, a.seconds, a.lr, a.final_lr, a.seed, eval_every=a.eval_every,
-          threads=a.threads)
+          threads=a.threads, checkpoint=a.checkpoint, stop_after=a.stop_after)
 
 
 if __name__ == "__main__":
