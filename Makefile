@@ -27,7 +27,9 @@ NEED_DEMO := command -v npm >/dev/null || echo "nodejs npm"; \
 	$(PYTHON) -c "import venv, ensurepip" 2>/dev/null || echo python3-venv;
 NEED_TEST := $(NEED_DEMO) \
 	command -v chromium >/dev/null || echo chromium; \
-	dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || echo mesa-vulkan-drivers;
+	dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || echo mesa-vulkan-drivers; \
+	command -v fluidsynth >/dev/null || echo fluidsynth; \
+	dpkg -s fluid-soundfont-gm >/dev/null 2>&1 || echo fluid-soundfont-gm;
 
 apt-demo:
 	@missing=$$($(NEED_DEMO)); $(call apt_install,$$missing)
