@@ -170,7 +170,7 @@ def parity(dev, seconds, hidden, win=300, mono=False, lstm_chunk=None, progress=
         assert est.shape == ref.shape
         result[stem] = sdr(ref, est)
     print("umx parity SDR (dB):", {k: round(float(v), 1) for k, v in result.items()})
-    # reached 115.0-117.5 dB (stereo, 3 s, hidden 128) and 125-129 dB (mono) on lavapipe
+    # reached 125.1-129.2 dB (stereo, 3 s, hidden 128) and 115.0-117.5 dB (mono, 1 s) on lavapipe
     # once the Wiener estimates were scaled like the mix (51-57 dB before); the bar is
     # the lowest reached minus 15 dB for other drivers' summation order
     assert all(v >= PARITY_DB for v in result.values()), result
