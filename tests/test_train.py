@@ -364,9 +364,9 @@ def test_training_resumed_from_checkpoints_equals_one_run(rng, tmp_path, monkeyp
 
 def _card_ratio(instrument):
     import re
-    from pycore.weights import WEIGHTS_DIR
+    from pycore.weights import BUNDLED_DIR
 
-    text = (WEIGHTS_DIR / "cards" / f"ddsp-{instrument}.md").read_text()
+    text = (BUNDLED_DIR / "cards" / f"ddsp-{instrument}.md").read_text()
     return float(re.search(r"Model / sine baseline = ([0-9]+\.[0-9]+)", text).group(1))
 
 
