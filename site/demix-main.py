@@ -57,7 +57,8 @@ from pyodide.ffi import JsException, create_proxy
 from pyscript import document
 from pyscript.ffi import to_js
 
-from page_kit import by_id, connect_worker, fetch_json, floats, hide_error, listen, show_error
+from page_kit import (DecodeError, by_id, connect_worker, decode_audio, fetch_json, floats, hide_error, listen,
+                      show_error)
 
 SAMPLE_RATE = 44100  # the models' rate; decodeAudioData resamples to it
 MANIFEST_URL = "/weights/models.json"  # the manifest with "installed" (pycore/cli/serve.py)
@@ -93,40 +94,6 @@ def is_separation(m):
 def model_title(m):
     # the stems are listed below the selector: "Spleeter 2 stems (vocals / ...)" -> "Spleeter 2 stems"
     return (m.get("title") or m["name"]).split(" (")[0]
-
-
-# ------------------------------------------------------------------ audio decoding
-
-
-class DecodeError(Exception):
-    pass
-
-
-async def decode(file):
-    """A File -> AudioBuffer at 44.1 kHz with 1 or 2 channels (more are downmixed)."""
-    try:
-        data = await file.arrayBuffer()
-    except JsException as e:
-        raise DecodeError(f"the file could not be read ({e})") from None
-    if data.byteLength == 0:
-        raise DecodeError("the file is empty")
-    try:
-        audio = await js.OfflineAudioContext.new(1, 1, SAMPLE_RATE).decodeAudioData(data)
-    except JsException as e:
-        reason = str(e).split(": ", 1)[-1]
-        raise DecodeError(f"this browser cannot decode it as audio ({reason}). It may not be an audio file, "
-                          "be damaged, or use a format this browser does not support") from None
-    if audio.length == 0:
-        raise DecodeError("it contains no audio samples")
-    if audio.numberOfChannels > 2:
-        # Web Audio's standard speaker downmix (e.g. 5.1 -> stereo)
-        ctx = js.OfflineAudioContext.new(2, audio.length, SAMPLE_RATE)
-        src = ctx.createBufferSource()
-        src.buffer = audio
-        src.connect(ctx.destination)
-        src.start()
-        audio = await ctx.startRendering()
-    return audio
 
 
 # ------------------------------------------------------------------ playback
@@ -766,7 +733,7 @@ class Page:
         job.set_status("running", "Running")
         self.set_stage(job, "decode", 0.0, "Decoding the audio…")
         try:
-            audio = await decode(job.file)
+            audio = await decode_audio(job.file, SAMPLE_RATE)
         except DecodeError as e:
             self.job_failed(job, "decode", f"This file cannot be used: {e}.")
             return

@@ -19,44 +19,15 @@ import asyncio
 import time
 
 import js
-from pyodide.ffi import JsException
 from pyscript import document
 from pyscript.ffi import to_js
 
-from page_kit import by_id, connect_worker, hide_error, listen, q, show_error
+from page_kit import DecodeError, by_id, connect_worker, decode_audio, hide_error, listen, q, show_error
 
 SAMPLE_RATE = 22050          # pycore.models.magnet.DEFAULTS["sample_rate"]: every size's rate
 ETA_EPOCHS = 5               # the ETA uses the mean of the last few epochs
 
 
-class DecodeError(Exception):
-    pass
-
-
-async def decode(file):
-    """A File -> mono Float32Array at SAMPLE_RATE (channels mixed as Web Audio's speaker downmix)."""
-    try:
-        data = await file.arrayBuffer()
-    except JsException as e:
-        raise DecodeError(f"the file could not be read ({e})") from None
-    if data.byteLength == 0:
-        raise DecodeError("the file is empty")
-    try:
-        audio = await js.OfflineAudioContext.new(1, 1, SAMPLE_RATE).decodeAudioData(data)
-    except JsException as e:
-        reason = str(e).split(": ", 1)[-1]
-        raise DecodeError(f"this browser cannot decode it as audio ({reason}); it may not be an audio file, "
-                          "be damaged, or use a format this browser does not support") from None
-    if audio.length == 0:
-        raise DecodeError("it contains no audio samples")
-    if audio.numberOfChannels > 1:
-        ctx = js.OfflineAudioContext.new(1, audio.length, SAMPLE_RATE)
-        src = ctx.createBufferSource()
-        src.buffer = audio
-        src.connect(ctx.destination)
-        src.start()
-        audio = await ctx.startRendering()
-    return audio.getChannelData(0)
 
 
 def epochs_text(n):
@@ -254,7 +225,7 @@ class Page:
         name = str(file.name)
         self.set_status("busy", f"Decoding {name}…")
         try:
-            samples = await decode(file)
+            samples = (await decode_audio(file, SAMPLE_RATE, max_channels=1)).getChannelData(0)
         except DecodeError as e:
             show_error("decode", f"{name} cannot be used", f"{str(e)[:1].upper()}{str(e)[1:]}.")
             self.set_status("pass", "Ready · drop a clip")

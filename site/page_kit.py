@@ -16,7 +16,7 @@ import asyncio
 import json
 
 import js
-from pyodide.ffi import create_proxy
+from pyodide.ffi import JsException, create_proxy
 from pyscript import document
 from pyscript.ffi import to_js  # Python dicts become plain JS objects
 
@@ -87,3 +87,37 @@ def show_error(kind, title, message, detail=""):
 def hide_error():
     by_id("error").hidden = True
     document.body.removeAttribute("data-error")
+
+
+# ------------------------------------------------------------------ audio files
+
+
+class DecodeError(Exception):
+    """A file the browser cannot turn into audio (the message says why, for the user)."""
+
+
+async def decode_audio(file, sample_rate: int, max_channels: int = 2):
+    """A File -> AudioBuffer at sample_rate with at most max_channels channels (more are
+    mixed down with Web Audio's standard speaker downmix, e.g. 5.1 -> stereo, or to mono)."""
+    try:
+        data = await file.arrayBuffer()
+    except JsException as e:
+        raise DecodeError(f"the file could not be read ({e})") from None
+    if data.byteLength == 0:
+        raise DecodeError("the file is empty")
+    try:
+        audio = await js.OfflineAudioContext.new(1, 1, sample_rate).decodeAudioData(data)
+    except JsException as e:
+        reason = str(e).split(": ", 1)[-1]
+        raise DecodeError(f"this browser cannot decode it as audio ({reason}). It may not be an audio file, "
+                          "be damaged, or use a format this browser does not support") from None
+    if audio.length == 0:
+        raise DecodeError("it contains no audio samples")
+    if audio.numberOfChannels > max_channels:
+        ctx = js.OfflineAudioContext.new(max_channels, audio.length, sample_rate)
+        src = ctx.createBufferSource()
+        src.buffer = audio
+        src.connect(ctx.destination)
+        src.start()
+        audio = await ctx.startRendering()
+    return audio
