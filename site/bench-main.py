@@ -43,7 +43,7 @@ async def on_message(event):
         rows = json.loads(str(data.rows))
         by_id("results").textContent = json.dumps({"rows": rows, "counts": json.loads(str(data.counts))})
         show(rows)
-        status("Done", "ok", "Done")
+        status("Done", "pass", "Done")
         document.body.dataset.status = "done"
     elif kind == "error":
         show_error(str(data.kind), str(data.title), str(data.message), str(getattr(data, "detail", "")))
