@@ -45,6 +45,14 @@ def test_compare_lists_worst_first_and_missing_metrics():
     assert {r["name"] for r in M.regressions(rows)} == {"a", "b", "gone"}
 
 
+def test_advisory_families_are_listed_but_do_not_fail():
+    base = [M.metric("k", "kernels", 1.0, "", "lower"), M.metric("s", "speed", 1.0, "x", "higher", rel=0.5)]
+    now = [M.metric("k", "kernels", 2.0, "", "lower"), M.metric("s", "speed", 0.2, "x", "higher", rel=0.5)]
+    rows = M.compare(base, now)
+    assert {r["name"] for r in rows if r["status"] == "regressed"} == {"k", "s"}
+    assert {r["name"] for r in M.regressions(rows, advisory=("speed",))} == {"k"}
+
+
 def test_metric_refuses_an_unknown_direction():
     with pytest.raises(ValueError, match="better must be 'higher' or 'lower'"):
         M.metric("x", "f", 1.0, "dB", "up")

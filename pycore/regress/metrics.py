@@ -76,6 +76,7 @@ def _row(m, o, status, excess, new=True) -> dict:
             "allowed": None if o is None or not new else allowed(o, m), "note": m["note"]}
 
 
-def regressions(rows) -> list:
-    """The rows that fail a run: regressed metrics and metrics the baseline has but this run lacks."""
-    return [r for r in rows if r["status"] in ("regressed", "missing")]
+def regressions(rows, advisory=()) -> list:
+    """The rows that fail a run: regressed metrics and metrics the baseline has but this run
+    lacks, except those of the `advisory` families (listed in the summary, not gating)."""
+    return [r for r in rows if r["status"] in ("regressed", "missing") and r["family"] not in advisory]
