@@ -63,11 +63,19 @@ def test_images_rejected_when_upsampling(out_rate):
     assert 10 * np.log10(np.sum(residual ** 2) / np.sum(y ** 2)) < -85
 
 
+# The streaming interface's properties, for soxr and for the polyphase resampler it
+# replaced (pycore.reference.polyphase, the benchmark's baseline): one test, both modules.
+IMPLEMENTATIONS = {"soxr": (Resampler, output_length, resample),
+                   "polyphase": (polyphase.Resampler, polyphase.output_length, polyphase.resample)}
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize("in_rate,out_rate", PAIRS)
-def test_streaming_equals_one_shot_exactly(rng, in_rate, out_rate):
+def test_streaming_equals_one_shot_exactly(rng, impl, in_rate, out_rate):
+    Resampler_, _, resample_ = IMPLEMENTATIONS[impl]
     x = rng.standard_normal((2, 70001)).astype(np.float32)
-    one = resample(x, in_rate, out_rate)
-    r = Resampler(in_rate, out_rate, channels=2)
+    one = resample_(x, in_rate, out_rate)
+    r = Resampler_(in_rate, out_rate, channels=2)
     parts, i = [], 0
     sizes = iter([0, 1, 2, 5000, 0, 31, 12000] + list(rng.integers(0, 9000, 100)))
     while i < x.shape[1]:
@@ -79,12 +87,14 @@ def test_streaming_equals_one_shot_exactly(rng, in_rate, out_rate):
     np.testing.assert_array_equal(np.concatenate(parts, axis=1), one)
 
 
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize("in_rate,out_rate", PAIRS)
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 80, 147, 160, 441, 1001, 44101])
-def test_output_length(in_rate, out_rate, n):
+def test_output_length(impl, in_rate, out_rate, n):
+    _, output_length_, resample_ = IMPLEMENTATIONS[impl]
     want = math.floor(n * out_rate / in_rate + 0.5)
-    assert output_length(n, in_rate, out_rate) == want
-    assert resample(np.ones(n, np.float32), in_rate, out_rate).shape == (want,)
+    assert output_length_(n, in_rate, out_rate) == want
+    assert resample_(np.ones(n, np.float32), in_rate, out_rate).shape == (want,)
 
 
 @pytest.mark.parametrize("in_rate,out_rate", [(48000, 44100), (8000, 44100), (96000, 44100)])
