@@ -9,6 +9,7 @@ import pytest
 
 from pycore.reference.polyphase import HALF_WIDTH, ROLLOFF, Resampler, kernel, output_length, resample
 
+
 def tone(freq, rate, seconds=1.0, phase=0.3):
     t = np.arange(round(seconds * rate)) / rate
     return np.sin(2 * np.pi * freq * t + phase)
