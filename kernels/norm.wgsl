@@ -13,6 +13,9 @@
 //   batch_norm  x [N, C, *S] viewed as [N, C, S], one invocation per element:
 //               y = (x - rm[c]) / sqrt(rv[c] + eps) * w[c] + b[c], c = (i / spatial) % channels.
 // w / b are skipped when has_w / has_b is 0 (the host then binds a dummy tensor).
+// ACT (norm_rows only; an override constant): 0 none, 1 relu, 2 leaky_relu with slope
+// p.slope, applied after the affine map (DDSP's Linear -> LayerNorm -> LeakyReLU in one
+// dispatch).
 //
 // Layout: contiguous row-major; x and out f32; w, b, rm, rv f32 or f16 (alias W).
 // 1-D grids (folded by the runtime, hence wg_linear + bounds checks).
@@ -31,7 +34,10 @@ struct Params {
     eps: f32,
     has_w: u32,
     has_b: u32,
+    slope: f32,      // leaky_relu's negative slope (ACT = 2)
 }
+
+override ACT: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -49,6 +55,14 @@ fn affine(y: f32, ch: u32) -> f32 {
     if (p.has_w == 1u) { r *= f32(w[ch]); }
     if (p.has_b == 1u) { r += f32(b[ch]); }
     return r;
+}
+
+fn activate(v: f32) -> f32 {
+    switch ACT {
+        case 1u: { return max(v, 0.0); }
+        case 2u: { return select(v * p.slope, v, v >= 0.0); }
+        default: { return v; }
+    }
 }
 
 var<workgroup> partial: array<f32, WG>;
@@ -91,7 +105,7 @@ fn norm_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 
     let first_ch = (row % p.groups) * (p.len / p.spatial);
     for (var j = t; j < p.len; j += WG) {
-        out[base + j] = affine((x[base + j] - mean) * rstd, first_ch + j / p.spatial);
+        out[base + j] = activate(affine((x[base + j] - mean) * rstd, first_ch + j / p.spatial));
     }
 }
 

@@ -85,6 +85,20 @@ def test_layer_norm_int_shape_and_bias_only(dev, rng):
     check_rows(got, x, 0.1, 1.0, b.astype(np.float64)[None])
 
 
+@pytest.mark.parametrize("act,alpha", [("relu", 0.01), ("leaky_relu", 0.2)])
+def test_layer_norm_fused_activation(dev, rng, act, alpha):
+    """act applies after the affine map: exactly act(layer_norm(x)) of the unfused op
+    (both compute the same float32 value first; the activation is exact)."""
+    x = (0.5 + rng.standard_normal((5, 37))).astype(np.float32)
+    w = rng.uniform(0.5, 1.5, 37).astype(np.float32)
+    b = rng.standard_normal(37).astype(np.float32)
+    plain = N.layer_norm(dev.tensor(x), 37, dev.tensor(w), dev.tensor(b)).numpy()
+    got = N.layer_norm(dev.tensor(x), 37, dev.tensor(w), dev.tensor(b), act=act, alpha=alpha).numpy()
+    want = np.where(plain >= 0, plain, 0.0 if act == "relu" else alpha * plain).astype(np.float32)
+    assert (plain < 0).sum() > 20          # the activation is exercised
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("shape,groups", [
     ((2, 6, 5), 3), ((2, 6, 5), 1), ((2, 6, 5), 6), ((3, 4, 7, 9), 2), ((1, 8, 1000), 4), ((2, 4), 2),
 ])
@@ -164,6 +178,8 @@ def test_f16_parameters(dev, rng, f16_device):
 def test_errors(dev):
     x = dev.tensor(np.zeros((2, 6, 5), np.float32))
     w5, w6 = dev.tensor(np.ones(5, np.float32)), dev.tensor(np.ones(6, np.float32))
+    with pytest.raises(ValueError, match="layer_norm: act must be None, 'relu' or 'leaky_relu', got 'gelu'"):
+        N.layer_norm(x, 5, act="gelu")
     with pytest.raises(ValueError, match=r"layer_norm: normalized_shape \(6,\) must match.*\(2, 6, 5\)"):
         N.layer_norm(x, 6)
     with pytest.raises(ValueError, match=r"layer_norm: weight and bias must have shape \(5,\)"):

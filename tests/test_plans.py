@@ -233,3 +233,56 @@ def test_eager_work_inside_a_recording_runs_now(dev):
     np.testing.assert_array_equal(y.numpy(), 3 * np.arange(4, dtype=np.float32))
     plan.release()
     np.testing.assert_array_equal(cached.numpy(), 2 * np.arange(4, dtype=np.float32))
+
+
+def test_ping_pong_plans_store_their_state_without_copies(dev):
+    """Two plans carry a running state between them with Plan.store: plan p reads side
+    p and writes side 1 - p; the stored result lands in the other side's tensor, with
+    no copy dispatch. An intermediate released before the stored tensor is made reuses
+    its buffer (the plan's free list): it must keep its own buffer, not the target's."""
+    n = 4096
+    sides = [dev.tensor(np.zeros(n, np.float32)), dev.tensor(np.zeros(n, np.float32))]
+    x = dev.empty((n,))
+    plans = []
+    for p in (0, 1):
+        plan = dev.plan()
+        with plan:
+            t = E.concat([sides[p], x])         # an intermediate twice the state's size ...
+            lo, hi = E.pad(t, (0, -n)), E.pad(t, (-n, 0))
+            t_buffer = t.buffer
+            t.release()
+            new = E.add(lo, hi)                 # ... whose buffer this reuses: state' = state + x
+            assert new.buffer is t_buffer
+            plan.store(new, sides[1 - p])
+        assert plan.dispatches == 5             # concat 2, crops 2, add; no copy
+        plans.append(plan)
+    rng = np.random.default_rng(5)
+    want = np.zeros(n, np.float64)
+    for step in range(6):
+        xs = rng.standard_normal(n).astype(np.float32)
+        dev.write(x, xs.tobytes())
+        plans[step % 2].replay()
+        want = want + xs
+        got = sides[1 - step % 2].numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    for plan in plans:
+        plan.release()
+
+
+def test_plan_store_rules(dev):
+    a = dev.tensor(np.ones(8, np.float32))
+    b = dev.tensor(np.ones(8, np.float32))
+    with pytest.raises(RuntimeError, match="only while the plan records"):
+        dev.plan().store(a, b)
+    plan = dev.plan()
+    with pytest.raises(ValueError, match="binds .* itself"):
+        with plan:
+            plan.store(E.add(a, b), b)          # b is read by the plan
+    plan = dev.plan()
+    with pytest.raises(ValueError, match="made by this plan"):
+        with plan:
+            plan.store(a, b)
+    plan = dev.plan()
+    with pytest.raises(ValueError, match="one dtype and size"):
+        with plan:
+            plan.store(E.add(a, a), dev.tensor(np.ones(9, np.float32)))

@@ -314,8 +314,10 @@ def test_a_block_is_one_replayed_plan_with_one_readback(models):
     dev = m.dev
     s = ToneStream(m)
     x = sine(330.0, 0.1)
-    run(s.push(np.zeros(LOOKAHEAD, np.float32)))          # warm-up: records the 2-frame plan
-    run(s.push(x[:128]))
+    run(s.push(np.zeros(LOOKAHEAD, np.float32)))          # warm-up: records the 2-frame plans,
+    run(s.push(x[:128]))                                   # one per side of the carried state
+    run(s.push(x[128:256]))
+    assert {(2, 0), (2, 1)} <= set(s.plans)
     counts0 = dict(dev.counts)
     blocks = 1000
     for k in range(blocks):

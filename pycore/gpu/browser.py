@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import array
 import os
+import time
 
 from .native import WANTED_LIMITS
 from .runtime import Device, GPUError, GPUOutOfMemoryError, NoGPUError, Plan
@@ -123,22 +124,23 @@ class BrowserDevice(Device):
         for s in ERROR_SCOPES:
             self.device.pushErrorScope(s)
 
-    async def _pop_scopes(self):
-        """Collect errors raised since the last pop into self._errors, then re-open scopes.
-
-        All pops and the new pushes happen before the first await, so concurrent
-        readbacks never interleave on the scope stack.
-        """
+    def _pop_promises(self) -> list:
+        """Pop the error scopes and open them again (no await in between, so concurrent
+        readbacks never interleave on the scope stack): the promises of their errors."""
         pending = [self.device.popErrorScope() for _ in ERROR_SCOPES]
         self._push_scopes()
-        found = []
-        for promise in pending:
-            err = await promise
-            if not _missing(err):
-                found.append(_as_gpu_error(err))
+        return pending
+
+    def _collect(self, errors):
+        """Errors resolved from popped scopes (JS null where none) into self._errors."""
+        found = [_as_gpu_error(err) for err in errors if not _missing(err)]
         # pops go innermost first (validation, out-of-memory, internal): report OOM first
         found.sort(key=lambda e: not isinstance(e, GPUOutOfMemoryError))
         self._errors.extend(found)
+
+    async def _pop_scopes(self):
+        """Collect errors raised since the last pop into self._errors, then re-open scopes."""
+        self._collect([await promise for promise in self._pop_promises()])
 
     def _raise_errors(self):
         if self._errors:
@@ -172,19 +174,20 @@ class BrowserDevice(Device):
             view.release()
             proxy.destroy()
 
-    async def _read_buffer(self, buf, nbytes):
+    async def _read_buffer(self, buf, nbytes, batch):
         self._check_alive()
         size = (nbytes + 3) // 4 * 4
         staging = self._take_staging(size)
-        enc = self.device.createCommandEncoder(_js({"label": "readback"}))
-        enc.copyBufferToBuffer(buf, 0, staging, 0, size)
-        self.queue.submit(_js([enc.finish()]))
-        map_error = None
-        try:
-            await staging.mapAsync(js.GPUMapMode.READ, 0, size)
-        except JsException as e:
-            map_error = e
-        await self._pop_scopes()
+        self._submit(batch, copy=(buf, staging, size))
+        # one await for the map and the error scopes (each await costs a trip through
+        # the event loop, more than the calls themselves)
+        promises = [staging.mapAsync(js.GPUMapMode.READ, 0, size)] + self._pop_promises()
+        t0 = time.perf_counter()
+        settled = await js.Promise.allSettled(to_js(promises))
+        self.wait_s += time.perf_counter() - t0
+        mapped, *scopes = [settled[i] for i in range(len(promises))]
+        self._collect([r.value for r in scopes])
+        map_error = None if str(mapped.status) == "fulfilled" else mapped.reason
         try:
             self._raise_errors()  # the recorded work's own error explains a failed map best
             if map_error is not None:
@@ -257,21 +260,28 @@ class BrowserDevice(Device):
         """A plan as the JS arrays `encode.js` takes: built once, replayed in one call."""
         return _js_steps(steps)
 
-    def _submit(self, batch):
+    def _submit(self, batch, copy=None):
+        """One command buffer: the batch's compute pass (encode.js records each plan or
+        run of fresh dispatches in one call), then the optional readback copy
+        (source, destination, bytes)."""
         enc = self.device.createCommandEncoder()
-        cpass = enc.beginComputePass()
-        fresh = []
-        for item in batch:
-            if item.__class__ is Plan:
-                if fresh:
-                    _ENCODE(cpass, *_js_steps(fresh))
-                    fresh = []
-                _ENCODE(cpass, *item.encoded)
-            else:
-                fresh.append(item)
-        if fresh:
-            _ENCODE(cpass, *_js_steps(fresh))
-        cpass.end()
+        if batch:
+            cpass = enc.beginComputePass()
+            fresh = []
+            for item in batch:
+                if item.__class__ is Plan:
+                    if fresh:
+                        _ENCODE(cpass, *_js_steps(fresh))
+                        fresh = []
+                    _ENCODE(cpass, *item.encoded)
+                else:
+                    fresh.append(item)
+            if fresh:
+                _ENCODE(cpass, *_js_steps(fresh))
+            cpass.end()
+        if copy is not None:
+            src, dst, size = copy
+            enc.copyBufferToBuffer(src, 0, dst, 0, size)
         self.queue.submit(_js([enc.finish()]))
 
     async def sync_errors(self):

@@ -11,13 +11,16 @@ import time
 
 from .runtime import Device, DeviceLostError, GPUError, GPUOutOfMemoryError, NoGPUError, Plan, to_host
 
-try:  # wgpu-py 0.32's own cffi bindings: the three encoding calls of a dispatch, without
-    # its per-call wrapper (argument conversion and error capture cost more than the call;
-    # encoding errors surface at finish()/submit(), which stay wrapped)
+try:  # wgpu-py 0.32's own cffi bindings. A submit is a dozen C calls; wgpu-py's objects
+    # (argument structs, Python wrappers, finalizers) cost more than the calls themselves,
+    # so the submit path calls wgpu-native directly: `_lib` plain, `_libf` with wgpu-py's
+    # error capture (validation errors raise), used where errors surface: finish, submit
+    # and writes. Encoding errors are kept by the encoder and raised at finish.
+    from wgpu.backends.wgpu_native._api import libf as _libf
     from wgpu.backends.wgpu_native._ffi import ffi as _ffi
     from wgpu.backends.wgpu_native._ffi import lib as _lib
 except ImportError:  # pragma: no cover - another wgpu-py: the public API below
-    _ffi = _lib = None
+    _ffi = _lib = _libf = None
 
 # Limits we ask for up to what the adapter offers (WebGPU defaults are lower).
 WANTED_LIMITS = (
@@ -96,14 +99,18 @@ class NativeDevice(Device):
         buf.destroy()
 
     def _write_buffer(self, buf, raw):
-        self.queue.write_buffer(buf, 0, raw)
+        if _lib is None:
+            self.queue.write_buffer(buf, 0, raw)
+            return
+        _libf.wgpuQueueWriteBuffer(self.queue._internal, buf._internal, 0, _ffi.from_buffer(raw), len(raw))
 
-    async def _read_buffer(self, buf, nbytes):
-        return self._read_now(buf, nbytes)
+    async def _read_buffer(self, buf, nbytes, batch):
+        return self._read_now(buf, nbytes, batch)
 
-    def _read_now(self, buf, nbytes):
-        """Copy into one reused MAP_READ staging buffer, map it, copy out (wgpu-py's
-        queue.read_buffer makes and destroys a staging buffer per read)."""
+    def _read_now(self, buf, nbytes, batch=()):
+        """Submit `batch` and a copy of `buf` into one reused MAP_READ staging buffer in a
+        single command buffer, map it and copy out (wgpu-py's queue.read_buffer makes and
+        destroys a staging buffer per read and submits twice)."""
         size = (nbytes + 3) // 4 * 4
         try:
             st = self._staging
@@ -112,26 +119,48 @@ class NativeDevice(Device):
                     st.destroy()
                 st = self._staging = self.device.create_buffer(
                     size=max(size, 1 << 16), usage=self.U.MAP_READ | self.U.COPY_DST)
-            enc = self.device.create_command_encoder()
-            enc.copy_buffer_to_buffer(buf, 0, st, 0, size)
-            self.queue.submit([enc.finish()])
-            st.map_sync("READ_NOSYNC", 0, size)
-            try:
-                data = st.read_mapped(0, size)
-            finally:
-                st.unmap()
+            self._submit(batch, copy=(buf, st, size))
+            return self._map_read(st, size)[:nbytes]
+        except GPUError:
+            raise
         except Exception as e:
             raise _classify(e, "readback") from None
-        return bytes(data)[:nbytes]
+
+    def _map_read(self, st, size) -> bytes:
+        """The first `size` bytes of the staging buffer, mapped on this thread: one map
+        request, a blocking device poll, one copy (wgpu-py's map_sync wakes its poll
+        thread and makes a C callback per call, which costs more than the copy)."""
+        if _lib is None:
+            t0 = time.perf_counter()
+            st.map_sync("READ_NOSYNC", 0, size)
+            self.wait_s += time.perf_counter() - t0
+            try:
+                return bytes(st.read_mapped(0, size))
+            finally:
+                st.unmap()
+        _MAP_STATUS.clear()
+        info = _ffi.new("WGPUBufferMapCallbackInfo *")
+        info.mode = _lib.WGPUCallbackMode_AllowProcessEvents
+        info.callback = _on_mapped
+        _lib.wgpuBufferMapAsync(st._internal, _lib.WGPUMapMode_Read, 0, size, info[0])
+        t0 = time.perf_counter()
+        while not _MAP_STATUS:                 # the work before the copy runs to completion first
+            _lib.wgpuDevicePoll(self.device._internal, True, _ffi.NULL)
+        self.wait_s += time.perf_counter() - t0
+        status, message = _MAP_STATUS[0]
+        if status != _lib.WGPUMapAsyncStatus_Success:
+            raise _classify(RuntimeError(f"could not map the readback buffer ({status}: {message})"), "readback")
+        try:
+            return _ffi.buffer(_lib.wgpuBufferGetConstMappedRange(st._internal, 0, size), size)[:]
+        finally:
+            _lib.wgpuBufferUnmap(st._internal)
 
     def read_sync(self, t):
         if self._recording is not None:
             raise RuntimeError("read: a plan is recording; read its outputs after plan.replay()")
-        self.flush()
         self.counts["readbacks"] += 1
-        t0 = time.perf_counter()
-        raw = self._read_now(t.buffer, t.nbytes)
-        self.wait_s += time.perf_counter() - t0
+        raw = self._read_now(t.buffer, t.nbytes, self._take_batch())
+        self._bury()
         return to_host(raw, t.shape, t.dtype)
 
     def _layout(self, bindings, has_uniform):
@@ -170,34 +199,69 @@ class NativeDevice(Device):
             raise _classify(e, kernel.label) from None
 
     def _encode_plan(self, steps):
-        return steps, _raw_rows(steps)
+        return _raw_rows(steps)
 
-    def _submit(self, batch):
-        """One compute pass: fresh dispatches and replayed plans, in order. The dynamic
-        offset selects each dispatch's parameters in its uniform buffer."""
-        enc = self.device.create_command_encoder()
-        cpass = enc.begin_compute_pass()
-        label = "?"
+    def _submit(self, batch, copy=None):
+        """One command buffer: a compute pass with the fresh dispatches and replayed plans
+        in order (the dynamic offset selects each dispatch's parameters in its uniform
+        buffer), then the optional copy (source, destination, bytes) of a readback."""
         try:
-            fresh = []
-            for item in batch:
-                if item.__class__ is Plan:
-                    if fresh:
-                        _encode(cpass, fresh, _raw_rows(fresh))
+            if _lib is None:
+                cmd = self._record_objects(batch, copy)
+                t0 = time.perf_counter()
+                self.queue.submit([cmd])
+                self.wait_s += time.perf_counter() - t0
+                return
+            enc = _lib.wgpuDeviceCreateCommandEncoder(self.device._internal, _ffi.NULL)
+            try:
+                if batch:
+                    cpass = _lib.wgpuCommandEncoderBeginComputePass(enc, _ffi.NULL)
+                    try:
                         fresh = []
-                    _encode(cpass, *item.encoded)
-                else:
-                    fresh.append(item)
-            if fresh:
-                _encode(cpass, fresh, _raw_rows(fresh))
-            cpass.end()
-            label = "submit of " + ", ".join(sorted({k.label for k in _kernels_of(batch)}))
-            cmd = enc.finish()
-            t0 = time.perf_counter()
-            self.queue.submit([cmd])  # a CPU driver (lavapipe) runs the work here
-            self.wait_s += time.perf_counter() - t0
+                        for item in batch:
+                            if item.__class__ is Plan:
+                                if fresh:
+                                    _encode(cpass, _raw_rows(fresh))
+                                    fresh = []
+                                _encode(cpass, item.encoded)
+                            else:
+                                fresh.append(item)
+                        if fresh:
+                            _encode(cpass, _raw_rows(fresh))
+                        _lib.wgpuComputePassEncoderEnd(cpass)
+                    finally:
+                        _lib.wgpuComputePassEncoderRelease(cpass)
+                if copy is not None:
+                    src, dst, size = copy
+                    _lib.wgpuCommandEncoderCopyBufferToBuffer(enc, src._internal, 0, dst._internal, 0, size)
+                cmd = _libf.wgpuCommandEncoderFinish(enc, _ffi.NULL)     # encoding errors raise here
+            finally:
+                _lib.wgpuCommandEncoderRelease(enc)
+            try:
+                t0 = time.perf_counter()
+                _libf.wgpuQueueSubmit(self.queue._internal, 1, _ffi.new("WGPUCommandBuffer[1]", [cmd]))
+                self.wait_s += time.perf_counter() - t0                 # a CPU driver (lavapipe) may run work here
+            finally:
+                _lib.wgpuCommandBufferRelease(cmd)
         except Exception as e:
+            label = "submit of " + ", ".join(sorted({k.label for k in _kernels_of(batch)})) if batch else "readback"
             raise _classify(e, label) from None
+
+    def _record_objects(self, batch, copy):
+        """_submit through wgpu-py's objects (a wgpu-py without cffi access)."""
+        enc = self.device.create_command_encoder()
+        if batch:
+            cpass = enc.begin_compute_pass()
+            for item in batch:
+                for kernel, bind_group, offset, groups in (item.steps if item.__class__ is Plan else [item]):
+                    cpass.set_pipeline(kernel.pipeline)
+                    cpass.set_bind_group(0, bind_group, (offset,) if kernel.params else ())
+                    cpass.dispatch_workgroups(*groups)
+            cpass.end()
+        if copy is not None:
+            src, dst, size = copy
+            enc.copy_buffer_to_buffer(src, 0, dst, 0, size)
+        return enc.finish()
 
 
 def _raw_rows(steps):
@@ -209,33 +273,37 @@ def _raw_rows(steps):
     return rows, _ffi.new("uint32_t[]", [s[2] for s in steps] or [0])
 
 
-def _encode(cpass, steps, raw):
-    """Record dispatches into a compute pass (the objects in `steps` stay alive with it)."""
-    if raw is None:
-        for kernel, bind_group, offset, groups in steps:
-            cpass.set_pipeline(kernel.pipeline)
-            cpass.set_bind_group(0, bind_group, (offset,) if kernel.params else ())
-            cpass.dispatch_workgroups(*groups)
-        return
+def _encode(cpass, raw):
+    """Record dispatches into a raw compute pass handle (the objects behind the handles
+    stay alive with the batch or plan that holds them)."""
     rows, offsets = raw
-    p, last = cpass._internal, None
+    last = None
     set_pipeline = _lib.wgpuComputePassEncoderSetPipeline
     set_bind_group = _lib.wgpuComputePassEncoderSetBindGroup
     dispatch = _lib.wgpuComputePassEncoderDispatchWorkgroups
     for i, (pipeline, bind_group, n, gx, gy, gz) in enumerate(rows):
         if pipeline != last:
-            set_pipeline(p, pipeline)
+            set_pipeline(cpass, pipeline)
             last = pipeline
-        set_bind_group(p, 0, bind_group, n, offsets + i)
-        dispatch(p, gx, gy, gz)
+        set_bind_group(cpass, 0, bind_group, n, offsets + i)
+        dispatch(cpass, gx, gy, gz)
 
 
 def _kernels_of(batch):
     for item in batch:
         if item.__class__ is Plan:
-            yield from (s[0] for s in item.encoded[0])
+            yield from (s[0] for s in item.steps)
         else:
             yield item[0]
+
+
+_MAP_STATUS = []   # (status, message) of the last map request, set by _on_mapped
+
+if _lib is not None:
+    @_ffi.callback("void(WGPUMapAsyncStatus, WGPUStringView, void *, void *)")
+    def _on_mapped(status, message, _user1, _user2):
+        text = _ffi.string(message.data, message.length).decode("utf-8", "replace") if message.data else ""
+        _MAP_STATUS.append((status, text))
 
 
 _DEFAULT = None

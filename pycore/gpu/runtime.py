@@ -41,7 +41,6 @@ import contextlib
 import os
 import re
 import struct
-import time
 import weakref
 
 # --------------------------------------------------------------------------- errors
@@ -238,6 +237,7 @@ class Tensor:
         if self._owner and self.buffer is not None:
             self.dev._release(self.buffer, self.capacity, self.nbytes, self._plan)
         self.buffer = None
+        self.dev.releases += 1
 
     def __del__(self):
         # Collected tensors give their buffer back at the next allocation or flush (not
@@ -329,6 +329,8 @@ class Plan:
         self.encoded = None      # the backend's replay form
         self.params = None       # its uniform buffer
         self.dispatches = 0
+        self.checked = -1        # dev.releases when replay() last found every input alive
+        self.stores = []         # (new, old) pairs of store()
 
     def take_free(self, size):
         """(size, buffer) of the smallest buffer released while recording that holds
@@ -347,6 +349,21 @@ class Plan:
     def __exit__(self, kind, value, tb):
         self.dev._end_recording(self, failed=kind is not None)
         return False
+
+    def store(self, new: "Tensor", old: "Tensor"):
+        """While recording: the steps that compute `new` (a tensor this plan made) write
+        into `old` (a tensor made before recording, of the same dtype and size) instead,
+        so that a replay leaves its result where the next replay, or another plan, reads
+        it, without a copy. `old` must not be bound by this plan otherwise (checked when
+        the recording ends), so no step reads it while another writes it; `new` must
+        stay alive until then."""
+        if not self.recording:
+            raise RuntimeError("plan.store: only while the plan records")
+        if new.dtype != old.dtype or new.nbytes != old.nbytes or new.buffer is None or old.buffer is None:
+            raise ValueError(f"plan.store: {new} into {old}: both alive, of one dtype and size")
+        if getattr(new, "_base", new)._plan is not self or old._plan is not None:
+            raise ValueError("plan.store: `new` must be made by this plan, `old` before recording")
+        self.stores.append((new, old))
 
     def replay(self):
         self.dev._replay(self)
@@ -384,7 +401,8 @@ class Device:
         self.mem_peak = 0
         self.mem_reserved = 0       # bytes of GPU buffers held: live, pooled and planned
         self.mem_reserved_peak = 0
-        self.wait_s = 0.0           # seconds spent waiting for readbacks (the GPU's time, not the host's)
+        self.releases = 0           # tensor.release() calls so far (plans recheck their inputs)
+        self.wait_s = 0.0           # seconds spent waiting for the GPU (submits a CPU driver runs, readback maps)
         self.counts = dict.fromkeys(("dispatches", "replayed", "uploads", "readbacks", "submits",
                                      "buffers_created", "buffers_destroyed", "bind_groups_created"), 0)
         # filled by backends
@@ -463,6 +481,7 @@ class Device:
                 plan.made.add(id(buf))
         if plan is not None:
             t._plan = plan
+            t._born = len(plan.steps)     # the first step that may write it (Plan.store)
             plan.created.append(weakref.ref(t))
         t.capacity = size
         self.mem_in_use += (nbytes + 3) // 4 * 4
@@ -551,11 +570,10 @@ class Device:
         """Read a tensor back: numpy array natively (if numpy imports), else array('f')."""
         if self._recording is not None:
             raise RuntimeError("read: a plan is recording; read its outputs after plan.replay()")
-        self.flush()
+        batch = self._take_batch()   # the pending work rides in the readback's submit
         self.counts["readbacks"] += 1
-        t0 = time.perf_counter()
-        raw = await self._read_buffer(t.buffer, t.nbytes)
-        self.wait_s += time.perf_counter() - t0
+        raw = await self._read_buffer(t.buffer, t.nbytes, batch)   # adds its waits to wait_s
+        self._bury()
         self._check_alive()
         return to_host(raw, t.shape, t.dtype)
 
@@ -677,17 +695,24 @@ class Device:
         return grid
 
     def flush(self) -> None:
-        """Submit everything recorded so far (the arena's parameters written first), then
-        return collected tensors to the pool."""
-        if self._pending:
-            batch, self._pending = self._pending, []
-            self._check_alive()
-            if self._fresh:
-                self._write_buffer(self._arena, bytes(self._arena_host[:self._fresh * self.PARAM_SLOT]))
-                self._fresh = 0
-            self.counts["submits"] += 1
+        """Submit everything recorded so far, then return collected tensors to the pool."""
+        batch = self._take_batch()
+        if batch:
             self._submit(batch)
         self._bury()
+
+    def _take_batch(self) -> list:
+        """The pending work, ready for one submit (the arena's parameters written first);
+        [] if there is none."""
+        if not self._pending:
+            return []
+        batch, self._pending = self._pending, []
+        self._check_alive()
+        if self._fresh:
+            self._write_buffer(self._arena, bytes(self._arena_host[:self._fresh * self.PARAM_SLOT]))
+            self._fresh = 0
+        self.counts["submits"] += 1
+        return batch
 
     def sync(self):
         self.flush()
@@ -722,6 +747,7 @@ class Device:
             self._release_plan(plan)
             return
         plan.inputs = list(plan.inputs.values())
+        self._apply_stores(plan)
         n_params = sum(1 for s in plan.steps if s[2] is not None)
         if n_params:
             plan.params = self._create_uniform(n_params * self.PARAM_SLOT)
@@ -744,13 +770,33 @@ class Device:
         plan.encoded = self._encode_plan(steps)
         plan.recorded = True
 
+    def _apply_stores(self, plan: Plan):
+        """Plan.store: from the step where `new` was made on, its buffer is `old`'s
+        (before that step the buffer served tensors already released)."""
+        for new, old in plan.stores:
+            base = getattr(new, "_base", new)
+            if new.buffer is None:
+                self._release_plan(plan)
+                raise ValueError("plan.store: a stored tensor was released before the recording ended")
+            if any(old.buffer is b for _, buffers, _, _ in plan.steps for b in buffers):
+                self._release_plan(plan)
+                raise ValueError(f"plan.store: the plan binds {old} itself; store into a tensor it does not read")
+            plan.steps = [(k, [old.buffer if b is new.buffer else b for b in buffers] if i >= base._born else buffers,
+                           params, groups)
+                          for i, (k, buffers, params, groups) in enumerate(plan.steps)]
+            plan.inputs.append(old)
+            new.buffer = base.buffer = old.buffer    # reading `new` after a replay reads `old`
+        plan.stores = []
+
     def _replay(self, plan: Plan):
         if not plan.recorded:
             raise RuntimeError("plan: record it (with plan: ...) before replay()")
         self._check_alive()
-        for t in plan.inputs:
-            if t.buffer is None:
-                raise ValueError(f"plan: a tensor it reads (shape {t.shape}) was released after recording")
+        if plan.checked != self.releases:   # some tensor was released since the last check
+            for t in plan.inputs:
+                if t.buffer is None:
+                    raise ValueError(f"plan: a tensor it reads (shape {t.shape}) was released after recording")
+            plan.checked = self.releases
         self.counts["replayed"] += plan.dispatches
         self._pending.append(plan)
         if len(self._pending) >= self.MAX_PENDING:
@@ -770,7 +816,7 @@ class Device:
             self.counts["buffers_destroyed"] += 1
         plan.buffers, plan.free, plan.created, plan.steps, plan.inputs, plan.made = [], {}, [], [], [], set()
         plan.encoded = plan.params = None
-        plan.recorded = False
+        plan.recorded, plan.stores = False, []
 
     # ---- backend primitives
     def _create_buffer(self, nbytes):
@@ -785,7 +831,9 @@ class Device:
     def _write_buffer(self, buf, raw):
         raise NotImplementedError
 
-    async def _read_buffer(self, buf, nbytes) -> bytes:
+    async def _read_buffer(self, buf, nbytes, batch) -> bytes:
+        """Submit `batch` (may be empty) and a copy of buf's first nbytes to a staging
+        buffer in one command buffer, then map it: one submit per readback."""
         raise NotImplementedError
 
     def _create_pipeline(self, label, source, entry, bindings, has_uniform, consts):

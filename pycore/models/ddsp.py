@@ -189,9 +189,8 @@ class Fc:
 
     def __call__(self, x):
         y = linear(x, self.weight, self.bias)
-        y = layer_norm(y, (self.config.ch,), self.norm_weight, self.norm_bias, eps=self.config.ln_eps)
-        z = E.channel_affine(y.reshape(1, 1, y.size), act="leaky_relu", alpha=self.config.leaky_slope)
-        return z.reshape(y.shape)
+        return layer_norm(y, (self.config.ch,), self.norm_weight, self.norm_bias, eps=self.config.ln_eps,
+                          act="leaky_relu", alpha=self.config.leaky_slope)
 
 
 class Decoder:

@@ -36,19 +36,25 @@ def _row_loops(op, length, x):
     expect_loop_steps(op, 3 * (ceil_div(length, 64) + 1) + 16, f"normalizing rows of {length} values", x)
 
 
-def _run(entry, grid, x, out, aliases, w=None, b=None, rm=None, rv=None, **params):
-    kernel = x.dev.kernel("norm", entry, aliases=aliases)
+ACTS = {None: 0, "relu": 1, "leaky_relu": 2}   # layer_norm's fused activation (norm.wgsl ACT)
+
+
+def _run(entry, grid, x, out, aliases, w=None, b=None, rm=None, rv=None, act=None, slope=0.0, **params):
+    kernel = x.dev.kernel("norm", entry, consts={"ACT": ACTS[act]} if act else None, aliases=aliases)
     x.dev.run(kernel, grid, x=x, out=out,
               w=w if w is not None else x, b=b if b is not None else x,
               rm=rm if rm is not None else x, rv=rv if rv is not None else x,
-              has_w=int(w is not None), has_b=int(b is not None), **params)
+              has_w=int(w is not None), has_b=int(b is not None), slope=slope, **params)
     return out
 
 
-def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
-    """Normalize over the last len(normalized_shape) dims, then scale by weight and add bias."""
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, act=None, alpha=0.01):
+    """Normalize over the last len(normalized_shape) dims, then scale by weight and add
+    bias; then act: None, "relu" or "leaky_relu" (negative slope alpha), in the same
+    dispatch."""
     op = "layer_norm"
     expect_dtype(op, x, "f32")
+    expect(op, act in ACTS, f"act must be None, 'relu' or 'leaky_relu', got {act!r}", x)
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     k = len(shape)
     expect(op, 1 <= k <= x.ndim and tuple(x.shape[x.ndim - k:]) == shape,
@@ -63,7 +69,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     _row_loops(op, n, x)
     rows = x.size // n
     out = x.dev.empty(x.shape)
-    return _run("norm_rows", rows, x, out, aliases, weight, bias,
+    return _run("norm_rows", rows, x, out, aliases, weight, bias, act=act, slope=float(alpha),
                 rows=rows, len=n, groups=1, spatial=1, channels=1, eps=eps)
 
 

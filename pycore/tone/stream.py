@@ -89,6 +89,7 @@ import json
 import math
 
 from ..models.crepe import Crepe
+from ..models.ddsp import SynthState
 from ..ops import elementwise as E
 from ..ops.loudness import loudness_db as loudness_op
 from ..ops.pitch import FRAME, crepe_decode, crepe_frames
@@ -199,7 +200,8 @@ def _as_f32(samples) -> array.array:
         x = samples
     else:
         x = array.array("f", samples)
-    if any(v != v or v in (math.inf, -math.inf) for v in x):
+    total = sum(x)      # NaN or infinite exactly when some sample is (float32s cannot overflow a double sum)
+    if total != total or total in (math.inf, -math.inf):
         x = array.array("f", (0.0 if (v != v or v in (math.inf, -math.inf)) else v for v in x))
     return x
 
@@ -311,22 +313,29 @@ class ToneStream:
         self.knobs = dev.tensor([1.0, 0.0, -1.0])
         self.knobs_set = None
         self.control_state = initial_state(dev, self.rules)
-        self.h = m.decoder.initial_state()
-        self.synth_state = m.synth.initial_state()
         n = LOUDNESS_N_FFT - HOP
-        self.out_hist = dev.tensor(bytes(4 * n), (n,))
+        # the carried state as a list: GRU state, output history, the synth's tensors.
+        # Two of them: a block reads one and writes the other (Plan.store), so that no
+        # dispatch copies state; the second is made when the first plan records
+        self.carried = [[m.decoder.initial_state(), dev.tensor(bytes(4 * n), (n,))] + m.synth.initial_state().tensors(),
+                        None]
+        self.side = 0                   # which of the two holds the current state
 
     def _plan(self, F: int):
-        """(plan, input, output) for blocks of F frames, recorded on first use: the block's
-        whole GPU work, from its input samples to one buffer with the audio and the
-        frame features. The carried state (controls, GRU, synthesizer, output history)
-        is updated in place at the end of the plan."""
-        if F in self.plans:
-            return self.plans[F]
+        """(plan, input, output) for blocks of F frames reading the carried state on
+        self.side, recorded on first use: the block's whole GPU work, from its input
+        samples to one buffer with the audio and the frame features. The new carried
+        state (GRU, synthesizer, output history) is stored on the other side; the
+        controls' state and the noise counter are updated in place."""
+        key = (F, self.side)
+        if key in self.plans:
+            return self.plans[key]
         while len(self.plans) >= MAX_PLANS:               # offline pushes vary F: keep a few
             old = self.plans.pop(next(iter(self.plans)))
             old[0].release()
         m, dev = self.model, self.model.dev
+        h0, hist0, *synth0 = self.carried[self.side]
+        synth0 = SynthState(*synth0)
         # CREPE reads frames f - 1 (windows centered on 64 (f - 1)), loudness frames f:
         # the loudness windows lie inside the CREPE span, so one upload serves both
         x = dev.empty(((F - 1) * HOP + FRAME,))
@@ -345,18 +354,30 @@ class ToneStream:
             ld = loudness_op(E.pad(x, (-before, -after)), SAMPLE_RATE, SAMPLE_RATE // HOP, LOUDNESS_N_FFT,
                              center=False)
             dec_f0, dec_ld, gates, aux = tone_controls(fc, ld, self.knobs, self.control_state, self.rules)
-            controls, h = m.decoder(dec_f0, dec_ld, self.h)
-            audio, state = m.synth.render(E.mul(controls, gates), self.synth_state)
+            controls, h = m.decoder(dec_f0, dec_ld, h0)
+            audio, state = m.synth.render(E.mul(controls, gates), synth0)
             # loudness of the synthesized output over the 512 samples ending at each frame's end
-            oseg = E.concat([self.out_hist, audio])
+            oseg = E.concat([hist0, audio])
             measured = loudness_op(oseg, SAMPLE_RATE, SAMPLE_RATE // HOP, LOUDNESS_N_FFT, center=False)
             out = tone_level(audio, measured, ld, fc, aux, self.knobs, self.control_state, self.rules)
-            for new, old in zip([h, E.pad(oseg, (-(F * HOP), 0))] + state.tensors(),
-                                [self.h, self.out_hist] + self.synth_state.tensors()):
-                if old is not None and new is not old:
-                    E.copy(new, out=old)
-        self.plans[F] = (plan, x, out)
-        return self.plans[F]
+            self._store_state(plan, [h, E.pad(oseg, (-(F * HOP), 0))] + state.tensors())
+        self.plans[key] = (plan, x, out)
+        return self.plans[key]
+
+    def _store_state(self, plan, new_state):
+        """Store each new state tensor on the other side; one updated in place (the same
+        tensor as this side's) is shared by both sides."""
+        here = self.carried[self.side]
+        if self.carried[1 - self.side] is None:           # the first recording: make the other side
+            with self.model.dev.eager():
+                self.carried[1 - self.side] = [old if new is old or old is None else self.model.dev.empty(old.shape)
+                                               for new, old in zip(new_state, here)]
+        there = self.carried[1 - self.side]
+        for new, old, other in zip(new_state, here, there):
+            if (new is old) != (other is old):
+                raise AssertionError("tone: a state tensor is updated in place in one block and not in another")
+            if old is not None and new is not old:
+                plan.store(new, other)
 
     async def _block(self, F: int) -> dict:
         """Frames self.frame .. self.frame + F - 1: one upload of the input samples, one
@@ -373,6 +394,7 @@ class ToneStream:
         f0_ = self.frame
         dev.write(x, self._segment((f0_ - 1) * HOP - FRAME // 2, (f0_ + F - 2) * HOP + FRAME // 2).tobytes())
         plan.replay()
+        self.side = 1 - self.side
         host = _host(await out.read())
         self.frame += F
         self._trim_history()
