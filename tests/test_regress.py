@@ -1,19 +1,21 @@
 """`stemtone regress` (pycore/regress, pycore/cli/regress.py): the comparison's rules on
 hand-made metrics, and proof that a run catches injected regressions and only those:
-a perturbed kernel through STEMTONE_KERNELS, a slowed op, and unchanged runs against their
-own baseline. (The heavy families, parity / quality / tone, run in `make test`'s
-`stemtone regress --suite quick` against tests/baselines/.)"""
+a perturbed kernel through STEMTONE_KERNELS, a slowed op, a model with one weight tensor
+changed, an op of one model made slightly wrong, and unchanged runs against their own
+baseline. (The full quick suite runs in `make test`'s `stemtone regress --suite quick`
+against tests/baselines/.)"""
 
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from pycore.cli import regress as cli
 from pycore.regress import metrics as M
-from pycore.regress import report, suite
+from pycore.regress import models, report, suite
 from pycore.regress.cases import CASES
 from pycore.regress.numerics import errors, reference
 
@@ -134,6 +136,51 @@ def test_a_slowed_op_is_caught_in_dispatch_time_only(dev, monkeypatch):
     now, _ = suite.run_native(dev, "quick", ["kernels", "dispatch"], log=lambda s: None)
     rows = M.compare(base, now)
     assert {r["name"] for r in M.regressions(rows)} == {"native/dispatch/host_us"}
+
+
+# the quick suite's parity and quality families, shortened (no random-weight models)
+SMALL = {**suite.SUITES["quick"], "spleeter_seconds": 2.0, "pairs": 1, "random": [], "crepe_seconds": 1.0,
+         "ddsp_seconds": 1.0, "quality_seconds": 4.0}
+
+
+def flagged(base, now):
+    """Names of the metrics that moved outside their tolerance (speed aside: one paired run
+    on a shared machine is noise, as in make test's --advisory speed)."""
+    return {r["name"] for r in M.compare(base, now) if r["status"] != "unchanged" and r["family"] != "speed"}
+
+
+def test_a_changed_weight_and_a_wrong_op_are_caught_in_their_models_parity_only(dev, monkeypatch):
+    """1. Our Spleeter loaded from a copy of its weights with one tensor (the vocals U-Net's
+    first convolution) scaled by 1.001, the reference keeping the shipped file: both
+    Spleeter parity stems regress (each stem's mask is its U-Net's share of the sum of
+    both, so the vocals network moves the accompaniment too, ~50 dB each); separation
+    quality (a 0.1 % change is no audible change), memory, CREPE and DDSP do not.
+    2. The layer norm the DDSP decoder runs made 1e-4 (relative) wrong: the DDSP decoder's
+    parity regresses; its synthesizer (fed the reference's controls) and CREPE do not."""
+    from pycore.models import ddsp
+    from pycore.ops import elementwise as E
+    from pycore.weights import safetensors, weights_path
+
+    quiet = lambda s: None  # noqa: E731
+    base, _ = suite.run_native(dev, SMALL, ["parity", "quality"], log=quiet)
+    assert {m["name"] for m in base} >= {"native/parity/crepe-tiny/f0", "native/parity/ddsp-violin/decoder",
+                                         "native/parity/ddsp-violin/synth", "native/quality/spleeter-2stems/vocals/sdr"}
+    weights = safetensors.load(weights_path("spleeter-2stems"))
+    key = "vocals.down1_conv.1.weight"
+    changed = np.frombuffer(weights[key].data, np.float32) * np.float32(1.001)
+    weights[key] = weights[key]._replace(data=changed.tobytes())
+    suite.use_spleeter(dev, models.load_spleeter(dev, weights=weights))
+    try:
+        now, _ = suite.run_native(dev, SMALL, ["parity", "quality"], log=quiet)
+    finally:
+        suite.use_spleeter(dev, None)
+    assert flagged(base, now) == {"native/parity/spleeter-2stems/vocals",
+                                  "native/parity/spleeter-2stems/accompaniment"}
+    layer_norm = ddsp.layer_norm
+    monkeypatch.setattr(ddsp, "layer_norm", lambda *a, **k: E.scale(layer_norm(*a, **k), 1.0001))
+    now, _ = suite.run_native(dev, {**SMALL, "spleeter_seconds": 0}, ["parity"], log=quiet)
+    assert flagged([m for m in base if "crepe" in m["name"] or "ddsp" in m["name"]], now) == {
+        "native/parity/ddsp-violin/decoder"}
 
 
 def test_bad_arguments_say_what_to_do(tmp_path):
