@@ -183,6 +183,31 @@ def test_a_changed_weight_and_a_wrong_op_are_caught_in_their_models_parity_only(
         "native/parity/ddsp-violin/decoder"}
 
 
+def test_baselines_are_chosen_by_backend_and_adapter_class(tmp_path, monkeypatch):
+    from pycore.regress import environment
+
+    assert environment.adapter_class("native: llvmpipe / llvmpipe (LLVM 15.0.6, 256 bits) / Mesa 22.3.6") == "lavapipe"
+    assert environment.adapter_class("browser: google / swiftshader") == "swiftshader"
+    assert environment.adapter_class("native: NVIDIA GeForce RTX 4090 / NVIDIA GeForce RTX 4090 / 550.1") == \
+        "nvidia-geforce-rtx-4090"
+    # the committed baselines are this machine's: native on lavapipe, browser on SwiftShader
+    for name in ("native-lavapipe.json", "browser-swiftshader.json"):
+        res = cli.load_results(os.path.join(ROOT, "tests", "baselines", name))
+        assert {m["name"].split("/")[0] for m in res["metrics"]} == {name.split("-")[0]}
+    monkeypatch.setattr(environment, "BASELINES", str(tmp_path))
+    env = {"adapters": {"native": "native: llvmpipe / llvmpipe", "browser": "browser: nvidia / ampere"}}
+    results = {"schema": cli.SCHEMA, "backends": ["native", "browser"], "environment": env,
+               "metrics": [m("native/parity/x", 1.0), m("browser/parity/x", 2.0)]}
+    cli.update_auto(results)
+    assert sorted(os.listdir(tmp_path)) == ["browser-nvidia-ampere.json", "native-lavapipe.json"]
+    assert [x["value"] for x in cli.auto_baseline(env, ["browser"])["metrics"]] == [2.0]
+    assert len(cli.auto_baseline(env, ["native", "browser"])["metrics"]) == 2
+    os.remove(tmp_path / "browser-nvidia-ampere.json")
+    with pytest.raises(SystemExit, match="no baseline for the browser adapter 'nvidia-ampere'.*"
+                                         "browser-nvidia-ampere.json does not exist.*--update-baseline auto"):
+        cli.auto_baseline(env, ["native", "browser"])
+
+
 def test_bad_arguments_say_what_to_do(tmp_path):
     with pytest.raises(SystemExit, match="cannot read .*results.json"):
         cli.load_results(str(tmp_path / "nope.json"))
