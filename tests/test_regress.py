@@ -5,6 +5,7 @@ changed, an op of one model made slightly wrong, and unchanged runs against thei
 baseline. (The full quick suite runs in `make test`'s `stemtone regress --suite quick`
 against tests/baselines/.)"""
 
+import argparse
 import json
 import os
 import subprocess
@@ -216,3 +217,8 @@ def test_bad_arguments_say_what_to_do(tmp_path):
         cli.load_results(str(tmp_path / "old.json"))
     with pytest.raises(ValueError, match="unknown metric families"):
         suite.run_native(None, "quick", ["nope"])
+    parser = argparse.ArgumentParser()
+    cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["regress", "--only", "kernels", "--update-baseline", "auto"])
+    with pytest.raises(SystemExit, match="--update-baseline auto records the whole suite; drop --only"):
+        cli.cmd_regress(args)
