@@ -25,7 +25,6 @@ one octave error among 250 voiced frames adds 4.8).
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from .metrics import metric
