@@ -13,8 +13,9 @@ Metric families (each metric's name starts with its backend, e.g. "native/parity
     quality   BSS Eval v4 SDR / SIR / SAR against ground-truth stems (quality.py)
     tone      f0-following and loudness correlation on real singing (tone.py)
 
-Not yet in the suite (see the issue-13 notes): the instruments' hold-out spectral loss
-and the htdemucs_ft bag.
+Not yet in the suite (see the issue-13 notes): the instruments' hold-out spectral loss,
+the htdemucs_ft bag, and the models in the browser backend (its page runs the kernel
+cases and the dispatch timing only, browser.py).
 
 A suite is a name of SUITES or a dict with the same keys (tests run reduced ones).
 """
