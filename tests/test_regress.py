@@ -1,19 +1,22 @@
 """`stemtone regress` (pycore/regress, pycore/cli/regress.py): the comparison's rules on
 hand-made metrics, and proof that a run catches injected regressions and only those:
-a perturbed kernel through STEMTONE_KERNELS, a slowed op, and unchanged runs against their
-own baseline. (The heavy families, parity / quality / tone, run in `make test`'s
-`stemtone regress --suite quick` against tests/baselines/.)"""
+a perturbed kernel through STEMTONE_KERNELS, a slowed op, a model with one weight tensor
+changed, an op of one model made slightly wrong, and unchanged runs against their own
+baseline. (The full quick suite runs in `make test`'s `stemtone regress --suite quick`
+against tests/baselines/.)"""
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from pycore.cli import regress as cli
 from pycore.regress import metrics as M
-from pycore.regress import report, suite
+from pycore.regress import models, report, suite
 from pycore.regress.cases import CASES
 from pycore.regress.numerics import errors, reference
 
@@ -136,6 +139,76 @@ def test_a_slowed_op_is_caught_in_dispatch_time_only(dev, monkeypatch):
     assert {r["name"] for r in M.regressions(rows)} == {"native/dispatch/host_us"}
 
 
+# the quick suite's parity and quality families, shortened (no random-weight models)
+SMALL = {**suite.SUITES["quick"], "spleeter_seconds": 2.0, "pairs": 1, "random": [], "crepe_seconds": 1.0,
+         "ddsp_seconds": 1.0, "quality_seconds": 4.0}
+
+
+def flagged(base, now):
+    """Names of the metrics that moved outside their tolerance (speed aside: one paired run
+    on a shared machine is noise, as in make test's --advisory speed)."""
+    return {r["name"] for r in M.compare(base, now) if r["status"] != "unchanged" and r["family"] != "speed"}
+
+
+def test_a_changed_weight_and_a_wrong_op_are_caught_in_their_models_parity_only(dev, monkeypatch):
+    """1. Our Spleeter loaded from a copy of its weights with one tensor (the vocals U-Net's
+    first convolution) scaled by 1.001, the reference keeping the shipped file: both
+    Spleeter parity stems regress (each stem's mask is its U-Net's share of the sum of
+    both, so the vocals network moves the accompaniment too, ~50 dB each); separation
+    quality (a 0.1 % change is no audible change), memory, CREPE and DDSP do not.
+    2. The layer norm the DDSP decoder runs made 1e-4 (relative) wrong: the DDSP decoder's
+    parity regresses; its synthesizer (fed the reference's controls) and CREPE do not."""
+    from pycore.models import ddsp
+    from pycore.ops import elementwise as E
+    from pycore.weights import safetensors, weights_path
+
+    quiet = lambda s: None  # noqa: E731
+    base, _ = suite.run_native(dev, SMALL, ["parity", "quality"], log=quiet)
+    assert {m["name"] for m in base} >= {"native/parity/crepe-tiny/f0", "native/parity/ddsp-violin/decoder",
+                                         "native/parity/ddsp-violin/synth", "native/quality/spleeter-2stems/vocals/sdr"}
+    weights = safetensors.load(weights_path("spleeter-2stems"))
+    key = "vocals.down1_conv.1.weight"
+    changed = np.frombuffer(weights[key].data, np.float32) * np.float32(1.001)
+    weights[key] = weights[key]._replace(data=changed.tobytes())
+    suite.use_spleeter(dev, models.load_spleeter(dev, weights=weights))
+    try:
+        now, _ = suite.run_native(dev, SMALL, ["parity", "quality"], log=quiet)
+    finally:
+        suite.use_spleeter(dev, None)
+    assert flagged(base, now) == {"native/parity/spleeter-2stems/vocals",
+                                  "native/parity/spleeter-2stems/accompaniment"}
+    layer_norm = ddsp.layer_norm
+    monkeypatch.setattr(ddsp, "layer_norm", lambda *a, **k: E.scale(layer_norm(*a, **k), 1.0001))
+    now, _ = suite.run_native(dev, {**SMALL, "spleeter_seconds": 0}, ["parity"], log=quiet)
+    assert flagged([m for m in base if "crepe" in m["name"] or "ddsp" in m["name"]], now) == {
+        "native/parity/ddsp-violin/decoder"}
+
+
+def test_baselines_are_chosen_by_backend_and_adapter_class(tmp_path, monkeypatch):
+    from pycore.regress import environment
+
+    assert environment.adapter_class("native: llvmpipe / llvmpipe (LLVM 15.0.6, 256 bits) / Mesa 22.3.6") == "lavapipe"
+    assert environment.adapter_class("browser: google / swiftshader") == "swiftshader"
+    assert environment.adapter_class("native: NVIDIA GeForce RTX 4090 / NVIDIA GeForce RTX 4090 / 550.1") == \
+        "nvidia-geforce-rtx-4090"
+    # the committed baselines are this machine's: native on lavapipe, browser on SwiftShader
+    for name in ("native-lavapipe.json", "browser-swiftshader.json"):
+        res = cli.load_results(os.path.join(ROOT, "tests", "baselines", name))
+        assert {m["name"].split("/")[0] for m in res["metrics"]} == {name.split("-")[0]}
+    monkeypatch.setattr(environment, "BASELINES", str(tmp_path))
+    env = {"adapters": {"native": "native: llvmpipe / llvmpipe", "browser": "browser: nvidia / ampere"}}
+    results = {"schema": cli.SCHEMA, "backends": ["native", "browser"], "environment": env,
+               "metrics": [m("native/parity/x", 1.0), m("browser/parity/x", 2.0)]}
+    cli.update_auto(results)
+    assert sorted(os.listdir(tmp_path)) == ["browser-nvidia-ampere.json", "native-lavapipe.json"]
+    assert [x["value"] for x in cli.auto_baseline(env, ["browser"])["metrics"]] == [2.0]
+    assert len(cli.auto_baseline(env, ["native", "browser"])["metrics"]) == 2
+    os.remove(tmp_path / "browser-nvidia-ampere.json")
+    with pytest.raises(SystemExit, match="no baseline for the browser adapter 'nvidia-ampere'.*"
+                                         "browser-nvidia-ampere.json does not exist.*--update-baseline auto"):
+        cli.auto_baseline(env, ["native", "browser"])
+
+
 def test_bad_arguments_say_what_to_do(tmp_path):
     with pytest.raises(SystemExit, match="cannot read .*results.json"):
         cli.load_results(str(tmp_path / "nope.json"))
@@ -144,3 +217,8 @@ def test_bad_arguments_say_what_to_do(tmp_path):
         cli.load_results(str(tmp_path / "old.json"))
     with pytest.raises(ValueError, match="unknown metric families"):
         suite.run_native(None, "quick", ["nope"])
+    parser = argparse.ArgumentParser()
+    cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["regress", "--only", "kernels", "--update-baseline", "auto"])
+    with pytest.raises(SystemExit, match="--update-baseline auto records the whole suite; drop --only"):
+        cli.cmd_regress(args)

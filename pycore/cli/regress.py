@@ -7,7 +7,12 @@
 Writes DIR/results.json (schema-versioned), DIR/summary.md and DIR/report.html (opens
 offline). With --baseline each metric is classed improved / unchanged / regressed against
 its tolerance, and the exit code is 1 on any regression. --update-baseline FILE writes
-this run's results there (the baselines live in tests/baselines/, one per adapter class).
+this run's results there.
+
+Baselines are per backend and adapter class: tests/baselines/<backend>-<class>.json
+(native-lavapipe.json, browser-swiftshader.json; pycore.regress.environment.adapter_class).
+`--baseline auto` compares each backend with its adapter's file and stops with a message
+naming the missing file where there is none; `--update-baseline auto` (re)writes them.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import sys
 import time
 
 SCHEMA = "stemtone-regress/1"
+AUTO = "auto"
 DEFAULT_OUT = "regress-out"
 
 
@@ -27,9 +33,13 @@ def add_parser(sub):
                    help="`report` followed by results files: draw each metric's trend (DIR/trend.html)")
     r.add_argument("--suite", choices=("quick", "full"), default="quick")
     r.add_argument("--backend", choices=("native", "browser", "both"), default="native")
-    r.add_argument("--baseline", metavar="FILE", help="results.json to compare with (exit 1 on a regression)")
+    r.add_argument("--baseline", metavar="FILE|auto",
+                   help="results.json to compare with (exit 1 on a regression); auto: tests/baselines/"
+                        "<backend>-<adapter class>.json for each backend")
     r.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help="output folder (default %(default)s)")
-    r.add_argument("--update-baseline", metavar="FILE", help="also write this run's results to FILE")
+    r.add_argument("--update-baseline", metavar="FILE|auto",
+                   help="also write this run's results to FILE; auto: each backend's to tests/baselines/"
+                        "<backend>-<adapter class>.json")
     r.add_argument("--advisory", metavar="FAMILY,...", default="",
                    help="families whose regressions are reported but do not fail the run (make test: speed, "
                         "whose figures swing more than twofold between runs on a shared machine)")
@@ -64,11 +74,65 @@ def cmd_regress(args) -> int:
             f.write(report.trend_html([load_results(p) for p in files], files))
         print(f"trend of {len(files)} runs: {path}")
         return 0
-    baseline = load_results(args.baseline) if args.baseline else None
     families = [f for f in args.only.split(",") if f]
+    if args.update_baseline == AUTO and families:
+        raise SystemExit("stemtone regress: --update-baseline auto records the whole suite; drop --only "
+                         "(or write the partial results to a file of your own)")
+    if args.baseline == AUTO:
+        baseline = None      # chosen per backend once the adapters are known
+        if args.backend in ("native", "both"):
+            auto_baseline({"adapters": {"native": native_description()}}, ["native"])  # fail before running
+    else:
+        baseline = load_results(args.baseline) if args.baseline else None
     results, figures = run(args.suite, args.backend, families)
+    if args.baseline == AUTO:
+        baseline = auto_baseline(results["environment"], results["backends"])
     advisory = tuple(f for f in args.advisory.split(",") if f)
-    return write(results, figures, baseline, args.out, args.update_baseline, advisory)
+    if args.update_baseline == AUTO:
+        update_auto(results)
+    return write(results, figures, baseline, args.out,
+                 None if args.update_baseline == AUTO else args.update_baseline, advisory)
+
+
+def native_description() -> str:
+    from ..gpu.native import get_device
+
+    return get_device().describe()
+
+
+def auto_baseline(env, backends) -> dict:
+    """One baseline (results dict) made of each backend's file for its adapter class."""
+    from ..regress.environment import adapter_class, baseline_file
+
+    merged = None
+    for backend in backends:
+        path = baseline_file(backend, env)
+        if not os.path.isfile(path):
+            raise SystemExit(f"stemtone regress: no baseline for the {backend} adapter "
+                             f"{adapter_class(env['adapters'][backend])!r} ({env['adapters'][backend]}): "
+                             f"{path} does not exist. Record one on this machine with "
+                             f"`stemtone regress --backend {backend} --update-baseline auto`, or compare with "
+                             "--baseline FILE")
+        res = load_results(path)
+        if merged is None:
+            merged = res
+        else:
+            merged = {**merged, "metrics": merged["metrics"] + res["metrics"]}
+    return merged
+
+
+def update_auto(results):
+    """Write each backend's part of `results` to its adapter's baseline file."""
+    from ..regress.environment import baseline_file
+
+    for backend in results["backends"]:
+        path = baseline_file(backend, results["environment"])
+        part = {**results, "backends": [backend],
+                "metrics": [m for m in results["metrics"] if m["name"].startswith(backend + "/")]}
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(part, f, indent=1)
+        print(f"baseline for {backend}: {path}")
 
 
 def run(suite, backend, families=()) -> tuple:

@@ -7,6 +7,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -58,7 +59,23 @@ def environment(native_dev=None, browser=None) -> dict:
     return env
 
 
-def adapter_class(env) -> str:
-    """The baseline's adapter class: lavapipe / swiftshader / the adapter's own name."""
-    names = " ".join(env.get("adapters", {}).values()).lower()
-    return "+".join(k for k in ("lavapipe", "llvmpipe", "swiftshader") if k in names) or "other"
+BASELINES = os.path.join(ROOT, "tests", "baselines")
+KNOWN_CLASSES = {"llvmpipe": "lavapipe", "lavapipe": "lavapipe", "swiftshader": "swiftshader"}
+
+
+def adapter_class(description: str) -> str:
+    """A short name for an adapter ("native: llvmpipe / ..." -> "lavapipe", "browser:
+    google / swiftshader" -> "swiftshader"; others: the words of the description's first
+    two " / " parts (name, architecture or driver) before any "(", each once, lowercase,
+    joined by "-", e.g. "nvidia-geforce-rtx-4090")."""
+    text = description.split(":", 1)[-1].lower()
+    for key, name in KNOWN_CLASSES.items():
+        if key in text:
+            return name
+    words = re.findall(r"[a-z0-9]+", " ".join(text.split("(")[0].split("/")[:2]))
+    return "-".join(dict.fromkeys(words))[:60] or "unknown"
+
+
+def baseline_file(backend: str, env: dict) -> str:
+    """tests/baselines/<backend>-<adapter class>.json for a run's environment."""
+    return os.path.join(BASELINES, f"{backend}-{adapter_class(env['adapters'][backend])}.json")

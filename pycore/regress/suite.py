@@ -8,19 +8,21 @@ Metric families (each metric's name starts with its backend, e.g. "native/parity
     dispatch  host µs per dispatch (dispatch.py)
     parity    per model and stem, SDR of ours against the reference implementation;
               speed (real-time factor, ratio to the reference) and peak GPU memory of
-              the same runs (models.py)
+              the same runs (models.py); CREPE-tiny against torchcrepe and a tone of
+              known f0, the DDSP decoder and synthesizer against PyTorch (tone_models.py)
     quality   BSS Eval v4 SDR / SIR / SAR against ground-truth stems (quality.py)
     tone      f0-following and loudness correlation on real singing (tone.py)
 
-Not yet in the suite (see the issue-13 notes): the timbre metric of issue 18 (a family
-"timbre" goes into FAMILIES below when its module lands), CREPE f0 against torchcrepe,
-the DDSP decoder against its PyTorch reference, the instruments' hold-out spectral loss,
-and the htdemucs_ft bag.
+Not yet in the suite (see the issue-13 notes): the instruments' hold-out spectral loss,
+the htdemucs_ft bag, and the models in the browser backend (its page runs the kernel
+cases and the dispatch timing only, browser.py).
+
+A suite is a name of SUITES or a dict with the same keys (tests run reduced ones).
 """
 
 from __future__ import annotations
 
-from . import models, numerics, quality, tone
+from . import models, numerics, quality, tone, tone_models
 from .cases import run_cases
 from .dispatch import host_us_per_dispatch
 from .metrics import metric
@@ -28,10 +30,12 @@ from .metrics import metric
 SUITES = {
     # quick: what `make test` runs (a few minutes on 2 CPU cores, lavapipe)
     "quick": {"spleeter_seconds": 4.0, "pairs": 2, "random": [("htdemucs", 4.0, True), ("umxl", 3.0, True)],
+              "crepe_seconds": 2.0, "ddsp": ["violin"], "ddsp_seconds": 2.0,
               "quality_seconds": 6.0, "tone": tone.QUICK, "tone_seconds": 4.0},
     # full: official configurations (random weights), longer clips, every instrument
     "full": {"spleeter_seconds": 20.0, "pairs": 5,
              "random": [("htdemucs", 10.0, False), ("htdemucs_6s", 10.0, False), ("umxl", 10.0, False)],
+             "crepe_seconds": 6.0, "ddsp": ["violin", "flute", "trumpet", "saxophone", "guitar"], "ddsp_seconds": 6.0,
              "quality_seconds": 10.0, "tone": tone.FULL, "tone_seconds": 6.0},
 }
 
@@ -53,11 +57,18 @@ def family_dispatch(dev, cfg, log, figures):
 def family_parity(dev, cfg, log, figures):
     from ..audio.testdata import real_music_clip
 
-    clip = real_music_clip(cfg["spleeter_seconds"])
-    out, ours, want = models.spleeter_metrics(dev, clip, cfg["pairs"], demixer=spleeter_demixer(dev), log=log)
-    figures["spectrograms"] = {f"spleeter-2stems/{s}": {"ours": ours[s], "reference": want[s]} for s in ours}
+    out = []
+    if cfg["spleeter_seconds"]:
+        clip = real_music_clip(cfg["spleeter_seconds"])
+        out, ours, want = models.spleeter_metrics(dev, clip, cfg["pairs"], demixer=spleeter_demixer(dev), log=log)
+        figures["spectrograms"] = {f"spleeter-2stems/{s}": {"ours": ours[s], "reference": want[s]} for s in ours}
     for model, seconds, reduced in cfg["random"]:
         out += models.random_weight_metrics(dev, model, real_music_clip(seconds), reduced, log=log)
+    if cfg["crepe_seconds"]:
+        out += tone_models.crepe_metrics(dev, seconds=cfg["crepe_seconds"], tone_seconds=cfg["crepe_seconds"] / 2,
+                                         log=log)
+    for instrument in cfg["ddsp"]:
+        out += tone_models.ddsp_metrics(dev, instrument, cfg["ddsp_seconds"], log=log)
     return out
 
 
@@ -90,17 +101,21 @@ def spleeter_demixer(dev):
 
 
 def use_spleeter(dev, demixer):
-    _SPLEETER[dev] = demixer
+    """Run the suite on `dev` with this Spleeter demixer (None: the shipped one again)."""
+    if demixer is None:
+        _SPLEETER.pop(dev, None)
+    else:
+        _SPLEETER[dev] = demixer
 
 
 def run_native(dev, suite="quick", families=None, log=print) -> tuple:
     """(metrics, figures): figures holds arrays for the report (spectrograms, f0 tracks)."""
-    if suite not in SUITES:
+    if not isinstance(suite, dict) and suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; use one of {', '.join(SUITES)}")
     unknown = [f for f in families or () if f not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown metric families {unknown}; choose from {', '.join(FAMILIES)}")
-    cfg, figures, out = SUITES[suite], {}, []
+    cfg, figures, out = suite if isinstance(suite, dict) else SUITES[suite], {}, []
     for name, fn in FAMILIES.items():
         if families and name not in families:
             continue

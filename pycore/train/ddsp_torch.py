@@ -198,6 +198,17 @@ def reverb(audio, ir):
 # --------------------------------------------------------------------------- saving
 
 
+def load(path) -> DDSP:
+    """The model (eval mode, float32) from a safetensors file that `save` wrote: the
+    Config from its metadata, f16 weights widened to float32."""
+    from ..weights.safetensors import load_metadata, load_numpy
+
+    model = DDSP(Config.from_metadata(load_metadata(path))).eval()
+    arrays = load_numpy(path)
+    model.load_state_dict({k: torch.from_numpy(arrays[k].astype("float32")) for k in model.state_dict()})
+    return model
+
+
 def save(model, path, dtype=torch.float32, metadata=None):
     """Write the model's weights as safetensors (with its Config in the metadata), the
     file pycore.models.ddsp reads. metadata: more {str: str} entries for the header

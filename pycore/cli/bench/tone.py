@@ -124,9 +124,10 @@ def reference_rows(dev, model, seconds, log) -> list:
         log("no torch: the PyTorch reference row is skipped")
         return []
     from ...tone.features import FRAME_RATE
+    from ...weights import weights_path
 
     log("PyTorch reference (CPU)")
-    ref = _torch_ddsp(ddsp_torch.DDSP(model.config), model.name)     # the same Config (dataclass)
+    ref = ddsp_torch.load(weights_path(model.name))
     fr = int(seconds * FRAME_RATE)
     f0 = torch.full((1, fr), 330.0)
     ld = torch.linspace(-40, 0, fr)[None]
@@ -145,22 +146,6 @@ def reference_rows(dev, model, seconds, log) -> list:
     return [row("decoder + synth, offline vs PyTorch CPU", "RTF", t_ours / seconds, t_ref / seconds, t_ref / t_ours,
                 f"pycore.train.ddsp_torch, torch {torch.__version__}, "
                 f"{torch.get_num_threads()} threads; ratio = speed-up")]
-
-
-def _torch_ddsp(ref, name):
-    """The PyTorch DDSP module `ref` with the shipped weights of tone model `name`
-    (f16 or f32 safetensors, as float32)."""
-    import numpy as np
-    import torch
-
-    from ...weights import weights_path
-    from ...weights.safetensors import load as load_st
-
-    params = load_st(weights_path(name))
-    ref.load_state_dict({k: torch.tensor(np.frombuffer(params[k].data, "<f2" if params[k].dtype == "f16"
-                                                       else "<f4").astype(np.float32).reshape(params[k].shape))
-                         for k in ref.state_dict()})
-    return ref
 
 
 PITCH_STEPS = (2, 3, 4, 5)    # analysis every 8, 12, 16, 20 ms (DDSP-VST: 20 ms)

@@ -26,7 +26,7 @@ import types
 import zipfile
 from pathlib import Path
 
-from pycore.weights.convert import cache_dir, manifest_entry, pip_download
+from ..weights.convert import cache_dir, manifest_entry, pip_download
 
 STAND_INS = ("librosa", "resampy", "torchaudio", "scipy", "scipy.io", "scipy.stats", "tqdm")
 
