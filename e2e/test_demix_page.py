@@ -13,10 +13,14 @@ The measured browser time goes to e2e/artifacts/demix-timing.json for
 `stemtone bench separate`.
 """
 
+import copy
+import functools
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 import zipfile
 
 import numpy as np
@@ -287,6 +291,47 @@ def test_weights_that_fail_to_load_are_reported(server, open_browser, clip):
     assert "model could not be loaded" in message and "spleeter-2stems.safetensors" in message, message
     assert page.locator("[data-stem] a[download]").count() == 0
     assert page.is_enabled("input[type=file]")  # the user can try again
+
+
+# the service worker (site/sw.js) keeps the models list it cached on the first visit
+FORGET_THE_APP_JS = """async () => {
+    for (const r of await navigator.serviceWorker.getRegistrations()) await r.unregister();
+    for (const k of await caches.keys()) if (k.startsWith("stemtone-app-")) await caches.delete(k);
+}"""
+
+
+def serve_body(body, route):
+    route.fulfill(status=200, body=body, content_type="application/json")
+
+
+def test_a_malformed_models_list_is_refused_by_name(server, open_browser):
+    """The page's main thread checks /weights/models.json with the checks the CLI and the
+    server make (pycore.weights.manifest): a list that fails them is named, with the
+    fault, and nothing can be separated (a file path that leaves /weights/ is not used)."""
+    with urllib.request.urlopen(server.url + "/weights/models.json") as r:
+        good = json.load(r)
+    escaping = copy.deepcopy(good)
+    spleeter = next(m for m in escaping["models"] if m["name"] == "spleeter-2stems")
+    spleeter["files"][0]["path"] = "../index.html"
+    cases = [(escaping, "model spleeter-2stems: a file record without a plain file name"),
+             ({"models": {}}, 'no "models" list'),
+             (b"<html>not JSON</html>", "not JSON")]
+    bp = open_browser(webgpu=True)
+    page = bp.page
+    for served, words in cases:
+        body = served if isinstance(served, bytes) else json.dumps(served).encode()
+        page.context.route("**/weights/models.json", functools.partial(serve_body, body))
+        page.goto(server.url + "/")
+        page.wait_for_selector("body[data-ready]", state="attached", timeout=READY_TIMEOUT_MS)
+        message = page.inner_text("#error") if page.is_visible("#error") else "(no error shown)"
+        assert page.get_attribute("body", "data-ready") == "false", message
+        assert page.get_attribute("body", "data-error") == "weights", bp.console_report()
+        assert "/weights/models.json" in message and words in message, message
+        assert page.is_disabled("input[type=file]")
+        page.context.unroute("**/weights/models.json")
+        page.evaluate(FORGET_THE_APP_JS)  # else the service worker answers the next visit from its copy
+    bp.screenshot("demix-malformed-models.png")
+    assert "model list is malformed" in page.inner_text("#error")
 
 
 def test_without_webgpu_the_page_says_so(server, open_browser):

@@ -376,6 +376,27 @@ def test_without_webgpu_the_page_says_so(server, open_browser):
     assert page.is_disabled("[data-action=start]")
 
 
+def test_a_malformed_manifest_is_refused_by_name(server, open_browser):
+    """The page's main thread checks weights/manifest.json with the CLI's checks
+    (pycore.weights.manifest): a sha256 that is not 64 hex digits is named, not used."""
+    doc = manifest()
+    violin = next(m for m in doc["models"] if m["name"] == INSTRUMENT)
+    violin["files"][0]["sha256"] = violin["files"][0]["sha256"][:8]
+    bp = open_browser(webgpu=True)
+    page = bp.page
+    page.context.route("**/weights/manifest.json", lambda route: route.fulfill(
+        status=200, body=json.dumps(doc), content_type="application/json"))
+    page.goto(server.url + "/tone.html")
+    wait_ready(page)
+    message = page.inner_text("#error") if page.is_visible("#error") else "(no error shown)"
+    assert page.get_attribute("body", "data-ready") == "false", message
+    assert page.get_attribute("body", "data-error") == "weights", bp.console_report()
+    assert "instrument list is malformed" in message, message
+    assert f"/weights/manifest.json: model {INSTRUMENT}: ddsp-violin.safetensors: sha256 must have 64 hex digits" \
+        in message, message
+    assert page.is_disabled("[data-action=start]")
+
+
 def test_microphone_permission_denied(server, open_browser, singing):
     bp = open_browser(webgpu=True, extra=fake_microphone_flags(singing[0], grant=False))
     page = bp.page

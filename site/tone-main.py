@@ -45,6 +45,7 @@ from pyscript import document
 from pyscript.ffi import to_js
 
 from pycore.tone.controls import DEFAULT_RANGE, SILENCE_DB, VOICED, fold_f0
+from pycore.weights.manifest import check_models
 
 import tone_ring as R
 from page_kit import by_id, connect_worker, fetch_json, floats, hide_error, listen, q, show_error
@@ -310,6 +311,11 @@ class Page:
         self.wire()
         try:
             await self.load_manifest()
+        except ValueError as e:  # a manifest that fails pycore.weights.manifest's checks (or is not JSON)
+            self.startup_failed("weights", "The instrument list is malformed",
+                                f"{e}. `stemtone weights list` names the same fault in the server's "
+                                "weights/manifest.json; fix the file and reload.")
+            return
         except Exception as e:
             self.startup_failed("weights", "The instrument list could not be loaded",
                                 f"{MANIFEST_URL}: {e}. Run `make demo` to create the weights.")
@@ -329,7 +335,7 @@ class Page:
 
     async def load_manifest(self):
         self.manifest = await fetch_json(MANIFEST_URL)
-        models = self.manifest.get("models", [])
+        models = check_models(self.manifest, MANIFEST_URL)  # the CLI's checks: a ValueError naming the fault
         self.models = [m for m in models if m.get("task") == "tone"]
         self.crepe = next((m for m in models if m["name"] == "crepe-tiny"), None)
         if not self.models or self.crepe is None:
