@@ -275,6 +275,55 @@ def test_cached_weights_are_used_and_a_corrupted_entry_is_downloaded_again(serve
     assert page.locator("[data-stem] a[download]").count() == len(STEMS)
 
 
+CACHED_WEIGHTS_JS = "async () => (await (await caches.open('stemtone-weights')).keys()).length"
+
+
+def test_cancel_during_the_weights_download(server, open_browser, clip):
+    """A fresh browser (nothing cached): the weights request is held until the test has
+    clicked Cancel, so the download is under way when the cancel arrives. The song's row
+    says Cancelled, nothing is cached (the partial download is dropped), and the same
+    page separates the next song, downloading the weights again."""
+    bp = open_browser(webgpu=True)
+    page, held, requests = bp.page, [], []
+
+    def hold(route):
+        requests.append(route.request.url)
+        held.append(route)
+
+    page.context.route("**/weights/*.safetensors", hold)
+    page.goto(server.url + "/")
+    page.wait_for_selector("body[data-ready]", state="attached", timeout=READY_TIMEOUT_MS)
+    page.set_input_files("input[type=file]", clip)
+    page.wait_for_function(f"document.querySelector('{LAST} .job-stage').textContent.startsWith('Downloading')",
+                           timeout=READY_TIMEOUT_MS)
+    for _ in range(600):  # Playwright hands the held request to hold() while the test waits
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert len(held) == 1, requests
+    page.click(f"{LAST} .job-cancel")
+    held.pop().continue_()  # the download now runs, and stops at its first chunk
+    page.wait_for_function("document.body.dataset.state === 'idle'", timeout=READY_TIMEOUT_MS)
+    bp.screenshot("demix-cancelled-download.png")
+    assert page.get_attribute(LAST, "data-status") == "cancelled", bp.console_report()
+    assert page.get_attribute("body", "data-error") == "cancelled"
+    assert "Cancelled" in page.inner_text(f"{LAST} .job-error")
+    assert page.evaluate(CACHED_WEIGHTS_JS) == 0        # the partial download is not kept
+    assert page.locator("[data-stem] a[download]").count() == 0
+
+    page.context.unroute("**/weights/*.safetensors")
+    page.context.route("**/weights/*.safetensors", lambda route: (requests.append(route.request.url),
+                                                                   route.continue_()))
+    page.set_input_files("input[type=file]", clip)
+    page.wait_for_function("(document.body.dataset.results|0) > 0 || document.body.dataset.error",
+                           timeout=SEPARATE_TIMEOUT_MS)
+    assert page.get_attribute("body", "data-error") is None, bp.console_report()
+    assert page.get_attribute(LAST, "data-status") == "done"
+    assert len(requests) == 2, requests                  # downloaded again, in full
+    assert page.evaluate(CACHED_WEIGHTS_JS) == 1
+    assert page.locator("[data-stem] a[download]").count() == len(STEMS)
+
+
 def test_weights_that_fail_to_load_are_reported(server, open_browser, clip):
     bp = open_browser(webgpu=True)
     page = bp.page
