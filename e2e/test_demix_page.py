@@ -275,6 +275,32 @@ def test_cached_weights_are_used_and_a_corrupted_entry_is_downloaded_again(serve
     assert page.locator("[data-stem] a[download]").count() == len(STEMS)
 
 
+def test_device_lost_during_a_separation_keeps_the_stems_and_the_next_one_works(demix, clip):
+    """The device is destroyed mid-separation, as a driver reset would (the page's
+    "stemtone-lose-device" hook): the song's row fails with the lost-device message, the
+    stems already on the page stay, and the next song is separated on a fresh device
+    without a reload."""
+    page = demix.page
+    before, done = demix.stem_links(), demix.results()
+    page.set_input_files("input[type=file]", clip)
+    page.wait_for_function(f"document.querySelector('{LAST} .job-stage').textContent.startsWith('Separating')",
+                           timeout=READY_TIMEOUT_MS)
+    page.evaluate("document.dispatchEvent(new Event('stemtone-lose-device'))")
+    demix.wait_idle()
+    demix.bp.screenshot("demix-device-lost.png")
+    assert page.get_attribute("body", "data-error") == "device-lost", demix.failure("not a lost device")
+    assert page.get_attribute(LAST, "data-status") == "failed" and page.get_attribute(LAST, "data-error") == "device-lost"
+    message = page.inner_text("#error")
+    assert "The GPU device was lost" in message and "previous results are kept" in message, message
+    assert page.is_visible("#error-help a[href='/diagnostics.html']")
+    assert demix.stem_links() == before and demix.results() == done
+    page.set_input_files("input[type=file]", clip)                   # no reload
+    demix.wait_idle()
+    assert demix.results() == done + 1, demix.failure("no separation after the lost device")
+    assert page.get_attribute(LAST, "data-status") == "done"
+    assert page.get_attribute("body", "data-error") is None
+
+
 CACHED_WEIGHTS_JS = "async () => (await (await caches.open('stemtone-weights')).keys()).length"
 
 

@@ -361,6 +361,38 @@ def test_a_second_take_replaces_the_first(session):
     assert not session.bp.errors, session.bp.console_report()
 
 
+def test_device_lost_during_a_take_keeps_the_last_take_and_the_next_take_works(session):
+    """The device is destroyed mid-take, as a driver reset would (the page's
+    "stemtone-lose-device" hook): the page says so, shows the last finished take again,
+    loads the instrument on a fresh device, and the next take works without a reload."""
+    page = session.page
+    takes = int(session.body("takes"))
+    last = page.get_attribute("a[download][data-take]", "href")
+    page.dispatch_event("[data-action=start]", "click")
+    page.wait_for_function("Number(document.body.dataset.processed) > 0 && document.body.dataset.state === 'live'",
+                           timeout=TAKE_TIMEOUT_MS, polling=50)  # the engine is pushing blocks of this take
+    page.evaluate("document.dispatchEvent(new Event('stemtone-lose-device'))")
+    page.wait_for_function("document.body.dataset.error", timeout=TAKE_TIMEOUT_MS)
+    session.bp.screenshot("tone-device-lost.png")
+    assert session.body("error") == "device-lost", session.failure("not a lost device")
+    message = page.inner_text("#error")
+    assert "The GPU device was lost" in message and "press Start" in message, message
+    assert session.body("takes") == str(takes)
+    assert page.is_visible("#take-card") and page.is_visible("a[download][data-take]")
+    assert page.get_attribute("a[download][data-take]", "href") == last       # the last take is kept
+    assert page.inner_text("#take-title").startswith(f"Take {takes} ")
+    page.wait_for_function("!document.querySelector('[data-action=start]').disabled",  # loaded on a fresh device
+                           timeout=READY_TIMEOUT_MS)
+    page.dispatch_event("[data-action=start]", "click")
+    page.wait_for_function("Number(document.body.dataset.captured || 0) > 0 && document.body.dataset.state === 'live'",
+                           timeout=60_000, polling=50)
+    page.dispatch_event("[data-action=stop]", "click")
+    page.wait_for_function(f"document.body.dataset.takes === '{takes + 1}' || document.body.dataset.error",
+                           timeout=TAKE_TIMEOUT_MS)
+    assert session.body("takes") == str(takes + 1), session.failure("no take after the lost device")
+    assert page.get_attribute("a[download][data-take]", "href") != last
+
+
 # ------------------------------------------------------------------ error messages
 
 

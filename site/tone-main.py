@@ -28,6 +28,8 @@ Stable hooks for end-to-end tests:
                           the engine's latency_samples; body[data-play-offset] the
                           playback worklet's offset (samples)
     body[data-late], body[data-lost], body[data-rtf]   real-time figures of the last take
+    body[data-captured], body[data-processed]   input samples captured and processed by
+                          the engine in the take under way (or the last one)
 
 The DOM helpers, the worker's start and the error notice are shared with the demix
 page's main thread: site/page_kit.py. The pitch trail draws with the engine's own
@@ -301,6 +303,7 @@ class Page:
         self.meter = {"in": 0.0, "out": 0.0}
         self.takes = 0
         self.take_urls = []
+        self.last_take = None     # {"title", "meta"} of the last finished take (its URLs: take_urls)
         self.stats = {}
         self.t_start = 0.0
         self.last_captured = 0
@@ -469,7 +472,7 @@ class Page:
             self.set_state("idle")
             return
         self.live = live
-        document.body.dataset.captured = "0"
+        document.body.dataset.captured = document.body.dataset.processed = "0"
         self.trail.clear()
         self.stats = {"rtf": 0.0, "processed": 0, "captured": 0, "lost": 0}
         by_id("take-card").hidden = True
@@ -536,11 +539,7 @@ class Page:
         link, inp = by_id("take-link"), by_id("input-link")
         link.href, link.download = take_url, f"stemtone-{name}-{stamp}.wav"
         inp.href, inp.download = input_url, f"stemtone-voice-{stamp}.wav"
-        link.hidden = inp.hidden = False
-        audio = by_id("take-audio")
-        audio.src = take_url
-        audio.hidden = False
-        by_id("finishing").hidden = True
+        by_id("take-audio").src = take_url
         s = self.stats
         processed, lost = int(d.processed), int(d.lost)
         late, played = s.get("late", 0), s.get("played", 0)
@@ -550,7 +549,8 @@ class Page:
             parts.append(f"{late} of {late + played} live blocks were late (silent live, complete in the take)")
         if lost:
             parts.append(f"{lost / R.SAMPLE_RATE:.1f} s of input overflowed the buffer (silence in the take)")
-        by_id("take-meta").textContent = " · ".join(parts)
+        self.last_take = {"title": f"Take {self.takes} · {name}", "meta": " · ".join(parts)}
+        self.show_last_take()
         body = document.body.dataset
         body.lost = str(lost)
         body.takeSeconds = f"{float(d.seconds):.3f}"
@@ -558,6 +558,19 @@ class Page:
         body.takes = str(self.takes)
         self.set_status("pass", f"Ready · {self.instrument_label()}")
         self.set_state("idle")
+
+    def show_last_take(self):
+        """The take card with the last finished take (its player and downloads), or no
+        card before the first: after a take, and when a later one fails."""
+        card = by_id("take-card")
+        card.hidden = self.last_take is None
+        if self.last_take is None:
+            return
+        by_id("take-title").textContent = self.last_take["title"]
+        by_id("take-meta").textContent = self.last_take["meta"]
+        for el in ("take-link", "input-link", "take-audio"):
+            by_id(el).hidden = False
+        by_id("finishing").hidden = True
 
     # ---- live display
     def on_frame(self, _now):
@@ -654,6 +667,7 @@ class Page:
             self.trail.add(f0, conf, loud, int(by_id("octave").value), self.midi_range())
             self.show_note(f0, conf)
             by_id("trail-time").textContent = f"{int(d.processed) / R.SAMPLE_RATE:.1f} s processed"
+            document.body.dataset.processed = str(int(d.processed))
         elif kind == "finishing":
             self.show_finishing(float(d.fraction), float(d.seconds_left))
         elif kind == "take":
@@ -682,9 +696,12 @@ class Page:
         if self.live is not None:
             asyncio.ensure_future(self.live.stop())
             self.live = None
-        by_id("take-card").hidden = True
+        self.show_last_take()  # the take that failed is gone; the one before stays
         self.set_status("fail", title)
         self.set_state("idle")
+        if kind == "device-lost":  # the worker dropped the instruments: load this one on a fresh device
+            self.loaded.clear()
+            self.request_load()
 
     def on_worker_crash(self, event):
         error = getattr(event, "error", None) or event

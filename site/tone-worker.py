@@ -22,6 +22,7 @@ Messages (plain JS objects; each message to the page carries a "stemtone" key):
                      {cmd: "start", capture, output: SharedArrayBuffer, octave: int}
                      {cmd: "set", octave: int}
                      {cmd: "stop"}        the AudioContext is closed: the capture is final
+                     {cmd: "lose-device"} destroys the device as a driver reset does (tests)
     worker -> page   {stemtone: "ready", gpu, f16}
                      {stemtone: "loading", name, message}
                      {stemtone: "loaded", name, latency: engine latency (samples),
@@ -215,6 +216,8 @@ class Worker(GPUWorker):
                 if self.take is not None:
                     self.take.stop_at = self.take.capture.load(R.WRITE)
                     self.take.stopping = True
+            elif cmd == "lose-device":
+                self.lose_device()
         except NoGPUError as e:
             post_no_webgpu(e)
         except Exception as e:  # a bug: show it instead of hanging the page
@@ -264,8 +267,9 @@ class Worker(GPUWorker):
         except DeviceLostError as e:
             self.reset()
             post_error("device-lost", "The GPU device was lost",
-                       "The graphics driver reset or the GPU was needed elsewhere. Reload the page to start "
-                       "again.", str(e))
+                       "The graphics driver reset or the GPU was needed elsewhere, and this take stopped. The "
+                       "instrument is loaded again on a fresh device: press Start when it is ready. Your "
+                       "previous take is kept.", str(e))
         finally:
             self.take = None
 
