@@ -37,6 +37,8 @@ CLIP_S = 3.0                 # the looped singing
 CAPTURE_S = 1.0              # the take: about a second (SwiftShader needs ~15 s per second)
 STREAM_VS_OFFLINE_DB = 60.0       # the take vs the native offline rendering (reached 73.5 dB)
 INSTRUMENT = "ddsp-violin"
+OVERFLOW_RING_S = 1          # the capture ring of the overflow test (tone.html?capture-seconds=)
+STALL_S = 3                  # and how long its engine is stalled mid-take
 OCTAVE = 1
 READY_TIMEOUT_MS = 180_000
 TAKE_TIMEOUT_MS = 240_000
@@ -391,6 +393,41 @@ def test_device_lost_during_a_take_keeps_the_last_take_and_the_next_take_works(s
                            timeout=TAKE_TIMEOUT_MS)
     assert session.body("takes") == str(takes + 1), session.failure("no take after the lost device")
     assert page.get_attribute("a[download][data-take]", "href") != last
+
+
+def test_capture_ring_overflow_is_counted_and_shown(session, tmp_path):
+    """A 1 s capture ring (tone.html?capture-seconds=1) and the engine stalled for 3 s
+    mid-take (the page's "stemtone-stall-engine" hook, as a GPU stall would): the writer
+    laps the reader, whatever the GPU's speed. The lost input is counted (body[data-lost]),
+    said under the take, and is silence in the take, which still covers all the input."""
+    page = session.page
+    page.goto(session.page.url.split("?")[0] + f"?capture-seconds={OVERFLOW_RING_S}")
+    wait_ready(page)
+    page.select_option("select[name=instrument]", INSTRUMENT)
+    page.wait_for_function("!document.querySelector('[data-action=start]').disabled", timeout=READY_TIMEOUT_MS)
+    page.dispatch_event("[data-action=start]", "click")
+    page.wait_for_function("Number(document.body.dataset.processed) > 0 && document.body.dataset.state === 'live'",
+                           timeout=TAKE_TIMEOUT_MS, polling=50)
+    page.evaluate(f"document.dispatchEvent(new CustomEvent('stemtone-stall-engine', {{detail: {STALL_S}}}))")
+    stalled_at = int(session.body("captured"))
+    page.wait_for_function(f"Number(document.body.dataset.captured) >= {stalled_at + int((STALL_S + 0.5) * SR)}",
+                           timeout=60_000, polling=50)
+    page.dispatch_event("[data-action=stop]", "click")
+    page.wait_for_function("document.body.dataset.takes === '1' || document.body.dataset.error",
+                           timeout=TAKE_TIMEOUT_MS)
+    assert session.body("takes") == "1", session.failure("the take did not finish")
+    session.bp.screenshot("tone-overflow.png")
+    lost, captured = int(session.body("lost")), int(session.body("captured"))
+    assert lost > 0, (lost, captured)  # the stall alone writes STALL_S s into a ring of OVERFLOW_RING_S s
+    session.figures.update(overflow_lost_samples=lost, overflow_captured_samples=captured)
+    print(f"\ncapture ring overflow: {lost} of {captured} samples lost ({lost / SR:.2f} s)")
+    meta = page.inner_text("#take-meta")
+    assert f"{lost / SR:.1f} s of input overflowed the buffer" in meta, meta
+    with page.expect_download() as info:
+        page.click("a[download][data-input]")
+    dry, _ = sf.read(str(info.value.path()), dtype="float32")
+    assert len(dry) >= captured                               # every captured sample has its place
+    assert int(np.sum(dry == 0.0)) >= lost                    # the lost ones are silence
 
 
 # ------------------------------------------------------------------ error messages

@@ -30,6 +30,9 @@ Stable hooks for end-to-end tests:
     body[data-late], body[data-lost], body[data-rtf]   real-time figures of the last take
     body[data-captured], body[data-processed]   input samples captured and processed by
                           the engine in the take under way (or the last one)
+    tone.html?capture-seconds=S   a capture ring of S seconds instead of 20 (1 to 120)
+    document events "stemtone-lose-device" (page_kit) and "stemtone-stall-engine"
+                          (CustomEvent, detail: seconds): a driver reset, a GPU stall
 
 The DOM helpers, the worker's start and the error notice are shared with the demix
 page's main thread: site/page_kit.py. The pitch trail draws with the engine's own
@@ -205,16 +208,16 @@ class MicError(Exception):
 class Live:
     """One take's audio graph: AudioContext, microphone, worklets, rings, gains."""
 
-    def __init__(self, ctx, stream, play_offset, total_latency_s, mix):
+    def __init__(self, ctx, stream, play_offset, total_latency_s, mix, capture_capacity):
         self.ctx, self.stream = ctx, stream
-        self.capture_sab = js.SharedArrayBuffer.new(R.ring_bytes(R.CAPTURE_SECONDS * R.SAMPLE_RATE))
+        self.capture_sab = js.SharedArrayBuffer.new(R.ring_bytes(capture_capacity))
         self.output_sab = js.SharedArrayBuffer.new(R.ring_bytes(R.OUTPUT_SECONDS * R.SAMPLE_RATE))
         self.capture_head = js.Int32Array.new(self.capture_sab, 0, R.HEADER)
         self.capture_levels = js.Float32Array.new(self.capture_sab, 0, R.HEADER)
         self.output_head = js.Int32Array.new(self.output_sab, 0, R.HEADER)
         self.output_levels = js.Float32Array.new(self.output_sab, 0, R.HEADER)
         options = {"capture": self.capture_sab, "output": self.output_sab, "header": R.HEADER,
-                   "captureCapacity": R.CAPTURE_SECONDS * R.SAMPLE_RATE,
+                   "captureCapacity": capture_capacity,
                    "outputCapacity": R.OUTPUT_SECONDS * R.SAMPLE_RATE, "slots": R.SLOTS,
                    "playOffset": play_offset}
         self.source = ctx.createMediaStreamSource(stream)
@@ -304,6 +307,10 @@ class Page:
         self.takes = 0
         self.take_urls = []
         self.last_take = None     # {"title", "meta"} of the last finished take (its URLs: take_urls)
+        # the backlog the worker may fall behind before input is lost: tone_ring.CAPTURE_SECONDS,
+        # or what the URL asks for (?capture-seconds=S; the e2e test of an overflow uses 1 s)
+        asked = js.URLSearchParams.new(js.location.search).get("capture-seconds")
+        self.capture_capacity = R.capture_capacity(asked if asked else R.CAPTURE_SECONDS)
         self.stats = {}
         self.t_start = 0.0
         self.last_captured = 0
@@ -335,6 +342,10 @@ class Page:
         listen(by_id("mix"), "input", lambda e: self.set_mix())
         listen(by_id("error-close"), "click", lambda e: hide_error())
         listen(js.window, "resize", lambda e: self.trail.resize())
+        # tests: the document event "stemtone-stall-engine" (detail: seconds) pauses the
+        # engine's reading of the capture ring, as a GPU stall would: forces an overflow
+        listen(document, "stemtone-stall-engine", lambda e: self.worker.postMessage(
+            to_js({"cmd": "stall", "seconds": float(e.detail)})))
 
     async def load_manifest(self):
         self.manifest = await fetch_json(MANIFEST_URL)
@@ -459,7 +470,7 @@ class Page:
             try:
                 await ctx.audioWorklet.addModule(WORKLETS_URL)
                 live = Live(ctx, stream, R.play_offset(int(info["lag"])), self.latency["total"] / 1000,
-                            int(by_id("mix").value) / 100)
+                            int(by_id("mix").value) / 100, self.capture_capacity)
             except JsException as e:
                 for track in stream.getTracks():
                     track.stop()
@@ -618,7 +629,8 @@ class Page:
             self.set_realtime("realtime warn", (
                 f"This GPU needs {s.get('rtf', 0.0):.1f}× real time. {late} of {total} blocks were late "
                 f"and stay silent live; {behind:.1f} s of singing wait to be processed"
-                + (f"; {s['lost'] / R.SAMPLE_RATE:.1f} s overflowed the 20 s buffer" if s.get("lost") else "")
+                + (f"; {s['lost'] / R.SAMPLE_RATE:.1f} s overflowed the "
+                   f"{self.capture_capacity / R.SAMPLE_RATE:.0f} s buffer" if s.get("lost") else "")
                 + ". Stop to finish the take."))
         else:
             self.set_status("live", f"Live · {self.instrument_label()}")
