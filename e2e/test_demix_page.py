@@ -13,10 +13,14 @@ The measured browser time goes to e2e/artifacts/demix-timing.json for
 `stemtone bench separate`.
 """
 
+import copy
+import functools
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 import zipfile
 
 import numpy as np
@@ -271,6 +275,81 @@ def test_cached_weights_are_used_and_a_corrupted_entry_is_downloaded_again(serve
     assert page.locator("[data-stem] a[download]").count() == len(STEMS)
 
 
+def test_device_lost_during_a_separation_keeps_the_stems_and_the_next_one_works(demix, clip):
+    """The device is destroyed mid-separation, as a driver reset would (the page's
+    "stemtone-lose-device" hook): the song's row fails with the lost-device message, the
+    stems already on the page stay, and the next song is separated on a fresh device
+    without a reload."""
+    page = demix.page
+    before, done = demix.stem_links(), demix.results()
+    page.set_input_files("input[type=file]", clip)
+    page.wait_for_function(f"document.querySelector('{LAST} .job-stage').textContent.startsWith('Separating')",
+                           timeout=READY_TIMEOUT_MS)
+    page.evaluate("document.dispatchEvent(new Event('stemtone-lose-device'))")
+    demix.wait_idle()
+    demix.bp.screenshot("demix-device-lost.png")
+    assert page.get_attribute("body", "data-error") == "device-lost", demix.failure("not a lost device")
+    assert page.get_attribute(LAST, "data-status") == "failed" and page.get_attribute(LAST, "data-error") == "device-lost"
+    message = page.inner_text("#error")
+    assert "The GPU device was lost" in message and "previous results are kept" in message, message
+    assert page.is_visible("#error-help a[href='/diagnostics.html']")
+    assert demix.stem_links() == before and demix.results() == done
+    page.set_input_files("input[type=file]", clip)                   # no reload
+    demix.wait_idle()
+    assert demix.results() == done + 1, demix.failure("no separation after the lost device")
+    assert page.get_attribute(LAST, "data-status") == "done"
+    assert page.get_attribute("body", "data-error") is None
+
+
+CACHED_WEIGHTS_JS = "async () => (await (await caches.open('stemtone-weights')).keys()).length"
+
+
+def test_cancel_during_the_weights_download(server, open_browser, clip):
+    """A fresh browser (nothing cached): the weights request is held until the test has
+    clicked Cancel, so the download is under way when the cancel arrives. The song's row
+    says Cancelled, nothing is cached (the partial download is dropped), and the same
+    page separates the next song, downloading the weights again."""
+    bp = open_browser(webgpu=True)
+    page, held, requests = bp.page, [], []
+
+    def hold(route):
+        requests.append(route.request.url)
+        held.append(route)
+
+    page.context.route("**/weights/*.safetensors", hold)
+    page.goto(server.url + "/")
+    page.wait_for_selector("body[data-ready]", state="attached", timeout=READY_TIMEOUT_MS)
+    page.set_input_files("input[type=file]", clip)
+    page.wait_for_function(f"document.querySelector('{LAST} .job-stage').textContent.startsWith('Downloading')",
+                           timeout=READY_TIMEOUT_MS)
+    for _ in range(600):  # Playwright hands the held request to hold() while the test waits
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert len(held) == 1, requests
+    page.click(f"{LAST} .job-cancel")
+    held.pop().continue_()  # the download now runs, and stops at its first chunk
+    page.wait_for_function("document.body.dataset.state === 'idle'", timeout=READY_TIMEOUT_MS)
+    bp.screenshot("demix-cancelled-download.png")
+    assert page.get_attribute(LAST, "data-status") == "cancelled", bp.console_report()
+    assert page.get_attribute("body", "data-error") == "cancelled"
+    assert "Cancelled" in page.inner_text(f"{LAST} .job-error")
+    assert page.evaluate(CACHED_WEIGHTS_JS) == 0        # the partial download is not kept
+    assert page.locator("[data-stem] a[download]").count() == 0
+
+    page.context.unroute("**/weights/*.safetensors")
+    page.context.route("**/weights/*.safetensors", lambda route: (requests.append(route.request.url),
+                                                                   route.continue_()))
+    page.set_input_files("input[type=file]", clip)
+    page.wait_for_function("(document.body.dataset.results|0) > 0 || document.body.dataset.error",
+                           timeout=SEPARATE_TIMEOUT_MS)
+    assert page.get_attribute("body", "data-error") is None, bp.console_report()
+    assert page.get_attribute(LAST, "data-status") == "done"
+    assert len(requests) == 2, requests                  # downloaded again, in full
+    assert page.evaluate(CACHED_WEIGHTS_JS) == 1
+    assert page.locator("[data-stem] a[download]").count() == len(STEMS)
+
+
 def test_weights_that_fail_to_load_are_reported(server, open_browser, clip):
     bp = open_browser(webgpu=True)
     page = bp.page
@@ -287,6 +366,47 @@ def test_weights_that_fail_to_load_are_reported(server, open_browser, clip):
     assert "model could not be loaded" in message and "spleeter-2stems.safetensors" in message, message
     assert page.locator("[data-stem] a[download]").count() == 0
     assert page.is_enabled("input[type=file]")  # the user can try again
+
+
+# the service worker (site/sw.js) keeps the models list it cached on the first visit
+FORGET_THE_APP_JS = """async () => {
+    for (const r of await navigator.serviceWorker.getRegistrations()) await r.unregister();
+    for (const k of await caches.keys()) if (k.startsWith("stemtone-app-")) await caches.delete(k);
+}"""
+
+
+def serve_body(body, route):
+    route.fulfill(status=200, body=body, content_type="application/json")
+
+
+def test_a_malformed_models_list_is_refused_by_name(server, open_browser):
+    """The page's main thread checks /weights/models.json with the checks the CLI and the
+    server make (pycore.weights.manifest): a list that fails them is named, with the
+    fault, and nothing can be separated (a file path that leaves /weights/ is not used)."""
+    with urllib.request.urlopen(server.url + "/weights/models.json") as r:
+        good = json.load(r)
+    escaping = copy.deepcopy(good)
+    spleeter = next(m for m in escaping["models"] if m["name"] == "spleeter-2stems")
+    spleeter["files"][0]["path"] = "../index.html"
+    cases = [(escaping, "model spleeter-2stems: a file record without a plain file name"),
+             ({"models": {}}, 'no "models" list'),
+             (b"<html>not JSON</html>", "not JSON")]
+    bp = open_browser(webgpu=True)
+    page = bp.page
+    for served, words in cases:
+        body = served if isinstance(served, bytes) else json.dumps(served).encode()
+        page.context.route("**/weights/models.json", functools.partial(serve_body, body))
+        page.goto(server.url + "/")
+        page.wait_for_selector("body[data-ready]", state="attached", timeout=READY_TIMEOUT_MS)
+        message = page.inner_text("#error") if page.is_visible("#error") else "(no error shown)"
+        assert page.get_attribute("body", "data-ready") == "false", message
+        assert page.get_attribute("body", "data-error") == "weights", bp.console_report()
+        assert "/weights/models.json" in message and words in message, message
+        assert page.is_disabled("input[type=file]")
+        page.context.unroute("**/weights/models.json")
+        page.evaluate(FORGET_THE_APP_JS)  # else the service worker answers the next visit from its copy
+    bp.screenshot("demix-malformed-models.png")
+    assert "model list is malformed" in page.inner_text("#error")
 
 
 def test_without_webgpu_the_page_says_so(server, open_browser):

@@ -37,6 +37,8 @@ CLIP_S = 3.0                 # the looped singing
 CAPTURE_S = 1.0              # the take: about a second (SwiftShader needs ~15 s per second)
 STREAM_VS_OFFLINE_DB = 60.0       # the take vs the native offline rendering (reached 73.5 dB)
 INSTRUMENT = "ddsp-violin"
+OVERFLOW_RING_S = 1          # the capture ring of the overflow test (tone.html?capture-seconds=)
+STALL_S = 3                  # and how long its engine is stalled mid-take
 OCTAVE = 1
 READY_TIMEOUT_MS = 180_000
 TAKE_TIMEOUT_MS = 240_000
@@ -361,6 +363,73 @@ def test_a_second_take_replaces_the_first(session):
     assert not session.bp.errors, session.bp.console_report()
 
 
+def test_device_lost_during_a_take_keeps_the_last_take_and_the_next_take_works(session):
+    """The device is destroyed mid-take, as a driver reset would (the page's
+    "stemtone-lose-device" hook): the page says so, shows the last finished take again,
+    loads the instrument on a fresh device, and the next take works without a reload."""
+    page = session.page
+    takes = int(session.body("takes"))
+    last = page.get_attribute("a[download][data-take]", "href")
+    page.dispatch_event("[data-action=start]", "click")
+    page.wait_for_function("Number(document.body.dataset.processed) > 0 && document.body.dataset.state === 'live'",
+                           timeout=TAKE_TIMEOUT_MS, polling=50)  # the engine is pushing blocks of this take
+    page.evaluate("document.dispatchEvent(new Event('stemtone-lose-device'))")
+    page.wait_for_function("document.body.dataset.error", timeout=TAKE_TIMEOUT_MS)
+    session.bp.screenshot("tone-device-lost.png")
+    assert session.body("error") == "device-lost", session.failure("not a lost device")
+    message = page.inner_text("#error")
+    assert "The GPU device was lost" in message and "press Start" in message, message
+    assert session.body("takes") == str(takes)
+    assert page.is_visible("#take-card") and page.is_visible("a[download][data-take]")
+    assert page.get_attribute("a[download][data-take]", "href") == last       # the last take is kept
+    assert page.inner_text("#take-title").startswith(f"Take {takes} ")
+    page.wait_for_function("!document.querySelector('[data-action=start]').disabled",  # loaded on a fresh device
+                           timeout=READY_TIMEOUT_MS)
+    page.dispatch_event("[data-action=start]", "click")
+    page.wait_for_function("Number(document.body.dataset.captured || 0) > 0 && document.body.dataset.state === 'live'",
+                           timeout=60_000, polling=50)
+    page.dispatch_event("[data-action=stop]", "click")
+    page.wait_for_function(f"document.body.dataset.takes === '{takes + 1}' || document.body.dataset.error",
+                           timeout=TAKE_TIMEOUT_MS)
+    assert session.body("takes") == str(takes + 1), session.failure("no take after the lost device")
+    assert page.get_attribute("a[download][data-take]", "href") != last
+
+
+def test_capture_ring_overflow_is_counted_and_shown(session, tmp_path):
+    """A 1 s capture ring (tone.html?capture-seconds=1) and the engine stalled for 3 s
+    mid-take (the page's "stemtone-stall-engine" hook, as a GPU stall would): the writer
+    laps the reader, whatever the GPU's speed. The lost input is counted (body[data-lost]),
+    said under the take, and is silence in the take, which still covers all the input."""
+    page = session.page
+    page.goto(session.page.url.split("?")[0] + f"?capture-seconds={OVERFLOW_RING_S}")
+    wait_ready(page)
+    page.select_option("select[name=instrument]", INSTRUMENT)
+    page.wait_for_function("!document.querySelector('[data-action=start]').disabled", timeout=READY_TIMEOUT_MS)
+    page.dispatch_event("[data-action=start]", "click")
+    page.wait_for_function("Number(document.body.dataset.processed) > 0 && document.body.dataset.state === 'live'",
+                           timeout=TAKE_TIMEOUT_MS, polling=50)
+    page.evaluate(f"document.dispatchEvent(new CustomEvent('stemtone-stall-engine', {{detail: {STALL_S}}}))")
+    stalled_at = int(session.body("captured"))
+    page.wait_for_function(f"Number(document.body.dataset.captured) >= {stalled_at + int((STALL_S + 0.5) * SR)}",
+                           timeout=60_000, polling=50)
+    page.dispatch_event("[data-action=stop]", "click")
+    page.wait_for_function("document.body.dataset.takes === '1' || document.body.dataset.error",
+                           timeout=TAKE_TIMEOUT_MS)
+    assert session.body("takes") == "1", session.failure("the take did not finish")
+    session.bp.screenshot("tone-overflow.png")
+    lost, captured = int(session.body("lost")), int(session.body("captured"))
+    assert lost > 0, (lost, captured)  # the stall alone writes STALL_S s into a ring of OVERFLOW_RING_S s
+    session.figures.update(overflow_lost_samples=lost, overflow_captured_samples=captured)
+    print(f"\ncapture ring overflow: {lost} of {captured} samples lost ({lost / SR:.2f} s)")
+    meta = page.inner_text("#take-meta")
+    assert f"{lost / SR:.1f} s of input overflowed the buffer" in meta, meta
+    with page.expect_download() as info:
+        page.click("a[download][data-input]")
+    dry, _ = sf.read(str(info.value.path()), dtype="float32")
+    assert len(dry) >= captured                               # every captured sample has its place
+    assert int(np.sum(dry == 0.0)) >= lost                    # the lost ones are silence
+
+
 # ------------------------------------------------------------------ error messages
 
 
@@ -373,6 +442,27 @@ def test_without_webgpu_the_page_says_so(server, open_browser):
     assert page.get_attribute("body", "data-ready") == "false"
     assert page.get_attribute("body", "data-error") == "no-webgpu", bp.console_report()
     assert "WebGPU is not available" in page.inner_text("#error")
+    assert page.is_disabled("[data-action=start]")
+
+
+def test_a_malformed_manifest_is_refused_by_name(server, open_browser):
+    """The page's main thread checks weights/manifest.json with the CLI's checks
+    (pycore.weights.manifest): a sha256 that is not 64 hex digits is named, not used."""
+    doc = manifest()
+    violin = next(m for m in doc["models"] if m["name"] == INSTRUMENT)
+    violin["files"][0]["sha256"] = violin["files"][0]["sha256"][:8]
+    bp = open_browser(webgpu=True)
+    page = bp.page
+    page.context.route("**/weights/manifest.json", lambda route: route.fulfill(
+        status=200, body=json.dumps(doc), content_type="application/json"))
+    page.goto(server.url + "/tone.html")
+    wait_ready(page)
+    message = page.inner_text("#error") if page.is_visible("#error") else "(no error shown)"
+    assert page.get_attribute("body", "data-ready") == "false", message
+    assert page.get_attribute("body", "data-error") == "weights", bp.console_report()
+    assert "instrument list is malformed" in message, message
+    assert f"/weights/manifest.json: model {INSTRUMENT}: ddsp-violin.safetensors: sha256 must have 64 hex digits" \
+        in message, message
     assert page.is_disabled("[data-action=start]")
 
 

@@ -57,6 +57,8 @@ from pyodide.ffi import JsException, create_proxy
 from pyscript import document
 from pyscript.ffi import to_js
 
+from pycore.weights.manifest import check_models
+
 from page_kit import (DecodeError, by_id, connect_worker, decode_audio, fetch_json, floats, hide_error, listen,
                       show_error)
 
@@ -467,7 +469,12 @@ class Page:
         self.wire_inputs()
         try:
             await self.load_manifest()
-        except Exception as e:  # no manifest: nothing can be separated
+        except ValueError as e:  # a list that fails pycore.weights.manifest's checks (or is not JSON)
+            self.startup_failed("weights", "The model list is malformed",
+                                f"{e}. The server makes this list from its weights/manifest.json: "
+                                "`stemtone weights list` names the same fault there; fix the file and reload.")
+            return
+        except Exception as e:  # no list: nothing can be separated
             self.startup_failed("weights", "The model list could not be loaded",
                                 f"{MANIFEST_URL}: {e}. Run `make demo` to create the weights.")
             return
@@ -490,6 +497,7 @@ class Page:
 
     async def load_manifest(self):
         manifest = await fetch_json(MANIFEST_URL)
+        check_models(manifest, MANIFEST_URL)  # the checks the CLI and the server make: a ValueError naming the fault
         models = [m for m in manifest["models"] if is_separation(m)]
         self.fetchable = {m["name"]: m for m in manifest["models"] if "fetch" in m}  # for the converter
         # installed models first, in manifest order; then the ones the server lacks

@@ -18,6 +18,7 @@ naming its kind.
                       minus X: pycore.demix.base.everything_but)}
                      {cmd: "checkpoint", id: session model name, files: [{name, data:
                       ArrayBuffer}], fetchable: JSON {name: manifest entry with "fetch"}}
+                     {cmd: "lose-device"}  destroys the device as a driver reset does (tests)
     worker -> main   {stemtone: "ready", gpu: adapter description, f16: bool}
                      {stemtone: "model", entry: JSON of a manifest-like entry with
                       "session": true, "runs_as": the pycore.demix model, "stems"}
@@ -95,6 +96,8 @@ class Worker(GPUWorker):
             await self.run_job(data)
         elif cmd == "checkpoint":
             await self.load_checkpoint(data)
+        elif cmd == "lose-device":
+            self.lose_device()
 
     def cancelled(self) -> bool:
         return self.flag is not None and js.Atomics.load(self.flag, 0) != 0

@@ -12,7 +12,7 @@ Body attributes (for people reading the DOM, and for e2e/test_learn_page.py):
     body[data-losses], body[data-epoch-seconds]   per epoch, comma-separated
 
 A document event "stemtone-lose-device" asks the worker to destroy its device, as a driver
-reset would (the e2e test's way to check the recovery).
+reset would (the e2e test's way to check the recovery; page_kit.connect_worker).
 """
 
 import asyncio
@@ -180,7 +180,6 @@ class Page:
         listen(q("[data-action=generate]"), "click", lambda e: self.generate())
         listen(by_id("error-close"), "click", lambda e: hide_error())
         listen(js.window, "resize", lambda e: self.chart.draw())
-        listen(document, "stemtone-lose-device", lambda e: self.send("lose-device"))
 
     def send(self, cmd, **fields):
         self.worker.postMessage(to_js({"cmd": cmd, **fields}))

@@ -86,8 +86,7 @@ class Worker(GPUWorker):
             elif cmd == "pause":
                 self.pausing = self.busy
             elif cmd == "lose-device":
-                if self.dev is not None:
-                    self.dev.device.destroy()
+                self.lose_device()
             elif self.busy:
                 post_error("busy", "Still working", "Wait for the training or generation under way, or pause it.")
             elif cmd == "clip":

@@ -5,8 +5,11 @@ site/tone-main.py (tone page). Both load it from their PyScript config's [files]
     by_id(id), q(selector)         the page's elements
     listen(target, event, fn)      addEventListener with a Python handler that stays alive
     floats(f32)                    a JS Float32Array -> array('f') (one copy)
-    fetch_json(url)                GET and parse; RuntimeError naming the HTTP status
-    connect_worker(id, ...)        the page's PyScript worker, once PyScript has started it
+    fetch_json(url)                GET and parse; RuntimeError naming the HTTP status,
+                                   ValueError naming the URL for an answer that is not JSON
+    connect_worker(id, ...)        the page's PyScript worker, once PyScript has started it;
+                                   the document event "stemtone-lose-device" (tests) asks it
+                                   to destroy its GPU device, as a driver reset would
     show_error(...), hide_error()  the #error notice (the same markup on both pages) and
                                    body[data-error], the kind of the error on display
 """
@@ -48,10 +51,15 @@ def floats(f32) -> array.array:
 
 
 async def fetch_json(url):
+    """GET and parse: RuntimeError when the server refuses, ValueError naming `url` when
+    the answer is not JSON."""
     response = await js.fetch(url)
     if not response.ok:
         raise RuntimeError(f"the server answered {response.status}")
-    return json.loads(await response.text())
+    try:
+        return json.loads(await response.text())
+    except ValueError as e:
+        raise ValueError(f"{url}: not JSON ({e})") from None
 
 
 async def connect_worker(tag_id, on_message, on_crash):
@@ -66,6 +74,8 @@ async def connect_worker(tag_id, on_message, on_crash):
     crash = create_proxy(on_crash)
     _proxies.append(crash)
     worker.onerror = crash
+    # tests: a device lost as a driver reset loses it (worker_kit.GPUWorker.lose_device)
+    listen(document, "stemtone-lose-device", lambda e: worker.postMessage(to_js({"cmd": "lose-device"})))
     return worker
 
 

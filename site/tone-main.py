@@ -28,6 +28,11 @@ Stable hooks for end-to-end tests:
                           the engine's latency_samples; body[data-play-offset] the
                           playback worklet's offset (samples)
     body[data-late], body[data-lost], body[data-rtf]   real-time figures of the last take
+    body[data-captured], body[data-processed]   input samples captured and processed by
+                          the engine in the take under way (or the last one)
+    tone.html?capture-seconds=S   a capture ring of S seconds instead of 20 (1 to 120)
+    document events "stemtone-lose-device" (page_kit) and "stemtone-stall-engine"
+                          (CustomEvent, detail: seconds): a driver reset, a GPU stall
 
 The DOM helpers, the worker's start and the error notice are shared with the demix
 page's main thread: site/page_kit.py. The pitch trail draws with the engine's own
@@ -45,6 +50,7 @@ from pyscript import document
 from pyscript.ffi import to_js
 
 from pycore.tone.controls import DEFAULT_RANGE, SILENCE_DB, VOICED, fold_f0
+from pycore.weights.manifest import check_models
 
 import tone_ring as R
 from page_kit import by_id, connect_worker, fetch_json, floats, hide_error, listen, q, show_error
@@ -202,16 +208,16 @@ class MicError(Exception):
 class Live:
     """One take's audio graph: AudioContext, microphone, worklets, rings, gains."""
 
-    def __init__(self, ctx, stream, play_offset, total_latency_s, mix):
+    def __init__(self, ctx, stream, play_offset, total_latency_s, mix, capture_capacity):
         self.ctx, self.stream = ctx, stream
-        self.capture_sab = js.SharedArrayBuffer.new(R.ring_bytes(R.CAPTURE_SECONDS * R.SAMPLE_RATE))
+        self.capture_sab = js.SharedArrayBuffer.new(R.ring_bytes(capture_capacity))
         self.output_sab = js.SharedArrayBuffer.new(R.ring_bytes(R.OUTPUT_SECONDS * R.SAMPLE_RATE))
         self.capture_head = js.Int32Array.new(self.capture_sab, 0, R.HEADER)
         self.capture_levels = js.Float32Array.new(self.capture_sab, 0, R.HEADER)
         self.output_head = js.Int32Array.new(self.output_sab, 0, R.HEADER)
         self.output_levels = js.Float32Array.new(self.output_sab, 0, R.HEADER)
         options = {"capture": self.capture_sab, "output": self.output_sab, "header": R.HEADER,
-                   "captureCapacity": R.CAPTURE_SECONDS * R.SAMPLE_RATE,
+                   "captureCapacity": capture_capacity,
                    "outputCapacity": R.OUTPUT_SECONDS * R.SAMPLE_RATE, "slots": R.SLOTS,
                    "playOffset": play_offset}
         self.source = ctx.createMediaStreamSource(stream)
@@ -300,6 +306,11 @@ class Page:
         self.meter = {"in": 0.0, "out": 0.0}
         self.takes = 0
         self.take_urls = []
+        self.last_take = None     # {"title", "meta"} of the last finished take (its URLs: take_urls)
+        # the backlog the worker may fall behind before input is lost: tone_ring.CAPTURE_SECONDS,
+        # or what the URL asks for (?capture-seconds=S; the e2e test of an overflow uses 1 s)
+        asked = js.URLSearchParams.new(js.location.search).get("capture-seconds")
+        self.capture_capacity = R.capture_capacity(asked if asked else R.CAPTURE_SECONDS)
         self.stats = {}
         self.t_start = 0.0
         self.last_captured = 0
@@ -310,6 +321,11 @@ class Page:
         self.wire()
         try:
             await self.load_manifest()
+        except ValueError as e:  # a manifest that fails pycore.weights.manifest's checks (or is not JSON)
+            self.startup_failed("weights", "The instrument list is malformed",
+                                f"{e}. `stemtone weights list` names the same fault in the server's "
+                                "weights/manifest.json; fix the file and reload.")
+            return
         except Exception as e:
             self.startup_failed("weights", "The instrument list could not be loaded",
                                 f"{MANIFEST_URL}: {e}. Run `make demo` to create the weights.")
@@ -326,10 +342,14 @@ class Page:
         listen(by_id("mix"), "input", lambda e: self.set_mix())
         listen(by_id("error-close"), "click", lambda e: hide_error())
         listen(js.window, "resize", lambda e: self.trail.resize())
+        # tests: the document event "stemtone-stall-engine" (detail: seconds) pauses the
+        # engine's reading of the capture ring, as a GPU stall would: forces an overflow
+        listen(document, "stemtone-stall-engine", lambda e: self.worker.postMessage(
+            to_js({"cmd": "stall", "seconds": float(e.detail)})))
 
     async def load_manifest(self):
         self.manifest = await fetch_json(MANIFEST_URL)
-        models = self.manifest.get("models", [])
+        models = check_models(self.manifest, MANIFEST_URL)  # the CLI's checks: a ValueError naming the fault
         self.models = [m for m in models if m.get("task") == "tone"]
         self.crepe = next((m for m in models if m["name"] == "crepe-tiny"), None)
         if not self.models or self.crepe is None:
@@ -450,7 +470,7 @@ class Page:
             try:
                 await ctx.audioWorklet.addModule(WORKLETS_URL)
                 live = Live(ctx, stream, R.play_offset(int(info["lag"])), self.latency["total"] / 1000,
-                            int(by_id("mix").value) / 100)
+                            int(by_id("mix").value) / 100, self.capture_capacity)
             except JsException as e:
                 for track in stream.getTracks():
                     track.stop()
@@ -463,7 +483,7 @@ class Page:
             self.set_state("idle")
             return
         self.live = live
-        document.body.dataset.captured = "0"
+        document.body.dataset.captured = document.body.dataset.processed = "0"
         self.trail.clear()
         self.stats = {"rtf": 0.0, "processed": 0, "captured": 0, "lost": 0}
         by_id("take-card").hidden = True
@@ -530,11 +550,7 @@ class Page:
         link, inp = by_id("take-link"), by_id("input-link")
         link.href, link.download = take_url, f"stemtone-{name}-{stamp}.wav"
         inp.href, inp.download = input_url, f"stemtone-voice-{stamp}.wav"
-        link.hidden = inp.hidden = False
-        audio = by_id("take-audio")
-        audio.src = take_url
-        audio.hidden = False
-        by_id("finishing").hidden = True
+        by_id("take-audio").src = take_url
         s = self.stats
         processed, lost = int(d.processed), int(d.lost)
         late, played = s.get("late", 0), s.get("played", 0)
@@ -544,7 +560,8 @@ class Page:
             parts.append(f"{late} of {late + played} live blocks were late (silent live, complete in the take)")
         if lost:
             parts.append(f"{lost / R.SAMPLE_RATE:.1f} s of input overflowed the buffer (silence in the take)")
-        by_id("take-meta").textContent = " · ".join(parts)
+        self.last_take = {"title": f"Take {self.takes} · {name}", "meta": " · ".join(parts)}
+        self.show_last_take()
         body = document.body.dataset
         body.lost = str(lost)
         body.takeSeconds = f"{float(d.seconds):.3f}"
@@ -552,6 +569,19 @@ class Page:
         body.takes = str(self.takes)
         self.set_status("pass", f"Ready · {self.instrument_label()}")
         self.set_state("idle")
+
+    def show_last_take(self):
+        """The take card with the last finished take (its player and downloads), or no
+        card before the first: after a take, and when a later one fails."""
+        card = by_id("take-card")
+        card.hidden = self.last_take is None
+        if self.last_take is None:
+            return
+        by_id("take-title").textContent = self.last_take["title"]
+        by_id("take-meta").textContent = self.last_take["meta"]
+        for el in ("take-link", "input-link", "take-audio"):
+            by_id(el).hidden = False
+        by_id("finishing").hidden = True
 
     # ---- live display
     def on_frame(self, _now):
@@ -599,7 +629,8 @@ class Page:
             self.set_realtime("realtime warn", (
                 f"This GPU needs {s.get('rtf', 0.0):.1f}× real time. {late} of {total} blocks were late "
                 f"and stay silent live; {behind:.1f} s of singing wait to be processed"
-                + (f"; {s['lost'] / R.SAMPLE_RATE:.1f} s overflowed the 20 s buffer" if s.get("lost") else "")
+                + (f"; {s['lost'] / R.SAMPLE_RATE:.1f} s overflowed the "
+                   f"{self.capture_capacity / R.SAMPLE_RATE:.0f} s buffer" if s.get("lost") else "")
                 + ". Stop to finish the take."))
         else:
             self.set_status("live", f"Live · {self.instrument_label()}")
@@ -648,6 +679,7 @@ class Page:
             self.trail.add(f0, conf, loud, int(by_id("octave").value), self.midi_range())
             self.show_note(f0, conf)
             by_id("trail-time").textContent = f"{int(d.processed) / R.SAMPLE_RATE:.1f} s processed"
+            document.body.dataset.processed = str(int(d.processed))
         elif kind == "finishing":
             self.show_finishing(float(d.fraction), float(d.seconds_left))
         elif kind == "take":
@@ -676,9 +708,12 @@ class Page:
         if self.live is not None:
             asyncio.ensure_future(self.live.stop())
             self.live = None
-        by_id("take-card").hidden = True
+        self.show_last_take()  # the take that failed is gone; the one before stays
         self.set_status("fail", title)
         self.set_state("idle")
+        if kind == "device-lost":  # the worker dropped the instruments: load this one on a fresh device
+            self.loaded.clear()
+            self.request_load()
 
     def on_worker_crash(self, event):
         error = getattr(event, "error", None) or event

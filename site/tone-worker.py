@@ -22,6 +22,9 @@ Messages (plain JS objects; each message to the page carries a "stemtone" key):
                      {cmd: "start", capture, output: SharedArrayBuffer, octave: int}
                      {cmd: "set", octave: int}
                      {cmd: "stop"}        the AudioContext is closed: the capture is final
+                     {cmd: "lose-device"} destroys the device as a driver reset does (tests)
+                     {cmd: "stall", seconds}  the take stops reading the capture ring for
+                                          that long, as a GPU stall would (tests: overflow)
     worker -> page   {stemtone: "ready", gpu, f16}
                      {stemtone: "loading", name, message}
                      {stemtone: "loaded", name, latency: engine latency (samples),
@@ -41,6 +44,7 @@ the demix page's worker: site/worker_kit.py.
 """
 
 import array
+import asyncio
 import json
 import time
 import traceback
@@ -119,6 +123,7 @@ class Take:
         self.stopping = False
         self.stop_at = None         # capture position at Stop
         self.seen = 0               # the writer's position at the last step
+        self.stall = 0.0            # seconds to wait before the next step (tests: a GPU stall)
         self.frames = {"f0": array.array("f"), "confidence": array.array("f"), "loudness": array.array("f")}
         self.throttle = Throttle(POST_EVERY_S)
 
@@ -215,6 +220,10 @@ class Worker(GPUWorker):
                 if self.take is not None:
                     self.take.stop_at = self.take.capture.load(R.WRITE)
                     self.take.stopping = True
+            elif cmd == "lose-device":
+                self.lose_device()
+            elif cmd == "stall" and self.take is not None:
+                self.take.stall = float(data.seconds)
         except NoGPUError as e:
             post_no_webgpu(e)
         except Exception as e:  # a bug: show it instead of hanging the page
@@ -264,14 +273,18 @@ class Worker(GPUWorker):
         except DeviceLostError as e:
             self.reset()
             post_error("device-lost", "The GPU device was lost",
-                       "The graphics driver reset or the GPU was needed elsewhere. Reload the page to start "
-                       "again.", str(e))
+                       "The graphics driver reset or the GPU was needed elsewhere, and this take stopped. The "
+                       "instrument is loaded again on a fresh device: press Start when it is ready. Your "
+                       "previous take is kept.", str(e))
         finally:
             self.take = None
 
     async def live(self, take):
         """Until Stop: process blocks as they arrive."""
         while not take.stopping:
+            if take.stall:
+                seconds, take.stall = take.stall, 0.0
+                await asyncio.sleep(seconds)
             if not await take.step():
                 take.post_frames()
                 await take.capture.wait_write(take.seen)  # returns at once if the writer moved since

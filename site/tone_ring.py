@@ -23,6 +23,8 @@ playback worklet plays output position t - play_offset at audio time t and plays
 silence (counted as a late block) when the worker has not written it yet.
 """
 
+import math
+
 SAMPLE_RATE = 16000
 BLOCK = 128                 # Web Audio's render quantum: the capture worklet's block
 PLAYBACK_BUFFER = 128       # output samples of slack for the worker (8 ms)
@@ -46,6 +48,20 @@ HEADER_BYTES = 4 * HEADER
 
 SLOTS = {"WRITE": WRITE, "READ": READ, "STARTED": STARTED, "START_FRAME": START_FRAME, "STOP": STOP,
          "LATE": LATE, "PLAYED": PLAYED, "LEVEL": LEVEL}
+
+
+def capture_capacity(seconds=CAPTURE_SECONDS) -> int:
+    """The capture ring's capacity for `seconds` of backlog (the tone page's URL may ask
+    for another length: tone.html?capture-seconds=S), in whole blocks, 1 to 120 s; text
+    that is not a finite number gives the default."""
+    try:
+        seconds = float(seconds)
+    except (TypeError, ValueError):
+        seconds = CAPTURE_SECONDS
+    if not math.isfinite(seconds):
+        seconds = CAPTURE_SECONDS
+    seconds = min(max(seconds, 1.0), 120.0)
+    return round(seconds * SAMPLE_RATE / BLOCK) * BLOCK
 
 
 def ring_bytes(capacity: int) -> int:

@@ -10,7 +10,9 @@ site/tone.toml); the pages' main threads do not import it.
     GPUWorker                   base class: the page's origin and the WebGPU device, made
                                 on first use and made again after a loss (the subclass's
                                 forget_models() drops what was loaded on the old one);
-                                hello() answers the page's "hello" with "ready"
+                                hello() answers the page's "hello" with "ready";
+                                lose_device() destroys the device as a driver reset
+                                does (the pages' "lose-device" command, for the tests)
     fetch_weights(base, entry)  a manifest entry's safetensors file: from the Cache API
                                 if there, else downloaded (with progress, cancellable)
                                 and cached; always checked against its sha256
@@ -100,6 +102,14 @@ class GPUWorker:
             self.reset()
             self.dev = await create_device()
         return self.dev
+
+    def lose_device(self):
+        """Destroy the device as a driver reset would: the work under way fails with
+        DeviceLostError and the next device() makes a new one. The pages send
+        {cmd: "lose-device"} when their document gets the event "stemtone-lose-device"
+        (page_kit.connect_worker): the end-to-end tests' way to check the recovery."""
+        if self.dev is not None:
+            self.dev.device.destroy()
 
     async def hello(self, base):
         """The page's first message: note its origin, make the device and say "ready"

@@ -129,3 +129,12 @@ def test_header_layout_is_consistent():
     assert slots == list(range(len(slots))) and len(slots) <= R.HEADER
     assert R.ring_bytes(100) == R.HEADER_BYTES + 400
     assert R.CAPTURE_SECONDS * R.SAMPLE_RATE % R.BLOCK == 0 and R.MAX_CHUNK % R.BLOCK == 0
+
+
+@pytest.mark.parametrize("asked, seconds", [(R.CAPTURE_SECONDS, R.CAPTURE_SECONDS), ("1", 1), (0.25, 1), (1e9, 120),
+                                            ("nan", R.CAPTURE_SECONDS), ("abc", R.CAPTURE_SECONDS)])
+def test_capture_capacity_is_whole_blocks_within_its_range(asked, seconds):
+    capacity = R.capture_capacity(asked)
+    assert capacity % R.BLOCK == 0 and capacity == pytest.approx(seconds * R.SAMPLE_RATE, abs=R.BLOCK / 2)
+    # the smallest ring still holds what one read takes and the reader's safety margin
+    assert capacity > R.MAX_CHUNK + R.SAFETY

@@ -8,8 +8,9 @@ models; anything else is a ValueError naming the document and the model:
     model   "name": str (letters, digits, _ . -), optional "files": [{"path": a plain
             file name, optional "size": int >= 0, "sha256": 64 hex digits}], optional
             "fetch": {"files": [{"file": a plain file name, "url": https URL,
-            "sha256_prefix": 8+ hex digits, optional "sha256", "size"}], ...}
-Other fields pass through unchecked (titles, stems, licenses: shown as text).
+            "sha256_prefix": 8+ hex digits, optional "sha256", "size"}], ...}, optional
+            "stems": a non-empty list of distinct names (as "name")
+Other fields pass through unchecked (titles, licenses: shown as text).
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def check_models(doc, name: str = "manifest") -> list:
         if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not _NAME.match(m["name"]):
             raise ValueError(f"{name}: a model without a valid \"name\"")
         where = f"{name}: model {m['name']}"
+        stems = m.get("stems", ["-"])
+        if (not isinstance(stems, list) or not stems or len(set(map(str, stems))) != len(stems)
+                or not all(isinstance(s, str) and _NAME.match(s) for s in stems)):
+            raise ValueError(f"{where}: \"stems\" must be a non-empty list of distinct names")
         if not isinstance(m.get("files", []), list):
             raise ValueError(f"{where}: \"files\" must be a list")
         for rec in m.get("files", []):
