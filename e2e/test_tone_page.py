@@ -44,14 +44,6 @@ MAX_MEDIAN_CENTS = 50.0
 VOICED = 0.8                 # CREPE confidence of the input frames compared (clearly voiced)
 
 
-def fake_microphone_flags(wav_path, grant=True):
-    """Chromium flags for a fake microphone that plays `wav_path` (16-bit PCM WAV, looped;
-    DESIGN.md section 4). grant=False denies the permission prompt instead of accepting it."""
-    flags = ["--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav_path}",
-             "--autoplay-policy=no-user-gesture-required"]
-    return flags + (["--use-fake-ui-for-media-stream"] if grant else ["--deny-permission-prompts"])
-
-
 def manifest():
     with open(os.path.join(REPO, "weights", "manifest.json")) as f:
         return json.load(f)
@@ -156,7 +148,7 @@ class Session:
 @pytest.fixture(scope="module")
 def session(server, open_module_browser, singing, tmp_path_factory):
     wav, _ = singing
-    bp = open_module_browser(webgpu=True, extra=fake_microphone_flags(wav))
+    bp = open_module_browser(webgpu=True, microphone=wav)
     s = Session(bp)
     page = s.page
     t0 = time.perf_counter()
@@ -377,7 +369,7 @@ def test_without_webgpu_the_page_says_so(server, open_browser):
 
 
 def test_microphone_permission_denied(server, open_browser, singing):
-    bp = open_browser(webgpu=True, extra=fake_microphone_flags(singing[0], grant=False))
+    bp = open_browser(webgpu=True, microphone=singing[0], allow_microphone=False)
     page = bp.page
     page.goto(server.url + "/tone.html")
     wait_ready(page)
