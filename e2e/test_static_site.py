@@ -1,5 +1,6 @@
 """The static build (`stemtone build-site`, pycore/cli/site_build.py) behind a server that
-sends no special headers (`python -m http.server`), then offline.
+sends no special headers (`python -m http.server`), in a subfolder of the server (as on
+GitHub Pages: https://host/stemtone/), then offline.
 
 One browser, in order: the diagnostics page runs every kernel self-check (the service
 worker installs, the page reloads once and is cross-origin isolated without any server
@@ -53,13 +54,14 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def static_site(tmp_path_factory):
-    """OUT/ of a build, served by `python -m http.server` (no COOP/COEP headers)."""
-    out = tmp_path_factory.mktemp("site")
+    """OUT/ of a build, served by `python -m http.server` (no COOP/COEP headers) from its
+    parent folder, so that the site lives below the server's root (https://host/stemtone/)."""
+    out = tmp_path_factory.mktemp("hosting") / "stemtone"
     info = Site(MODELS).build(str(out))
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                             "-d", str(out.parent)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/stemtone"
     for _ in range(100):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -214,6 +216,7 @@ def test_pages_work_on_a_plain_static_server(static_site, browser, clip):
     page.goto(url + "/diagnostics.html")
     checks_pass(browser)
     assert page.evaluate("window.crossOriginIsolated")
+    assert page.evaluate("navigator.serviceWorker.controller.scriptURL") == url + "/sw.js"
     assert page.inner_text("#app-version") == f"version {info['version']}"
 
     page.goto(url + "/")

@@ -3,7 +3,7 @@
 // because nothing else runs that early; once Python starts, the page's Python takes over.
 //
 // Include it as a plain script before the page's PyScript tags, saying where to write:
-//   <script src="/boot.js" data-badge="status-badge" data-text="status-text"
+//   <script src="boot.js" data-badge="status-badge" data-text="status-text"
 //           data-outcome="status" data-failed="fail" data-fail-label="Fail"></script>
 //   data-badge, data-text  ids of the status badge and of the line of text beside it
 //   data-outcome           the body data attribute through which the page reports how it
@@ -34,12 +34,12 @@
     body.error = error;
     body[opts.outcome] = opts.failed;
   };
-  fetch("/build.json").then((r) => r.json()).then(({ version }) => {
+  fetch("build.json").then((r) => r.json()).then(({ version }) => {
     body.version = version;
     const shown = document.getElementById("app-version");
     if (shown) shown.textContent = `version ${version}`;
   }).catch(() => {});
-  const worker = "serviceWorker" in navigator ? navigator.serviceWorker.register("/sw.js") : null;
+  const worker = "serviceWorker" in navigator ? navigator.serviceWorker.register("sw.js") : null;
   // PyScript workers reach the page's DOM through SharedArrayBuffer, which needs the
   // cross-origin isolation headers: `stemtone serve` sends them, and on any other server
   // the service worker adds them, once it controls the page (so reload once).
@@ -82,5 +82,5 @@
   const crashed = (reason) => fail(`The Python runtime failed to start: ${reason}`, "startup");
   addEventListener("error", (e) => crashed(e.message || e.error));
   addEventListener("unhandledrejection", (e) => crashed(e.reason?.message || e.reason));
-  checked.then(() => import("/vendor/pyscript/core.js"));
+  checked.then(() => import("./vendor/pyscript/core.js"));
 })();

@@ -6,6 +6,8 @@ site/tone-main.py (tone page). Both load it from their PyScript config's [files]
     listen(target, event, fn)      addEventListener with a Python handler that stays alive
     floats(f32)                    a JS Float32Array -> array('f') (one copy)
     fetch_json(url)                GET and parse; RuntimeError naming the HTTP status
+    site_url()                     the site's root URL, which the pages' workers are given
+                                   (the site may live in a subfolder: https://host/stemtone/)
     connect_worker(id, ...)        the page's PyScript worker, once PyScript has started it
     show_error(...), hide_error()  the #error notice (the same markup on both pages) and
                                    body[data-error], the kind of the error on display
@@ -45,6 +47,12 @@ def floats(f32) -> array.array:
     out = array.array("f")
     out.frombytes(f32.to_bytes())
     return out
+
+
+def site_url() -> str:
+    """The URL of the folder the pages are in (every page is at the site's top), ending
+    in "/". The pages' own URLs are relative; a worker is given this for its fetches."""
+    return str(js.URL.new(".", js.location.href).href)
 
 
 async def fetch_json(url):

@@ -48,10 +48,10 @@ from pyscript.ffi import to_js
 from pycore.tone.controls import DEFAULT_RANGE, SILENCE_DB, VOICED, fold_f0
 
 import tone_ring as R
-from page_kit import by_id, connect_worker, fetch_json, floats, hide_error, listen, q, show_error
+from page_kit import by_id, connect_worker, fetch_json, floats, hide_error, listen, q, show_error, site_url
 
-MANIFEST_URL = "/weights/models.json"  # the manifest with "installed" (pycore/cli/site_build.py)
-WORKLETS_URL = "/tone-worklets.js"
+MANIFEST_URL = "weights/models.json"  # the manifest with "installed" (pycore/cli/site_build.py)
+WORKLETS_URL = "tone-worklets.js"
 TRAIL_SECONDS = 8
 TRAIL_MIDI = (36, 96)      # C2 .. C7 on the pitch trail
 NOTE_NAMES = ("C", "C♯", "D", "D♯", "E", "F", "F♯", "G", "G♯", "A", "A♯", "B")
@@ -317,7 +317,7 @@ class Page:
             return
         self.worker = await connect_worker("tone-worker", self.on_message, self.on_worker_crash)
         self.set_status("running", "Starting the GPU worker…")
-        self.worker.postMessage(to_js({"cmd": "hello", "base": str(js.location.origin)}))
+        self.worker.postMessage(to_js({"cmd": "hello", "base": site_url()}))
 
     def wire(self):
         listen(q("[data-action=start]"), "click", self.on_start)
