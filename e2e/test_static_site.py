@@ -102,6 +102,12 @@ def failure(bp, what):
     return f"{what}\nerror on the page: {error}\nconsole:\n{bp.console_report()}"
 
 
+def separate_ready(bp):
+    page = bp.page
+    page.wait_for_selector("body[data-ready]", state="attached", timeout=READY_TIMEOUT_MS)
+    assert page.get_attribute("body", "data-ready") == "true", failure(bp, "the demix page did not become ready")
+
+
 def separate(bp, clip):
     page = bp.page
     separate_ready(bp)
@@ -166,20 +172,15 @@ def digest(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def separate_ready(bp):
-    page = bp.page
-    page.wait_for_selector("body[data-ready]", state="attached", timeout=READY_TIMEOUT_MS)
-    assert page.get_attribute("body", "data-ready") == "true", failure(bp, "the demix page did not become ready")
-
-
 def checks_pass(bp):
     page = bp.page
     page.wait_for_selector("body[data-status]", state="attached", timeout=READY_TIMEOUT_MS)
     assert page.get_attribute("body", "data-status") == "pass", failure(bp, "a self-check failed")
 
-def build_from_changed_sources(tmp_path, models, out):
+
+def build_from_changed_sources(tmp_path, models, out, mark="a later build"):
     """`stemtone build-site out --models ...` from a copy of this checkout whose pycore and
-    kernels differ by a comment (as a new release's would); returns its build.json."""
+    kernels differ by the comment `mark` (as a new release's would); returns its build.json."""
     src = tmp_path / "checkout"
     for folder in ("pycore", "kernels"):
         shutil.copytree(os.path.join(REPO, folder), src / folder, ignore=shutil.ignore_patterns("__pycache__"))
@@ -188,7 +189,7 @@ def build_from_changed_sources(tmp_path, models, out):
     shutil.copy(os.path.join(REPO, "pyproject.toml"), src)
     for changed in ("kernels/common.wgsl", "pycore/__init__.py"):
         with open(src / changed, "a") as f:
-            f.write("\n// a later build\n" if changed.endswith(".wgsl") else "\n# a later build\n")
+            f.write(f"\n// {mark}\n" if changed.endswith(".wgsl") else f"\n# {mark}\n")
     subprocess.run([sys.executable, "-m", "pycore.cli.main", "build-site", str(out), "--models", ",".join(models)],
                    cwd=src, env={**os.environ, "PYTHONPATH": str(src)}, check=True, capture_output=True)
     with open(out / "build.json") as f:
@@ -299,3 +300,25 @@ def test_a_new_build_replaces_the_cached_app(static_site, browser, tmp_path):
     finally:
         page.context.remove_listener("response", on_response)
 
+
+def test_a_half_uploaded_build_is_not_cached(static_site, browser, tmp_path):
+    """A server that has the next build's sw.js but still the previous build's other files
+    (an upload in progress, in the worst order): the new service worker finds files that
+    are not its build's and does not install; the page runs the build it has. Once the
+    upload is complete, the next visit runs the new build."""
+    url, _, out = static_site
+    page = browser.page
+    running = json.loads((out / "build.json").read_text())["version"]
+    staged = tmp_path / "staged"
+    upload = build_from_changed_sources(tmp_path, [m for m in MODELS if m != DROPPED], staged, mark="an upload")
+    shutil.copyfile(staged / "sw.js", out / "sw.js")
+    page.goto(url + "/")
+    separate_ready(browser)
+    assert page.get_attribute("body", "data-version") == running
+    caches = page.evaluate("caches.keys()")
+    assert [c for c in caches if c.startswith("stemtone-app-")] == [f"stemtone-app-{running}"], caches
+
+    shutil.copytree(staged, out, dirs_exist_ok=True)
+    page.goto(url + "/")
+    page.wait_for_function(f"document.body.dataset.version === {upload['version']!r}", timeout=READY_TIMEOUT_MS)
+    separate_ready(browser)
