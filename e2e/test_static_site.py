@@ -9,9 +9,10 @@ the network goes off (Playwright's context.set_offline): the demix page reloads 
 service worker's cache and separates the clip again, with the weights from the browser's
 cache; the tone page reloads, loads its instrument and records a take from a fake
 microphone that plays a generated voice-like tone. Every page says the build it runs.
-Last, a new build (other sources, one instrument fewer) replaces OUT/: the next visit runs
+Then a new build (other sources, one instrument fewer) replaces OUT/: the next visit runs
 it whole, every file the pages receive is the new build's, and the tone page lists only
-the instruments the new build carries.
+the instruments the new build carries. Last, a half-uploaded build (its sw.js, the old
+files) is not taken; the completed upload is.
 Screenshots of the installed app go to e2e/artifacts/static-*.png.
 """
 
