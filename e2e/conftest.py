@@ -97,12 +97,24 @@ class BrowserPage:
         self.browser.close()
 
 
+def fake_microphone_flags(wav_path, allow=True):
+    """Chromium flags for a fake microphone that plays `wav_path` (16-bit PCM WAV, looped;
+    DESIGN.md section 4). allow=False denies the permission prompt instead of accepting it."""
+    flags = ["--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav_path}",
+             "--autoplay-policy=no-user-gesture-required"]
+    return flags + (["--use-fake-ui-for-media-stream"] if allow else ["--deny-permission-prompts"])
+
+
 def _browser_opener(playwright):
     opened = []
 
-    def open_(webgpu=True, extra=()):
-        """extra: more Chromium flags (e.g. a fake microphone: e2e/test_tone_page.py)."""
-        bp = BrowserPage(playwright, (WEBGPU_FLAGS if webgpu else NO_WEBGPU_FLAGS) + list(extra))
+    def open_(webgpu=True, extra=(), microphone=None, allow_microphone=True):
+        """extra: more Chromium flags. microphone: a 16-bit PCM WAV that a fake microphone
+        plays, looped (the tone page's tests); allow_microphone=False denies its use."""
+        flags = (WEBGPU_FLAGS if webgpu else NO_WEBGPU_FLAGS) + list(extra)
+        if microphone is not None:
+            flags += fake_microphone_flags(microphone, allow_microphone)
+        bp = BrowserPage(playwright, flags)
         opened.append(bp)
         return bp
 

@@ -22,6 +22,7 @@ import os
 import struct
 import sys
 import time
+import urllib.request
 import zlib
 
 import numpy as np
@@ -44,14 +45,6 @@ READY_TIMEOUT_MS = 180_000
 TAKE_TIMEOUT_MS = 240_000
 MAX_MEDIAN_CENTS = 50.0
 VOICED = 0.8                 # CREPE confidence of the input frames compared (clearly voiced)
-
-
-def fake_microphone_flags(wav_path, grant=True):
-    """Chromium flags for a fake microphone that plays `wav_path` (16-bit PCM WAV, looped;
-    DESIGN.md section 4). grant=False denies the permission prompt instead of accepting it."""
-    flags = ["--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav_path}",
-             "--autoplay-policy=no-user-gesture-required"]
-    return flags + (["--use-fake-ui-for-media-stream"] if grant else ["--deny-permission-prompts"])
 
 
 def manifest():
@@ -158,7 +151,7 @@ class Session:
 @pytest.fixture(scope="module")
 def session(server, open_module_browser, singing, tmp_path_factory):
     wav, _ = singing
-    bp = open_module_browser(webgpu=True, extra=fake_microphone_flags(wav))
+    bp = open_module_browser(webgpu=True, microphone=wav)
     s = Session(bp)
     page = s.page
     t0 = time.perf_counter()
@@ -446,14 +439,16 @@ def test_without_webgpu_the_page_says_so(server, open_browser):
 
 
 def test_a_malformed_manifest_is_refused_by_name(server, open_browser):
-    """The page's main thread checks weights/manifest.json with the CLI's checks
-    (pycore.weights.manifest): a sha256 that is not 64 hex digits is named, not used."""
-    doc = manifest()
+    """The page's main thread checks weights/models.json (the manifest with what the
+    site installed) with the CLI's checks (pycore.weights.manifest): a sha256 that is
+    not 64 hex digits is named, not used."""
+    with urllib.request.urlopen(server.url + "/weights/models.json") as r:
+        doc = json.load(r)
     violin = next(m for m in doc["models"] if m["name"] == INSTRUMENT)
     violin["files"][0]["sha256"] = violin["files"][0]["sha256"][:8]
     bp = open_browser(webgpu=True)
     page = bp.page
-    page.context.route("**/weights/manifest.json", lambda route: route.fulfill(
+    page.context.route("**/weights/models.json", lambda route: route.fulfill(
         status=200, body=json.dumps(doc), content_type="application/json"))
     page.goto(server.url + "/tone.html")
     wait_ready(page)
@@ -461,13 +456,13 @@ def test_a_malformed_manifest_is_refused_by_name(server, open_browser):
     assert page.get_attribute("body", "data-ready") == "false", message
     assert page.get_attribute("body", "data-error") == "weights", bp.console_report()
     assert "instrument list is malformed" in message, message
-    assert f"/weights/manifest.json: model {INSTRUMENT}: ddsp-violin.safetensors: sha256 must have 64 hex digits" \
+    assert f"weights/models.json: model {INSTRUMENT}: ddsp-violin.safetensors: sha256 must have 64 hex digits" \
         in message, message
     assert page.is_disabled("[data-action=start]")
 
 
 def test_microphone_permission_denied(server, open_browser, singing):
-    bp = open_browser(webgpu=True, extra=fake_microphone_flags(singing[0], grant=False))
+    bp = open_browser(webgpu=True, microphone=singing[0], allow_microphone=False)
     page = bp.page
     page.goto(server.url + "/tone.html")
     wait_ready(page)

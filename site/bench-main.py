@@ -8,7 +8,7 @@ import js
 from pyodide.ffi import to_js
 from pyscript import document
 
-from page_kit import by_id, connect_worker, fetch_json, show_error
+from page_kit import by_id, connect_worker, fetch_json, show_error, site_url
 
 state = {"worker": None}
 
@@ -57,10 +57,10 @@ def on_crash(event):
 
 
 async def main():
-    manifest = await fetch_json("/weights/manifest.json")
+    manifest = await fetch_json("weights/manifest.json")
     blocks = int(js.URLSearchParams.new(js.location.search).get("blocks") or 250)
     state["worker"] = await connect_worker("bench-worker", on_message, on_crash)
-    state["worker"].postMessage(to_js({"cmd": "run", "base": str(js.location.origin),
+    state["worker"].postMessage(to_js({"cmd": "run", "base": site_url(),
                                        "manifest": json.dumps(manifest), "blocks": blocks},
                                       dict_converter=js.Object.fromEntries))
     status("Measuring…")

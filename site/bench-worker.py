@@ -2,7 +2,7 @@
 place the pages' GPU work runs (site/bench.html; pycore.cli.bench.runtime has the
 measurements, the same code as natively).
 
-    page -> worker   {cmd: "run", base: page origin, manifest: weights/manifest.json (JSON),
+    page -> worker   {cmd: "run", base: the site's URL (page_kit.site_url()), manifest: weights/manifest.json (JSON),
                       blocks: tone blocks to time}
     worker -> page   {stemtone: "progress", message}
                      {stemtone: "results", rows: JSON list of {"figure", "backend", "value", "unit"},

@@ -60,10 +60,10 @@ from pyscript.ffi import to_js
 from pycore.weights.manifest import check_models
 
 from page_kit import (DecodeError, by_id, connect_worker, decode_audio, fetch_json, floats, hide_error, listen,
-                      show_error)
+                      show_error, site_url)
 
 SAMPLE_RATE = 44100  # the models' rate; decodeAudioData resamples to it
-MANIFEST_URL = "/weights/models.json"  # the manifest with "installed" (pycore/cli/serve.py)
+MANIFEST_URL = "weights/models.json"  # the manifest with "installed" (pycore/cli/serve.py)
 CACHE_NAME = "stemtone-weights"  # the workers' weights cache (worker_kit.py)
 STAGE_TITLES = {"decode": "Decoding", "weights": "Loading the model", "separate": "Separating", "export": "Exporting"}
 
@@ -480,7 +480,7 @@ class Page:
             return
         self.worker = await connect_worker("demix-worker", self.on_message, self.on_worker_crash)
         self.set_startup("running", "Starting the GPU worker…")
-        self.worker.postMessage(to_js({"cmd": "hello", "flag": self.flag.buffer, "base": str(js.location.origin)}))
+        self.worker.postMessage(to_js({"cmd": "hello", "flag": self.flag.buffer, "base": site_url()}))
         body.dataset.state = "starting"
 
     def set_startup(self, state, text):
@@ -582,7 +582,7 @@ class Page:
         try:
             cache = await js.caches.open(CACHE_NAME)
             (entry,) = m["files"]
-            hit = await cache.match(f"/weights/{entry['path']}?sha256={entry['sha256']}")
+            hit = await cache.match(f"{site_url()}weights/{entry['path']}?sha256={entry['sha256']}")
             return bool(hit)
         except (JsException, AttributeError, ValueError):
             return False

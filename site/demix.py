@@ -11,7 +11,7 @@ responsive:
 Messages are plain JS objects sent with postMessage; each carries a "stemtone" key
 naming its kind.
 
-    main -> worker   {cmd: "hello", flag: SharedArrayBuffer(4), base: page origin}
+    main -> worker   {cmd: "hello", flag: SharedArrayBuffer(4), base: the site's URL (page_kit.site_url())}
                      {cmd: "separate", model: manifest entry as JSON, name: track name,
                       channels: [Float32Array at 44.1 kHz, ...], bits: 16|24|32 (the
                       WAV files'), two_stems: "" or a stem X (keep X and no_X, the mix

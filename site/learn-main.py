@@ -22,7 +22,7 @@ import js
 from pyscript import document
 from pyscript.ffi import to_js
 
-from page_kit import DecodeError, by_id, connect_worker, decode_audio, hide_error, listen, q, show_error
+from page_kit import DecodeError, by_id, connect_worker, decode_audio, hide_error, listen, q, show_error, site_url
 
 SAMPLE_RATE = 22050          # pycore.models.magnet.DEFAULTS["sample_rate"]: every size's rate
 ETA_EPOCHS = 5               # the ETA uses the mean of the last few epochs
@@ -135,7 +135,7 @@ class Page:
         self.wire()
         self.worker = await connect_worker("learn-worker", self.on_message, self.on_worker_crash)
         self.set_status("running", "Starting the GPU worker…")
-        self.send("hello", base=str(js.location.origin))
+        self.send("hello", base=site_url())
 
     def wire(self):
         zone, picker = by_id("dropzone"), by_id("file")

@@ -7,7 +7,7 @@ back into a safetensors file in memory (pycore.learn.checkpoint). That file is w
 
 Messages (plain JS objects; each message to the page carries a "stemtone" key):
 
-    page -> worker   {cmd: "hello", base: page origin}
+    page -> worker   {cmd: "hello", base: the site's URL (page_kit.site_url())}
                      {cmd: "clip", samples: Float32Array (mono, SAMPLE_RATE), name}
                      {cmd: "train", size: "tiny" | "small" | "standard", epochs}   from scratch
                      {cmd: "resume", epochs}   from the last saved state (a loaded model too)

@@ -7,6 +7,8 @@ site/tone-main.py (tone page). Both load it from their PyScript config's [files]
     floats(f32)                    a JS Float32Array -> array('f') (one copy)
     fetch_json(url)                GET and parse; RuntimeError naming the HTTP status,
                                    ValueError naming the URL for an answer that is not JSON
+    site_url()                     the site's root URL, which the pages' workers are given
+                                   (the site may live in a subfolder: https://host/stemtone/)
     connect_worker(id, ...)        the page's PyScript worker, once PyScript has started it;
                                    the document event "stemtone-lose-device" (tests) asks it
                                    to destroy its GPU device, as a driver reset would
@@ -48,6 +50,12 @@ def floats(f32) -> array.array:
     out = array.array("f")
     out.frombytes(f32.to_bytes())
     return out
+
+
+def site_url() -> str:
+    """The URL of the folder the pages are in (every page is at the site's top), ending
+    in "/". The pages' own URLs are relative; a worker is given this for its fetches."""
+    return str(js.URL.new(".", js.location.href).href)
 
 
 async def fetch_json(url):

@@ -16,7 +16,8 @@ page's main thread can do:
 
 Stable hooks for end-to-end tests:
     [data-action=start], [data-action=stop]   the transport buttons
-    select[name=instrument]                   every tone model of weights/manifest.json
+    select[name=instrument]                   every tone model whose weights the site has
+                                              (weights/models.json: "installed")
     a[download][data-take]                    the take (the instrument), a 16-bit WAV
     a[download][data-input]                   the input as processed, same length
     body[data-ready]      "true" once a take can start, "false" when none ever can
@@ -53,10 +54,10 @@ from pycore.tone.controls import DEFAULT_RANGE, SILENCE_DB, VOICED, fold_f0
 from pycore.weights.manifest import check_models
 
 import tone_ring as R
-from page_kit import by_id, connect_worker, fetch_json, floats, hide_error, listen, q, show_error
+from page_kit import by_id, connect_worker, fetch_json, floats, hide_error, listen, q, show_error, site_url
 
-MANIFEST_URL = "/weights/manifest.json"
-WORKLETS_URL = "/tone-worklets.js"
+MANIFEST_URL = "weights/models.json"  # the manifest with "installed" (pycore/cli/site_build.py)
+WORKLETS_URL = "tone-worklets.js"
 TRAIL_SECONDS = 8
 TRAIL_MIDI = (36, 96)      # C2 .. C7 on the pitch trail
 NOTE_NAMES = ("C", "C♯", "D", "D♯", "E", "F", "F♯", "G", "G♯", "A", "A♯", "B")
@@ -328,11 +329,11 @@ class Page:
             return
         except Exception as e:
             self.startup_failed("weights", "The instrument list could not be loaded",
-                                f"{MANIFEST_URL}: {e}. Run `make demo` to create the weights.")
+                                f"{MANIFEST_URL}: {e}.")
             return
         self.worker = await connect_worker("tone-worker", self.on_message, self.on_worker_crash)
         self.set_status("running", "Starting the GPU worker…")
-        self.worker.postMessage(to_js({"cmd": "hello", "base": str(js.location.origin)}))
+        self.worker.postMessage(to_js({"cmd": "hello", "base": site_url()}))
 
     def wire(self):
         listen(q("[data-action=start]"), "click", self.on_start)
@@ -350,10 +351,17 @@ class Page:
     async def load_manifest(self):
         self.manifest = await fetch_json(MANIFEST_URL)
         models = check_models(self.manifest, MANIFEST_URL)  # the CLI's checks: a ValueError naming the fault
-        self.models = [m for m in models if m.get("task") == "tone"]
+        tone = [m for m in models if m.get("task") == "tone"]
+        self.models = [m for m in tone if m.get("installed", True)]   # only what this site can load
         self.crepe = next((m for m in models if m["name"] == "crepe-tiny"), None)
-        if not self.models or self.crepe is None:
-            raise RuntimeError("no tone model (or no crepe-tiny) is listed")
+        if not tone or self.crepe is None:
+            raise RuntimeError("it lists no tone model, or no crepe-tiny")
+        if not self.crepe["installed"]:
+            raise RuntimeError("this site has no weights for the pitch tracker crepe-tiny; build it with them "
+                               f"(`stemtone build-site OUT/ --models crepe-tiny,...`, after `{self.crepe['install']}`)")
+        if not self.models:
+            raise RuntimeError("this site has no weights for any instrument; build it with some "
+                               f"(`stemtone build-site OUT/ --models crepe-tiny,{tone[0]['name']},...`)")
         select = by_id("instrument")
         select.replaceChildren()
         for m in self.models:

@@ -16,7 +16,7 @@ progress reports, then the take is offered as WAV files.
 
 Messages (plain JS objects; each message to the page carries a "stemtone" key):
 
-    page -> worker   {cmd: "hello", base: page origin}
+    page -> worker   {cmd: "hello", base: the site's URL (page_kit.site_url())}
                      {cmd: "load", model: manifest entry (JSON), crepe: CREPE-tiny's entry
                       (JSON), manifest: the whole manifest (JSON)}
                      {cmd: "start", capture, output: SharedArrayBuffer, octave: int}

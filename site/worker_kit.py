@@ -32,7 +32,7 @@ from pyscript.ffi import to_js  # Python dicts become plain JS objects
 from pycore.gpu.browser import create_device
 from pycore.gpu.runtime import NoGPUError
 
-WEIGHTS_URL = "/weights/"
+WEIGHTS_URL = "weights/"
 CACHE_NAME = "stemtone-weights"    # Cache API storage shared by the pages
 
 
@@ -80,7 +80,8 @@ class Throttle:
 
 
 class GPUWorker:
-    """What every page worker has: the page's origin (a worker has no base URL of its own)
+    """What every page worker has: the site's URL (page_kit.site_url(): a worker has no
+    base URL of its own for the site's files)
     and one WebGPU device. Subclasses keep their loaded models and drop them in
     forget_models()."""
 
@@ -112,7 +113,7 @@ class GPUWorker:
             self.dev.device.destroy()
 
     async def hello(self, base):
-        """The page's first message: note its origin, make the device and say "ready"
+        """The page's first message: note the site's URL, make the device and say "ready"
         (or why there is no GPU)."""
         self.base = str(base)
         try:
@@ -128,7 +129,7 @@ class GPUWorker:
 
 async def fetch_weights(base, entry, progress=None, should_cancel=None, cancelled=None) -> bytes:
     """The safetensors file of a manifest entry ({"files": [{path, sha256, size}]}), from
-    the server at `base` (the page's origin).
+    the site at `base` (page_kit.site_url(): ends in "/").
 
     progress(fraction, message, force) is told about reading the cache and downloading;
     should_cancel() is asked between downloaded chunks, and when it says yes the download

@@ -480,3 +480,37 @@ def test_mp3_output(stemtone, tmp_path):
     src96 = write(tmp_path / "hi.wav", tones(96000, 1.0, 1), 96000)
     rc, out, err = stemtone(src96, "-o", tmp_path / "out", "-q", "--format", "mp3")
     assert rc == 1 and "MP3 cannot store 96000 Hz" in err[0]
+
+
+def test_a_custom_checkpoint_runs_with_its_own_stems(tmp_path, capfd, monkeypatch):
+    """A custom Spleeter-family file (spleeter-2stems' U-Nets saved under the stems "lead"
+    and "backing" by pycore.weights.safetensors, as a fine-tune would be) runs from the
+    CLI by path and by name (`-m karaoke-ft`: karaoke-ft.safetensors in the weights
+    folder) and writes lead.wav and backing.wav: the very samples spleeter-2stems writes
+    as vocals.wav and accompaniment.wav."""
+    from pycore.weights import safetensors, weights_path
+
+    try:
+        official = weights_path("spleeter-2stems")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    renamed = {"vocals": "lead", "accompaniment": "backing"}
+    tensors = {renamed[k.split(".", 1)[0]] + "." + k.split(".", 1)[1]: v
+               for k, v in safetensors.load_numpy(official).items()}
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    safetensors.save(folder / "karaoke-ft.safetensors", tensors,
+                     {"format": "spleeter", "model": "karaoke-ft", "stems": "lead,backing"})
+    monkeypatch.setenv("STEMTONE_WEIGHTS", str(folder))
+    src = write(tmp_path / "song.wav", tones(44100, 1.0, 2), 44100, subtype="FLOAT")
+    runs = {"official": "spleeter-2stems", "path": folder / "karaoke-ft.safetensors", "name": "karaoke-ft"}
+    for out, model in runs.items():
+        assert cli.main(["separate", str(src), "-m", str(model), "-o", str(tmp_path / out), "--bits", "32f",
+                         "-q"]) == 0, capfd.readouterr().err
+    assert sorted(os.listdir(tmp_path / "official" / "song")) == ["accompaniment.wav", "vocals.wav"]
+    want = {stem: read(tmp_path / "official" / "song" / f"{stem}.wav")[0] for stem in renamed}
+    assert np.abs(want["accompaniment"]).max() > 0.1   # the tones are accompaniment
+    for out in ("path", "name"):
+        assert sorted(os.listdir(tmp_path / out / "song")) == ["backing.wav", "lead.wav"]
+        for theirs, ours in renamed.items():
+            assert np.array_equal(read(tmp_path / out / "song" / f"{ours}.wav")[0], want[theirs]), (out, ours)

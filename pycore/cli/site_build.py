@@ -8,9 +8,10 @@ URL layout (the same in a build and behind `stemtone serve`):
 
     /...                    site/: the pages, their PyScript configs, scripts, styles, the
                             web app manifest and icons
-    /sw.js                  site/sw.js with this build's version and app-shell list: the
-                            service worker gives cross-origin isolation on any static
-                            server and caches the app for offline use
+    /sw.js                  site/sw.js with this build's version and app shell (each
+                            file's sha256): the service worker gives cross-origin
+                            isolation on any static server and caches the app for
+                            offline use
     /build.json             {"version": ...}: the build each page says it runs
     /vendor/pyodide/        the Pyodide files the pages load (pycore.paths ASSETS)
     /vendor/pyscript/       PyScript's modules and styles
@@ -23,8 +24,9 @@ URL layout (the same in a build and behind `stemtone serve`):
 
 The version is the sha256 of the app shell's contents (every URL above except the
 weights, /sw.js and /build.json), so any change to a page, the runtime or pycore makes a
-new service worker, which caches the new shell completely before it replaces the old
-one. Standard library only.
+new service worker, which caches the new shell completely (each file checked against
+its sha256, so a server that holds part of another build cannot be cached) before it
+replaces the old one. A build writes /sw.js last. Standard library only.
 """
 
 from __future__ import annotations
@@ -192,38 +194,48 @@ class Site:
         out["/weights/models.json"] = Entry(make=lambda: json.dumps(self.installed.listing(), indent=1).encode())
         return out
 
-    def version(self, shell: dict) -> str:
+    def digests(self, shell: dict) -> dict:
+        """{url: sha256 of its content} of the shell."""
+        return {url: self.sha256(e.path) if e.path else hashlib.sha256(e.data()).hexdigest()
+                for url, e in sorted(shell.items())}
+
+    @staticmethod
+    def version(digests: dict) -> str:
         """sha256 (12 hex digits) of the shell's URLs and contents."""
         h = hashlib.sha256()
-        for url, e in sorted(shell.items()):
-            digest = self.sha256(e.path) if e.path else hashlib.sha256(e.data()).hexdigest()
+        for url, digest in sorted(digests.items()):
             h.update(f"{url}\0{digest}\0".encode())
         return h.hexdigest()[:12]
 
     def entries(self) -> dict:
         """{url: Entry} of the whole app."""
         shell = self.shell()
-        version = self.version(shell)
+        digests = self.digests(shell)
+        version = self.version(digests)
         out = dict(shell)
         for m in self.installed.listing()["models"]:
             if m["installed"]:
                 for f in m["files"]:
                     out["/weights/" + f["path"]] = Entry(self.weights_file(m["name"], f["path"]))
-        build = {"version": version, "shell": sorted(shell) + ["/build.json"]}
+        build_json = json.dumps({"version": version}).encode()
+        out["/build.json"] = Entry(make=lambda: build_json)
+        # the service worker checks every shell file against its sha256 before it takes over
+        build = {"version": version, "shell": {url.lstrip("/"): digest for url, digest in {
+            **digests, "/build.json": hashlib.sha256(build_json).hexdigest()}.items()}}
         sw = os.path.join(asset("site"), "sw.js")
         out["/sw.js"] = Entry(make=lambda: service_worker(sw, build))
-        out["/build.json"] = Entry(make=lambda: json.dumps({"version": version}).encode())
         return out
 
     def build(self, out_dir: str) -> dict:
         """Write the site into out_dir (files a previous build wrote are replaced one by
-        one, each atomically); returns {"version", "files", "bytes"}."""
+        one, each atomically, /sw.js last); returns {"version", "files", "bytes"}."""
         if self.models is not None:
             self.check_models()
         entries = self.entries()
         out_dir = os.path.abspath(out_dir)
         total = 0
-        for url, e in sorted(entries.items()):
+        # /sw.js last: a browser that sees the new service worker finds every file it lists
+        for url, e in sorted(entries.items(), key=lambda item: (item[0] == "/sw.js", item[0])):
             dest = os.path.join(out_dir, *url.lstrip("/").split("/"))
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             tmp = dest + ".part"

@@ -36,7 +36,8 @@ import json
 from ..audio.buffers import concat, is_numpy
 
 FAMILIES = {}       # family name -> Demixer subclass
-MODELS = {}         # model name -> {"stems": [...], "sample_rate": int, "family": str}
+MODELS = {}         # model name -> {"stems": [...], "sample_rate": int, "family": str,
+                    #                "custom": True for a converted file's (register_file)}
 
 
 def register(cls):
@@ -47,12 +48,22 @@ def register(cls):
     return cls
 
 
+def file_format(metadata: dict):
+    """The "format" of a converted weights file (which family reads it): its metadata's;
+    for a file written before that key existed (spleeter-2stems.safetensors), the format
+    of the family of the model it names; else None."""
+    kind = metadata.get("format")
+    if kind is None and metadata.get("model") in MODELS:
+        kind = FAMILIES[MODELS[metadata["model"]]["family"]].file_format
+    return kind
+
+
 def model_for_file(metadata: dict) -> str:
     """The MODELS name a converted weights file runs as, from its safetensors metadata:
     its own name when that is a known model with these stems, else the model of the
     family that reads its format whose stems match (a demucs file with 6 sources runs as
     htdemucs_6s). ValueError naming the stems when no model fits."""
-    kind = metadata.get("format")
+    kind = file_format(metadata)
     for family in FAMILIES.values():
         if family.file_format == kind:
             stems, name = family.match_file(metadata)
@@ -75,10 +86,10 @@ def register_file(name: str, metadata: dict) -> str:
         return model_for_file(metadata)
     except ValueError:
         pass
-    kind = metadata.get("format")
+    kind = file_format(metadata)
     family = next((f for f in FAMILIES.values() if f.file_format and f.file_format == kind), None)
     if family is None:
-        raise ValueError(f"{name}: not a converted Demucs or Open-Unmix file (format {kind!r}); "
+        raise ValueError(f"{name}: not a converted Spleeter, Demucs or Open-Unmix file (format {kind!r}); "
                          "convert the checkpoint with `stemtone weights convert FILE --name NAME`")
     stems, _ = family.match_file(metadata)
     if not stems or len(set(stems)) != len(stems):
@@ -88,7 +99,7 @@ def register_file(name: str, metadata: dict) -> str:
                          f"has {', '.join(stems)}: convert it again under another name (--name)")
     info = {"stems": list(stems), "sample_rate": next(iter(family.models.values()))["sample_rate"]}
     family.models[name] = info
-    MODELS[name] = dict(info, family=family.family)
+    MODELS[name] = dict(info, family=family.family, custom=True)   # its weights: only that file
     return name
 
 

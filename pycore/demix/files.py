@@ -298,7 +298,7 @@ async def load_model(dev, model: str, dtype: str = "f32") -> Demixer:
     name of a converted file in the weights folders (`-m my-finetune` for
     my-finetune.safetensors) or a path to a .safetensors file; a converted file runs with
     its own stems (pycore.demix.base.register_file)."""
-    if model in MODELS and not os.path.isfile(model):
+    if model in MODELS and not MODELS[model].get("custom") and not os.path.isfile(model):
         return await Demixer.load(dev, model, dtype=dtype)
     try:
         path = model_file(model)

@@ -69,6 +69,7 @@ class SpleeterDemixer(Demixer):
     """Spleeter's U-Nets, one per stem (pycore.models.spleeter)."""
 
     family = "spleeter"
+    file_format = "spleeter"   # a custom file's metadata: {"format": "spleeter", "stems": "a,b,..."}
     models = {"spleeter-2stems": {"stems": ["vocals", "accompaniment"], "sample_rate": 44100}}
     segment = SEGMENT
 
