@@ -20,6 +20,9 @@
         center). torchcrepe's default decoder, Viterbi over the whole sequence, is not
         offered: it needs all frames before it can emit any, so it cannot stream.
     pitch_bins(fmin, fmax) -> (lo, hi): the allowed bins [lo, hi), as torchcrepe computes them.
+    pitch_track(prev, rows, frames, offset) -> (track [frames, 2], last [2]): a track
+        at every frame from rows analysed every second frame (kernels/pitch_track.wgsl;
+        the tone engine's lower analysis rate).
 
 Bin b is 1997.3794 + 20 b cents above 10 Hz (32.7 Hz .. 1975.5 Hz).
 """
@@ -103,6 +106,30 @@ def crepe_decode(act, fmin=50.0, fmax=2006.0, decoder="local_average"):
             ceil_div(n, WG), x=act, out=out, length=0, hop=1, frame=0, pad=0, start=0, frames=n,
             bins=PITCH_BINS, lo=lo, hi=hi)
     return out
+
+
+def pitch_track(prev, rows, frames, offset):
+    """(track [frames, 2], last [2]) from CREPE rows analysed every second frame
+    (kernels/pitch_track.wgsl): prev [2] is the (f0 Hz, confidence) row at frame L, rows
+    [n, 2] (or None for n = 0) the rows at L + 2, .., L + 2 n; track row i is the track
+    at frame L + offset + i (offset 0 or 1; frames <= 2 n + 1 - offset), interpolated
+    halfway in cents between analysed frames; last is the row at L + 2 n."""
+    op = "pitch_track"
+    expect(op, isinstance(prev, Tensor) and prev.shape == (2,), "prev must be a [2] Tensor")
+    n = 0 if rows is None else rows.shape[0]
+    expect(op, rows is None or (isinstance(rows, Tensor) and rows.ndim == 2 and rows.shape[1] == 2),
+           "rows must be an [n, 2] Tensor or None", rows)
+    expect(op, offset in (0, 1), f"offset must be 0 or 1, got {offset!r}")
+    expect(op, _is_int(frames) and 1 <= frames <= 2 * n + 1 - offset,
+           f"frames must be an int in 1..{2 * n + 1 - offset} (the rows reach no further), got {frames!r}")
+    for t in (prev, rows):
+        if t is not None:
+            expect_dtype(op, t, "f32")
+    dev = prev.dev
+    out, last = dev.empty((frames, 2)), dev.empty((2,))
+    dev.run(dev.kernel("pitch_track", "track", consts={"WG": WG}), ceil_div(frames, WG),
+            prev=prev, rows_in=prev if rows is None else rows, out=out, last=last, frames=frames, n=n, offset=offset)
+    return out, last
 
 
 # --------------------------------------------------------------------------- self-checks
