@@ -35,6 +35,7 @@ import struct
 import zlib
 
 OPUS_RATE = 48000      # Opus decodes at 48 kHz whatever the input's rate
+OPUS_BITRATE_PER_CHANNEL = 80_000  # the page's downloads: 160 kbps stereo, 80 kbps mono
 PAGE_BYTES = 4096      # a page ends after the packet that brings its body to this size
 MAX_SEGMENTS = 255     # lacing values per page (one byte counts them)
 
@@ -79,6 +80,13 @@ def opus_packet_samples(packet) -> int:
     if frame * frames > 5760:  # RFC 6716: at most 120 ms per packet
         raise ValueError(f"Opus packet of {frame * frames} samples exceeds 120 ms")
     return frame * frames
+
+
+def encoder_config(channels: int, sample_rate: int) -> dict:
+    """The WebCodecs AudioEncoder configuration of the page's Opus downloads: the one
+    the page asks isConfigSupported about and the one its worker encodes with."""
+    return {"codec": "opus", "sampleRate": sample_rate, "numberOfChannels": channels,
+            "bitrate": OPUS_BITRATE_PER_CHANNEL * channels}
 
 
 def opus_head(channels: int, pre_skip: int, input_rate: int, gain_db: float = 0.0) -> bytes:
