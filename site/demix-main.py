@@ -12,7 +12,9 @@ main thread can do:
 Several songs dropped or picked at once become a queue (#jobs, one Job row each),
 separated one after another with the settings shown when each starts: the model, the
 stems to keep (every stem, or "X + everything but X": X and no_X, the mix minus X) and
-the download format (WAV 16-bit, 24-bit or 32-bit float). Each row has its progress
+the download format (WAV 16-bit, 24-bit or 32-bit float, or Ogg Opus where the
+browser's WebCodecs AudioEncoder encodes Opus: the option says why where it does
+not). Each row has its progress
 and ETA, a Cancel button, and once done its players and downloads; above them the
 queue's ETA, Cancel all, and one zip of every stem of every finished song.
 
@@ -23,12 +25,15 @@ Stable hooks for end-to-end tests:
     body[data-state]                   "starting" | "idle" | "busy" (the queue runs)
     body[data-error]                   kind of the last error: decode | input |
                                        weights | checkpoint | oom | device-lost | memory |
-                                       cancelled | no-webgpu | crash (removed when songs are added)
+                                       encode | cancelled | no-webgpu | crash (removed when songs
+                                       are added)
     body[data-results]                 number of separations finished so far
     body[data-checkpoints]             number of checkpoint files loaded as models so far
     #model option[value=NAME]          the separation models; data-installed="false" for
                                        the ones the server does not have
-    #two-stems, #format                the stems to keep ("" or a stem), the download format
+    #two-stems, #format                the stems to keep ("" or a stem), the download format;
+                                       #format option[value=opus] is enabled once the browser
+                                       says it encodes Opus (else disabled, its title says why)
     #checkpoint                        the checkpoint file input (multiple files)
     #jobs > .job[data-file=NAME]       a song's row: data-status waiting | running | done |
                                        failed | cancelled, data-error (its kind), .job-error
@@ -57,6 +62,7 @@ from pyodide.ffi import JsException, create_proxy
 from pyscript import document
 from pyscript.ffi import to_js
 
+from pycore.audio.oggopus import encoder_config
 from pycore.weights.manifest import check_models
 
 from page_kit import (DecodeError, by_id, connect_worker, decode_audio, fetch_json, floats, hide_error, listen,
@@ -65,6 +71,9 @@ from page_kit import (DecodeError, by_id, connect_worker, decode_audio, fetch_js
 SAMPLE_RATE = 44100  # the models' rate; decodeAudioData resamples to it
 MANIFEST_URL = "weights/models.json"  # the manifest with "installed" (pycore/cli/serve.py)
 CACHE_NAME = "stemtone-weights"  # the workers' weights cache (worker_kit.py)
+# the download formats: what the stem's button says, its file's extension
+FORMATS = {"wav16": ("WAV 16-bit", "wav"), "wav24": ("WAV 24-bit", "wav"), "wav32": ("WAV 32-bit float", "wav"),
+           "opus": ("Opus 160 kbps", "opus")}
 STAGE_TITLES = {"decode": "Decoding", "weights": "Loading the model", "separate": "Separating", "export": "Exporting"}
 
 
@@ -269,7 +278,7 @@ class Job:
         self.t0 = None             # when it started; seconds = its whole time, once done
         self.seconds = None
         self.eta = None            # seconds left, as last shown
-        self.settings = {}         # model, two_stems, bits: fixed when it starts
+        self.settings = {}         # model, two_stems, format: fixed when it starts
         self.player = None
         self.stems = []            # (name, waveform peaks, file Blob, blob: URL)
         self.urls = []
@@ -345,7 +354,7 @@ class Job:
     # ---- the stems
     def show_result(self, msg, meta, on_play):
         buffers = {}
-        ext = {16: "WAV 16-bit", 24: "WAV 24-bit", 32: "WAV 32-bit float"}[self.settings["bits"]]
+        label, ext = FORMATS[self.settings["format"]]
         for stem in msg.stems:
             name = str(stem.name)
             channels = list(stem.channels)
@@ -354,9 +363,9 @@ class Job:
             for c, data in enumerate(channels):
                 buf.copyToChannel(data, c)
             buffers[name] = buf
-            url = js.URL.createObjectURL(stem.wav)
+            url = js.URL.createObjectURL(stem.file)
             self.urls.append(url)
-            self.stems.append((name, floats(stem.peaks), stem.wav, url))
+            self.stems.append((name, floats(stem.peaks), stem.file, url))
         self.player = Player(buffers, self.show_position, on_play)
         self.peak = max(max(abs(v) for v in p) for _, p, _, _ in self.stems) or 1.0
         self.el(".job-meta").textContent = meta
@@ -364,14 +373,13 @@ class Job:
         for name, _, _, url in self.stems:
             row = by_id("stem-row").content.firstElementChild.cloneNode(True)
             row.dataset.stem = name
-            label = stem_label(name)
-            row.querySelector(".stem-label").textContent = label
-            row.querySelector(".mute").title = f"Mute {label}"
-            row.querySelector(".solo").title = f"Solo {label}"
+            row.querySelector(".stem-label").textContent = stem_label(name)
+            row.querySelector(".mute").title = f"Mute {stem_label(name)}"
+            row.querySelector(".solo").title = f"Solo {stem_label(name)}"
             link = row.querySelector("a[download]")
-            link.href, link.download = url, f"{self.track} - {name}.wav"
-            link.title = f"Download {label} as {ext}"
-            row.querySelector(".stem-format").textContent = ext.split(",")[0]
+            link.href, link.download = url, f"{self.track} - {name}.{ext}"
+            link.title = f"Download {stem_label(name)} as {label}"
+            row.querySelector(".stem-format").textContent = label
             box.append(row)
             mute, solo = row.querySelector(".mute"), row.querySelector(".solo")
             listen(mute, "click", lambda e, n=name, b=mute: self.toggle(b, n, self.player.set_mute))
@@ -424,8 +432,9 @@ class Job:
 
 
 async def zip_stems(jobs):
-    """A zip Blob of every stem of the finished `jobs`: "<track>/<stem>.wav", the track
-    folders made unique ("song (2)") when one song was separated twice."""
+    """A zip Blob of every stem of the finished `jobs`: "<track>/<stem>.<wav|opus>" (each
+    song in the format it was made in), the track folders made unique ("song (2)") when
+    one song was separated twice."""
     buf, folders = io.BytesIO(), set()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:  # audio does not deflate
         for job in jobs:
@@ -434,9 +443,10 @@ async def zip_stems(jobs):
                 n += 1
                 folder = f"{job.track} ({n})"
             folders.add(folder)
-            for name, _, wav, _ in job.stems:
-                data = js.Uint8Array.new(await wav.arrayBuffer()).to_bytes()
-                z.writestr(f"{folder}/{name}.wav", data)
+            ext = FORMATS[job.settings["format"]][1]
+            for name, _, file, _ in job.stems:
+                data = js.Uint8Array.new(await file.arrayBuffer()).to_bytes()
+                z.writestr(f"{folder}/{name}.{ext}", data)
     return js.Blob.new([to_js(buf.getvalue())], to_js({"type": "application/zip"}))
 
 
@@ -467,6 +477,7 @@ class Page:
     async def start(self):
         body = document.body
         self.wire_inputs()
+        asyncio.ensure_future(self.check_opus())
         try:
             await self.load_manifest()
         except ValueError as e:  # a list that fails pycore.weights.manifest's checks (or is not JSON)
@@ -482,6 +493,22 @@ class Page:
         self.set_startup("running", "Starting the GPU worker…")
         self.worker.postMessage(to_js({"cmd": "hello", "flag": self.flag.buffer, "base": site_url()}))
         body.dataset.state = "starting"
+
+    async def check_opus(self):
+        """Offer Opus downloads where WebCodecs' AudioEncoder encodes Opus (mono and
+        stereo at the models' rate); otherwise the option stays disabled and says why."""
+        option = document.querySelector('#format option[value="opus"]')
+        try:
+            encoder = js.AudioEncoder  # AttributeError where the browser has no WebCodecs
+            support = [await encoder.isConfigSupported(to_js(encoder_config(c, SAMPLE_RATE))) for c in (1, 2)]
+            reason = None if all(r.supported for r in support) else "this browser's WebCodecs cannot encode Opus"
+        except AttributeError:
+            reason = "this browser has no WebCodecs audio encoder"
+        except JsException as e:
+            reason = f"this browser's WebCodecs refused the Opus settings ({e})"
+        option.disabled = reason is not None
+        option.textContent = "Opus 160 kbps (Ogg)" if reason is None else "Opus (not in this browser)"
+        option.title = "Smaller files, lossy: 80 kbps per channel" if reason is None else reason[:1].upper() + reason[1:]
 
     def set_startup(self, state, text):
         badge = by_id("startup-badge")
@@ -736,8 +763,8 @@ class Page:
         self.current = job
         js.Atomics.store(self.flag, 0, 0)
         job.t0 = time.perf_counter()
-        job.settings = {"model": self.model(), "two_stems": by_id("two-stems").value,
-                        "bits": int(str(by_id("format").value)[3:])}
+        job.settings = {"model": self.model(), "two_stems": str(by_id("two-stems").value),
+                        "format": str(by_id("format").value)}
         job.set_status("running", "Running")
         self.set_stage(job, "decode", 0.0, "Decoding the audio…")
         try:
@@ -753,7 +780,7 @@ class Page:
         self.set_stage(job, "decode", 1.0, "Sending the audio to the GPU worker…")
         self.finished_job = asyncio.get_event_loop().create_future()
         self.worker.postMessage(to_js({"cmd": "separate", "model": json.dumps(job.settings["model"]),
-                                       "name": job.track, "channels": channels, "bits": job.settings["bits"],
+                                       "name": job.track, "channels": channels, "format": job.settings["format"],
                                        "two_stems": job.settings["two_stems"]}))
         await self.finished_job
 

@@ -6,16 +6,18 @@ responsive:
 
     fetch the weights (progress, Cache API, sha256 check)  ->  Demixer.load
     Demixer.separate (progress, cancellation between segments)
-    waveform peaks and one WAV per stem (pycore.audio.wav)
+    waveform peaks and one file per stem: WAV (pycore.audio.wav) or Ogg Opus (the
+    browser's WebCodecs AudioEncoder, wrapped by pycore.audio.oggopus)
 
 Messages are plain JS objects sent with postMessage; each carries a "stemtone" key
 naming its kind.
 
     main -> worker   {cmd: "hello", flag: SharedArrayBuffer(4), base: the site's URL (page_kit.site_url())}
                      {cmd: "separate", model: manifest entry as JSON, name: track name,
-                      channels: [Float32Array at 44.1 kHz, ...], bits: 16|24|32 (the
-                      WAV files'), two_stems: "" or a stem X (keep X and no_X, the mix
-                      minus X: pycore.demix.base.everything_but)}
+                      channels: [Float32Array at 44.1 kHz, ...], format: "wav16" |
+                      "wav24" | "wav32" (float) | "opus" (the files'), two_stems: "" or
+                      a stem X (keep X and no_X, the mix minus X:
+                      pycore.demix.base.everything_but)}
                      {cmd: "checkpoint", id: session model name, files: [{name, data:
                       ArrayBuffer}], fetchable: JSON {name: manifest entry with "fetch"}}
                      {cmd: "lose-device"}  destroys the device as a driver reset does (tests)
@@ -27,7 +29,7 @@ naming its kind.
                       number of reports the separation gives (one per segment), 0 when
                       the model reports fractions of the track (Demixer.progress_steps)}
                      {stemtone: "result", stems: [{name, channels: [Float32Array],
-                      peaks: Float32Array, wav: Blob}], seconds: separation wall
+                      peaks: Float32Array, file: Blob}], seconds: separation wall
                       time, seconds_audio}  (the page zips the stems of every song)
                      {stemtone: "error", kind, title, message, detail}
 
@@ -54,6 +56,7 @@ from polyscript import xworker
 from pyodide.ffi import create_proxy
 from pyscript.ffi import to_js
 
+from pycore.audio.oggopus import OPUS_RATE, encoder_config, ogg_opus
 from pycore.audio.wav import encode_wav
 from pycore.demix import Cancelled, Demixer
 from pycore.demix.base import everything_but, model_for_file
@@ -65,10 +68,16 @@ from worker_kit import GPUWorker, Throttle, WeightsError, blob, fetch_weights, p
 
 PEAK_COLUMNS = 1600                # waveform resolution sent to the page
 PROGRESS_EVERY_S = 0.1             # at most ten progress messages a second
+WAV_BITS = {"wav16": 16, "wav24": 24, "wav32": 32}  # the page's WAV formats (32: float)
+ENCODE_BLOCK_S = 1.0               # audio handed to the Opus encoder at a time
 
 
 class InputError(Exception):
     """The decoded audio cannot be separated (reported to the user as is)."""
+
+
+class EncodeError(Exception):
+    """The browser's Opus codec failed (the WAV formats still work)."""
 
 
 class CheckpointError(Exception):
@@ -81,6 +90,7 @@ class Worker(GPUWorker):
         self.demixers = {}     # model name -> loaded Demixer
         self.flag = None       # Int32Array over the main thread's SharedArrayBuffer
         self.throttle = Throttle(PROGRESS_EVERY_S)
+        self.opus_delays = {}  # (rate, channels) -> the encoder's delay at 48 kHz (measured once)
 
     def forget_models(self):
         self.demixers = {}
@@ -199,16 +209,43 @@ class Worker(GPUWorker):
             t0 = time.perf_counter()
             stems = await demixer.separate(channels, progress=on_progress, should_cancel=self.cancelled)
             seconds = time.perf_counter() - t0
-            self.progress("export", 0.0, "Writing the WAV files…", force=True)
+            fmt = str(data.format)
+            what = "Encoding Opus" if fmt == "opus" else "Writing the WAV files"
+            self.progress("export", 0.0, f"{what}…", force=True)
             if str(data.two_stems):
                 stems = everything_but(model["name"], stems, channels, str(data.two_stems))
-            result = export(stems, demixer.sample_rate, int(data.bits),
-                            lambda f: self.progress("export", f, "Writing the WAV files…"))
+            result = await self.export(stems, demixer.sample_rate, fmt,
+                                       lambda f: self.progress("export", f, f"{what}…"))
             # GPU buffers created and not destroyed (pooled ones included): flat from job to job
             post("result", seconds=seconds, seconds_audio=seconds_audio, live_buffers=self.dev.live_buffers,
                  **result)
         except Exception as e:
             self.report(e)
+
+    async def export(self, stems, sample_rate, fmt, progress):
+        """Per stem: channels (Float32Array), peaks and its file Blob: WAV (16, 24-bit
+        PCM; 32-bit IEEE float, lossless and never clips) or Ogg Opus."""
+        out = []
+        for i, (name, channels) in enumerate(stems.items()):
+            if fmt == "opus":
+                delay = await self.opus_delay(sample_rate, len(channels))
+                packets = await encode_opus(channels, sample_rate, delay)
+                file = blob(ogg_opus(packets, len(channels), delay, sample_rate, frames=len(channels[0]),
+                                     comments=[f"TITLE={name}"]), "audio/ogg")
+            else:
+                file = blob(encode_wav(channels, sample_rate, bits=WAV_BITS[fmt]), "audio/wav")
+            out.append({"name": name, "channels": [to_js(ch) for ch in channels],
+                        "peaks": to_js(peaks(channels)), "file": file})
+            progress((i + 1) / len(stems))
+        return {"stems": out}
+
+    async def opus_delay(self, rate, channels):
+        """The Opus pre-skip: how many 48 kHz samples the browser's encoder delays its
+        input by, measured once per rate and channel count (measure_opus_delay)."""
+        key = (rate, channels)
+        if key not in self.opus_delays:
+            self.opus_delays[key] = await measure_opus_delay(rate, channels)
+        return self.opus_delays[key]
 
     def report(self, e):
         """Tell the page about a failed job in words the user can act on."""
@@ -218,6 +255,9 @@ class Worker(GPUWorker):
             post_error("cancelled", "Cancelled", "The separation was cancelled.")
         except InputError as e:
             post_error("input", "This file cannot be separated", str(e))
+        except EncodeError as e:
+            post_error("encode", "The Opus download could not be made", f"{e}. Pick a WAV format and add the song "
+                       "again.")
         except WeightsError as e:
             post_error("weights", "The model could not be loaded",
                        f"{str(e)[:1].upper()}{str(e)[1:]}. Try again; if it keeps failing, the server's weights "
@@ -277,19 +317,89 @@ def peaks(channels, columns=PEAK_COLUMNS):
     return out
 
 
-def export(stems, sample_rate, bits, progress):
-    """Per stem: channels (Float32Array), peaks and a WAV Blob of `bits` bits (16, 24:
-    PCM; 32: IEEE float, lossless and never clips)."""
-    out = []
-    for i, (name, channels) in enumerate(stems.items()):
-        out.append({
-            "name": name,
-            "channels": [to_js(ch) for ch in channels],
-            "peaks": to_js(peaks(channels)),
-            "wav": blob(encode_wav(channels, sample_rate, bits=bits), "audio/wav"),
-        })
-        progress((i + 1) / len(stems))
-    return {"stems": out}
+# ------------------------------------------------------------------ Opus (WebCodecs)
+# The browser's AudioEncoder and AudioDecoder are JavaScript APIs: Pyodide reaches them
+# through `js` (there is no other Opus codec in the page).
+
+
+async def encode_opus(channels, rate, delay, pad=True) -> list:
+    """Opus packets (bytes) of `channels` (sequences of floats at `rate`) from the
+    browser's AudioEncoder (pycore.audio.oggopus.encoder_config). pad: follow the audio
+    with silence a little longer than the encoder's `delay` (48 kHz samples), so that
+    the packets hold all of the audio (the Ogg file's last granule trims the rest)."""
+    packets, errors = [], []
+
+    def on_output(chunk, _metadata=None):
+        data = js.Uint8Array.new(chunk.byteLength)
+        chunk.copyTo(data)
+        packets.append(data.to_bytes())
+
+    output, error = create_proxy(on_output), create_proxy(lambda e: errors.append(str(e)))
+    encoder = js.AudioEncoder.new(to_js({"output": output, "error": error}))
+    try:
+        encoder.configure(to_js(encoder_config(len(channels), rate)))
+        n, block = len(channels[0]), int(ENCODE_BLOCK_S * rate)
+        tail = (delay + 960) * rate // OPUS_RATE + 1 if pad else 0  # the delay and one more frame
+        for start in range(0, n + tail, block):
+            frames = min(block, n + tail - start)
+            planar = js.Float32Array.new(len(channels) * frames)  # zeros: the padding
+            for c, ch in enumerate(channels):
+                if start < n:
+                    planar.set(to_js(array.array("f", ch[start:min(start + frames, n)])), c * frames)
+            audio = js.AudioData.new(to_js({"format": "f32-planar", "sampleRate": rate, "numberOfFrames": frames,
+                                            "numberOfChannels": len(channels), "data": planar,
+                                            "timestamp": round(start * 1e6 / rate)}))
+            encoder.encode(audio)
+            audio.close()
+        await encoder.flush()
+    finally:
+        if str(encoder.state) != "closed":
+            encoder.close()
+        output.destroy()
+        error.destroy()
+    if errors:
+        raise EncodeError(f"the browser's Opus encoder failed: {errors[0]}")
+    return packets
+
+
+async def measure_opus_delay(rate, channels) -> int:
+    """The browser encoder's delay in 48 kHz samples (the Opus pre-skip): a short pulse
+    is encoded and decoded again (AudioDecoder, told no pre-skip) and the delay is where
+    it comes out minus where it went in. Measured rather than read from the encoder's
+    OpusHead because Chromium resamples 44.1 kHz input to 48 kHz before libopus and
+    its OpusHead leaves that resampler's delay out (312 there; 347 measured)."""
+    n, at, half = rate // 5, rate // 20, 8  # 0.2 s, the pulse at 50 ms, a Hann pulse of 17 samples
+    pulse = array.array("f", bytes(4 * n))
+    for j in range(-half, half + 1):
+        pulse[at + j] = 0.8 * (0.5 + 0.5 * math.cos(math.pi * j / (half + 1)))
+    packets = await encode_opus([pulse] * channels, rate, 0, pad=False)
+    decoded, errors = array.array("f"), []
+
+    def on_output(audio):
+        plane = js.Float32Array.new(audio.numberOfFrames)
+        audio.copyTo(plane, to_js({"planeIndex": 0, "format": "f32-planar"}))
+        audio.close()
+        decoded.frombytes(plane.to_bytes())
+
+    output, error = create_proxy(on_output), create_proxy(lambda e: errors.append(str(e)))
+    decoder = js.AudioDecoder.new(to_js({"output": output, "error": error}))
+    try:
+        decoder.configure(to_js({"codec": "opus", "sampleRate": OPUS_RATE, "numberOfChannels": channels}))
+        t = 0
+        for p in packets:
+            decoder.decode(js.EncodedAudioChunk.new(to_js({"type": "key", "timestamp": t, "data": to_js(p)})))
+            t += 20_000
+        await decoder.flush()
+    finally:
+        if str(decoder.state) != "closed":
+            decoder.close()
+        output.destroy()
+        error.destroy()
+    peak = max(range(len(decoded)), key=decoded.__getitem__) if decoded else 0
+    delay = round(peak - at * OPUS_RATE / rate)
+    if errors or not decoded or decoded[peak] < 0.4 or not 0 <= delay < 65536:
+        raise EncodeError(f"the browser's Opus codec did not return its test pulse ({errors or 'no echo'})")
+    return delay
 
 
 worker = Worker()
