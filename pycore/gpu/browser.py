@@ -21,6 +21,7 @@ raises NoGPUError), so it never needs numpy.
 from __future__ import annotations
 
 import array
+import asyncio
 import os
 import time
 
@@ -188,6 +189,10 @@ class BrowserDevice(Device):
         mapped, *scopes = [settled[i] for i in range(len(promises))]
         self._collect([r.value for r in scopes])
         map_error = None if str(mapped.status) == "fulfilled" else mapped.reason
+        if map_error is not None and self.lost_reason is None:
+            # a destroyed device rejects pending maps before its `lost` promise settles:
+            # let the event loop run it once, so a loss is reported as one
+            await asyncio.sleep(0.05)
         try:
             self._raise_errors()  # the recorded work's own error explains a failed map best
             if map_error is not None:
