@@ -28,10 +28,10 @@ Rows (`--json`: a list of {"figure", "backend", "value", "unit"}):
 
 How long: `--browser` took 8 min 18 s on this project's 2-core machine at load average 5
 to 8, most of it SwiftShader computing two official HTDemucs segments (a warm-up that
-records the plan, then the measured replay: 2.5 to 3.5 min each there); the page
-(site/bench.html) also downloads the 170 MB of random weights. Natively, lavapipe's two
-segments take about a minute. `--quick` skips HTDemucs on both backends (the page's
-`?htdemucs=0`).
+records the plan, then the measured replay; in a run of the browser part alone the
+warm-up took 2.5 min and the page 6.5 min in all); the page (site/bench.html) also
+downloads the 170 MB of random weights. `--quick` skips HTDemucs on both backends (the
+page's `?htdemucs=0`).
 
 Browser-safe where it runs in the page's worker (dispatch_costs, tone_block_costs,
 segment_rows, htdemucs_rows): no numpy at module level.
