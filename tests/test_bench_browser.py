@@ -1,12 +1,12 @@
 """pycore.cli.bench.browser: the worker thread's CPU time between two performance marks,
 read from a Chrome trace (a generated one here; `stemtone bench runtime --browser`
-reads a real one)."""
+reads a real one), and how it replaces the page's wall-time figure."""
 
 import json
 
 import pytest
 
-from pycore.cli.bench.browser import thread_cpu_ms
+from pycore.cli.bench.browser import thread_cpu_ms, with_thread_cpu
 from pycore.cli.bench.common import BenchUnavailable
 
 TASK = "ThreadControllerImpl::RunTask"
@@ -44,3 +44,16 @@ def test_sums_the_thread_time_of_the_marking_threads_tasks_between_the_marks():
 def test_a_trace_without_the_marks_is_an_error():
     with pytest.raises(BenchUnavailable, match="no performance marks 'start' and 'end'"):
         thread_cpu_ms(trace([mark("start", 1), task(2, 3, 3)]), "start", "end")
+
+
+def row(name, value):
+    return {"figure": name, "backend": "browser", "value": value, "unit": "ms"}
+
+
+def test_the_cpu_time_replaces_the_figure_and_its_wall_time_follows_it():
+    rows = [row("fresh dispatch", 1.0), row("htdemucs segment host", 30.0), row("htdemucs weights", 9.0)]
+    assert with_thread_cpu(rows, "htdemucs segment host", 12.5) == [
+        row("fresh dispatch", 1.0), row("htdemucs segment host", 12.5),
+        row("htdemucs segment host wall", 30.0), row("htdemucs weights", 9.0)]
+    assert rows[1]["value"] == 30.0                     # the caller's rows are left as they were
+    assert with_thread_cpu(rows, "tone block host", 2.0) == rows

@@ -128,6 +128,18 @@ def test_real_repository_root_is_the_demix_page():
     assert b'data-page="demix"' in data and b'type="file"' in data
 
 
+@pytest.mark.parametrize("root", [None, "tree"])  # the app as built, and a checkout tree
+def test_extra_files_are_served_at_their_urls_only(tmp_path, tree, root):
+    blob = tmp_path / "random.safetensors"
+    blob.write_bytes(b"0123456789")
+    with make_server(root=str(tree) if root else None, extra={"/bench/random.safetensors": str(blob)}) as srv:
+        status, headers, data = request(srv, "/bench/random.safetensors")
+        assert (status, data, headers["content-length"]) == (200, b"0123456789", "10")
+        assert headers["content-type"] == "application/octet-stream"
+        assert headers["cross-origin-embedder-policy"] == "require-corp"
+        assert request(srv, "/bench/other.safetensors")[0] == 404
+
+
 def test_missing_file_is_404(server):
     status, _, _ = request(server, "/nope.html")
     assert status == 404

@@ -383,11 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks (ratios against a reference measured in the same run)")
     b.add_argument("what", choices=["kernels", "separate", "memory", "tone", "resample", "learn", "runtime"])
     b.add_argument("--browser", action="store_true",
-                   help="runtime: the same figures measured in headless Chromium too (same run)")
+                   help="runtime: dispatch, tone block and HTDemucs segment figures measured in headless "
+                        "Chromium too (same run; HTDemucs there takes minutes on SwiftShader)")
     b.add_argument("-i", "--instrument", default="violin", help="tone: the instrument model (default %(default)s)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--quick", action="store_true",
-                   help="kernels, tone: smaller sizes and a 60 s oscillator run instead of an hour (a smoke run)")
+                   help="kernels, tone: smaller sizes and a 60 s oscillator run instead of an hour (a smoke run); "
+                        "runtime: without HTDemucs (natively and in the browser)")
     b.add_argument("-m", "--model", default="spleeter-2stems",
                    help="separate, memory: the model (default %(default)s; htdemucs, htdemucs_6s and umxl "
                         "run with random weights next to their PyTorch reference); learn: a trained "

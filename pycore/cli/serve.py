@@ -7,7 +7,9 @@ pycore/cli/site_build.py (pages, /sw.js, /build.json, /vendor/pyodide/, /vendor/
 /pkg/stemtone.zip, /weights/manifest.json, /weights/models.json and the weights of every
 installed model, from --weights-dir first, then the folders of pycore.weights), read anew
 on each request so that edits show at once. Given a `root` (the server's own tests), it
-serves a tree laid out as a checkout through MOUNTS instead.
+serves a tree laid out as a checkout through MOUNTS instead. `extra` adds files at URLs of
+the caller's choosing (`stemtone bench runtime --browser` serves its random-weights
+HTDemucs file to the bench page this way).
 
 Every response carries the cross-origin isolation headers (COOP/COEP/CORP): PyScript
 workers need SharedArrayBuffer to reach the page's DOM. WebGPU needs a secure context,
@@ -166,6 +168,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._send_error(403, "this server answers only requests for its own address "
                                          "(Host: 127.0.0.1:PORT, localhost:PORT or the --host name)")
         url_path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        if url_path in self.server.extra:
+            return self._send_file(self.server.extra[url_path], body)
         if self.server.site is not None:
             return self._serve_site(url_path, body)
         if url_path == ZIP_URL:
@@ -190,12 +194,7 @@ class Handler(BaseHTTPRequestHandler):
             if url_path.startswith("/vendor/") and not vendor_installed(self.server.root):
                 return self._send_error(404, MISSING_VENDOR)
             return self._send_error(404, f"not found: {url_path}")
-        size = os.path.getsize(path)
-        self.send_response(200)
-        self._headers(mime_type(path), size)
-        if body:
-            with open(path, "rb") as f:
-                shutil.copyfileobj(f, self.wfile)
+        self._send_file(path, body)
 
     def _serve_site(self, url_path: str, body: bool):
         """The app as `stemtone build-site` writes it (pycore/cli/site_build.py): an exact
@@ -211,10 +210,13 @@ class Handler(BaseHTTPRequestHandler):
             return self._send_error(404, f"not found: {url_path}")
         if entry.path is None:
             return self._send_bytes(entry.data(), mime_type(url_path), body)
+        self._send_file(entry.path, body)
+
+    def _send_file(self, path: str, body: bool):
         self.send_response(200)
-        self._headers(mime_type(entry.path), os.path.getsize(entry.path))
+        self._headers(mime_type(path), os.path.getsize(path))
         if body:
-            with open(entry.path, "rb") as f:
+            with open(path, "rb") as f:
                 shutil.copyfileobj(f, self.wfile)
 
     def _headers(self, content_type: str, length: int):
@@ -250,11 +252,13 @@ class StemtoneServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, port: int = 8000, host: str = "127.0.0.1", root: str | None = None, quiet: bool = False,
-                 weights_dir: str | None = None):
+                 weights_dir: str | None = None, extra: dict | None = None):
         """root None: serve the app as `stemtone build-site` assembles it (Site), from the
         weights folders of pycore.weights (weights_dir first); root DIR: serve a tree laid
-        out as a checkout through MOUNTS (tests of the server itself)."""
+        out as a checkout through MOUNTS (tests of the server itself). extra: {URL path:
+        file path} served before anything else."""
         super().__init__((host, port), Handler)
+        self.extra = dict(extra or {})
         self.bound_host = host
         self.root = os.path.realpath(root or REPO)
         self.quiet = quiet
@@ -330,9 +334,9 @@ class StemtoneServer(ThreadingHTTPServer):
 
 
 def make_server(port: int = 0, host: str = "127.0.0.1", root: str | None = None, quiet: bool = True,
-                weights_dir: str | None = None) -> StemtoneServer:
+                weights_dir: str | None = None, extra: dict | None = None) -> StemtoneServer:
     """A started server in a background thread; port 0 picks a free port (see .url)."""
-    return StemtoneServer(port, host, root, quiet, weights_dir).start()
+    return StemtoneServer(port, host, root, quiet, weights_dir, extra).start()
 
 
 def is_loopback(host: str) -> bool:

@@ -1,18 +1,33 @@
 """The browser half of `stemtone bench runtime --browser`: serve the app, open
 site/bench.html in headless Chromium (software WebGPU where there is no GPU) through
-Playwright, and return the figures its worker measured (pycore.cli.bench.runtime)."""
+Playwright, and return the figures its worker measured (pycore.cli.bench.runtime).
+
+The page reports which of its figures are host time measured between two performance
+marks (results' "marked": [{"figure", "start", "end", "units"}]); for those the worker
+thread's CPU time between the marks, per unit, read from a Chrome trace, replaces the
+wall-time figure, which stays beside it as "<figure> wall".
+
+With HTDemucs, the random-weights file (pycore.cli.bench.random_weights, 170 MB) is
+written to a temporary folder and served for the page's worker; SwiftShader then
+computes two official-size segments (a warm-up that records the plan, and the measured
+one), which takes minutes on a 2-core machine: the page's progress is echoed to the
+command's log meanwhile."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import tempfile
+import time
 
 from .common import BenchUnavailable
 
 FLAGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--no-first-run", "--enable-unsafe-webgpu", "--enable-unsafe-swiftshader"]
 TRACE_CATEGORIES = ["toplevel", "blink.user_timing"]   # tasks with their thread time; performance marks
+QUICK_TIMEOUT_S = 900          # the page without HTDemucs
+HTDEMUCS_TIMEOUT_S = 3600      # with it: two official-size segments on SwiftShader
 
 
 def thread_cpu_ms(trace: bytes, start: str, end: str) -> float:
@@ -33,8 +48,36 @@ def thread_cpu_ms(trace: bytes, start: str, end: str) -> float:
     return total / 1e3
 
 
-def browser_figures(blocks=250, timeout_s=900) -> list:
-    """Rows {"figure", "backend": "browser", "value", "unit"} from the bench page."""
+def with_thread_cpu(rows: list, name: str, cpu_ms: float) -> list:
+    """rows with the value of figure `name` (the worker's wall time minus its waits)
+    replaced by `cpu_ms`, the worker thread's CPU time, and the old value kept in a row
+    "<name> wall" right after it. rows without `name` come back as they are."""
+    out = []
+    for row in rows:
+        if row["figure"] == name:
+            out += [dict(row, value=cpu_ms), dict(row, figure=f"{name} wall")]
+        else:
+            out.append(row)
+    return out
+
+
+def _wait_for_page(page, timeout_s, log):
+    """Until body[data-status] is set, echoing the page's progress to `log`."""
+    deadline, last = time.monotonic() + timeout_s, None
+    while not page.evaluate("document.body.dataset.status || ''"):
+        text = page.inner_text("#status-text")
+        if text != last:
+            log(f"browser: {text}")
+            last = text
+        if time.monotonic() > deadline:
+            raise BenchUnavailable(f"the bench page did not finish within {timeout_s} s (it was at: {last})")
+        page.wait_for_timeout(1000)
+
+
+def browser_figures(blocks=250, htdemucs=None, log=None, timeout_s=None) -> list:
+    """Rows {"figure", "backend": "browser", "value", "unit"} from the bench page.
+    htdemucs: (URL path, the bytes of random_weights.random_htdemucs_file), served to the
+    page, which then measures an official HTDemucs segment; None skips it."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -44,28 +87,35 @@ def browser_figures(blocks=250, timeout_s=900) -> list:
         raise BenchUnavailable("--browser needs Chromium (apt-get install chromium; make test installs it)")
     from .. import serve
 
-    srv = serve.make_server()
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, headless=True, args=FLAGS)
-            try:
-                page = browser.new_page()
-                browser.start_tracing(page=page, categories=TRACE_CATEGORIES)
-                page.goto(f"{srv.url}/bench.html?blocks={blocks}")
-                page.wait_for_function("document.body.dataset.status", timeout=timeout_s * 1000)
-                trace = browser.stop_tracing()
-                if page.evaluate("document.body.dataset.status") != "done":
-                    raise BenchUnavailable("the bench page failed: " + page.inner_text("#status-text"))
-                result = json.loads(page.eval_on_selector("#results", "e => e.textContent"))
-            finally:
-                browser.close()
-    finally:
-        srv.stop()
+    log = log or (lambda message: None)
+    if timeout_s is None:
+        timeout_s = HTDEMUCS_TIMEOUT_S if htdemucs else QUICK_TIMEOUT_S
+    with tempfile.TemporaryDirectory(prefix="stemtone-bench-") as tmp:
+        extra = {}
+        if htdemucs:
+            url, data = htdemucs
+            path = os.path.join(tmp, "htdemucs-random.safetensors")
+            with open(path, "wb") as f:
+                f.write(data)
+            extra[url] = path
+        srv = serve.make_server(extra=extra)
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=chromium, headless=True, args=FLAGS)
+                try:
+                    page = browser.new_page()
+                    browser.start_tracing(page=page, categories=TRACE_CATEGORIES)
+                    page.goto(f"{srv.url}/bench.html?blocks={blocks}&htdemucs={int(htdemucs is not None)}")
+                    _wait_for_page(page, timeout_s, log)
+                    trace = browser.stop_tracing()
+                    if page.evaluate("document.body.dataset.status") != "done":
+                        raise BenchUnavailable("the bench page failed: " + page.inner_text("#status-text"))
+                    result = json.loads(page.eval_on_selector("#results", "e => e.textContent"))
+                finally:
+                    browser.close()
+        finally:
+            srv.stop()
     rows = result["rows"]
-    cpu = thread_cpu_ms(trace, "stemtone:tone-start", "stemtone:tone-end") / blocks
-    for row in rows:
-        if row["figure"] == "tone block host":
-            rows.insert(rows.index(row) + 1, dict(row, figure="tone block host wall"))
-            row["value"] = cpu
-            break
+    for m in result["marked"]:
+        rows = with_thread_cpu(rows, m["figure"], thread_cpu_ms(trace, m["start"], m["end"]) / m["units"])
     return rows

@@ -1,7 +1,9 @@
 """Demucs v4 (htdemucs, htdemucs_6s) and Open-Unmix (umxl) with seeded random weights,
-for `bench separate` and `bench memory`: our Demixer and the PyTorch CPU reference
-(demucs==4.1.0, openunmix==1.3.0) built from the same values. The published checkpoints
-are not reachable here; speed and memory do not depend on the values.
+for `bench separate`, `bench memory` and `bench runtime`: our Demixer and the PyTorch CPU
+reference (demucs==4.1.0, openunmix==1.3.0) built from the same values. The published
+checkpoints are not reachable here; speed and memory do not depend on the values.
+HTDemucs' random weights are a converted demucs file (random_htdemucs_file), which
+`bench runtime --browser` also serves to the bench page.
 
 The reference runs in a child process (run_reference -> reference_child), so that the
 peak RSS it reports is its own."""
@@ -80,6 +82,27 @@ def _umx_weights(reduced, seed=0):
     return umx_torch.random_weights(seed=seed, config=config), config
 
 
+def random_htdemucs_file(model="htdemucs", reduced=False, seed=0) -> bytes:
+    """The seeded random weights of run_reference's network as the file `stemtone
+    weights convert` writes (pycore.weights.fetch: float32 tensors under the reference's
+    state-dict names, the architecture in the metadata), so that
+    pycore.demix.htdemucs.load_models builds it, natively and in the browser."""
+    from ...demix import MODELS
+    from ...weights.safetensors import dumps
+
+    if model not in ("htdemucs", "htdemucs_6s"):
+        raise BenchUnavailable(f"{model}: random HTDemucs weights cover htdemucs and htdemucs_6s")
+    net = _htdemucs_reference(model, reduced, seed)
+    stems = list(MODELS[model]["stems"])
+    kwargs = dict(HTDEMUCS_REDUCED if reduced else HTDEMUCS_OFFICIAL)
+    arch = {"klass": "demucs.htdemucs.HTDemucs", "sources": stems,
+            "models": [{"prefix": "", "sig": f"random{seed}", "args": [], "kwargs": kwargs}], "weights": None}
+    tensors = {k: ("f32", tuple(v.shape), v.detach().float().contiguous().numpy().tobytes())
+               for k, v in net.state_dict().items() if v.is_floating_point()}
+    return dumps(tensors, {"model": model, "format": "demucs", "architecture": json.dumps(arch),
+                           "source": json.dumps([{"file": f"random weights, seed {seed}"}])})
+
+
 def random_demixer(dev, model, reduced=False, seed=0):
     """Our Demixer for `model` (htdemucs, htdemucs_6s or umxl) with the same seeded
     random weights as the reference that run_reference builds."""
@@ -99,14 +122,7 @@ def random_demixer(dev, model, reduced=False, seed=0):
         return asyncio.run(Demixer.load(dev, "umxl", weights=entries(weights)))
     if model not in ("htdemucs", "htdemucs_6s"):
         raise BenchUnavailable(f"{model}: random-weight benchmarks cover htdemucs, htdemucs_6s and umxl")
-    from ...demix.htdemucs import Bag, HTDemucsDemixer
-    from ...models.htdemucs import HTDemucs
-
-    net = _htdemucs_reference(model, reduced, seed)
-    kw = dict(HTDEMUCS_REDUCED if reduced else HTDEMUCS_OFFICIAL)
-    stems = list(MODELS[model]["stems"])
-    ours = HTDemucs(dev, entries({k: v.detach().numpy() for k, v in net.state_dict().items()}), kw, sources=stems)
-    return HTDemucsDemixer(dev, Bag([ours], stems, None), model, stems, MODELS[model]["sample_rate"])
+    return asyncio.run(Demixer.load(dev, model, weights=random_htdemucs_file(model, reduced, seed)))
 
 
 def demucs_apply_model():

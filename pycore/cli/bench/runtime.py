@@ -1,17 +1,17 @@
-"""`stemtone bench runtime [--json] [--browser]`: the host cost of GPU work, the figure
-that decides whether a pipeline can keep up however fast the GPU is.
+"""`stemtone bench runtime [--json] [--browser] [--quick]`: the host cost of GPU work, the
+figure that decides whether a pipeline can keep up however fast the GPU is.
 
 Host cost is the CPU time of the calling thread (time.thread_time): on lavapipe the
 GPU's work runs on the driver's own threads (and inside queue.submit, which this thread
 only waits for), so the calling thread's CPU time is what the host spends encoding,
 packing parameters, allocating and converting; it is also what a busy machine does not
-inflate. The tone block in the browser is measured the same way: the CPU time of the
-page's worker thread between two performance marks, read from a Chrome trace (the
-thread time of each task the worker ran: Python, the JS calls and Chromium's own WebGPU
-client code in that thread). Its wall time minus the time spent awaiting readbacks is
-reported beside it ("tone block host wall"): on a 2-core machine where SwiftShader, the
-"GPU", computes on the same cores, that wall time is mostly time the worker waited for
-a core. The dispatch figures in the browser are wall time minus waits.
+inflate. The tone block and the HTDemucs segment in the browser are measured the same
+way: the CPU time of the page's worker thread between two performance marks, read from
+a Chrome trace (the thread time of each task the worker ran: Python, the JS calls and
+Chromium's own WebGPU client code in that thread). Their wall time minus the time spent
+awaiting readbacks is reported beside it ("... host wall"): on a 2-core machine where
+SwiftShader, the "GPU", computes on the same cores, that wall time is mostly time the
+worker waited for a core. The dispatch figures in the browser are wall time minus waits.
 
 Rows (`--json`: a list of {"figure", "backend", "value", "unit"}):
   fresh dispatch          host µs per dispatch recorded and submitted by ops (warm pool
@@ -19,19 +19,29 @@ Rows (`--json`: a list of {"figure", "backend", "value", "unit"}):
   replayed dispatch       host µs per dispatch of the same chain recorded once as a Plan
   tone block *            per 128-sample block (8 ms at 16 kHz) of the violin engine:
                           dispatches, replayed dispatches, uploads, readbacks, host ms
-  <model> segment *       per demix segment: dispatches, host ms, and for HTDemucs
-                          (official configuration, random weights) the working set: the
-                          weights plus the segment plan's buffers (a plan holds exactly
-                          what one segment needs, so it does not grow with the track)
+  <model> segment *       per demix segment: dispatches, host ms (spleeter-2stems
+                          natively); HTDemucs (official configuration, random weights:
+                          pycore.cli.bench.random_weights.random_htdemucs_file) on both
+                          backends, with its working set: the weights plus the segment
+                          plan's buffers (a plan holds exactly what one segment needs, so
+                          it does not grow with the track)
 
-Browser-safe where it runs in the page's worker (dispatch_costs, tone_block_costs): no
-numpy at module level.
+How long: `--browser` took 8 min 18 s on this project's 2-core machine at load average 5
+to 8, most of it SwiftShader computing two official HTDemucs segments (a warm-up that
+records the plan, then the measured replay; in a run of the browser part alone the
+warm-up took 2.5 min and the page 6.5 min in all); the page (site/bench.html) also
+downloads the 170 MB of random weights. `--quick` skips HTDemucs on both backends (the
+page's `?htdemucs=0`).
+
+Browser-safe where it runs in the page's worker (dispatch_costs, tone_block_costs,
+segment_rows, htdemucs_rows): no numpy at module level.
 """
 
 from __future__ import annotations
 
 import array
 import math
+import random
 import time
 
 CHAIN = 400            # dispatches per timed chain
@@ -57,6 +67,18 @@ def mark(dev, name):
         import js
 
         js.performance.mark(name)
+
+
+def marks(label) -> tuple:
+    """(start, end): the performance marks around the measured runs of `label`."""
+    return f"stemtone:{label}-start", f"stemtone:{label}-end"
+
+
+def marked(name, label, units) -> dict:
+    """Says that figure `name` is host time over `units` runs between marks(label): what
+    the bench page tells pycore.cli.bench.browser, which then measures it as CPU time."""
+    start, end = marks(label)
+    return {"figure": name, "start": start, "end": end, "units": units}
 
 
 def _chain(dev, x, n):
@@ -121,12 +143,13 @@ async def tone_block_costs(dev, model, blocks=250, warm=125) -> dict:
         await stream.push(sung_block(pos))
         pos += BLOCK
     inputs = [sung_block(pos + k * BLOCK) for k in range(blocks)]   # made before the clock starts
-    mark(dev, "stemtone:tone-start")
+    start, end = marks("tone")
+    mark(dev, start)
     before, t0, w0 = dict(dev.counts), _clock(dev), time.perf_counter()
     for x in inputs:
         await stream.push(x)
     host = _clock(dev) - t0
-    mark(dev, "stemtone:tone-end")
+    mark(dev, end)
     per = {k: (dev.counts[k] - before[k]) / blocks for k in before}
     per["host_ms"] = host / blocks * 1e3
     per["wall_ms"] = (time.perf_counter() - w0) / blocks * 1e3
@@ -144,22 +167,66 @@ def tone_rows(per, backend) -> list:
             figure("tone block wall", backend, per["wall_ms"], "ms")]
 
 
-# --------------------------------------------------------------------------- native only
+HTDEMUCS_URL = "/bench/htdemucs-random.safetensors"   # where `--browser` serves the random weights
+HTDEMUCS_SEGMENTS = 1   # measured HTDemucs segments (after one warm-up): minutes each on a CPU "GPU"
 
 
-def _segment_rows(dev, name, run_segment, label, count=2) -> list:
-    """Host ms and dispatches of `run_segment()` (one segment, read back), best of count
-    after one warm-up."""
-    run_segment()
+def noise(n, seed=0, scale=0.1) -> array.array:
+    """n float32 samples of seeded Gaussian noise (standard deviation `scale`): a demix
+    segment's input, made the same way natively and in the browser (no numpy)."""
+    rng = random.Random(seed)
+    return array.array("f", [rng.gauss(0.0, scale) for _ in range(n)])
+
+
+async def segment_rows(dev, run_segment, label, backend, count=2, log=None) -> list:
+    """Host ms and dispatches of `await run_segment()` (one segment, read back), best of
+    count after one warm-up. The measured runs lie between marks(label) (the browser's
+    CPU time is read from them)."""
+    say = log or (lambda message: None)
+    say(f"{label}: a first segment (records the plan)")
+    await run_segment()
     best, per = math.inf, {}
-    for _ in range(count):
-        before, t0 = dict(dev.counts), time.thread_time()
-        run_segment()
-        best = min(best, time.thread_time() - t0)
+    start, end = marks(label)
+    mark(dev, start)
+    for i in range(count):
+        say(f"{label}: measured segment {i + 1} of {count}")
+        before, t0 = dict(dev.counts), _clock(dev)
+        await run_segment()
+        best = min(best, _clock(dev) - t0)
         per = {k: dev.counts[k] - before[k] for k in before}
-    return [figure(f"{label} segment host", "native", best * 1e3, "ms"),
-            figure(f"{label} segment dispatches", "native", per["dispatches"] + per["replayed"], "count"),
-            figure(f"{label} segment replayed dispatches", "native", per["replayed"], "count")]
+    mark(dev, end)
+    return [figure(f"{label} segment host", backend, best * 1e3, "ms"),
+            figure(f"{label} segment dispatches", backend, per["dispatches"] + per["replayed"], "count"),
+            figure(f"{label} segment replayed dispatches", backend, per["replayed"], "count")]
+
+
+async def htdemucs_rows(dev, weights, backend, log) -> list:
+    """One HTDemucs segment (7.8 s) of the network in `weights` (a converted demucs
+    file's bytes: pycore.cli.bench.random_weights.random_htdemucs_file, the official
+    configuration) as a replayed plan, read back; and its working set: the weights plus
+    the segment plan's buffers (a plan holds exactly what one segment needs)."""
+    from ...demix.htdemucs import load_models, segment_forward
+
+    log("htdemucs: uploading the weights")
+    base = dev.mem_reserved
+    (net,), _, _ = load_models(dev, weights)
+    held = dev.mem_reserved - base
+    raw = noise(net.audio_channels * net.training_length).tobytes()
+
+    async def one():
+        await segment_forward(net, raw).read()
+
+    rows = await segment_rows(dev, one, "htdemucs", backend, count=HTDEMUCS_SEGMENTS, log=log)
+    plan = net.segment_plan[0]
+    planned = sum(size for _, size in plan.buffers)
+    rows.append(figure("htdemucs working set", backend, (held + planned) / 2**20, "MiB"))
+    rows.append(figure("htdemucs weights", backend, held / 2**20, "MiB"))
+    plan.release()
+    net.segment_plan = None
+    return rows
+
+
+# --------------------------------------------------------------------------- native only
 
 
 def spleeter_rows(dev, log) -> list:
@@ -173,43 +240,12 @@ def spleeter_rows(dev, log) -> list:
 
     log("spleeter-2stems: one segment")
     demixer = asyncio.run(Demixer.load(dev, "spleeter-2stems"))
-    x = (np.random.default_rng(0).standard_normal((2, CHUNK)) * 0.1).astype(np.float32)
+    channels = list(np.frombuffer(noise(2 * CHUNK), np.float32).reshape(2, CHUNK))   # numpy in, numpy out
 
-    def one():
-        stream = demixer.stream(2)
-        asyncio.run(stream.push(list(x)))
+    async def one():
+        await demixer.stream(2).push(channels)
 
-    return _segment_rows(dev, "spleeter-2stems", one, "spleeter-2stems")
-
-
-def htdemucs_rows(dev, log, reduced=False) -> list:
-    """One HTDemucs segment (7.8 s) in the official configuration with random weights,
-    as a replayed plan; and its working set."""
-    import numpy as np
-
-    from ...demix.htdemucs import segment_forward
-    from .random_weights import random_demixer
-
-    log("htdemucs (official configuration, random weights): building")
-    base = dev.mem_reserved
-    demixer = random_demixer(dev, "htdemucs", reduced=reduced)
-    net = demixer.model.models[0]
-    weights = dev.mem_reserved - base
-    mix = (np.random.default_rng(0).standard_normal((1, net.audio_channels, net.training_length)) * 0.1)
-    raw = mix.astype(np.float32).tobytes()
-    log("htdemucs: one segment on the GPU (minutes on a CPU driver)")
-
-    def one():
-        segment_forward(net, raw).numpy()
-
-    rows = _segment_rows(dev, "htdemucs", one, "htdemucs", count=1)
-    plan = net.segment_plan[0]
-    planned = sum(size for _, size in plan.buffers)
-    rows.append(figure("htdemucs working set", "native", (weights + planned) / 2**20, "MiB"))
-    rows.append(figure("htdemucs weights", "native", weights / 2**20, "MiB"))
-    plan.release()
-    net.segment_plan = None
-    return rows
+    return asyncio.run(segment_rows(dev, one, "spleeter-2stems", "native"))
 
 
 def bench_runtime(dev, browser=False, progress=True, htdemucs=True) -> list:
@@ -227,13 +263,18 @@ def bench_runtime(dev, browser=False, progress=True, htdemucs=True) -> list:
     log("tone block (violin, 128 samples)")
     rows += tone_rows(asyncio.run(tone_block_costs(dev, load_tone_model(dev, "violin"))), "native")
     rows += spleeter_rows(dev, log)
+    weights = None
     if htdemucs:
-        rows += htdemucs_rows(dev, log)
+        from .random_weights import random_htdemucs_file
+
+        log("htdemucs (official configuration, random weights): one segment (minutes on a CPU driver)")
+        weights = random_htdemucs_file("htdemucs")
+        rows += asyncio.run(htdemucs_rows(dev, weights, "native", log))
     if browser:
         from .browser import browser_figures
 
-        log("the same in headless Chromium (SwiftShader)")
-        rows += browser_figures()
+        log("the same in headless Chromium (SwiftShader)" + (": HTDemucs takes minutes there" if htdemucs else ""))
+        rows += browser_figures(htdemucs=(HTDEMUCS_URL, weights) if htdemucs else None, log=log)
     return rows
 
 
