@@ -157,5 +157,4 @@ async def _sampled_frames(model, frames, seconds):
     from ...learn.generate import Generator
     gen = Generator(model, seed=1, prime=list(frames[:model.config["seq_len"]].ravel()))
     n = round(seconds * model.config["sample_rate"] / model.config["hop"])
-    rows = gen.frames(n)
-    return np.stack([(await r.read()).ravel() for r in rows])
+    return np.asarray(await gen.frames(n), np.float32).reshape(n, model.bins)
