@@ -9,6 +9,9 @@
 //          coef = min(1, clip / (total + 1e-6)) when clip > 0, else 1; g = coef * grad;
 //          m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
 //          param -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)   (bc = 1 - beta^t, host).
+//          bc1 and sqrt(bc2) are read from the tensor bc, which the host writes before
+//          each step: a recorded plan of a training step keeps its parameters, and these
+//          change with the step count t.
 // Layout: flat [n] tensors; parts [n_parts]. 1-D grids (wg_linear).
 // Numerics: float32; the host keeps n_parts well below the loop limit.
 
@@ -20,8 +23,6 @@ struct Params {
     beta1: f32,
     beta2: f32,
     eps: f32,
-    bc1: f32,
-    sqrt_bc2: f32,
     clip: f32,
 }
 
@@ -31,6 +32,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> m: array<f32>;
 @group(0) @binding(4) var<storage, read_write> v: array<f32>;
 @group(0) @binding(5) var<storage, read_write> parts: array<f32>;
+@group(0) @binding(6) var<storage, read> bc: array<f32>;     // bc1, sqrt(bc2)
 
 const WG: u32 = 64u;
 const CHUNK: u32 = 4096u;
@@ -81,5 +83,5 @@ fn step(@builtin(local_invocation_index) li: u32,
     let vi = p.beta2 * v[i] + (1.0 - p.beta2) * gi * gi;
     m[i] = mi;
     v[i] = vi;
-    param[i] -= p.lr / p.bc1 * mi / (sqrt(vi) / p.sqrt_bc2 + p.eps);
+    param[i] -= p.lr / bc[0] * mi / (sqrt(vi) / bc[1] + p.eps);
 }

@@ -141,7 +141,8 @@ class Generator:
         self.dev.write(self.counter, array.array("I", [value & 0xFFFFFFFF]).tobytes())
 
     def release(self):
-        """Give the recorded plans' GPU memory back now (else when collected)."""
+        """Give the recorded plans' GPU memory back (a plan keeps it until released;
+        blocks() does this when it ends; a later block records them again)."""
         for plan in self.plans.values():
             (plan[0] if isinstance(plan, tuple) else plan).release()
         self.plans.clear()
@@ -163,15 +164,18 @@ class Generator:
         fade_n = (OVERLAP - 1) * hop  # samples the two blocks share
         fade = [0.5 - 0.5 * math.cos(math.pi * (i + 0.5) / fade_n) for i in range(fade_n)]
         tail, done = None, 0
-        while done < total:
-            self._next_block()
-            y = await self._block_audio().read()
-            audio = array.array("f", y.tobytes())
-            if tail is not None:  # cross-fade the previous block's last OVERLAP frames
-                for i in range(fade_n):
-                    audio[i] = tail[i] * (1.0 - fade[i]) + audio[i] * fade[i]
-            body = audio[:len(audio) - fade_n]
-            tail = audio[len(audio) - fade_n:]
-            body = body[:total - done]
-            done += len(body)
-            yield body
+        try:
+            while done < total:
+                self._next_block()
+                y = await self._block_audio().read()
+                audio = array.array("f", y.tobytes())
+                if tail is not None:  # cross-fade the previous block's last OVERLAP frames
+                    for i in range(fade_n):
+                        audio[i] = tail[i] * (1.0 - fade[i]) + audio[i] * fade[i]
+                body = audio[:len(audio) - fade_n]
+                tail = audio[len(audio) - fade_n:]
+                body = body[:total - done]
+                done += len(body)
+                yield body
+        finally:
+            self.release()

@@ -157,4 +157,6 @@ async def _sampled_frames(model, frames, seconds):
     from ...learn.generate import Generator
     gen = Generator(model, seed=1, prime=list(frames[:model.config["seq_len"]].ravel()))
     n = round(seconds * model.config["sample_rate"] / model.config["hop"])
-    return np.asarray(await gen.frames(n), np.float32).reshape(n, model.bins)
+    z = np.asarray(await gen.frames(n), np.float32).reshape(n, model.bins)
+    gen.release()
+    return z
