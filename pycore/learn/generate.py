@@ -14,9 +14,9 @@ fast Griffin-Lim together with the previous block's last OVERLAP frames, and the
 overlapping audio is cross-faded (raised cosine), so the seams carry no clicks.
 
 The GPU work of a block is two recorded plans (pycore.gpu.runtime.Plan), replayed block
-after block: sampling its new frames (about 8 dispatches a frame) and Griffin-Lim (32
-iterations of an STFT and an iSTFT), with one readback of the block's audio and no host
-work per frame. What changes between replays lives in tensors made before recording:
+after block: sampling its new frames (a frame: 3 dispatches per LSTM layer, the output
+layer, its row of the block and the noise) and Griffin-Lim (32 iterations of an STFT
+and an iSTFT), with one readback of the block's audio and no host work per frame. What changes between replays lives in tensors made before recording:
 the frame that starts the block and the last OVERLAP frames of the previous one (two of
 each: a block reads one side and stores its successors into the other, Plan.store, so
 that no dispatch copies them), the LSTM state (updated in place by the plan), and the
