@@ -16,12 +16,15 @@ overlapping audio is cross-faded (raised cosine), so the seams carry no clicks.
 The GPU work of a block is two recorded plans (pycore.gpu.runtime.Plan), replayed block
 after block: sampling its new frames (a frame: 3 dispatches per LSTM layer, the output
 layer, its row of the block and the noise) and Griffin-Lim (32 iterations of an STFT
-and an iSTFT), with one readback of the block's audio and no host work per frame. What changes between replays lives in tensors made before recording:
-the frame that starts the block and the last OVERLAP frames of the previous one (two of
-each: a block reads one side and stores its successors into the other, Plan.store, so
-that no dispatch copies them), the LSTM state (updated in place by the plan), and the
+and an iSTFT), with one readback of the block's audio and no host work per frame.
+What changes between replays lives in tensors made before recording: the frame that
+starts the block and the last OVERLAP frames of the previous one (two of each: a block
+reads one side and stores its successors into the other, Plan.store, so that no
+dispatch copies them), the LSTM state (updated in place by the plan), and the
 frame counter (a u32 the noise and Griffin-Lim's phase seed read; the host writes it
-before each replay). Results equal those of running the same steps eagerly: a plan
+before each replay). The first block's first OVERLAP frames are sampled eagerly and
+stand for a previous block's tail, so that every block replays the same plans (one per
+side, and Griffin-Lim's). Results equal those of running the same steps eagerly: a plan
 changes what the host does, not what the GPU computes (tests/test_learn_generate.py).
 """
 
@@ -61,67 +64,72 @@ class Generator:
         else:
             start = dev.tensor(bytes(4 * Fp), (1, 1, Fp))
             add_noise(start, 1.0, self.seed, 0x7FFFFFFF)
-        # the block plans' carried tensors, two sides: a block reads self.side's, stores the other's
+        # the block plan's carried tensors, two sides: a block reads self.side's, stores the other's
         self.start = [start, dev.empty((1, 1, Fp))]         # the frame that starts the next block
-        self.tail = [dev.empty((OVERLAP, F)), dev.empty((OVERLAP, F))]   # the last block's last frames
+        self.tail = [None, dev.empty((OVERLAP, F))]         # the last block's last OVERLAP frames
         self.z = dev.empty((BLOCK, F))                       # the block Griffin-Lim inverts
         self.side = 0
-        self.plans = {}     # (new frames, side) -> sampling plan; "gl" -> Griffin-Lim plan
+        self.plans = {}     # side -> sampling plan; "gl" -> (Griffin-Lim plan, its audio)
         self.blocks_done = 0
 
     # ---- the GPU work of one block
-    def _sample(self, n, side):
-        """Sample n frames from self.start[side]: self.z (BLOCK x F) gets the previous
-        block's tail (where n < BLOCK) and the new frames; the next block's start and
-        tail go to the other side. Returns the tensors written, for store()."""
+    def _steps(self, frame, n):
+        """n sampling steps from `frame` (noise added in place): (the next frame, the n
+        frames as [n, F])."""
         m, F, Fp = self.model, self.model.bins, self.model.padded_bins
-        frame, rows = self.start[side], []
+        rows = []
         for i in range(n):
             add_noise(frame, self.temperature, self.seed, i * F, count=self.counter, count_step=F)
             rows.append(frame.reshape(1, Fp))
             frame = m.step(frame, self.tapes, self.weights)
-        z = E.pad(E.concat(rows, dim=0), (0, F - Fp))
-        if n < BLOCK:
-            z = E.concat([self.tail[side], z], dim=0)
-        tail = E.pad(z, (0, 0, OVERLAP - BLOCK, 0))
-        return {"start": frame, "tail": tail, "z": z}
+        return frame, E.pad(E.concat(rows, dim=0), (0, F - Fp))
+
+    def _sample(self, side):
+        """A block's new frames from self.start[side]: z = the previous block's tail and
+        BLOCK - OVERLAP new frames. Returns the next block's start and tail and z."""
+        frame, new = self._steps(self.start[side], BLOCK - OVERLAP)
+        z = E.concat([self.tail[side], new], dim=0)
+        return {"start": frame, "tail": E.pad(z, (0, 0, OVERLAP - BLOCK, 0)), "z": z}
 
     def _griffin_lim(self):
         cfg, m = self.model.config, self.model
         return griffin_lim(self.z, cfg["n_fft"], cfg["hop"], m.mean, m.std, self.gl_iters, seed=self.seed,
                            count=self.counter)
 
-    def _sample_plan(self, n, side):
-        key = (n, side)
-        if key not in self.plans:
+    def _sample_plan(self, side):
+        if side not in self.plans:
             plan = self.dev.plan()
             with plan:
-                out = self._sample(n, side)
+                out = self._sample(side)
                 plan.store(out["start"], self.start[1 - side])
                 plan.store(out["tail"], self.tail[1 - side])
                 plan.store(out["z"], self.z)
-            self.plans[key] = plan
-        return self.plans[key]
+            self.plans[side] = plan
+        return self.plans[side]
 
     def _next_block(self):
-        """Sample the next block's new frames into self.z (the count moves on)."""
-        n = BLOCK if self.blocks_done == 0 else BLOCK - OVERLAP
+        """Sample the next block's new frames into self.z (the count moves on); returns
+        how many of z's rows are new: BLOCK for the first block, else BLOCK - OVERLAP."""
+        if self.blocks_done == 0:
+            # the first block's first OVERLAP frames, eagerly, stand for a previous block's
+            # tail: then every block is the same plan (before any recording, these tensors
+            # may simply be replaced)
+            self._set_counter(0)
+            self.start[0], self.tail[0] = self._steps(self.start[0], OVERLAP)
+            self.count = OVERLAP
+        n = BLOCK - OVERLAP
         self._set_counter(self.count)
         if self.use_plans:
-            self._sample_plan(n, self.side).replay()
-            if self.blocks_done == 0:   # recorded for the first block alone
-                self.plans.pop((n, self.side)).release()
+            self._sample_plan(self.side).replay()
         else:
-            out = self._sample(n, self.side)
-            for name in ("start", "tail", "z"):
-                E.pad(out[name], [0] * (2 * out[name].ndim), out=self._target(name))
+            out = self._sample(self.side)
+            targets = {"start": self.start[1 - self.side], "tail": self.tail[1 - self.side], "z": self.z}
+            for name, t in out.items():
+                E.pad(t, [0] * (2 * t.ndim), out=targets[name])
         self.side = 1 - self.side
         self.count += n
         self.blocks_done += 1
-        return n
-
-    def _target(self, name):
-        return {"start": self.start[1 - self.side], "tail": self.tail[1 - self.side], "z": self.z}[name]
+        return BLOCK if self.blocks_done == 1 else n
 
     def _block_audio(self):
         """Griffin-Lim of self.z: a tensor of (BLOCK - 1) * hop samples."""
