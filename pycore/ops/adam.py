@@ -7,8 +7,8 @@
 
 Each step equals torch.nn.utils.clip_grad_norm_(params, clip) followed by
 torch.optim.Adam(params, lr, betas, eps).step() (clip=0: no clipping). The parameters are
-updated in place on the GPU: per tensor one dispatch of partial sums of squares, then, once
-they are all recorded, one update dispatch per tensor that reads the global norm.
+updated in place on the GPU: per tensor one dispatch of partial sums of squares, one
+dispatch that adds them up (the global norm), then one update dispatch per tensor.
 
 A training step recorded as a plan (pycore.gpu.runtime.Plan) holds record()'s dispatches;
 the host calls advance() before each replay: it counts the step and writes the bias
@@ -45,7 +45,7 @@ class Adam:
             n_parts += ceil_div(t.size, CHUNK)
         expect_loop_steps(op, n_parts + 1, f"{n_parts} partial norms")
         self.n_parts = n_parts
-        self.parts = self.dev.empty((n_parts,))
+        self.parts = self.dev.empty((n_parts + 1,))     # partial sums, then their total
         self.bc = self.dev.tensor([1.0, 1.0])   # bias corrections of the current step (advance())
         zeros = {name: bytes(t.nbytes) for name, t in params.items()}
         self.m = {name: self.dev.tensor(zeros[name], t.shape) for name, t in params.items()}
@@ -79,6 +79,9 @@ class Adam:
             for name, p in self.params.items():
                 dev.run(k, ceil_div(p.size, CHUNK), grad=grads[name], param=p, m=self.m[name], v=self.v[name],
                         n=p.size, part_off=self.offsets[name], **common)
+            # the total: one invocation (it reads none of the tensors bound with it)
+            dev.run(dev.kernel("adam", "norm"), 1, grad=grads[name], param=p, m=self.m[name], v=self.v[name],
+                    n=p.size, part_off=0, **common)
         k = dev.kernel("adam", "step")
         for name, p in self.params.items():
             dev.run(k, ceil_div(p.size, WG), grad=grads[name], param=p, m=self.m[name], v=self.v[name],
