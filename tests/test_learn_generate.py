@@ -67,7 +67,7 @@ def test_blocks_cost_one_readback_and_no_memory(dev):
 
     async def run():
         blocks = gen.blocks(1e6)
-        for _ in range(3):              # the plans are recorded by the third block
+        for _ in range(3):              # the plans are recorded by the second block (both sides)
             await blocks.__anext__()
         counts, reserved = dict(dev.counts), dev.mem_reserved
         for _ in range(4):
