@@ -4,12 +4,16 @@
 //   sumsq  workgroups of 64, each summing CHUNK elements of one gradient tensor (a run of
 //          CHUNK / 64 per invocation, then a tree): parts[part_off + wg] = sum grad^2.
 //          The host runs it once per parameter tensor, each into its own range of parts.
-//   step   per element of one parameter tensor: total = sqrt(sum of all parts) (every
-//          invocation sums the same parts in the same order, so all agree);
+//   norm   one invocation: parts[n_parts] = the sum of parts[0 .. n_parts - 1], in order
+//          (once per step, not once per element of every parameter tensor).
+//   step   per element of one parameter tensor: total = sqrt(parts[n_parts]);
 //          coef = min(1, clip / (total + 1e-6)) when clip > 0, else 1; g = coef * grad;
 //          m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
 //          param -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)   (bc = 1 - beta^t, host).
-// Layout: flat [n] tensors; parts [n_parts]. 1-D grids (wg_linear).
+//          bc1 and sqrt(bc2) are read from the tensor bc, which the host writes before
+//          each step: a recorded plan of a training step keeps its parameters, and these
+//          change with the step count t.
+// Layout: flat [n] tensors; parts [n_parts + 1]. 1-D grids (wg_linear).
 // Numerics: float32; the host keeps n_parts well below the loop limit.
 
 struct Params {
@@ -20,8 +24,6 @@ struct Params {
     beta1: f32,
     beta2: f32,
     eps: f32,
-    bc1: f32,
-    sqrt_bc2: f32,
     clip: f32,
 }
 
@@ -31,6 +33,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> m: array<f32>;
 @group(0) @binding(4) var<storage, read_write> v: array<f32>;
 @group(0) @binding(5) var<storage, read_write> parts: array<f32>;
+@group(0) @binding(6) var<storage, read> bc: array<f32>;     // bc1, sqrt(bc2)
 
 const WG: u32 = 64u;
 const CHUNK: u32 = 4096u;
@@ -60,6 +63,15 @@ fn sumsq(@builtin(local_invocation_index) li: u32,
     }
 }
 
+@compute @workgroup_size(1)
+fn norm() {
+    var total = 0.0;
+    for (var k = 0u; k < p.n_parts; k++) {
+        total += parts[k];
+    }
+    parts[p.n_parts] = total;
+}
+
 @compute @workgroup_size(64)
 fn step(@builtin(local_invocation_index) li: u32,
         @builtin(workgroup_id) wid: vec3<u32>,
@@ -70,16 +82,12 @@ fn step(@builtin(local_invocation_index) li: u32,
     }
     var coef = 1.0;
     if (p.clip > 0.0) {
-        var total = 0.0;
-        for (var k = 0u; k < p.n_parts; k++) {
-            total += parts[k];
-        }
-        coef = min(1.0, p.clip / (sqrt(total) + 1e-6));
+        coef = min(1.0, p.clip / (sqrt(parts[p.n_parts]) + 1e-6));
     }
     let gi = coef * grad[i];
     let mi = p.beta1 * m[i] + (1.0 - p.beta1) * gi;
     let vi = p.beta2 * v[i] + (1.0 - p.beta2) * gi * gi;
     m[i] = mi;
     v[i] = vi;
-    param[i] -= p.lr / p.bc1 * mi / (sqrt(vi) / p.sqrt_bc2 + p.eps);
+    param[i] -= p.lr / bc[0] * mi / (sqrt(vi) / bc[1] + p.eps);
 }

@@ -4,11 +4,15 @@
 //   logmag     X [F, frames, 2] (pycore.ops.spectral.stft) -> z [frames, F]:
 //              z = (log(|X| + eps) - mean) * inv_std    (frames become rows: time-major)
 //   add_noise  z[i] += scale * N(0, 1), the normal drawn by Box-Muller from a PCG hash of
-//              (seed, offset + i): reproducible for a seed, independent of the grid.
+//              (seed, offset + count[0] * F + i): reproducible for a seed, independent of
+//              the grid.
 //   gl_init    mag [F, frames] = max(exp(z / inv_std + mean) - eps, 0) from z [frames, F];
-//              c = tprev = mag * e^{i phi}, phi uniform from the hash of (seed, i).
+//              c = tprev = mag * e^{i phi}, phi uniform from the hash of (seed + count[0], i).
 //   gl_project fast Griffin-Lim (Perraudin et al. 2013): t = mag * X / |X| (mag where
 //              X = 0), c = t + alpha (t - tprev), tprev = t; c, tprev [F, frames, 2].
+// count [1] is read when the dispatch runs (0 for one-off calls): a recorded plan
+// (pycore.gpu.runtime.Plan) keeps its parameters, so a counter that moves between its
+// replays lives in a tensor.
 // 1-D grids over the elements (wg_linear). Numerics: float32.
 
 struct Params {
@@ -20,7 +24,7 @@ struct Params {
     eps: f32,
     scale: f32,      // add_noise
     seed: u32,
-    offset: u32,     // add_noise: counter of the first element
+    offset: u32,     // add_noise: counter of the first element (plus count[0] * F)
     alpha: f32,      // gl_project momentum
 }
 
@@ -29,6 +33,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> z: array<f32>;
 @group(0) @binding(3) var<storage, read_write> mag: array<f32>;
 @group(0) @binding(4) var<storage, read_write> tprev: array<f32>;
+@group(0) @binding(5) var<storage, read> count: array<u32>;
 
 const WG: u32 = 64u;
 const TAU: f32 = 6.283185307179586;
@@ -67,8 +72,9 @@ fn add_noise(@builtin(local_invocation_index) li: u32,
     if (i >= p.n) {
         return;
     }
-    let u1 = uniform01(p.seed, p.offset + i, 0x9e3779b9u);
-    let u2 = uniform01(p.seed, p.offset + i, 0x85ebca6bu);
+    let k = p.offset + count[0] * p.F + i;
+    let u1 = uniform01(p.seed, k, 0x9e3779b9u);
+    let u2 = uniform01(p.seed, k, 0x85ebca6bu);
     z[i] += p.scale * sqrt(-2.0 * log(u1)) * cos(TAU * u2);
 }
 
@@ -84,7 +90,7 @@ fn gl_init(@builtin(local_invocation_index) li: u32,
     let t = i % p.frames;
     let m = max(exp(x[t * p.F + f] / p.inv_std + p.mean) - p.eps, 0.0);
     mag[i] = m;
-    let phi = TAU * uniform01(p.seed, i, 0x27d4eb2fu);
+    let phi = TAU * uniform01(p.seed + count[0], i, 0x27d4eb2fu);
     let c = m * vec2<f32>(cos(phi), sin(phi));
     z[2u * i] = c.x;
     z[2u * i + 1u] = c.y;

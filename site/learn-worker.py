@@ -75,7 +75,8 @@ class Worker(GPUWorker):
         self.pausing = False
 
     def forget_models(self):
-        self.trainer = self.model = None
+        self.replace_trainer(None)
+        self.model = None
 
     async def on_message(self, event):
         data = event.data
@@ -134,7 +135,8 @@ class Worker(GPUWorker):
         except ValueError as e:
             post_error("clip", "This clip cannot be learned", f"{str(e)[:1].upper()}{str(e)[1:]}.")
             return
-        self.samples, self.frames, self.trainer = samples, None, None
+        self.samples, self.frames = samples, None
+        self.replace_trainer(None)
         post("clip", seconds=len(samples) / SAMPLE_RATE)
 
     def need_clip(self):
@@ -150,7 +152,7 @@ class Worker(GPUWorker):
         model = MagNet.create(dev, SIZES[size], seed=0)
         z, model.mean, model.std = await clip_frames(dev, self.samples, model.config)
         self.frames = await z.read()
-        self.trainer = Trainer(model, self.frames)
+        self.replace_trainer(Trainer(model, self.frames))
         self.model = model
         self.saved = await checkpoint.to_bytes(self.trainer)  # epoch 0: what a lost device falls back to
         await self.epochs(epochs)
@@ -168,9 +170,16 @@ class Worker(GPUWorker):
                                  f"at {SAMPLE_RATE} Hz: continue it with `stemtone learn --resume`, or press Train")
             z, _, _ = await clip_frames(dev, self.samples, model.config, (model.mean, model.std))
             self.frames = await z.read()
-        self.trainer = checkpoint.load_trainer(dev, self.saved, self.frames)
+        self.replace_trainer(checkpoint.load_trainer(dev, self.saved, self.frames))
         self.model = self.trainer.model
         await self.epochs(epochs)
+
+    def replace_trainer(self, trainer):
+        """The trainer from now on (or None); the old one's recorded training step gives
+        its GPU memory back, unless its device is lost (its memory went with it)."""
+        old, self.trainer = self.trainer, trainer
+        if old is not None and old.dev.lost_reason is None:
+            old.release()
 
     async def epochs(self, epochs):
         trainer, recoveries = self.trainer, 0
@@ -192,7 +201,7 @@ class Worker(GPUWorker):
                 seconds = time.perf_counter() - t0  # the epoch alone: the save below is not training
                 self.saved = await checkpoint.to_bytes(trainer)
             except Paused:
-                self.trainer = checkpoint.load_trainer(self.dev, self.saved, self.frames)  # drop the partial epoch
+                self.replace_trainer(checkpoint.load_trainer(self.dev, self.saved, self.frames))  # drop the partial epoch
                 self.model = self.trainer.model
                 raise
             except DeviceLostError as e:
@@ -201,7 +210,8 @@ class Worker(GPUWorker):
                     raise
                 self.reset()
                 dev = await self.device()
-                trainer = self.trainer = checkpoint.load_trainer(dev, self.saved, self.frames)
+                self.replace_trainer(checkpoint.load_trainer(dev, self.saved, self.frames))
+                trainer = self.trainer
                 self.model = trainer.model
                 post("recovered", epoch=trainer.epochs_done,
                      message=f"The GPU device was lost ({e}); training resumed from the saved epoch "

@@ -62,6 +62,7 @@ async def learn(path, out, epochs=200, resume=False, config=None, lr=1e-3, on_ep
         save(out, *trainer.checkpoint())
         if on_epoch:
             on_epoch(trainer.epochs_done, loss)
+    trainer.release()   # its recorded step's GPU memory (a later epoch records it again)
     return loss, trainer
 
 

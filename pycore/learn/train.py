@@ -11,6 +11,13 @@ lanes; each lane is walked in windows of `seq_len` frames, the LSTM state handed
 window to window (the gradient stops at window edges: truncation at seq_len steps). One
 Adam step per window. Browser and native: the host only slices rows of the frame array
 into each window's input and target and uploads them, and reads one loss per epoch.
+
+A window's whole GPU work (forward, loss, backpropagation through time, Adam, the state
+handed to the next window) is one plan (pycore.gpu.runtime.Plan), recorded at the first
+window and replayed for every other: per window the host writes the input, the target
+and Adam's bias corrections into tensors made before recording, replays, and adds the
+window's loss to the epoch's total (one dispatch). plans=False runs the same steps
+eagerly (the reference the tests compare with: a plan changes the host's work only).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from ..ops.loss import mse_loss
 
 
 class Trainer:
-    def __init__(self, model, frames_host, lr=1e-3, clip=1.0):
+    def __init__(self, model, frames_host, lr=1e-3, clip=1.0, plans=True):
         self.model, self.dev = model, model.dev
         F, cfg = model.bins, model.config
         self.F = F
@@ -38,15 +45,37 @@ class Trainer:
         self.tapes = model.tapes(self.S, self.B)
         self.opt = Adam(model.params, lr=lr, clip=clip)
         self.epochs_done = 0
+        self.x, self.y = (self.dev.empty((self.S, self.B, F)) for _ in range(2))  # the window's input, target
+        self.use_plans = bool(plans)
+        self.plan = None    # (plan, loss tensor), recorded at the first window
 
     def _window(self, w, shift):
-        """[S, B, F] rows: lane b's frames b * lane + w * S + s + shift, time-major."""
+        """[S, B, F] rows as bytes: lane b's frames b * lane + w * S + s + shift, time-major."""
         F, out = self.F, array.array("f")
         for s in range(self.S):
             for b in range(self.B):
                 t = b * self.lane + w * self.S + s + shift
                 out.extend(self.frames[t * F:(t + 1) * F])
-        return self.dev.tensor(out, (self.S, self.B, F))
+        return out.tobytes()
+
+    def _step(self):
+        """One window's GPU work on self.x, self.y: returns its loss (a 1-element tensor)."""
+        pred = self.model.forward(self.x, self.tapes)
+        loss, grad = mse_loss(pred, self.y)
+        self.opt.record(self.model.backward(grad, self.tapes))
+        for tape in self.tapes:     # the next window starts where this one ended
+            tape.carry()
+        return loss
+
+    def _replay(self):
+        if self.plan is None:
+            plan = self.dev.plan()
+            with plan:
+                loss = self._step()
+            self.plan = (plan, loss)
+        plan, loss = self.plan
+        plan.replay()
+        return loss
 
     def steps(self):
         """Adam steps per epoch."""
@@ -57,14 +86,11 @@ class Trainer:
         for tape in self.tapes:
             tape.reset()
         for w in range(self.windows):
-            if w:
-                for tape in self.tapes:
-                    tape.carry()
-            x, y = self._window(w, 0), self._window(w, 1)
-            pred = self.model.forward(x, self.tapes)
-            loss, grad = mse_loss(pred, y)
-            self.opt.step(self.model.backward(grad, self.tapes))
-            total = loss if total is None else add(total, loss)
+            self.dev.write(self.x, self._window(w, 0))
+            self.dev.write(self.y, self._window(w, 1))
+            self.opt.advance()
+            loss = self._replay() if self.use_plans else self._step()
+            total = add(loss, 0.0) if total is None else add(total, loss)  # the plan's loss is rewritten
             if on_step and (pending := on_step(w + 1)) is not None:
                 await pending  # an async on_step: the browser worker reads its messages there
         self.epochs_done += 1
@@ -78,4 +104,12 @@ class Trainer:
     def restore(self, tensors, metadata):
         self.opt.load_state(tensors, int(metadata.get("adam_t", 0)))
         self.epochs_done = int(metadata.get("epochs", 0))
+        self.release()      # the plan binds the moments load_state replaced: record again
+
+    def release(self):
+        """Give the recorded plan's GPU memory back (a plan keeps it until released; the
+        next epoch records the plan again)."""
+        if self.plan is not None:
+            self.plan[0].release()
+            self.plan = None
 

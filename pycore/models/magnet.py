@@ -6,6 +6,8 @@ frames so far (Contemporary Machine Learning for Audio and Music Generation on t
     model = MagNet.load(dev, tensors, metadata)   from a safetensors file's entries
     pred = model.forward(x, tapes)                x [T, B, F] normalized log-mags -> [T, B, F]
     grads = model.backward(x, dpred, tapes)       name -> gradient Tensor (same names as params)
+    weights = model.sampling_weights()            for sampling: frames padded to padded_bins
+    nxt = model.step(frame, tapes, weights)       frame [1, 1, padded_bins] -> next [1, 1, padded_bins]
 
 Network: `layers` stacked LSTMs of `hidden` units on F = n_fft // 2 + 1 bins, then a
 linear layer back to F bins. Frames are z = (log(|STFT| + 1e-4) - mean) / std with one
@@ -19,6 +21,7 @@ from __future__ import annotations
 import math
 import random
 
+from ..ops import elementwise as E
 from ..ops import expect
 from ..ops.linear_grad import linear_backward
 from ..ops.lstm_grad import LSTMTape, lstm_train_backward, lstm_train_forward
@@ -41,6 +44,7 @@ class MagNet:
         self.dev, self.config, self.params = dev, dict(config), params
         self.mean, self.std = float(mean), float(std)
         self.bins = config["n_fft"] // 2 + 1
+        self.padded_bins = -(-self.bins // 4) * 4
         self.hidden, self.layers = config["hidden"], config["layers"]
 
     @classmethod
@@ -111,3 +115,29 @@ class MagNet:
             grads[f"lstm.weight_ih_l{k}"], grads[f"lstm.weight_hh_l{k}"] = g["weight_ih"], g["weight_hh"]
             grads[f"lstm.bias_l{k}"] = g["bias"]
         return grads
+
+    def sampling_weights(self) -> dict:
+        """The parameters for step(), with the bins padded with zeros to padded_bins (a
+        multiple of 4): the first layer's weight_ih gains zero columns, out.weight zero
+        rows and out.bias zeros. A matmul whose K or N is not a multiple of 4 repacks its
+        operands on every call (pycore/ops/matmul.py), which for one frame per step meant
+        copying weight_ih each step; padded once here, a step runs on its frame as it is.
+        The extra values of a frame multiply zero weights, so they never reach a result.
+        A copy: made again after the weights change."""
+        w, extra = dict(self.params), self.padded_bins - self.bins
+        if extra:
+            w["lstm.weight_ih_l0"] = E.pad(w["lstm.weight_ih_l0"], (0, extra))
+            w["out.weight"] = E.pad(w["out.weight"], (0, 0, 0, extra))
+            w["out.bias"] = E.pad(w["out.bias"], (0, extra))
+        return w
+
+    def step(self, frame, tapes, weights):
+        """One sampling step: frame [1, 1, padded_bins] -> the predicted next frame [1, 1,
+        padded_bins] (its first `bins` values: forward()'s prediction). tapes: tapes(1, 1),
+        whose state moves on one frame; weights: sampling_weights()."""
+        seq = frame
+        for k, tape in enumerate(tapes):
+            seq = lstm_train_forward(tape, seq, weights[f"lstm.weight_ih_l{k}"], weights[f"lstm.weight_hh_l{k}"],
+                                     weights[f"lstm.bias_l{k}"])
+            tape.carry()
+        return linear(seq, weights["out.weight"], weights["out.bias"])

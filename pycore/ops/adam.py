@@ -2,17 +2,24 @@
 
     opt = Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, clip=1.0)
     opt.step(grads)                   grads: name -> Tensor of the param's shape
+                                      (= opt.advance(); opt.record(grads))
     opt.state() / opt.load_state(d)   moments and step count, to save and resume training
 
 Each step equals torch.nn.utils.clip_grad_norm_(params, clip) followed by
 torch.optim.Adam(params, lr, betas, eps).step() (clip=0: no clipping). The parameters are
-updated in place on the GPU: per tensor one dispatch of partial sums of squares, then, once
-they are all recorded, one update dispatch per tensor that reads the global norm.
+updated in place on the GPU: per tensor one dispatch of partial sums of squares, one
+dispatch that adds them up (the global norm), then one update dispatch per tensor.
+
+A training step recorded as a plan (pycore.gpu.runtime.Plan) holds record()'s dispatches;
+the host calls advance() before each replay: it counts the step and writes the bias
+corrections 1 - beta1^t and sqrt(1 - beta2^t) (computed in double, stored as float32,
+as a kernel parameter would be) into a tensor that the update reads.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 
 from ..gpu.runtime import Tensor, ceil_div
 from ..gpu.selfcheck import assert_close, check, rand, rng
@@ -38,29 +45,43 @@ class Adam:
             n_parts += ceil_div(t.size, CHUNK)
         expect_loop_steps(op, n_parts + 1, f"{n_parts} partial norms")
         self.n_parts = n_parts
-        self.parts = self.dev.empty((n_parts,))
+        self.parts = self.dev.empty((n_parts + 1,))     # partial sums, then their total
+        self.bc = self.dev.tensor([1.0, 1.0])   # bias corrections of the current step (advance())
         zeros = {name: bytes(t.nbytes) for name, t in params.items()}
         self.m = {name: self.dev.tensor(zeros[name], t.shape) for name, t in params.items()}
         self.v = {name: self.dev.tensor(zeros[name], t.shape) for name, t in params.items()}
         self.t = 0
 
     def step(self, grads: dict):
+        self.advance()
+        self.record(grads)
+
+    def advance(self):
+        """Count a step and write its bias corrections (before the step's dispatches run)."""
+        self.t += 1
+        b1, b2 = self.betas
+        self.dev.write(self.bc, struct.pack("<2f", 1 - b1 ** self.t, math.sqrt(1 - b2 ** self.t)))
+
+    def record(self, grads: dict):
+        """The step's dispatches: clipping by the global norm, then the update of every
+        parameter in place (with the bias corrections advance() wrote)."""
         op = "Adam.step"
         expect(op, set(grads) == set(self.params), f"grads must have the keys {sorted(self.params)}")
         for name, g in grads.items():
             expect(op, isinstance(g, Tensor) and g.size == self.params[name].size,
                    f"grads[{name!r}] must match params[{name!r}] {self.params[name].shape}", g)
         dev = self.dev
-        self.t += 1
         b1, b2 = self.betas
-        common = dict(n_parts=self.n_parts, lr=self.lr, beta1=b1, beta2=b2, eps=self.eps,
-                      bc1=1 - b1 ** self.t, sqrt_bc2=math.sqrt(1 - b2 ** self.t), clip=self.clip,
-                      parts=self.parts)
+        common = dict(n_parts=self.n_parts, lr=self.lr, beta1=b1, beta2=b2, eps=self.eps, clip=self.clip,
+                      parts=self.parts, bc=self.bc)
         if self.clip > 0:
             k = dev.kernel("adam", "sumsq")
             for name, p in self.params.items():
                 dev.run(k, ceil_div(p.size, CHUNK), grad=grads[name], param=p, m=self.m[name], v=self.v[name],
                         n=p.size, part_off=self.offsets[name], **common)
+            # the total: one invocation (it reads none of the tensors bound with it)
+            dev.run(dev.kernel("adam", "norm"), 1, grad=grads[name], param=p, m=self.m[name], v=self.v[name],
+                    n=p.size, part_off=0, **common)
         k = dev.kernel("adam", "step")
         for name, p in self.params.items():
             dev.run(k, ceil_div(p.size, WG), grad=grads[name], param=p, m=self.m[name], v=self.v[name],

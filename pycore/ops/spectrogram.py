@@ -1,9 +1,16 @@
 """Log-magnitude frames and fast Griffin-Lim (kernels/spectrogram.wgsl + stft/istft).
 
     z = logmag(X, mean=0.0, std=1.0, eps=1e-4)     X [F, frames, 2] -> z [frames, F]
-    add_noise(z, scale, seed, offset=0)            in place: z += scale * N(0, 1)
-    y = griffin_lim(z, n_fft, hop, mean, std, iters=32, alpha=0.99, seed=0, eps=1e-4)
+    add_noise(z, scale, seed, offset=0, count=None, count_step=0)
+                                                   in place: z += scale * N(0, 1)
+    y = griffin_lim(z, n_fft, hop, mean, std, iters=32, alpha=0.99, seed=0, eps=1e-4, count=None)
         z [frames, F] normalized log-magnitudes -> audio [(frames - 1) * hop]
+
+`count`, where given, is a u32 Tensor [1] read when the work runs, not when it is
+recorded: the noise counter starts at offset + count[0] * count_step, and Griffin-Lim's
+phase seed is seed + count[0]. A recorded plan (pycore.gpu.runtime.Plan) keeps its
+scalars, so a generator that replays one plan per block of frames moves its frame
+counter there (pycore/learn/generate.py). Without it, count[0] is 0.
 
 Phase reconstruction is the *fast* Griffin-Lim of Perraudin, Balazs & Sondergaard (2013):
 Griffin-Lim's projection onto consistent spectrograms plus a momentum term alpha = 0.99,
@@ -25,20 +32,35 @@ from .spectral import istft, stft
 WG = 64
 
 
-def _run(entry, n, x, z, mag=None, tprev=None, **params):
+def _run(entry, n, x, z, mag=None, tprev=None, count=None, **params):
     dev = x.dev
     args = dict(n=n, F=1, frames=1, mean=0.0, inv_std=1.0, eps=1e-4, scale=0.0, seed=0, offset=0, alpha=0.0)
     args.update(params)
     dev.run(dev.kernel("spectrogram", entry), ceil_div(n, WG), x=x, z=z, mag=mag or _unused(dev),
-            tprev=tprev or _unused(dev, 1), **args)
+            tprev=tprev or _unused(dev, 1), count=count if count is not None else _zero_count(dev), **args)
+
+
+def _check_count(op, count):
+    expect(op, count is None or (isinstance(count, Tensor) and count.dtype == "u32" and count.size == 1),
+           "count must be None or a u32 Tensor of one element", count)
 
 
 def _unused(dev, k=0):
     """Small write-only stand-ins for bindings an entry point does not touch."""
     cache = dev.__dict__.setdefault("_spectrogram_unused", {})
     if k not in cache:
-        cache[k] = dev.empty((1,))
+        with dev.eager():  # made once, outside any recording plan
+            cache[k] = dev.empty((1,))
     return cache[k]
+
+
+def _zero_count(dev):
+    """The count of calls without one: a u32 zero, uploaded once per device."""
+    cache = dev.__dict__.setdefault("_spectrogram_unused", {})
+    if "count" not in cache:
+        with dev.eager():  # made once, outside any recording plan
+            cache["count"] = dev.tensor([0], (1,), dtype="u32")
+    return cache["count"]
 
 
 def logmag(X, mean=0.0, std=1.0, eps=1e-4):
@@ -52,15 +74,17 @@ def logmag(X, mean=0.0, std=1.0, eps=1e-4):
     return z
 
 
-def add_noise(z, scale, seed=0, offset=0):
+def add_noise(z, scale, seed=0, offset=0, count=None, count_step=0):
     expect("add_noise", isinstance(z, Tensor) and z.dtype == "f32", "z must be an f32 Tensor", z)
+    _check_count("add_noise", count)
     if scale:
-        _run("add_noise", z.size, _unused(z.dev, 2), z, scale=float(scale), seed=int(seed) & 0xFFFFFFFF,
-             offset=int(offset) & 0xFFFFFFFF)
+        _run("add_noise", z.size, _unused(z.dev, 2), z, count=count, scale=float(scale),
+             seed=int(seed) & 0xFFFFFFFF, offset=int(offset) & 0xFFFFFFFF, F=int(count_step) & 0xFFFFFFFF)
 
 
-def griffin_lim(z, n_fft, hop, mean, std, iters=32, alpha=0.99, seed=0, eps=1e-4):
+def griffin_lim(z, n_fft, hop, mean, std, iters=32, alpha=0.99, seed=0, eps=1e-4, count=None):
     op = "griffin_lim"
+    _check_count(op, count)
     F = n_fft // 2 + 1
     expect(op, isinstance(z, Tensor) and z.ndim == 2 and z.shape[1] == F and z.shape[0] >= 2,
            f"z must be [frames >= 2, {F}] log-magnitudes for n_fft={n_fft}", z)
@@ -70,7 +94,7 @@ def griffin_lim(z, n_fft, hop, mean, std, iters=32, alpha=0.99, seed=0, eps=1e-4
     mag, c, tprev = dev.empty((F, frames)), dev.empty((F, frames, 2)), dev.empty((F, frames, 2))
     common = dict(F=F, frames=frames, mean=mean, inv_std=1.0 / std, eps=eps, seed=int(seed) & 0xFFFFFFFF,
                   alpha=alpha)
-    _run("gl_init", F * frames, z, c, mag, tprev, **common)
+    _run("gl_init", F * frames, z, c, mag, tprev, count, **common)
     for _ in range(iters):
         X = stft(istft(c, n_fft, hop, length=length), n_fft, hop)
         _run("gl_project", F * frames, X, c, mag, tprev, **common)

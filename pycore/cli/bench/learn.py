@@ -12,6 +12,7 @@ that copies consecutive training frames (RMS distance below COPY_DIST clip-std u
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import numpy as np
@@ -102,18 +103,22 @@ def bench_learn(dev, model_path=None, gen_seconds=10.0, epochs=1, progress=True)
     trainer = Trainer(model, frames.ravel())
     log("one warm-up epoch (compiles the kernels)")
     asyncio.run(trainer.epoch())
-    t0 = time.perf_counter()
+    t0, h0 = time.perf_counter(), time.thread_time()
     for _ in range(epochs):
         asyncio.run(trainer.epoch())
     ours = (time.perf_counter() - t0) / epochs
+    host = (time.thread_time() - h0) / epochs
     log("PyTorch epoch")
     torch_epoch_seconds(DEFAULTS, frames)
     ref = min(torch_epoch_seconds(DEFAULTS, frames) for _ in range(epochs))
     rows.append(row("MAGNet epoch, 9 s clip (s)", "s/epoch", ours, ref, ours / ref,
                     f"{trainer.steps()} Adam steps of {DEFAULTS['batch']}x{DEFAULTS['seq_len']} frames; ref torch CPU"))
+    rows.append(row("MAGNet epoch host time (s)", "s/epoch", host, None, None,
+                    "thread CPU time of the Python thread that encodes and submits"))
     log("generation")
     gen = Generator(model, seed=1)
-    t0 = time.perf_counter()
+    load = os.getloadavg()[0]
+    t0, h0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
 
     async def run():
         n = 0
@@ -122,8 +127,15 @@ def bench_learn(dev, model_path=None, gen_seconds=10.0, epochs=1, progress=True)
         return n
     n = asyncio.run(run())
     wall = time.perf_counter() - t0
+    frames_n = n / DEFAULTS["hop"]
     rows.append(row("MAGNet generation (audio s per wall s)", "x real time", n / DEFAULTS["sample_rate"] / wall,
-                    None, None, "sampling + fast Griffin-Lim (32 iterations), untrained weights"))
+                    None, None, f"sampling + fast Griffin-Lim (32 iterations), untrained weights; "
+                    f"load average {load:.1f} on {os.cpu_count()} cores"))
+    rows.append(row("MAGNet generation host time per frame", "ms/frame", (time.thread_time() - h0) / frames_n * 1e3,
+                    None, None, "thread CPU time of the Python thread"))
+    rows.append(row("MAGNet generation CPU time per frame", "ms/frame", (time.process_time() - p0) / frames_n * 1e3,
+                    None, None, f"all threads of the process (lavapipe's too); real time is "
+                    f"{DEFAULTS['hop'] / DEFAULTS['sample_rate'] * 1e3:.1f} ms/frame"))
     if model_path:
         log("quality of the trained model")
         out = "/tmp/stemtone-learn-bench.wav"
@@ -145,5 +157,6 @@ async def _sampled_frames(model, frames, seconds):
     from ...learn.generate import Generator
     gen = Generator(model, seed=1, prime=list(frames[:model.config["seq_len"]].ravel()))
     n = round(seconds * model.config["sample_rate"] / model.config["hop"])
-    rows = gen.frames(n)
-    return np.stack([(await r.read()).ravel() for r in rows])
+    z = np.asarray(await gen.frames(n), np.float32).reshape(n, model.bins)
+    gen.release()
+    return z
