@@ -292,7 +292,7 @@ def test_device_lost_during_a_separation_keeps_the_stems_and_the_next_one_works(
     assert page.get_attribute(LAST, "data-status") == "failed" and page.get_attribute(LAST, "data-error") == "device-lost"
     message = page.inner_text("#error")
     assert "The GPU device was lost" in message and "previous results are kept" in message, message
-    assert page.is_visible("#error-help a[href='/diagnostics.html']")
+    assert page.is_visible("#error-help a[href='diagnostics.html']")
     assert demix.stem_links() == before and demix.results() == done
     page.set_input_files("input[type=file]", clip)                   # no reload
     demix.wait_idle()
@@ -419,4 +419,4 @@ def test_without_webgpu_the_page_says_so(server, open_browser):
     assert page.get_attribute("body", "data-error") == "no-webgpu", bp.console_report()
     assert page.is_visible("#error") and "WebGPU is not available" in page.inner_text("#error")
     assert page.is_disabled("input[type=file]")
-    assert page.is_visible("#error-help a[href='/diagnostics.html']")
+    assert page.is_visible("#error-help a[href='diagnostics.html']")
