@@ -36,8 +36,8 @@ GPU between ops. Host cost per dispatch is kept near the encoding calls alone:
 
 Backends implement only the primitives at the bottom of `Device` (`_create_buffer`,
 `_create_uniform`, `_write_buffer`, `_create_pipeline`, `_bind`, `_submit`,
-`_create_staging`, `_start_read`, `_finish_read`, `_destroy_buffer`); binding layouts, parameter packing, limit checks and
-dispatch splitting are shared here. `counts` tallies dispatches, uploads, readbacks,
+`_create_staging`, `_start_read`, `_finish_read`, `_destroy_buffer`); binding layouts,
+parameter packing, limit checks and dispatch splitting are shared here. `counts` tallies dispatches, uploads, readbacks,
 submits and GPU objects created (staging buffers apart), for tests and benchmarks. This module must import
 without numpy (browser).
 """
@@ -1070,6 +1070,6 @@ def ceil_div(a: int, b: int) -> int:
 
 
 __all__ = [
-    "Device", "Tensor", "Kernel", "Plan", "BufferPool", "PendingRead", "StagingPool", "GPUError", "GPUOutOfMemoryError", "DeviceLostError",
-    "NoGPUError", "ceil_div", "shape_size",
+    "Device", "Tensor", "Kernel", "Plan", "BufferPool", "PendingRead", "StagingPool", "GPUError",
+    "GPUOutOfMemoryError", "DeviceLostError", "NoGPUError", "ceil_div", "shape_size",
 ]
