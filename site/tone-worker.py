@@ -128,6 +128,7 @@ class Take:
         self.rtt_s = rtt_s          # the median GPU round trip measured at load
         self.in_flight = collections.deque()   # (task of the block's output, its input, issue time)
         self.watch = None           # a task waiting for the capture writer to move
+        self.last_done = None       # when the previous block's output came back
         self.capture, self.output = Ring(capture), Ring(output)
         self.read = 0               # input samples consumed (processed or lost)
         self.out_pos = 0            # output samples written to the output ring
@@ -145,9 +146,10 @@ class Take:
 
     def rtf(self) -> float:
         """GPU time over audio time of the last RTF_PUSHES pushes (1.0: just real time). A
-        push's GPU time is from its submit to its result, less the median round trip
-        that the pipeline hides (with several blocks in flight a block may also wait for
-        the ones before it: then this overstates, but only once the GPU is behind)."""
+        push's GPU time (settle) is the shorter of: its submit to its result less the
+        median round trip (the pipeline hides the round trip; exact while the GPU keeps
+        up), and the time since the previous push's result (exact while blocks queue
+        behind each other on a GPU that is behind)."""
         del self.recent[:-RTF_PUSHES]
         audio = sum(n for _, n in self.recent) / SAMPLE_RATE
         return sum(t for t, _ in self.recent) / audio if audio else 0.0
@@ -189,7 +191,11 @@ class Take:
         """The oldest block in flight: await its output, write it out, count it."""
         task, x, issued = self.in_flight.popleft()
         out, done = await task
-        self.account(x, out, max(0.0, done - issued - self.rtt_s))
+        seconds = done - issued - self.rtt_s
+        if self.last_done is not None:
+            seconds = min(seconds, done - self.last_done)
+        self.last_done = done
+        self.account(x, out, max(0.0, seconds))
 
     async def step(self) -> bool:
         """One move of the pipeline: settle the oldest block when `depth` are in flight or
