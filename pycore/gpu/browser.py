@@ -55,6 +55,7 @@ LIMIT_NAMES = WANTED_LIMITS + (
     "min-uniform-buffer-offset-alignment",
 )
 ERROR_SCOPES = ("internal", "out-of-memory", "validation")  # pushed in this order
+LOST_WAIT_MS = 200     # how long a failed readback waits for device.lost to tell why
 
 
 def _camel(name: str) -> str:
@@ -197,6 +198,8 @@ class BrowserDevice(Device):
         try:
             self._raise_errors()  # the recorded work's own error explains a failed map best
             if map_error is not None:
+                if self.lost_reason is None:
+                    await self._settle_lost()
                 if self.lost_reason is not None or "lost" in str(map_error).lower():
                     self.lost_reason = self.lost_reason or str(map_error)
                     self._check_alive()  # raises DeviceLostError
@@ -205,6 +208,13 @@ class BrowserDevice(Device):
         finally:
             if str(staging.mapState) != "unmapped":
                 staging.unmap()
+
+    async def _settle_lost(self, wait_ms=LOST_WAIT_MS):
+        """After a failed map: a destroyed device rejects the maps in flight ("unmapped
+        before mapping was resolved") before its `lost` promise resolves, so wait for that
+        promise (at most wait_ms) to tell a lost device from another failure."""
+        timer = js.Promise.new(create_once_callable(lambda resolve, _reject: js.setTimeout(resolve, wait_ms)))
+        await js.Promise.race(to_js([self.device.lost, timer]))
 
     def _layout(self, bindings, has_uniform):
         """Explicit bind group + pipeline layout from the parsed bindings (as native)."""
