@@ -27,7 +27,9 @@ Stable hooks for end-to-end tests:
     body[data-takes]      takes finished so far
     body[data-latency-ms] the stated algorithmic latency; body[data-engine-latency]
                           the engine's latency_samples; body[data-play-offset] the
-                          playback worklet's offset (samples)
+                          playback worklet's offset (samples); body[data-depth] the
+                          blocks the worker keeps in flight; body[data-rtt-ms] the GPU
+                          round trip it measured (median, 90th percentile)
     body[data-late], body[data-lost], body[data-rtf]   real-time figures of the last take
     body[data-captured], body[data-processed]   input samples captured and processed by
                           the engine in the take under way (or the last one)
@@ -437,14 +439,24 @@ class Page:
         return (m.get("instrument") or m["name"]).lower()
 
     def show_latency(self, info):
-        engine = int(info["latency"])
-        parts = R.latency_breakdown(engine)
+        """The latency card: engine, capture block, and the playback buffer of the worker's
+        pipeline (one block of slack per block in flight; a slow round trip needs more)."""
+        engine, depth = int(info["latency"]), int(info["depth"])
+        parts = R.latency_breakdown(engine, depth)
         self.latency = parts
-        self.play_offset = R.play_offset(int(info["lag"]))
+        self.play_offset = R.play_offset(int(info["lag"]), depth)
         body = document.body.dataset
         body.latencyMs = f"{parts['total']:.1f}"
         body.engineLatency = str(engine)
         body.playOffset = str(self.play_offset)
+        body.depth = str(depth)
+        body.rttMs = f"{info['rtt_ms']:.2f},{info['rtt_p90_ms']:.2f}"
+        block_ms = parts["block"]
+        by_id("lat-depth").textContent = (
+            f"{depth} block{'s' if depth > 1 else ''} of {block_ms:.0f} ms in flight on the GPU "
+            f"(round trip {info['rtt_ms']:.1f} ms, 90% within {info['rtt_p90_ms']:.1f} ms; "
+            f"a block's work {max(0.0, info['block_ms'] - info['rtt_ms']):.1f} ms)"
+            + (f": {parts['buffer'] - block_ms:.0f} ms more than one block" if depth > 1 else ""))
         scale = max(parts["total"], parts["budget"]) * 1.1
         for part in ("engine", "block", "buffer"):
             q(f'#latency-bar span[data-part="{part}"]').style.width = f"{100 * parts[part] / scale:.2f}%"
@@ -477,8 +489,9 @@ class Page:
             stream = await open_microphone()
             try:
                 await ctx.audioWorklet.addModule(WORKLETS_URL)
-                live = Live(ctx, stream, R.play_offset(int(info["lag"])), self.latency["total"] / 1000,
-                            int(by_id("mix").value) / 100, self.capture_capacity)
+                offset = R.play_offset(int(info["lag"]), int(info["depth"]))
+                live = Live(ctx, stream, offset, self.latency["total"] / 1000, int(by_id("mix").value) / 100,
+                            self.capture_capacity)
             except JsException as e:
                 for track in stream.getTracks():
                     track.stop()
@@ -673,7 +686,8 @@ class Page:
             self.set_state("loading" if self.state in ("idle", "loading") else self.state)
             self.set_status("running", str(d.message))
         elif kind == "loaded":
-            info = {"latency": int(d.latency), "lag": int(d.lag), "block_ms": float(d.block_ms)}
+            info = {"latency": int(d.latency), "lag": int(d.lag), "block_ms": float(d.block_ms),
+                    "rtt_ms": float(d.rtt_ms), "rtt_p90_ms": float(d.rtt_p90_ms), "depth": int(d.depth)}
             self.loaded[str(d.name)] = info
             document.body.dataset.blockMs = f"{info['block_ms']:.2f}"
             if str(d.name) == self.model()["name"]:

@@ -6,10 +6,17 @@ AudioWorklet), runs ToneStream.push on them, writes the instrument's output to t
 output ring (read by the playback AudioWorklet) and keeps the whole take. Layout and
 index arithmetic: site/tone_ring.py.
 
-While the worker keeps up it reads one 128-sample block at a time (lowest latency).
-When it falls behind (a slow GPU, or software WebGPU in CI) it reads up to MAX_CHUNK
-samples per push instead, in order: nothing is skipped unless the 20 s capture ring
-overflows, and then the lost input is counted and the take gets silence there. The
+While the worker keeps up it reads one 128-sample block at a time (lowest latency)
+and submits it to the engine at once (ToneStream.submit: the GPU work is issued, the
+readback awaited later), keeping up to `depth` blocks in flight: block n + 1 is on the
+GPU before block n's readback is back, so a GPU round trip longer than a block does not
+stall the audio. The depth is chosen at load time from the round trip measured then
+(a few tiny readbacks: median and 90th percentile) and one block's GPU work
+(tone_ring.pipeline_depth); the page's latency card shows it and the playback buffer
+it needs (one block of slack per block in flight). When it falls behind (a slow GPU,
+or software WebGPU in CI) it reads up to MAX_CHUNK samples per push instead, in order:
+nothing is skipped unless the 20 s capture ring overflows, and then the lost input is
+counted and the take gets silence there. The
 playback worklet plays what is on time and counts the rest as late blocks; the take
 always holds everything that was processed. After Stop the backlog is finished with
 progress reports, then the take is offered as WAV files.
@@ -29,11 +36,13 @@ Messages (plain JS objects; each message to the page carries a "stemtone" key):
                      {stemtone: "loading", name, message}
                      {stemtone: "loaded", name, latency: engine latency (samples),
                       lag: engine lag for 128-sample blocks (samples), block_ms: GPU time
-                      of one block measured while warming up}
+                      of one block measured while warming up (with its round trip),
+                      rtt_ms, rtt_p90_ms: the GPU round trip (median, 90th percentile),
+                      depth: blocks kept in flight}
                      {stemtone: "frames", f0, confidence, loudness: Float32Array (one per
                       new 4 ms frame), processed: input samples done, captured: input
-                      samples captured, lost: input samples lost, rtf: compute time /
-                      audio time of the last pushes}
+                      samples captured, lost: input samples lost, rtf: GPU time /
+                      audio time of the last blocks (Take.rtf)}
                      {stemtone: "finishing", fraction, seconds_left}
                      {stemtone: "take", wav, input_wav: Blob, seconds, lost, processed,
                       compute_seconds}
@@ -45,7 +54,9 @@ the demix page's worker: site/worker_kit.py.
 
 import array
 import asyncio
+import collections
 import json
+import math
 import time
 import traceback
 
@@ -65,6 +76,7 @@ WARMUP_BLOCKS = 12                # pushes of silence after loading: compiles th
 POST_EVERY_S = 0.05               # pitch trail updates, twenty a second
 FINISH_EVERY_S = 0.25             # progress of the backlog after Stop, four a second
 RTF_PUSHES = 50                   # the real-time factor reported is over this many pushes
+RTT_READS = 20                    # tiny readbacks timed at load: the GPU round trip
 WAV_BITS = 16
 
 
@@ -110,15 +122,20 @@ class Ring:
 class Take:
     """One take: the engine stream, the output and input kept so far, the statistics."""
 
-    def __init__(self, model, capture, output, octave):
+    def __init__(self, model, capture, output, octave, depth=1, rtt_s=0.0):
         self.stream = ToneStream(model, octave=octave)
+        self.depth = depth          # blocks kept in flight (tone_ring.pipeline_depth)
+        self.rtt_s = rtt_s          # the median GPU round trip measured at load
+        self.in_flight = collections.deque()   # (task of the block's output, its input, issue time)
+        self.watch = None           # a task waiting for the capture writer to move
+        self.last_done = None       # when the previous block's output came back
         self.capture, self.output = Ring(capture), Ring(output)
         self.read = 0               # input samples consumed (processed or lost)
         self.out_pos = 0            # output samples written to the output ring
         self.out = array.array("f")  # the take: the instrument
         self.dry = array.array("f")  # the take: the input as processed (silence where lost)
         self.lost = 0
-        self.compute = 0.0          # seconds spent in stream.push
+        self.compute = 0.0          # GPU seconds of the pushes (see rtf)
         self.recent = []            # (compute seconds, input samples) of the last pushes
         self.stopping = False
         self.stop_at = None         # capture position at Stop
@@ -128,7 +145,11 @@ class Take:
         self.throttle = Throttle(POST_EVERY_S)
 
     def rtf(self) -> float:
-        """GPU time over audio time of the last RTF_PUSHES pushes (1.0: just real time)."""
+        """GPU time over audio time of the last RTF_PUSHES pushes (1.0: just real time). A
+        push's GPU time (settle) is the shorter of: its submit to its result less the
+        median round trip (the pipeline hides the round trip; exact while the GPU keeps
+        up), and the time since the previous push's result (exact while blocks queue
+        behind each other on a GPU that is behind)."""
         del self.recent[:-RTF_PUSHES]
         audio = sum(n for _, n in self.recent) / SAMPLE_RATE
         return sum(t for t, _ in self.recent) / audio if audio else 0.0
@@ -143,8 +164,9 @@ class Take:
             self.lost += n
             self.read += n
 
-    async def step(self) -> bool:
-        """Process what is waiting; False when nothing was (wait for the writer)."""
+    def issue(self) -> bool:
+        """Read what is waiting in the capture ring and submit it to the engine (its GPU
+        work is issued now); False when nothing was waiting."""
         cap = self.capture
         written = cap.load(R.WRITE) if self.stop_at is None else self.stop_at
         self.seen = written
@@ -162,10 +184,39 @@ class Take:
             count -= gone
         self.read += count
         cap.store(R.READ, self.read)
-        t0 = time.perf_counter()
-        out = await self.stream.push(x)
-        self.account(x, out, time.perf_counter() - t0)
+        self.in_flight.append((asyncio.ensure_future(_timed(self.stream.submit(x))), x, time.perf_counter()))
         return True
+
+    async def settle(self):
+        """The oldest block in flight: await its output, write it out, count it."""
+        task, x, issued = self.in_flight.popleft()
+        out, done = await task
+        seconds = done - issued - self.rtt_s
+        if self.last_done is not None:
+            seconds = min(seconds, done - self.last_done)
+        self.last_done = done
+        self.account(x, out, max(0.0, seconds))
+
+    async def step(self) -> bool:
+        """One move of the pipeline: settle the oldest block when `depth` are in flight or
+        it is back, else submit what is waiting; False when there was nothing to do."""
+        if self.in_flight and (len(self.in_flight) >= self.depth or self.in_flight[0][0].done()):
+            await self.settle()
+            return True
+        return self.issue()
+
+    async def idle(self):
+        """Until the capture writer moves past what was seen or the oldest block is back."""
+        if self.watch is None or self.watch.done():
+            self.watch = asyncio.ensure_future(self.capture.wait_write(self.seen))
+        waits = [self.watch] + ([self.in_flight[0][0]] if self.in_flight else [])
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+
+    def abandon(self):
+        """After an error: the blocks still in flight are dropped (their errors too)."""
+        for task, _, _ in self.in_flight:
+            task.add_done_callback(_quiet)
+        self.in_flight.clear()
 
     def account(self, x, out, seconds):
         self.compute += seconds
@@ -261,8 +312,9 @@ class Worker(GPUWorker):
         if self.current not in self.models:
             post_error("crash", "No instrument is loaded", "Pick an instrument first.")
             return
-        tone, _ = self.models[self.current]
-        take = self.take = Take(tone, data.capture, data.output, int(data.octave))
+        tone, info = self.models[self.current]
+        take = self.take = Take(tone, data.capture, data.output, int(data.octave), info["depth"],
+                                info["rtt_ms"] / 1000)
         self.octave = int(data.octave)
         try:
             await self.live(take)
@@ -277,17 +329,18 @@ class Worker(GPUWorker):
                        "instrument is loaded again on a fresh device: press Start when it is ready. Your "
                        "previous take is kept.", str(e))
         finally:
+            take.abandon()
             self.take = None
 
     async def live(self, take):
-        """Until Stop: process blocks as they arrive."""
+        """Until Stop: submit blocks as they arrive, settle them as they come back."""
         while not take.stopping:
             if take.stall:
                 seconds, take.stall = take.stall, 0.0
                 await asyncio.sleep(seconds)
             if not await take.step():
                 take.post_frames()
-                await take.capture.wait_write(take.seen)  # returns at once if the writer moved since
+                await take.idle()          # returns at once if the writer moved since
                 continue
             take.post_frames()
 
@@ -297,7 +350,11 @@ class Worker(GPUWorker):
         todo = max(1, take.stop_at - begin)
         t0 = time.perf_counter()
         every = Throttle(FINISH_EVERY_S)
-        while await take.step():
+        while True:
+            if not await take.step():
+                if not take.in_flight:
+                    break
+                await take.settle()                  # nothing left to submit: the oldest block
             if every.due():
                 now = time.perf_counter()
                 done = (take.read - begin) / todo
@@ -320,7 +377,9 @@ async def warm_up(tone) -> dict:
     """Push silence through a throwaway stream in 128-sample blocks: compiles every shader
     before the first take and measures (a) the engine's lag for such blocks: the most
     input samples that must arrive after an output sample's position before that sample
-    is computed, which sets the playback offset, and (b) the GPU time of one block."""
+    is computed, which sets the playback offset, (b) the time of one block, from its
+    push to its output (GPU work and one round trip), (c) the GPU round trip alone
+    (round_trip), and from them (d) the pipeline depth (tone_ring.pipeline_depth)."""
     stream = ToneStream(tone)
     zeros = array.array("f", bytes(4 * R.BLOCK))
     received = produced = lag = 0
@@ -334,7 +393,37 @@ async def warm_up(tone) -> dict:
             lag = max(lag, received - produced)
         produced += len(out["audio"])
     times = sorted(times[len(times) // 2:])                     # the first pushes compile shaders
-    return {"latency": stream.latency_samples, "lag": lag, "block_ms": 1000 * times[len(times) // 2]}
+    block_ms = 1000 * times[len(times) // 2]
+    rtt_ms, rtt_p90_ms = await round_trip(tone.dev)
+    depth = R.pipeline_depth(block_ms - rtt_ms, rtt_p90_ms)
+    return {"latency": stream.latency_samples, "lag": lag, "block_ms": block_ms, "rtt_ms": rtt_ms,
+            "rtt_p90_ms": rtt_p90_ms, "depth": depth}
+
+
+async def round_trip(dev, reads=RTT_READS) -> tuple:
+    """(median, 90th percentile) in ms of a readback of 4 bytes: a submit, a copy and a
+    map, the round trip each block's readback pays on top of its GPU work."""
+    t = dev.tensor([0.0])
+    times = []
+    for _ in range(reads):
+        t0 = time.perf_counter()
+        await dev.read(t)
+        times.append(1000 * (time.perf_counter() - t0))
+    t.release()
+    times.sort()
+    return times[len(times) // 2], times[math.ceil(0.9 * len(times)) - 1]
+
+
+async def _timed(pending):
+    """(the awaited output, when it came back)."""
+    out = await pending
+    return out, time.perf_counter()
+
+
+def _quiet(task):
+    """Done-callback of an abandoned block: its error is retrieved (and dropped)."""
+    if not task.cancelled():
+        task.exception()
 
 
 worker = Worker()

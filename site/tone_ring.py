@@ -21,13 +21,19 @@ reader notices (reader_plan / overwritten) and counts them as lost, and the take
 silence in their place. The output ring (worker -> playback worklet) is small: the
 playback worklet plays output position t - play_offset at audio time t and plays
 silence (counted as a late block) when the worker has not written it yet.
+
+The worker keeps `depth` blocks in flight on the GPU (pipeline_depth, from the round
+trip it measures at start-up); the playback buffer holds one block of slack for each,
+so a block's output is on time as long as its GPU work and round trip fit in depth
+blocks.
 """
 
 import math
 
 SAMPLE_RATE = 16000
 BLOCK = 128                 # Web Audio's render quantum: the capture worklet's block
-PLAYBACK_BUFFER = 128       # output samples of slack for the worker (8 ms)
+PLAYBACK_BUFFER = 128       # output samples of slack per block in flight (8 ms)
+MAX_DEPTH = 16              # blocks in flight at most (128 ms of pipeline)
 LATENCY_BUDGET_MS = 50.0
 CAPTURE_SECONDS = 20        # the backlog the worker may fall behind before input is lost
 OUTPUT_SECONDS = 2
@@ -103,19 +109,34 @@ def overwritten(read: int, count: int, written_after: int, capacity: int, block:
     return max(0, min(count, written_after + block - capacity - read))
 
 
-def play_offset(engine_lag: int, buffer: int = PLAYBACK_BUFFER) -> int:
+def pipeline_depth(work_ms: float, round_trip_ms: float, block: int = BLOCK, sample_rate: int = SAMPLE_RATE,
+                   cap: int = MAX_DEPTH) -> int:
+    """Blocks the worker keeps in flight (issued, their readback not yet back) so that a
+    GPU round trip never stalls the audio: a block's result comes work_ms (its GPU work,
+    which must fit in one block to keep real time at all) + round_trip_ms (submit to
+    mapped readback; the worker passes a high percentile) after its input arrived, and a
+    new block arrives every block / sample_rate s. 1 to `cap` (a slower adapter is
+    behind real time whatever the depth)."""
+    block_ms = 1000.0 * block / sample_rate
+    need = math.ceil((max(0.0, work_ms) + max(0.0, round_trip_ms)) / block_ms - 1e-9)
+    return min(cap, max(1, need))
+
+
+def play_offset(engine_lag: int, depth: int = 1, buffer: int = PLAYBACK_BUFFER) -> int:
     """Output position the playback worklet plays at audio time t: t - play_offset.
     engine_lag: the most input samples (counted in whole capture blocks) that arrive
-    after an output sample's position before the engine has computed it."""
-    return engine_lag + buffer
+    after an output sample's position before the engine has computed it; then `buffer`
+    samples of slack for each of the `depth` blocks in flight (pipeline_depth)."""
+    return engine_lag + depth * buffer
 
 
-def latency_breakdown(engine_latency: int, block: int = BLOCK, buffer: int = PLAYBACK_BUFFER,
+def latency_breakdown(engine_latency: int, depth: int = 1, block: int = BLOCK, buffer: int = PLAYBACK_BUFFER,
                       sample_rate: int = SAMPLE_RATE) -> dict:
     """The algorithmic latency the page states, in ms: the engine's (analysis lookahead +
-    synthesis hop), one capture block, the playback buffer, their total and whether it
-    is within the budget."""
+    synthesis hop), one capture block, the playback buffer (one buffer per block in
+    flight: depth x 8 ms), their total and whether it is within the budget."""
     ms = 1000.0 / sample_rate
-    parts = {"engine": engine_latency * ms, "block": block * ms, "buffer": buffer * ms}
+    parts = {"engine": engine_latency * ms, "block": block * ms, "buffer": depth * buffer * ms}
     total = sum(parts.values())
-    return dict(parts, total=total, budget=LATENCY_BUDGET_MS, within=total <= LATENCY_BUDGET_MS + 1e-9)
+    return dict(parts, total=total, budget=LATENCY_BUDGET_MS, within=total <= LATENCY_BUDGET_MS + 1e-9,
+                depth=depth)

@@ -143,3 +143,49 @@ def test_dtype_checks(dev):
         dev.empty((2,), dtype="f64")
     with pytest.raises(ValueError, match="do not fill shape"):
         dev.tensor(np.zeros(5, np.float32), shape=(2, 3))
+
+
+def test_readbacks_issued_now_and_awaited_later(dev, kdir):
+    """dev.start_read: each readback is the tensor as it was at its issue, however many
+    are in flight and whatever ran after (later uploads and dispatches queue after its
+    copy); results are the same as dev.read's. Staging buffers come from a pool: once
+    warm, no GPU buffer is made per readback and the live count stays flat."""
+    t = dev.tensor(np.zeros(1000, np.float32))
+    y = dev.empty((1000,))
+    k = dev.kernel("t_scale")
+
+    async def rounds(n):
+        pending = []
+        for i in range(n):
+            dev.write(t, np.full(1000, i, np.float32).tobytes())
+            dev.run(k, 16, x=t, y=y, n=1000, scale=2.0, offset=1)
+            pending.append((i, dev.start_read(y), dev.start_read(t)))
+        for i, py, pt in pending:
+            np.testing.assert_array_equal(await py, np.full(1000, 2 * i + 1, np.float32))
+            np.testing.assert_array_equal(await pt, np.full(1000, i, np.float32))
+        np.testing.assert_array_equal(await dev.read(y), await dev.start_read(y))
+
+    asyncio.run(rounds(4))                      # warm: the pool holds a staging buffer per read in flight
+    live, created = dev.live_buffers, dict(dev.counts)
+    asyncio.run(rounds(4))
+    assert dev.live_buffers == live and dev.counts["buffers_created"] == created["buffers_created"]
+    assert dev.counts["readbacks"] - created["readbacks"] == 4 * 2 + 2
+
+
+def test_readback_errors_surface_at_the_await(kdir):
+    """A lost device found while readbacks are in flight raises at each await with the
+    usual message; one issued on a device already known lost raises at its await too."""
+    from pycore.gpu.native import NativeDevice
+
+    d = NativeDevice()
+    t = d.tensor(np.ones(4, np.float32))
+    pending = [d.start_read(t) for _ in range(3)]
+    d.lost_reason = "simulated driver reset"
+    late = d.start_read(t)                      # issued on a lost device: nothing raised yet
+
+    async def await_all():
+        for p in pending + [late]:
+            with pytest.raises(DeviceLostError, match="simulated driver reset.*restart"):
+                await p
+
+    asyncio.run(await_all())

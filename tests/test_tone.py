@@ -9,6 +9,7 @@ not depend on the block size).
 """
 
 import asyncio
+import collections
 import math
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 import soundfile as sf
 
 from pycore import tone as T
+from pycore.gpu.runtime import DeviceLostError
 from pycore.tone.features import features
 from pycore.tone import HOP, LOOKAHEAD, SAMPLE_RATE, ToneStream, fold_f0, load_tone_model
 
@@ -361,3 +363,81 @@ def test_a_block_is_one_replayed_plan_with_one_readback(models):
     s.octave = 1                                           # a live setting: one more upload
     run(s.push(x[:128]))
     assert dev.counts["uploads"] - counts0["uploads"] == blocks + 2
+
+
+async def _pipelined(stream, blocks, depth):
+    """Each block's output, with up to `depth` submits in flight (as the tone page runs)."""
+    in_flight, outs = collections.deque(), []
+    for b in blocks:
+        if len(in_flight) == depth:
+            outs.append(await in_flight.popleft())
+        in_flight.append(stream.submit(b))
+    while in_flight:
+        outs.append(await in_flight.popleft())
+    return outs
+
+
+def test_pipelined_submits_equal_sequential_pushes_bit_for_bit(models):
+    """Issue 12: with 3 blocks in flight (block n + 1 issued before block n's readback
+    resolves) the output arrays are exactly those of sequential pushes, including a
+    change of the live octave mid-take and the flush; one readback per block, and once
+    warm no GPU buffer or bind group is made per block and the live counts stay flat."""
+    m = models("violin")
+    dev = m.dev
+    x = vocadito(14, seconds=0.6, offset=1.5)
+    blocks = [x[i:i + 128] for i in range(0, len(x), 128)]
+    half = len(blocks) // 2
+
+    async def take(pipelined):
+        s = ToneStream(m)
+        outs = []
+        for part, octave in ((blocks[:half], 0), (blocks[half:], 1)):
+            s.octave = octave
+            outs += await _pipelined(s, part, 3) if pipelined else [await s.push(b) for b in part]
+        return outs + [await s.flush()]
+
+    want = run(take(False))
+    got = run(take(True))
+    assert len(got) == len(want) == len(blocks) + 1
+    for k, (a, b) in enumerate(zip(want, got)):
+        for key in a:
+            assert bytes(a[key]) == bytes(b[key]), (k, key)
+    assert sum(len(o["audio"]) for o in got) > 0.9 * len(x)
+
+    s = ToneStream(m)
+    run(_pipelined(s, blocks[:8], 3))                   # warm: plans of both sides, 3 staging buffers
+    before, live, groups = dict(dev.counts), dev.live_buffers, dev.live_bind_groups
+    rest = blocks[8:]
+    run(_pipelined(s, rest, 3))
+    d = {k: dev.counts[k] - before[k] for k in before}
+    assert d["readbacks"] == len(rest) and d["dispatches"] == 0, d
+    assert d["buffers_created"] == 0 and d["bind_groups_created"] == 0, d
+    assert dev.live_buffers == live and dev.live_bind_groups == groups
+
+
+def test_device_lost_at_an_await_is_clear_and_a_new_device_runs_a_new_take(models):
+    """A device lost while blocks are in flight: each pending block raises DeviceLostError
+    naming the cause and what to do, so does the next submit; a new ToneStream on a new
+    device then renders the take as a stream on a healthy device does."""
+    from pycore.gpu.native import NativeDevice
+
+    x = sine(330.0, 0.2)
+    d = NativeDevice()
+    s = ToneStream(load_tone_model(d, "violin"))
+    run(s.push(x[:LOOKAHEAD]))
+
+    async def lose():
+        pending = [s.submit(x[i:i + 128]) for i in range(LOOKAHEAD, LOOKAHEAD + 3 * 128, 128)]
+        d.lost_reason = "simulated driver reset"
+        for p in pending:
+            with pytest.raises(DeviceLostError, match="simulated driver reset.*restart"):
+                await p
+
+    run(lose())
+    with pytest.raises(DeviceLostError, match="simulated driver reset"):
+        s.submit(x[:128])
+    fresh = ToneStream(load_tone_model(NativeDevice(), "violin"))
+    healthy = ToneStream(models("violin"))
+    got, want = run(fresh.push(x)), run(healthy.push(x))
+    assert len(got["audio"]) > 0
+    np.testing.assert_array_equal(np.frombuffer(got["audio"], np.float32), np.frombuffer(want["audio"], np.float32))

@@ -2,7 +2,7 @@
 
 The page's worker and its AudioWorklets share two single-writer rings on
 SharedArrayBuffers; here a Python model of both sides (the writer as the capture
-worklet does it, the reader as tone-worker.py's Take.step does it) runs on plain lists
+worklet does it, the reader as tone-worker.py's Take.issue does it) runs on plain lists
 so that wraparound, overflow and the latency budget are checked without a browser.
 """
 
@@ -115,13 +115,35 @@ def test_reader_gets_the_signal_in_order_with_silence_for_what_was_lost(read_eve
 
 
 def test_latency_breakdown_and_play_offset():
-    parts = R.latency_breakdown(512)
-    assert parts["engine"] == pytest.approx(32.0) and parts["block"] == pytest.approx(8.0)
+    parts = R.latency_breakdown(448)
+    assert parts["engine"] == pytest.approx(28.0) and parts["block"] == pytest.approx(8.0)
     assert parts["buffer"] == pytest.approx(1000 * R.PLAYBACK_BUFFER / R.SAMPLE_RATE)
     assert parts["total"] == pytest.approx(parts["engine"] + parts["block"] + parts["buffer"])
-    assert parts["within"] and parts["total"] <= R.LATENCY_BUDGET_MS
+    assert parts["within"] and parts["total"] <= R.LATENCY_BUDGET_MS and parts["depth"] == 1
     assert not R.latency_breakdown(1000)["within"]
     assert R.play_offset(512) == 512 + R.PLAYBACK_BUFFER
+    # three blocks in flight: three buffers of slack, 16 ms more
+    deep = R.latency_breakdown(448, depth=3)
+    assert deep["buffer"] == pytest.approx(24.0) and deep["total"] == pytest.approx(parts["total"] + 16.0)
+    assert not deep["within"] and deep["depth"] == 3
+    assert R.play_offset(512, depth=3) == 512 + 3 * R.PLAYBACK_BUFFER
+
+
+@pytest.mark.parametrize("work_ms, round_trip_ms, want", [
+    (2.0, 0.5, 1),        # a fast GPU: work and round trip fit in one 8 ms block
+    (7.0, 1.5, 2),        # just over one block
+    (2.0, 8.0, 2),        # a 5-15 ms Chrome tail
+    (3.0, 100.0, 13),     # Firefox's 100 ms polling: 103 ms = 13 blocks
+    (50.0, 500.0, R.MAX_DEPTH),   # capped
+    (0.0, 0.0, 1),
+])
+def test_pipeline_depth_covers_work_and_round_trip(work_ms, round_trip_ms, want):
+    depth = R.pipeline_depth(work_ms, round_trip_ms)
+    assert depth == want
+    block_ms = 1000 * R.BLOCK / R.SAMPLE_RATE
+    if depth < R.MAX_DEPTH:   # the slack it gives holds the block's result, one block less would not
+        assert depth * block_ms >= work_ms + round_trip_ms
+        assert depth == 1 or (depth - 1) * block_ms < work_ms + round_trip_ms
 
 
 def test_header_layout_is_consistent():

@@ -7,8 +7,9 @@ Runs in a PyScript page or worker. Everything is a direct WebGPU call on JS obje
 Python dicts become plain JS objects with `_js()` (WebGPU rejects JS Maps).
 
 Errors: WebGPU validation errors never raise in JS. All work runs inside error scopes
-(validation, out-of-memory, internal) that are popped and re-pushed at every readback,
-so a mistake in any recorded dispatch is raised as GPUError at the next `await read`.
+(validation, out-of-memory, internal) that are popped and re-pushed at every readback's
+issue (start_read), so a mistake in any recorded dispatch is raised as GPUError at the
+await of the next readback issued after it.
 Errors that escape the scopes land in `onuncapturederror` and are raised at the next
 `run` / `flush` / `read`. Their messages name the kernel: every shader module and
 pipeline carries the label "file:entry". A lost device sets `lost_reason`, which makes
@@ -21,7 +22,6 @@ raises NoGPUError), so it never needs numpy.
 from __future__ import annotations
 
 import array
-import asyncio
 import os
 import time
 
@@ -55,6 +55,7 @@ LIMIT_NAMES = WANTED_LIMITS + (
     "min-uniform-buffer-offset-alignment",
 )
 ERROR_SCOPES = ("internal", "out-of-memory", "validation")  # pushed in this order
+LOST_WAIT_MS = 200     # how long a failed readback waits for device.lost to tell why
 
 
 def _camel(name: str) -> str:
@@ -106,8 +107,6 @@ class BrowserDevice(Device):
         self.U = js.GPUBufferUsage
         self._layouts = {}
         self._errors = []        # Python GPUError exceptions waiting to be raised
-        self._staging = None     # reusable MAP_READ buffer for readbacks
-        self._staging_busy = False
         # keep the callbacks alive as long as the device
         self._on_error = create_proxy(self._uncaptured)
         device.onuncapturederror = self._on_error
@@ -175,57 +174,47 @@ class BrowserDevice(Device):
             view.release()
             proxy.destroy()
 
-    async def _read_buffer(self, buf, nbytes, batch):
+    def _create_staging(self, nbytes):
+        U = js.GPUBufferUsage
+        return self.device.createBuffer(_js({"size": nbytes, "usage": U.MAP_READ | U.COPY_DST, "label": "staging"}))
+
+    def _start_read(self, buf, size, batch, staging):
+        """Submit, request the map and pop the error scopes of the work submitted so far,
+        all now; one JS promise settles them together (each await costs a trip through
+        the event loop, more than the calls themselves)."""
         self._check_alive()
-        size = (nbytes + 3) // 4 * 4
-        staging = self._take_staging(size)
         self._submit(batch, copy=(buf, staging, size))
-        # one await for the map and the error scopes (each await costs a trip through
-        # the event loop, more than the calls themselves)
         promises = [staging.mapAsync(js.GPUMapMode.READ, 0, size)] + self._pop_promises()
+        return js.Promise.allSettled(to_js(promises)), len(promises), size
+
+    async def _finish_read(self, staging, handle):
+        settled_promise, count, size = handle
         t0 = time.perf_counter()
-        settled = await js.Promise.allSettled(to_js(promises))
+        settled = await settled_promise
         self.wait_s += time.perf_counter() - t0
-        mapped, *scopes = [settled[i] for i in range(len(promises))]
+        mapped, *scopes = [settled[i] for i in range(count)]
         self._collect([r.value for r in scopes])
         map_error = None if str(mapped.status) == "fulfilled" else mapped.reason
-        if map_error is not None and self.lost_reason is None:
-            # a destroyed device rejects pending maps before its `lost` promise settles:
-            # let the event loop run it once, so a loss is reported as one
-            await asyncio.sleep(0.05)
         try:
             self._raise_errors()  # the recorded work's own error explains a failed map best
             if map_error is not None:
+                if self.lost_reason is None:
+                    await self._settle_lost()
                 if self.lost_reason is not None or "lost" in str(map_error).lower():
                     self.lost_reason = self.lost_reason or str(map_error)
                     self._check_alive()  # raises DeviceLostError
                 raise GPUError(f"readback failed: {map_error}")
-            data = staging.getMappedRange(0, size).to_bytes()
-            staging.unmap()
+            return staging.getMappedRange(0, size).to_bytes()
         finally:
-            self._give_staging(staging)
-        return data[:nbytes]
+            if str(staging.mapState) != "unmapped":
+                staging.unmap()
 
-    def _take_staging(self, size):
-        """The cached staging buffer if free and large enough, else a new one."""
-        if not self._staging_busy and self._staging is not None and self._staging.size >= size:
-            self._staging_busy = True
-            return self._staging
-        U = js.GPUBufferUsage
-        buf = self.device.createBuffer(_js({"size": size, "usage": U.MAP_READ | U.COPY_DST, "label": "staging"}))
-        if not self._staging_busy:
-            if self._staging is not None:
-                self._staging.destroy()
-            self._staging, self._staging_busy = buf, True
-        return buf
-
-    def _give_staging(self, buf):
-        if buf is self._staging:
-            if str(buf.mapState) != "unmapped":
-                buf.unmap()
-            self._staging_busy = False
-        else:
-            buf.destroy()
+    async def _settle_lost(self, wait_ms=LOST_WAIT_MS):
+        """After a failed map: a destroyed device rejects the maps in flight ("unmapped
+        before mapping was resolved") before its `lost` promise resolves, so wait for that
+        promise (at most wait_ms) to tell a lost device from another failure."""
+        timer = js.Promise.new(create_once_callable(lambda resolve, _reject: js.setTimeout(resolve, wait_ms)))
+        await js.Promise.race(to_js([self.device.lost, timer]))
 
     def _layout(self, bindings, has_uniform):
         """Explicit bind group + pipeline layout from the parsed bindings (as native)."""

@@ -82,7 +82,6 @@ class NativeDevice(Device):
         self.queue = self.device.queue
         self.U = wgpu.BufferUsage
         self._layouts = {}
-        self._staging = None    # reused MAP_READ buffer for readbacks
 
     # ---- primitives
     def _create_buffer(self, nbytes):
@@ -104,64 +103,74 @@ class NativeDevice(Device):
             return
         _libf.wgpuQueueWriteBuffer(self.queue._internal, buf._internal, 0, _ffi.from_buffer(raw), len(raw))
 
-    async def _read_buffer(self, buf, nbytes, batch):
-        return self._read_now(buf, nbytes, batch)
+    def _create_staging(self, nbytes):
+        return self.device.create_buffer(size=nbytes, usage=self.U.MAP_READ | self.U.COPY_DST)
 
-    def _read_now(self, buf, nbytes, batch=()):
-        """Submit `batch` and a copy of `buf` into one reused MAP_READ staging buffer in a
-        single command buffer, map it and copy out (wgpu-py's queue.read_buffer makes and
-        destroys a staging buffer per read and submits twice)."""
-        size = (nbytes + 3) // 4 * 4
+    def _start_read(self, buf, size, batch, staging):
+        """Submit `batch` and a copy of `buf` into `staging` in a single command buffer
+        (wgpu-py's queue.read_buffer makes and destroys a staging buffer per read and
+        submits twice), then request the map: one C call, its completion kept in
+        _MAPPED under a ticket of its own. Returns (ticket, submission index)."""
         try:
-            st = self._staging
-            if st is None or st.size < size:
-                if st is not None:
-                    st.destroy()
-                st = self._staging = self.device.create_buffer(
-                    size=max(size, 1 << 16), usage=self.U.MAP_READ | self.U.COPY_DST)
-            self._submit(batch, copy=(buf, st, size))
-            return self._map_read(st, size)[:nbytes]
+            index = self._submit(batch, copy=(buf, staging, size))
+            if _lib is None:
+                return None, size
+            ticket = _next_ticket()
+            info = _ffi.new("WGPUBufferMapCallbackInfo *")
+            info.mode = _lib.WGPUCallbackMode_AllowProcessEvents
+            info.callback = _on_mapped
+            info.userdata1 = _ffi.cast("void *", ticket)
+            _lib.wgpuBufferMapAsync(staging._internal, _lib.WGPUMapMode_Read, 0, size, info[0])
+            return ticket, index, size
         except GPUError:
             raise
         except Exception as e:
             raise _classify(e, "readback") from None
 
-    def _map_read(self, st, size) -> bytes:
-        """The first `size` bytes of the staging buffer, mapped on this thread: one map
-        request, a blocking device poll, one copy (wgpu-py's map_sync wakes its poll
-        thread and makes a C callback per call, which costs more than the copy)."""
-        if _lib is None:
-            t0 = time.perf_counter()
-            st.map_sync("READ_NOSYNC", 0, size)
-            self.wait_s += time.perf_counter() - t0
-            try:
-                return bytes(st.read_mapped(0, size))
-            finally:
-                st.unmap()
-        _MAP_STATUS.clear()
-        info = _ffi.new("WGPUBufferMapCallbackInfo *")
-        info.mode = _lib.WGPUCallbackMode_AllowProcessEvents
-        info.callback = _on_mapped
-        _lib.wgpuBufferMapAsync(st._internal, _lib.WGPUMapMode_Read, 0, size, info[0])
-        t0 = time.perf_counter()
-        while not _MAP_STATUS:                 # the work before the copy runs to completion first
-            _lib.wgpuDevicePoll(self.device._internal, True, _ffi.NULL)
-        self.wait_s += time.perf_counter() - t0
-        status, message = _MAP_STATUS[0]
-        if status != _lib.WGPUMapAsyncStatus_Success:
-            raise _classify(RuntimeError(f"could not map the readback buffer ({status}: {message})"), "readback")
+    async def _finish_read(self, staging, handle):
+        return self._map_read(staging, handle)
+
+    def _map_read(self, st, handle) -> bytes:
+        """The staging buffer's bytes once its map completes: a blocking device poll up
+        to the readback's own submission (later submissions may still run), one copy
+        (wgpu-py's map_sync wakes its poll thread and makes a C callback per call, which
+        costs more than the copy)."""
         try:
-            return _ffi.buffer(_lib.wgpuBufferGetConstMappedRange(st._internal, 0, size), size)[:]
-        finally:
-            _lib.wgpuBufferUnmap(st._internal)
+            if _lib is None:
+                _, size = handle
+                t0 = time.perf_counter()
+                st.map_sync("READ_NOSYNC", 0, size)
+                self.wait_s += time.perf_counter() - t0
+                try:
+                    return bytes(st.read_mapped(0, size))
+                finally:
+                    st.unmap()
+            ticket, index, size = handle
+            t0 = time.perf_counter()
+            while ticket not in _MAPPED:         # the work before the copy runs to completion first
+                _lib.wgpuDevicePoll(self.device._internal, True, index)
+            self.wait_s += time.perf_counter() - t0
+            status, message = _MAPPED.pop(ticket)
+            if status != _lib.WGPUMapAsyncStatus_Success:
+                raise _classify(RuntimeError(f"could not map the readback buffer ({status}: {message})"), "readback")
+            try:
+                return _ffi.buffer(_lib.wgpuBufferGetConstMappedRange(st._internal, 0, size), size)[:]
+            finally:
+                _lib.wgpuBufferUnmap(st._internal)
+        except GPUError:
+            raise
+        except Exception as e:
+            raise _classify(e, "readback") from None
 
     def read_sync(self, t):
         if self._recording is not None:
             raise RuntimeError("read: a plan is recording; read its outputs after plan.replay()")
-        self.counts["readbacks"] += 1
-        raw = self._read_now(t.buffer, t.nbytes, self._take_batch())
-        self._bury()
-        return to_host(raw, t.shape, t.dtype)
+        steps = self.start_read(t).__await__()   # a native readback's await never suspends
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+        raise RuntimeError("read_sync: the native readback suspended")
 
     def _layout(self, bindings, has_uniform):
         key = (tuple(b.read_only for b in bindings), tuple(b.index for b in bindings), has_uniform)
@@ -239,8 +248,11 @@ class NativeDevice(Device):
                 _lib.wgpuCommandEncoderRelease(enc)
             try:
                 t0 = time.perf_counter()
-                _libf.wgpuQueueSubmit(self.queue._internal, 1, _ffi.new("WGPUCommandBuffer[1]", [cmd]))
+                index = _ffi.new("WGPUSubmissionIndex *")
+                index[0] = _libf.wgpuQueueSubmitForIndex(self.queue._internal, 1,
+                                                         _ffi.new("WGPUCommandBuffer[1]", [cmd]))
                 self.wait_s += time.perf_counter() - t0                 # a CPU driver (lavapipe) may run work here
+                return index                                            # for a poll that waits for this submit
             finally:
                 _lib.wgpuCommandBufferRelease(cmd)
         except Exception as e:
@@ -297,13 +309,21 @@ def _kernels_of(batch):
             yield item[0]
 
 
-_MAP_STATUS = []   # (status, message) of the last map request, set by _on_mapped
+_MAPPED = {}       # ticket -> (status, message) of a completed map request, set by _on_mapped
+_TICKETS = [0]
+
+
+def _next_ticket() -> int:
+    """A number naming one map request (passed through the callback's user data)."""
+    _TICKETS[0] = _TICKETS[0] % 0xFFFFFFFF + 1
+    return _TICKETS[0]
+
 
 if _lib is not None:
     @_ffi.callback("void(WGPUMapAsyncStatus, WGPUStringView, void *, void *)")
-    def _on_mapped(status, message, _user1, _user2):
+    def _on_mapped(status, message, user1, _user2):
         text = _ffi.string(message.data, message.length).decode("utf-8", "replace") if message.data else ""
-        _MAP_STATUS.append((status, text))
+        _MAPPED[int(_ffi.cast("uintptr_t", user1))] = (status, text)
 
 
 _DEFAULT = None

@@ -11,6 +11,14 @@ offers five things:
     await dev.read(tensor)         flush, then read back (the only async op besides
                                    device creation)
 
+A readback can also be issued now and awaited later: `pending = dev.start_read(t)`
+submits the pending work with a copy of `t` into a staging buffer and requests its map,
+all at once; `await pending` gives what `await dev.read(t)` would have (dev.read is
+start_read and await). Work recorded after start_read runs after that copy on the
+queue, so several readbacks may be in flight (pipelined blocks, pycore.tone.stream);
+each holds its own staging buffer from a small pool until awaited, and errors of the
+work it submitted (validation, device lost) are raised at its await.
+
 Everything in between is recorded and submitted in batches, so tensors stay on the
 GPU between ops. Host cost per dispatch is kept near the encoding calls alone:
 
@@ -28,9 +36,9 @@ GPU between ops. Host cost per dispatch is kept near the encoding calls alone:
 
 Backends implement only the primitives at the bottom of `Device` (`_create_buffer`,
 `_create_uniform`, `_write_buffer`, `_create_pipeline`, `_bind`, `_submit`,
-`_read_buffer`, `_destroy_buffer`); binding layouts, parameter packing, limit checks and
-dispatch splitting are shared here. `counts` tallies dispatches, uploads, readbacks,
-submits and GPU objects created, for tests and benchmarks. This module must import
+`_create_staging`, `_start_read`, `_finish_read`, `_destroy_buffer`); binding layouts,
+parameter packing, limit checks and dispatch splitting are shared here. `counts` tallies dispatches, uploads, readbacks,
+submits and GPU objects created (staging buffers apart), for tests and benchmarks. This module must import
 without numpy (browser).
 """
 
@@ -373,6 +381,94 @@ class Plan:
         self.dev._release_plan(self)
 
 
+# --------------------------------------------------------------------------- readbacks
+
+
+class PendingRead:
+    """A readback issued by Device.start_read: `await pending` gives the tensor's host data
+    as it was when start_read was called (the same as `await dev.read(t)` then), or raises
+    the error of the work that readback submitted. Await each one (its staging buffer
+    returns to the pool then); awaiting twice gives the same data."""
+
+    __slots__ = ("dev", "shape", "dtype", "ticket", "error", "value", "done")
+
+    def __init__(self, dev, shape, dtype, ticket, error):
+        self.dev, self.shape, self.dtype = dev, shape, dtype
+        self.ticket, self.error = ticket, error      # the backend's handle, or the GPUError of the issue
+        self.value, self.done = None, False
+
+    def __await__(self):
+        return self._result().__await__()
+
+    async def _result(self):
+        if not self.done:
+            try:
+                if self.error is not None:
+                    raise self.error
+                raw = await self.dev._finish_staged(self.ticket)   # adds its waits to wait_s
+                self.dev._check_alive()
+                self.value = to_host(raw, self.shape, self.dtype)
+            except GPUError as e:
+                self.error = e
+                raise
+            finally:
+                self.done = True
+                self.ticket = None
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class StagingPool:
+    """MAP_READ buffers for readbacks in flight: one per readback until it is awaited, then
+    kept for the next (at most KEEP of them and KEEP_BYTES in all; larger one-off reads
+    get a buffer of their own that is destroyed after use). At least MIN_BYTES each, in
+    size classes, so a stream of small reads of varying size reuses the same few."""
+
+    KEEP = 32
+    KEEP_BYTES = 64 << 20
+    MIN_BYTES = 1 << 16
+
+    def __init__(self):
+        self.free = []           # (size, buffer), the smallest first
+        self.bytes = 0           # held in `free`
+        self.created = 0
+        self.destroyed = 0
+
+    def take(self, size, create):
+        """(buffer, capacity) of at least `size` bytes: the smallest free one that fits,
+        else a new one from create(capacity)."""
+        for i, (cap, buf) in enumerate(self.free):
+            if cap >= size:
+                del self.free[i]
+                self.bytes -= cap
+                return buf, cap
+        cap = size_class(max(size, self.MIN_BYTES))
+        buf = create(cap)
+        self.created += 1
+        return buf, cap
+
+    def give(self, buf, cap, destroy):
+        """Back after its readback: kept, or destroyed when the pool is full."""
+        if len(self.free) < self.KEEP and self.bytes + cap <= self.KEEP_BYTES:
+            self.free.append((cap, buf))
+            self.free.sort(key=lambda e: e[0])
+            self.bytes += cap
+        else:
+            destroy(buf)
+            self.destroyed += 1
+
+    def drain(self, destroy):
+        for _, buf in self.free:
+            destroy(buf)
+            self.destroyed += 1
+        self.free, self.bytes = [], 0
+
+    @property
+    def live(self) -> int:
+        return self.created - self.destroyed
+
+
 # --------------------------------------------------------------------------- device
 
 
@@ -396,6 +492,7 @@ class Device:
         self._bind_keys = {}        # id(buffer) -> keys of the bind groups that bind it
         self._recording = None      # the Plan being recorded
         self._buffers = {}          # id -> every storage buffer made and not destroyed
+        self._staging = StagingPool()   # MAP_READ buffers of readbacks (see start_read)
         self.lost_reason = None
         self.mem_in_use = 0         # bytes of live tensors (exact: what they asked, rounded to 4)
         self.mem_peak = 0
@@ -426,8 +523,8 @@ class Device:
     @property
     def live_buffers(self) -> int:
         """GPU buffers that exist now (created and not destroyed): tensors, pool, plans,
-        the uniform arena."""
-        return self.counts["buffers_created"] - self.counts["buffers_destroyed"]
+        the uniform arena, and the staging buffers of readbacks."""
+        return self.counts["buffers_created"] - self.counts["buffers_destroyed"] + self._staging.live
 
     @property
     def live_bind_groups(self) -> int:
@@ -524,6 +621,7 @@ class Device:
             self._destroy_buffer(buf)
             self.counts["buffers_destroyed"] += 1
             self.mem_reserved -= size
+        self._staging.drain(self._destroy_buffer)     # free ones only: those in flight come back later
 
     def _forget_buffer(self, buf):
         for key in self._bind_keys.pop(id(buf), ()):
@@ -568,14 +666,45 @@ class Device:
 
     async def read(self, t: Tensor):
         """Read a tensor back: numpy array natively (if numpy imports), else array('f')."""
+        return await self.start_read(t)
+
+    def start_read(self, t: Tensor) -> PendingRead:
+        """Issue a readback of `t` now, await it later (see the module docstring): the
+        pending work and the copy of `t` go in one submit, and the staging buffer's map
+        is requested. Results come in the order of issue; the tensor may be written or
+        recomputed right after this call (later work is queued after the copy)."""
         if self._recording is not None:
             raise RuntimeError("read: a plan is recording; read its outputs after plan.replay()")
-        batch = self._take_batch()   # the pending work rides in the readback's submit
+        if t.buffer is None:
+            raise ValueError(f"read: the tensor of shape {t.shape} was released")
         self.counts["readbacks"] += 1
-        raw = await self._read_buffer(t.buffer, t.nbytes, batch)   # adds its waits to wait_s
+        ticket = error = None
+        try:
+            batch = self._take_batch()   # the pending work rides in the readback's submit
+            ticket = self._start_staged(t.buffer, t.nbytes, batch)
+        except GPUError as e:            # raised at the await, as a plain read raises it
+            error = e
         self._bury()
+        return PendingRead(self, t.shape, t.dtype, ticket, error)
+
+    def _start_staged(self, buf, nbytes, batch):
+        """Take a staging buffer and start the backend's readback into it."""
+        size = (nbytes + 3) // 4 * 4
         self._check_alive()
-        return to_host(raw, t.shape, t.dtype)
+        staging, cap = self._staging.take(size, self._create_staging)
+        try:
+            return staging, cap, nbytes, self._start_read(buf, size, batch, staging)
+        except BaseException:
+            self._staging.give(staging, cap, self._destroy_buffer)
+            raise
+
+    async def _finish_staged(self, ticket) -> bytes:
+        staging, cap, nbytes, handle = ticket
+        try:
+            raw = await self._finish_read(staging, handle)
+        finally:
+            self._staging.give(staging, cap, self._destroy_buffer)
+        return raw[:nbytes]
 
     # ---- kernels
     def kernel(self, file: str, entry: str = "main", consts=None, aliases=None) -> Kernel:
@@ -831,9 +960,19 @@ class Device:
     def _write_buffer(self, buf, raw):
         raise NotImplementedError
 
-    async def _read_buffer(self, buf, nbytes, batch) -> bytes:
-        """Submit `batch` (may be empty) and a copy of buf's first nbytes to a staging
-        buffer in one command buffer, then map it: one submit per readback."""
+    def _create_staging(self, nbytes):
+        """A MAP_READ | COPY_DST buffer of nbytes."""
+        raise NotImplementedError
+
+    def _start_read(self, buf, size, batch, staging):
+        """Submit `batch` (may be empty) and a copy of buf's first `size` bytes into
+        `staging` in one command buffer, then request staging's map (one submit per
+        readback); returns what _finish_read needs. Errors raise here or there."""
+        raise NotImplementedError
+
+    async def _finish_read(self, staging, handle) -> bytes:
+        """Wait for the map of _start_read, copy the bytes out and unmap (the staging
+        buffer is then free for another readback)."""
         raise NotImplementedError
 
     def _create_pipeline(self, label, source, entry, bindings, has_uniform, consts):
@@ -931,6 +1070,6 @@ def ceil_div(a: int, b: int) -> int:
 
 
 __all__ = [
-    "Device", "Tensor", "Kernel", "Plan", "BufferPool", "GPUError", "GPUOutOfMemoryError", "DeviceLostError",
-    "NoGPUError", "ceil_div", "shape_size",
+    "Device", "Tensor", "Kernel", "Plan", "BufferPool", "PendingRead", "StagingPool", "GPUError",
+    "GPUOutOfMemoryError", "DeviceLostError", "NoGPUError", "ceil_div", "shape_size",
 ]

@@ -3,6 +3,8 @@
     model = load_tone_model(dev, "ddsp-violin")            # DDSP decoder + synth + CREPE
     stream = ToneStream(model, octave=0, loudness_db=0.0)
     out = await stream.push(samples_16k)                   # any number of samples
+    pending = stream.submit(samples_16k)                   # or: issue the GPU work now ...
+    out = await pending                                    # ... and await it later (pipelined)
     ... out["audio"], out["f0_hz"], out["confidence"], out["loudness_db"]
     out = await stream.flush()                             # end of the take
 
@@ -85,6 +87,22 @@ the oscillator phase, the noise counter and tails, the reverb history, the outpu
 history) is a tensor made before recording: the controls' state and the noise counter
 are updated in place, the rest lives twice (two "sides"): a block reads one side and
 its plan stores the new state into the other (Plan.store), so no dispatch copies state.
+
+Pipelined blocks. submit() issues a push's blocks at once (upload, replay, readback
+copy and map request: Device.start_read) and returns an awaitable of its output, so
+that block n + 1 is on the GPU before block n's readback has come back, and a GPU
+round trip longer than a block does not stall the stream (the page chooses how many
+blocks it keeps in flight from the measured round trip: site/tone-worker.py). The
+output is the same as sequential pushes, bit for bit, because everything a block does
+is a queue operation, ordered after everything issued before it: its input upload
+(queue.writeBuffer) lands after the previous blocks' submits, so overwriting the plan's
+input tensor never touches data an earlier block still reads; the carried state is read
+and written by those submits in issue order, whatever the host awaits when; and the
+copy of a block's output into its staging buffer is part of its own submit, so the next
+replay of the same plan (two blocks later) overwrites the output tensor only after that
+copy. The only thing a block in flight holds alone is its staging buffer, one per
+readback in flight, from the runtime's pool. All host bookkeeping (frame counter,
+input history, side) advances at issue.
 
 Browser-safe: no numpy (array('f') on the host; numpy arrays are accepted natively).
 """
@@ -293,15 +311,23 @@ class ToneStream:
 
     # -- public API -------------------------------------------------------------------
 
-    async def push(self, samples) -> dict:
-        """Feed 16 kHz mono samples; returns the output of every frame that became
-        computable (see the module docstring)."""
+    def submit(self, samples):
+        """Feed 16 kHz mono samples and issue the GPU work of every frame that became
+        computable, now; returns an awaitable of the same output dict as push() (see
+        "Pipelined blocks" in the module docstring: several may be in flight, each is
+        awaited once). A GPU error of a block (device lost, validation) is raised at its
+        await; one found while issuing (a device already known lost) raises here."""
         if self.flushed:
             raise RuntimeError("tone: this take was flushed; start a new ToneStream")
         x = _as_f32(samples)
         self.history.extend(x)
         self.received += len(x)
-        return await self._run(self._ready_frames())
+        return self._issue(self._ready_frames())
+
+    async def push(self, samples) -> dict:
+        """Feed 16 kHz mono samples; returns the output of every frame that became
+        computable (see the module docstring): submit() and its await."""
+        return await self.submit(samples)
 
     async def flush(self) -> dict:
         """End of the take: the remaining frames (zeros after the last sample), then, with
@@ -310,23 +336,42 @@ class ToneStream:
             return self._empty()
         self.last_input_frame = self.received // HOP          # the last frame touching the input
         total = self.last_input_frame + 1 + self.tail_frames
-        out = await self._run(max(0, total - self.frame))
+        pending = self._issue(max(0, total - self.frame))
         self.flushed = True
-        return out
+        return await pending
 
     def _empty(self) -> dict:
         e = array.array("f")
         return {"audio": e, "f0_hz": array.array("f"), "confidence": array.array("f"),
                 "loudness_db": array.array("f")}
 
-    async def _run(self, count: int) -> dict:
-        result = self._empty()
+    def _issue(self, count: int):
+        """Issue `count` frames in blocks of at most MAX_BLOCK_FRAMES; the awaitable of
+        their joined output."""
+        blocks = []
         while count > 0:
             n = min(count, MAX_BLOCK_FRAMES)
-            part = await self._block(n)
+            blocks.append((n, self._start_block(n)))
+            count -= n
+        return self._gather(blocks)
+
+    async def _gather(self, blocks) -> dict:
+        """Await each block's readback in order and join their outputs (all of them are
+        awaited, so that each gives its staging buffer back; the first error raises)."""
+        result, error = self._empty(), None
+        for F, pending in blocks:
+            try:
+                host = _host(await pending)
+            except Exception as e:
+                error = error or e
+                continue
+            n = F * HOP
+            part = {"audio": host[:n], "f0_hz": host[n:n + F], "confidence": host[n + F:n + 2 * F],
+                    "loudness_db": host[n + 2 * F:]}
             for k in result:
                 result[k].extend(part[k])
-            count -= n
+        if error is not None:
+            raise error
         return result
 
     def _fixed_tensors(self):
@@ -406,9 +451,10 @@ class ToneStream:
             if old is not None and new is not old:
                 plan.store(new, other)
 
-    async def _block(self, F: int) -> dict:
+    def _start_block(self, F: int):
         """Frames self.frame .. self.frame + F - 1: one upload of the input samples, one
-        replay of the block's plan, one readback."""
+        replay of the block's plan, one readback issued (Device.start_read; awaited by
+        _gather)."""
         dev = self.model.dev
         if self.knobs is None:
             self._fixed_tensors()
@@ -421,14 +467,12 @@ class ToneStream:
         g = _geometry(self.frame, F)
         dev.write(x, self._segment(g["lo"], g["hi"]).tobytes())
         plan.replay()
+        pending = dev.start_read(out)
         self.side = 1 - self.side
-        host = _host(await out.read())
         self.frame += F
         self._trim_history()
         self.frames_done += F
-        n = F * HOP
-        return {"audio": host[:n], "f0_hz": host[n:n + F], "confidence": host[n + F:n + 2 * F],
-                "loudness_db": host[n + 2 * F:]}
+        return pending
 
     def release(self):
         """Give the take's plans and their GPU memory back (also done when the stream is
