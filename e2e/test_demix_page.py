@@ -294,7 +294,10 @@ def test_device_lost_during_a_separation_keeps_the_stems_and_the_next_one_works(
     assert "The GPU device was lost" in message and "previous results are kept" in message, message
     assert page.is_visible("#error-help a[href='diagnostics.html']")
     assert demix.stem_links() == before and demix.results() == done
+    rows = page.eval_on_selector_all("[data-status]", "rows => rows.length")
     page.set_input_files("input[type=file]", clip)                   # no reload
+    # the page is idle until its change handler has queued the song: wait for its row first
+    page.wait_for_function(f"document.querySelectorAll('[data-status]').length > {rows}", timeout=READY_TIMEOUT_MS)
     demix.wait_idle()
     assert demix.results() == done + 1, demix.failure("no separation after the lost device")
     assert page.get_attribute(LAST, "data-status") == "done"

@@ -155,14 +155,21 @@ class Take:
         return sum(t for t, _ in self.recent) / audio if audio else 0.0
 
     def lose(self, n):
-        """n input samples were overwritten before they were read: silence in the take."""
+        """n input samples were overwritten before they were read: silence in the take,
+        in its place after the blocks still in flight (a (None, n, None) entry)."""
         if n:
-            zeros = array.array("f", bytes(4 * n))
-            self.dry.extend(zeros)
-            self.out.extend(zeros)
-            self.out_pos += n
             self.lost += n
             self.read += n
+            if self.in_flight:
+                self.in_flight.append((None, n, None))
+            else:
+                self.silence(n)
+
+    def silence(self, n):
+        zeros = array.array("f", bytes(4 * n))
+        self.dry.extend(zeros)
+        self.out.extend(zeros)
+        self.out_pos += n
 
     def issue(self) -> bool:
         """Read what is waiting in the capture ring and submit it to the engine (its GPU
@@ -190,6 +197,9 @@ class Take:
     async def settle(self):
         """The oldest block in flight: await its output, write it out, count it."""
         task, x, issued = self.in_flight.popleft()
+        if task is None:                             # input lost while blocks were in flight
+            self.silence(x)
+            return
         out, done = await task
         seconds = done - issued - self.rtt_s
         if self.last_done is not None:
@@ -200,7 +210,8 @@ class Take:
     async def step(self) -> bool:
         """One move of the pipeline: settle the oldest block when `depth` are in flight or
         it is back, else submit what is waiting; False when there was nothing to do."""
-        if self.in_flight and (len(self.in_flight) >= self.depth or self.in_flight[0][0].done()):
+        head = self.in_flight[0][0] if self.in_flight else None
+        if self.in_flight and (len(self.in_flight) >= self.depth or head is None or head.done()):
             await self.settle()
             return True
         return self.issue()
@@ -209,12 +220,14 @@ class Take:
         """Until the capture writer moves past what was seen or the oldest block is back."""
         if self.watch is None or self.watch.done():
             self.watch = asyncio.ensure_future(self.capture.wait_write(self.seen))
-        waits = [self.watch] + ([self.in_flight[0][0]] if self.in_flight else [])
+        waits = [self.watch] + [t for t in [self.in_flight[0][0] if self.in_flight else None] if t is not None]
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
 
     def abandon(self):
         """After an error: the blocks still in flight are dropped (their errors too)."""
         for task, _, _ in self.in_flight:
+            if task is None:
+                continue
             task.add_done_callback(_quiet)
         self.in_flight.clear()
 
