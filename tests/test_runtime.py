@@ -148,6 +148,27 @@ def test_storage_params_rewrite_and_refusals():
         storage_params(TAPS_WGSL.replace(UNIFORM_DECL, "var<uniform> q: Params"), "t", 2, 8)
 
 
+def test_replay_step_runs_one_dispatch_of_a_plan(dev, kdir):
+    """Plan.replay_step(i) (profiling) runs step i alone, on the plan's bindings and
+    parameters; out-of-range steps and unrecorded plans are refused."""
+    k = dev.kernel("t_scale")
+    x = dev.tensor(np.float32([1, 2, 3, 4]))
+    y, z = dev.empty((4,)), dev.empty((4,))
+    plan = dev.plan()
+    with plan:
+        dev.run(k, 1, x=x, y=y, n=4, scale=2.0, offset=0)
+        dev.run(k, 1, x=x, y=z, n=4, scale=1.0, offset=10)
+    plan.replay()
+    dev.write(x, np.float32([5, 6, 7, 8]).tobytes())
+    plan.replay_step(1)
+    assert z.numpy().tolist() == [15, 16, 17, 18] and y.numpy().tolist() == [2, 4, 6, 8]
+    with pytest.raises(ValueError, match="step 2 of a plan of 2 steps"):
+        plan.replay_step(2)
+    plan.release()
+    with pytest.raises(RuntimeError, match="before replay_step"):
+        dev.plan().replay_step(0)
+
+
 def test_run_rejects_bad_arguments(dev, kdir):
     k = dev.kernel("t_scale")
     x, y = dev.tensor(np.zeros(4, np.float32)), dev.empty((4,))
