@@ -35,3 +35,22 @@ def test_octave_jumps_counts_frames_an_octave_off():
     f0[40] *= 1.25                            # a major third: not an octave error
     assert octave_jumps(f0, np.ones(60)) == 1
     assert octave_jumps(f0, np.where(np.arange(60) == 30, 0.1, 1.0)) == 0   # unvoiced: not counted
+
+
+def test_kernel_profile_accounts_for_every_step_of_the_block_plan(dev):
+    """`stemtone bench tone --kernels`: one row per kernel of the 320-sample block plan, whose
+    dispatch counts add up to the plan's, then the sum over the steps and the whole plan;
+    every figure a CPU time (counts are asserted, times only for being measured)."""
+    import re
+
+    from pycore.cli.bench.tone import kernel_profile
+    from pycore.tone import load_tone_model
+
+    rows = kernel_profile(load_tone_model(dev, "violin"), block=320, reps=1, warm_seconds=0.5)
+    *kernels, total, whole = rows
+    steps = int(re.fullmatch(r"sum of the (\d+) steps alone", total["name"]).group(1))
+    counts = [int(re.fullmatch(r"[a-z_0-9]+:[a-z_0-9]+ x (\d+)", r["name"]).group(1)) for r in kernels]
+    assert sum(counts) == steps and steps >= 30
+    assert {"tone_controls:controls x 1", "tone_level:level x 1", "rnn:gru_step x 5"} <= {r["name"] for r in kernels}
+    assert all(r["unit"] == "CPU ms per block" for r in rows)
+    assert abs(total["ours"] - sum(r["ours"] for r in kernels)) < 1e-9 and whole["name"] == "the whole plan in one submit"

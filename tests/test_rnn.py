@@ -244,6 +244,30 @@ def test_time_chunks(dev, rng, monkeypatch, op, batch_first):
     compare_with_torch(dev, rng, op, T, B, n_in, H, L, True, batch_first, with_state=True, seed=13)
 
 
+@pytest.mark.parametrize("op", ["lstm", "gru"])
+@pytest.mark.parametrize("B, batch_first, bi, by_matmul", [(1, False, False, True), (3, False, False, True),
+                                                            (1, True, False, True), (3, True, False, False),
+                                                            (2, False, True, False)])
+def test_projection_by_matmul(dev, rng, op, B, batch_first, bi, by_matmul):
+    """A one-direction layer whose rows are in time order (time-major, or one sequence)
+    projects its inputs with one matmul (pycore.ops.matmul.linear) instead of rnn.wgsl's
+    project; the other layouts keep project. Both match PyTorch; the dispatches recorded
+    say which ran: per layer T steps, and project only where no matmul does it."""
+    T, n_in, H, L = 5, 9, 12, 2
+    compare_with_torch(dev, rng, op, T, B, n_in, H, L, bi, batch_first, with_state=True, seed=14)
+    weights, _ = make_weights(dev, op, n_in, H, L, bi, seed=14)
+    x = dev.tensor(rng.uniform(-1, 1, (B, T, n_in) if batch_first else (T, B, n_in)).astype(np.float32))
+    plan = dev.plan()
+    with plan:
+        run = lstm if op == "lstm" else gru
+        run(x, weights, H, L, bi, batch_first)
+    labels = [step[0].label for step in plan.steps]
+    plan.release()
+    assert labels.count(f"rnn:{op}_step") == L * T
+    assert labels.count("rnn:project") == (0 if by_matmul else L * (2 if bi else 1))
+    assert any(label.startswith("matmul") for label in labels) == by_matmul
+
+
 def test_layers_chain_outputs(dev, rng):
     """A 2-layer stack equals two 1-layer calls, the second fed the first's output."""
     T, B, n_in, H = 5, 2, 4, 6

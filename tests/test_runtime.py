@@ -24,6 +24,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 }
 """
 
+# a short loop and a branch decided by uniforms: what lavapipe would recompile per dispatch
+# (pycore.gpu.native's module docstring) were the parameters a uniform buffer
+TAPS_WGSL = """
+struct Params { n: u32, taps: u32, negate: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    if (i >= p.n) { return; }
+    var acc = 0.0;
+    for (var k = 0u; k < p.taps; k++) { acc += x[i + k]; }
+    if (p.negate == 1u) { acc = -acc; }
+    y[i] = acc;
+}
+"""
+
 BROKEN_WGSL = """
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @compute @workgroup_size(1) fn main() { y[0] = undefined_name; }
@@ -34,6 +52,7 @@ BROKEN_WGSL = """
 def kdir(tmp_path, monkeypatch):
     (tmp_path / "t_scale.wgsl").write_text(SCALE_WGSL)
     (tmp_path / "t_broken.wgsl").write_text(BROKEN_WGSL)
+    (tmp_path / "t_taps.wgsl").write_text(TAPS_WGSL)
     monkeypatch.setattr(runtime, "KERNEL_DIRS", [str(tmp_path)] + runtime.KERNEL_DIRS)
     return tmp_path
 
@@ -82,6 +101,72 @@ def test_run_params_and_large_grid_is_folded(dev, kdir):
     y = dev.empty((n,))
     dev.run(k, -(-n // 64), x=dev.tensor(x), y=y, n=n, scale=0.5, offset=-3)
     np.testing.assert_array_equal(y.numpy(), x * np.float32(0.5) - 3)
+
+
+def run_taps(d, x, taps, negate):
+    n = len(x) - taps + 1
+    y = d.empty((n,))
+    d.run(d.kernel("t_taps"), -(-n // 64), x=d.tensor(x), y=y, n=n, taps=taps, negate=negate)
+    return y.numpy()
+
+
+def test_params_in_a_storage_buffer_on_a_cpu_adapter(dev, kdir, monkeypatch, rng):
+    """On a CPU adapter the native backend binds kernel parameters as a read-only storage
+    buffer (lavapipe recompiles kernels whose uniform values steer a loop or a branch);
+    STEMTONE_UNIFORM_PARAMS=1 keeps the uniform buffer. Both give the numpy result, in
+    eager runs and replayed plans, and the same bits."""
+    from pycore.gpu.native import NativeDevice
+
+    assert dev.params_in_storage == (dev.adapter_info["adapter_type"].lower() == "cpu")
+    monkeypatch.setenv("STEMTONE_UNIFORM_PARAMS", "1")
+    uniform = NativeDevice()
+    assert not uniform.params_in_storage
+    x = rng.standard_normal(300).astype(np.float32)
+    for taps in (1, 2, 5, 9):
+        for negate in (0, 1):
+            want = np.convolve(x.astype(np.float64), np.ones(taps))[taps - 1:len(x)] * (-1 if negate else 1)
+            got = [run_taps(d, x, taps, negate) for d in (dev, uniform)]
+            np.testing.assert_array_equal(got[0], got[1])
+            np.testing.assert_allclose(got[0], want, rtol=0, atol=taps * 4e-7 * np.abs(x).max())
+    y = dev.empty((296,))
+    xt = dev.tensor(x)
+    plan = dev.plan()
+    with plan:
+        dev.run(dev.kernel("t_taps"), 5, x=xt, y=y, n=296, taps=5, negate=1)
+    plan.replay()
+    np.testing.assert_array_equal(y.numpy(), run_taps(uniform, x, 5, 1))
+    plan.release()
+
+
+def test_storage_params_rewrite_and_refusals():
+    from pycore.gpu.native import STORAGE_DECL, UNIFORM_DECL, storage_params
+
+    assert storage_params(TAPS_WGSL, "t", 2, 8) == TAPS_WGSL.replace(UNIFORM_DECL, STORAGE_DECL)
+    with pytest.raises(ValueError, match=r"t: 8 storage bindings leave no room.*at most 8.*STEMTONE_UNIFORM_PARAMS=1"):
+        storage_params(TAPS_WGSL, "t", 8, 8)
+    with pytest.raises(ValueError, match=r"expected one `var<uniform> p: Params`"):
+        storage_params(TAPS_WGSL.replace(UNIFORM_DECL, "var<uniform> q: Params"), "t", 2, 8)
+
+
+def test_replay_step_runs_one_dispatch_of_a_plan(dev, kdir):
+    """Plan.replay_step(i) (profiling) runs step i alone, on the plan's bindings and
+    parameters; out-of-range steps and unrecorded plans are refused."""
+    k = dev.kernel("t_scale")
+    x = dev.tensor(np.float32([1, 2, 3, 4]))
+    y, z = dev.empty((4,)), dev.empty((4,))
+    plan = dev.plan()
+    with plan:
+        dev.run(k, 1, x=x, y=y, n=4, scale=2.0, offset=0)
+        dev.run(k, 1, x=x, y=z, n=4, scale=1.0, offset=10)
+    plan.replay()
+    dev.write(x, np.float32([5, 6, 7, 8]).tobytes())
+    plan.replay_step(1)
+    assert z.numpy().tolist() == [15, 16, 17, 18] and y.numpy().tolist() == [2, 4, 6, 8]
+    with pytest.raises(ValueError, match="step 2 of a plan of 2 steps"):
+        plan.replay_step(2)
+    plan.release()
+    with pytest.raises(RuntimeError, match="before replay_step"):
+        dev.plan().replay_step(0)
 
 
 def test_run_rejects_bad_arguments(dev, kdir):

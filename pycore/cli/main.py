@@ -11,7 +11,7 @@
                                              play a melody on violin, flute, trumpet, saxophone or guitar
     stemtone bench separate [--json] [-m MODEL] [--seconds 30]
                                              demixing next to the PyTorch CPU reference, same run
-    stemtone bench tone [--json] [--quick] [-i INSTRUMENT] [--seconds 10]
+    stemtone bench tone [--json] [--quick] [-i INSTRUMENT] [--seconds 10] [--kernels]
                                              tone transfer: real-time factor and FLOPs of each stage
     stemtone bench memory [-m MODEL] [--lengths 60,600] [--reduced]
     stemtone regress [--suite quick|full] [--backend native|browser|both] [--baseline FILE]
@@ -144,8 +144,13 @@ def cmd_bench(args) -> int:
         except ValueError as e:
             print(f"stemtone: error: {e}", file=sys.stderr)
             return 2
-        rows = tone.bench_tone(dev, seconds=args.seconds or (3.0 if args.quick else 10.0), instrument=instrument,
-                               drift_seconds=60 if args.quick else 3600, progress=not args.json)
+        if args.kernels:
+            from ..tone import load_tone_model
+
+            rows = tone.kernel_profile(load_tone_model(dev, instrument), reps=3 if args.quick else 10)
+        else:
+            rows = tone.bench_tone(dev, seconds=args.seconds or (3.0 if args.quick else 10.0), instrument=instrument,
+                                   drift_seconds=60 if args.quick else 3600, progress=not args.json)
     elif args.what == "learn":
         from .bench import learn
 
@@ -386,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runtime: dispatch, tone block and HTDemucs segment figures measured in headless "
                         "Chromium too (same run; HTDemucs there takes minutes on SwiftShader)")
     b.add_argument("-i", "--instrument", default="violin", help="tone: the instrument model (default %(default)s)")
+    b.add_argument("--kernels", action="store_true",
+                   help="tone: instead of the stages, the process CPU time of each kernel of one engine block "
+                        "of 320 samples (each step of its plan replayed alone)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--quick", action="store_true",
                    help="kernels, tone: smaller sizes and a 60 s oscillator run instead of an hour (a smoke run); "

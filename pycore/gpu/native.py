@@ -1,6 +1,22 @@
 """Native backend: wgpu-py (wgpu-native) on the best adapter available.
 
 On a machine without a GPU this is Mesa's lavapipe (Vulkan on the CPU).
+
+Parameters in a storage buffer on a CPU adapter. Every kernel reads its parameters from
+`var<uniform> p: Params`, bound at a dynamic offset. Lavapipe (Mesa 22.3, Debian 12's)
+"inlines" uniform values that decide an `if` or a loop's trip count: at each dispatch
+whose uniform binding changed (every dispatch here: each has its own offset), it clones
+the shader, substitutes the values, optimizes, and keeps the result unless it is not at
+least half the size of the original; a kept variant is compiled by LLVM at that dispatch
+and not cached. The size test subtracts unsigned counts, so a shader that grows (a short
+loop unrolled once its trip count is known, as kernels/tone_controls.wgsl's loop over a
+block's 2 to 7 frames) passes it as well. Such a kernel is recompiled at every dispatch:
+2 to 13 ms instead of 0.05 ms (tone_controls; fft.wgsl's overlap_add, whose `p.raw`
+and window branches fold away, 0.9 ms instead of 0.08). Only uniform-buffer loads are
+inlined, so on a CPU adapter (params_in_storage) the backend declares the same struct as
+`var<storage, read> p: Params` (same layout: Params holds 32-bit scalars only) and binds
+the parameter buffers as read-only storage; kernels and the browser are unchanged.
+STEMTONE_UNIFORM_PARAMS=1 keeps uniforms (to measure the difference).
 """
 
 from __future__ import annotations
@@ -23,6 +39,9 @@ except ImportError:  # pragma: no cover - another wgpu-py: the public API below
     _ffi = _lib = _libf = None
 
 # Limits we ask for up to what the adapter offers (WebGPU defaults are lower).
+UNIFORM_DECL = "var<uniform> p: Params"      # the kernels' one parameter declaration (runtime.parse_kernel)
+STORAGE_DECL = "var<storage, read> p: Params"
+
 WANTED_LIMITS = (
     "max-storage-buffer-binding-size",
     "max-buffer-size",
@@ -82,6 +101,9 @@ class NativeDevice(Device):
         self.queue = self.device.queue
         self.U = wgpu.BufferUsage
         self._layouts = {}
+        # see the module docstring: a CPU driver recompiles kernels whose uniforms steer control flow
+        self.params_in_storage = (self.adapter_info["adapter_type"].lower() == "cpu"
+                                  and not os.environ.get("STEMTONE_UNIFORM_PARAMS"))
 
     # ---- primitives
     def _create_buffer(self, nbytes):
@@ -92,7 +114,9 @@ class NativeDevice(Device):
             raise _classify(e, f"allocating {nbytes / 2**20:.1f} MiB") from None
 
     def _create_uniform(self, nbytes):
-        return self.device.create_buffer(size=nbytes, usage=self.U.UNIFORM | self.U.COPY_DST)
+        """A buffer of kernel parameters (read at a dynamic offset)."""
+        kind = self.U.STORAGE if self.params_in_storage else self.U.UNIFORM
+        return self.device.create_buffer(size=nbytes, usage=kind | self.U.COPY_DST)
 
     def _destroy_buffer(self, buf):
         buf.destroy()
@@ -178,8 +202,9 @@ class NativeDevice(Device):
             wgpu = self._wgpu
             entries = []
             if has_uniform:
+                kind = wgpu.BufferBindingType.read_only_storage if self.params_in_storage else wgpu.BufferBindingType.uniform
                 entries.append({"binding": 0, "visibility": wgpu.ShaderStage.COMPUTE,
-                                "buffer": {"type": wgpu.BufferBindingType.uniform, "has_dynamic_offset": True}})
+                                "buffer": {"type": kind, "has_dynamic_offset": True}})
             for b in bindings:
                 t = wgpu.BufferBindingType.read_only_storage if b.read_only else wgpu.BufferBindingType.storage
                 entries.append({"binding": b.index, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": {"type": t}})
@@ -189,6 +214,8 @@ class NativeDevice(Device):
 
     def _create_pipeline(self, label, source, entry, bindings, has_uniform, consts):
         bgl, pl = self._layout(bindings, has_uniform)
+        if has_uniform and self.params_in_storage:
+            source = storage_params(source, label, len(bindings), self.limits["max-storage-buffers-per-shader-stage"])
         module = self.device.create_shader_module(label=label, code=source)
         compute = {"module": module, "entry_point": entry}
         if consts:
@@ -274,6 +301,18 @@ class NativeDevice(Device):
             src, dst, size = copy
             enc.copy_buffer_to_buffer(src, 0, dst, 0, size)
         return enc.finish()
+
+
+def storage_params(source: str, label: str, storage_bindings: int, limit: int) -> str:
+    """The kernel source with its parameters declared as a read-only storage buffer (see
+    the module docstring); ValueError if the kernel has no room for one more storage
+    binding or does not declare them the runtime's way."""
+    if storage_bindings + 1 > limit:
+        raise ValueError(f"kernel {label}: {storage_bindings} storage bindings leave no room for its parameters "
+                         f"as a storage buffer on this adapter (at most {limit}); run with STEMTONE_UNIFORM_PARAMS=1")
+    if source.count(UNIFORM_DECL) != 1:
+        raise ValueError(f"kernel {label}: expected one `{UNIFORM_DECL}` declaration")
+    return source.replace(UNIFORM_DECL, STORAGE_DECL)
 
 
 def _raw_rows(steps):

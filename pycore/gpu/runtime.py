@@ -376,6 +376,11 @@ class Plan:
     def replay(self):
         self.dev._replay(self)
 
+    def replay_step(self, i: int):
+        """Queue step i of the recorded plan alone, as a fresh dispatch: for profiling one
+        kernel of a plan (its inputs are whatever the last replay left in them)."""
+        self.dev._replay_step(self, i)
+
     def release(self):
         """Give the plan's buffers back to the pool; its tensors become invalid."""
         self.dev._release_plan(self)
@@ -928,6 +933,17 @@ class Device:
             plan.checked = self.releases
         self.counts["replayed"] += plan.dispatches
         self._pending.append(plan)
+        if len(self._pending) >= self.MAX_PENDING:
+            self.flush()
+
+    def _replay_step(self, plan: Plan, i: int):
+        if not plan.recorded:
+            raise RuntimeError("plan: record it (with plan: ...) before replay_step()")
+        if not 0 <= i < len(plan.steps):
+            raise ValueError(f"plan.replay_step: step {i} of a plan of {len(plan.steps)} steps")
+        self._check_alive()
+        self.counts["replayed"] += 1
+        self._pending.append(plan.steps[i])
         if len(self._pending) >= self.MAX_PENDING:
             self.flush()
 

@@ -2,7 +2,11 @@
 real-time factor (compute seconds per second of audio; < 1 is faster than real time)
 with its FLOPs per second of audio; the decoder + synthesizer against the PyTorch DDSP
 (pycore.train.ddsp_torch, CPU) in the same run; the oscillator's phase drift over an
-hour against float32 increments alone."""
+hour against float32 increments alone.
+
+`stemtone bench tone --kernels`: where one engine block's time goes (kernel_profile):
+per kernel of the recorded block plan, its dispatches and the process CPU time they
+take, each step replayed alone and read back."""
 
 from __future__ import annotations
 
@@ -124,6 +128,61 @@ def engine_rows(model, x, block, log) -> list:
                 note=f"{ms:g} ms blocks; RTF < 1 keeps real time; the tone page runs this"),
             row(f"engine (ToneStream), blocks of {block} samples, process CPU", "CPU s per s of audio",
                 cpu / (n / SAMPLE_RATE), note=f"{ms:g} ms blocks; all threads (the CPU driver's too)")]
+
+
+def kernel_profile(model, block=ENGINE_BLOCK_20MS, reps=10, warm_seconds=1.0) -> list:
+    """Rows: per kernel of the engine's steady-state block plan (`block` samples, after
+    `warm_seconds` of the test melody), its dispatches per block and the process CPU
+    milliseconds they take per block (all threads: the CPU driver runs the work), then
+    the sum over the steps and the whole plan replayed in one submit. Each step is
+    replayed alone (Plan.replay_step) and followed by a readback of one float, whose cost
+    alone is subtracted; the mean over `reps` blocks. Process CPU, not wall time: what a
+    loaded machine inflates least (it still does, through shared cores and caches)."""
+    import asyncio
+
+    from ...tone import ToneStream
+
+    dev = model.dev
+    stream = ToneStream(model)
+    x = melody(warm_seconds)
+
+    async def warm():
+        for i in range(0, len(x), block):
+            await stream.push(x[i:i + block])
+    asyncio.run(warm())
+    frames = block // 64
+    keys = [k for k in stream.plans if k[0] == frames]
+    if not keys:
+        raise ValueError(f"kernel_profile: no plan of {frames} frames after {warm_seconds} s in blocks of {block}")
+    plan = stream.plans[keys[-1]][0]
+    probe = dev.tensor([0.0])
+
+    def cpu_ms(queue, n):
+        dev.read_sync(probe)
+        t0 = time.process_time()
+        for _ in range(n):
+            queue()
+            dev.read_sync(probe)
+        return (time.process_time() - t0) * 1e3 / n
+
+    empty = cpu_ms(lambda: None, 5 * reps)
+    per_kernel, count = {}, {}
+    for _ in range(reps):
+        for i, step in enumerate(plan.steps):
+            label = step[0].label
+            per_kernel[label] = per_kernel.get(label, 0.0) + (cpu_ms(lambda: plan.replay_step(i), 1) - empty) / reps
+            count[label] = count.get(label, 0) + 1
+    whole = cpu_ms(plan.replay, reps) - empty
+    stream.release()
+    ms = block / 16
+    rows = [row(f"{label} x {count[label] // reps}", "CPU ms per block", v,
+                note=f"{v / (count[label] // reps):.3f} ms per dispatch")
+            for label, v in sorted(per_kernel.items(), key=lambda kv: -kv[1])]
+    rows.append(row(f"sum of the {plan.dispatches} steps alone", "CPU ms per block", sum(per_kernel.values()),
+                    note=f"{ms:g} ms blocks: {sum(per_kernel.values()) / ms:.2f} CPU s per s of audio"))
+    rows.append(row("the whole plan in one submit", "CPU ms per block", whole,
+                    note=f"{ms:g} ms blocks: {whole / ms:.2f} CPU s per s of audio"))
+    return rows
 
 
 def reference_rows(dev, model, seconds, log) -> list:
