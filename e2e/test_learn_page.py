@@ -13,11 +13,18 @@ Timing (recorded, never asserted): seconds per epoch in the browser (the best ep
 the first, which compiles the shaders; the per-epoch save is not counted) and natively
 (best of NATIVE_EPOCHS after the first) for the same config and samples, in
 e2e/artifacts/learn-timing.json; screenshots during training and after generation.
+Natively twice: on lavapipe (this process's device) and, where Chromium's SwiftShader
+Vulkan driver is installed (SWIFTSHADER_ICD), on SwiftShader in a child process
+(VK_ICD_FILENAMES): the adapter the headless browser runs on, so that "ratio_same_adapter"
+compares the browser with our native path on the same adapter class.
 """
 
 import asyncio
 import concurrent.futures
+import json
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -35,6 +42,7 @@ EPOCHS = 40                  # asked for before pausing: more than can finish be
 READY_TIMEOUT_MS = 180_000
 EPOCH_TIMEOUT_MS = 240_000
 NATIVE_EPOCHS = 3            # timed after the first (best of), as the browser's epochs after its first
+SWIFTSHADER_ICD = "/usr/lib/chromium/vk_swiftshader_icd.json"   # Debian's chromium package
 LOSS_RTOL = 1e-5             # browser vs native first-epoch loss: float32 sums of ~1e5 terms (reached 2e-7)
 
 
@@ -133,6 +141,7 @@ def test_trains_pauses_resumes_and_generates(session, clips, tmp_path):
     session.model_path = str(model_path)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's loop
         native = pool.submit(native_run, clips["samples"]).result()
+    same = native_swiftshader_run(clips["good"])
     from pycore.weights import safetensors
     meta = safetensors.load_metadata(str(model_path))
     assert meta["epochs"] == str(paused + 1) and meta["hidden"] == "32"
@@ -142,6 +151,9 @@ def test_trains_pauses_resumes_and_generates(session, clips, tmp_path):
     timing = {"browser_epoch_s": best, "native_epoch_s": native["epoch_s"], "ratio": best / native["epoch_s"], "size": SIZE, "clip_s": CLIP_S,
               "steps": native["steps"], "browser_epochs_s": seconds, "gpu": page.inner_text("#gpu-name"),
               "native_gpu": native["gpu"], "first_loss": {"browser": losses[0], "native": native["first_loss"]}, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if same:
+        timing.update({"native_swiftshader_epoch_s": same["epoch_s"], "ratio_same_adapter": best / same["epoch_s"],
+                       "native_swiftshader_gpu": same["gpu"], "native_swiftshader_first_loss": same["first_loss"]})
     session.save_json("learn-timing.json", timing)
 
 
@@ -193,3 +205,18 @@ def native_run(samples):
         times.append(time.perf_counter() - t0)
     return {"first_loss": first, "epoch_s": min(times), "steps": trainer.steps(),
             "gpu": dev.describe()}
+
+
+def native_swiftshader_run(clip_path):
+    """native_run on SwiftShader in a child process (its own Vulkan driver); None where
+    SwiftShader's Vulkan driver is not installed."""
+    if not os.path.exists(SWIFTSHADER_ICD):
+        return None
+    env = {**os.environ, "VK_ICD_FILENAMES": SWIFTSHADER_ICD, "PYTHONPATH": REPO}
+    out = subprocess.run([sys.executable, __file__, clip_path], env=env, cwd=REPO, capture_output=True, text=True,
+                         timeout=600, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":  # native_swiftshader_run's child
+    print(json.dumps(native_run(sf.read(sys.argv[1], dtype="float32")[0])))

@@ -14,6 +14,7 @@ from ..gpu.selfcheck import assert_close, check, rand, rng
 from . import expect, expect_loop_steps, same_device
 
 WG = 64
+CHUNK = 4096    # elements per workgroup of loss:mse (kernels/loss.wgsl)
 
 
 def mse_loss(pred, target):
@@ -23,12 +24,13 @@ def mse_loss(pred, target):
            "pred and target must be f32 of one shape", pred, target)
     expect(op, pred.size > 0, "cannot average an empty tensor", pred)
     dev = same_device(op, pred, target)
-    parts = ceil_div(pred.size, WG)
+    groups = ceil_div(pred.size, CHUNK)
+    parts = groups * WG
     expect_loop_steps(op, ceil_div(parts, WG) + 8, f"{pred.size} elements", pred)
     grad, part, loss = dev.empty(pred.shape), dev.empty((parts,)), dev.empty((1,))
     args = dict(pred=pred, want=target, grad=grad, part=part, loss=loss, n=pred.size, parts=parts,
                 inv_n=1.0 / pred.size)
-    dev.run(dev.kernel("loss", "mse"), parts, **args)
+    dev.run(dev.kernel("loss", "mse"), groups, **args)
     dev.run(dev.kernel("loss", "finish"), 1, **args)
     return loss, grad
 
