@@ -33,6 +33,14 @@
 // (accumulate = 1), and only the last adds the bias and applies the activation. Ordinary
 // layers take one dispatch with [t0, t1) = all steps.
 //
+// Small grids. A dispatch of fewer workgroups than the GPU has cores (or a CPU driver has
+// threads: lavapipe runs one workgroup per thread) leaves most of it idle, which is what
+// CREPE's layers are in a live block of 2-3 frames (conv2: one workgroup). Then the host
+// splits the reduction side by side: `splits` slices of `split_steps` steps run in one
+// dispatch (split s = invocation / split_inv), each storing its raw partial sums (no bias,
+// ACT 0) into its own copy of the output (out is then [splits, batch, c_out, oh, ow]), and
+// `sum_splits` adds the copies in split order, then the bias, then the activation.
+//
 // Work split (register blocking for CPU drivers such as lavapipe, where an invocation is
 // one lane of a SIMD unit, every load is costly, registers are plentiful and workgroup
 // memory does not pay): an invocation computes a tile of 4 * CQ output channels (one
@@ -40,7 +48,7 @@
 // and each vec4 weight load feeds 64. `lanes` = ceil(qh * qw / 16) consecutive invocations
 // share a channel block; lane l of them takes the positions l + i * lanes (i < 16), so
 // neighbouring invocations read and write neighbouring positions.
-// Grid: 1-D, ceil(batch * groups * cblocks * lanes / WG) workgroups.
+// Grid: 1-D, splits * ceil(batch * groups * cblocks * lanes / WG) workgroups.
 // Measured on lavapipe, and why the code looks the way it does: the tile lives in structs
 // of mat4x4 (arrays are spilled to memory); one flat loop runs over (input channel, ky, kx)
 // (nested loops measured 10-20% slower); the activation is the override
@@ -72,6 +80,9 @@ struct Params {
     lanes: u32,                         // invocations per channel block: ceil(qh * qw / 16)
     t0: u32, t1: u32,                   // the reduction steps of this dispatch (see the header)
     accumulate: u32,                    // 1: add to the partial sums in out (not the first dispatch)
+    splits: u32,                        // reduction slices side by side (see "Small grids")
+    split_steps: u32,                   // steps per slice
+    split_inv: u32,                     // invocations per slice (a multiple of WG)
     has_bias: u32,
     alpha: f32,                         // slope of leaky_relu, scale of elu
 }
@@ -177,6 +188,9 @@ fn activate(v: vec4<f32>) -> vec4<f32> {
     }
 }
 
+// Where this invocation's output copy starts in out: split * (one output's size).
+var<private> split_base: u32;
+
 // Stores act(v) (4 channels from ch, those < ch_end) at position q if q is a real one;
 // with accumulate, act(v + the partial sums out holds there).
 fn store(v: vec4<f32>, n: u32, ch: u32, ch_end: u32, q: u32) {
@@ -185,7 +199,7 @@ fn store(v: vec4<f32>, n: u32, ch: u32, ch_end: u32, q: u32) {
     }
     let pos = ((q / p.qw) * p.osy + p.ry) * p.ow + (q % p.qw) * p.osx + p.rx;
     let plane = p.oh * p.ow;
-    let at = (n * p.c_out + ch) * plane + pos;
+    let at = split_base + (n * p.c_out + ch) * plane + pos;
     var sum = v;
     if (p.accumulate != 0u) {
         for (var e = 0u; e < 4u; e++) {
@@ -226,11 +240,16 @@ fn store_tile(t: Tile, n: u32, ch: u32, ch_end: u32, q: u32) {
 @compute @workgroup_size(WG)
 fn conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lane: u32) {
-    // This invocation's batch item, group and channel block.
-    let id = wg_linear(wid, nwg) * WG + lane;
-    if (id >= p.batch * p.groups * p.cblocks * p.lanes) {
+    // This invocation's reduction slice, batch item, group and channel block.
+    let flat = wg_linear(wid, nwg) * WG + lane;
+    let split = flat / p.split_inv;
+    let id = flat % p.split_inv;
+    if (id >= p.batch * p.groups * p.cblocks * p.lanes || split >= p.splits) {
         return;
     }
+    split_base = split * p.batch * p.c_out * p.oh * p.ow;
+    let t_begin = p.t0 + split * p.split_steps;
+    let t_end = min(p.t1, t_begin + p.split_steps);
     let q0 = id % p.lanes;
     let gb = (id / p.lanes) % (p.groups * p.cblocks);   // g * cblocks + block
     let n = id / (p.lanes * p.groups * p.cblocks);
@@ -254,13 +273,13 @@ fn conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var acc1 = Tile();
     var acc2 = Tile();
     var acc3 = Tile();
-    // One flat loop over (input channel icl, tap row my, tap column mx): steps t0 .. t1.
+    // One flat loop over (input channel icl, tap row my, tap column mx): steps t_begin .. t_end.
     let nx = max(p.nx, 1u);                  // (a phase without taps has no steps)
     let taps = max(p.ny * p.nx, 1u);
-    var icl = p.t0 / taps;
-    var my = (p.t0 % taps) / nx;
-    var mx = p.t0 % nx;
-    for (var t = p.t0; t < p.t1; t++) {
+    var icl = t_begin / taps;
+    var my = (t_begin % taps) / nx;
+    var mx = t_begin % nx;
+    for (var t = t_begin; t < t_end; t++) {
         let chan = (n * p.c_in + g * p.cin_g + icl) * p.h * p.w;
         let dy = i32(my) * p.tys;
         let dx = i32(mx) * p.txs;
@@ -294,4 +313,27 @@ fn conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         store_tile(acc2, n, ch + 8u, ch_end, q0);
         store_tile(acc3, n, ch + 12u, ch_end, q0);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// sum_splits: out[i] = act(sum over s < splits of x[s * size + i], in s order, + bias[channel])
+// for the `size` = batch * c_out * oh * ow outputs of a split reduction (x: the copies the
+// `conv` slices wrote). One invocation per output value.
+
+@compute @workgroup_size(WG)
+fn sum_splits(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lane: u32) {
+    let i = wg_linear(wid, nwg) * WG + lane;
+    let size = p.batch * p.c_out * p.oh * p.ow;
+    if (i >= size) {
+        return;
+    }
+    var sum = 0.0;
+    for (var s = 0u; s < p.splits; s++) {
+        sum += x[s * size + i];
+    }
+    if (p.has_bias != 0u) {
+        sum += f32(bias[(i / (p.oh * p.ow)) % p.c_out]);
+    }
+    out[i] = activate(vec4(sum)).x;
 }

@@ -360,6 +360,70 @@ def test_split_reductions_on_every_path(dev, rng, monkeypatch, limit):
     assert_conv_close(got, want, ref_conv_transpose2d(np.abs(x), np.abs(w64), np.abs(b[:6]), **kw), 18)
 
 
+# ---------------------------------------------------------------------------- small grids
+#
+# A conv of fewer than MIN_WORKGROUPS workgroups per batch item (CREPE's layers, which a
+# live tone block runs on 2-3 frames) runs its reduction as side-by-side slices, then
+# sum_splits adds them in slice order. The split is chosen per item, so a batch's items
+# come out bitwise as each alone.
+
+
+def conv_kernels(dev, fn):
+    dev.flush()
+    fn()
+    labels = [k.label for k in dev.pending_kernels()]
+    dev.flush()
+    return [label for label in labels if label != "conv:pack"]   # packing: once per weight
+
+
+def test_parallel_splits():
+    assert C.parallel_splits(1, 128 * 64) == 8               # CREPE conv2 (per frame)
+    assert C.parallel_splits(2, 512) == 4                    # CREPE conv1 (per frame)
+    assert C.parallel_splits(C.MIN_WORKGROUPS, 10 ** 6) == 1  # enough workgroups already
+    assert C.parallel_splits(1, 2 * C.MIN_SPLIT_STEPS - 1) == 1  # too short to split
+    assert C.parallel_splits(1, 3 * C.MIN_SPLIT_STEPS) == 3
+
+
+@pytest.mark.parametrize("act", [None, "relu", "tanh"])
+def test_small_grid_splits_the_reduction(dev, rng, act):
+    # CREPE conv2's shape on 3 frames, 64 input channels: 1 workgroup, 4096 steps -> 8 slices
+    x, w, b = data(rng, 3, 64, 128), data(rng, 16, 64, 64), data(rng, 16)
+    xt, wt, bt = dev.tensor(x), dev.tensor(w), dev.tensor(b)
+    labels = conv_kernels(dev, lambda: conv1d(xt, wt, bt, padding="same", act=act))
+    assert labels == ["conv:conv", "conv:sum_splits"], labels
+    got = conv1d(xt, wt, bt, padding="same", act=act).numpy()
+    xp = np.pad(x, ((0, 0), (0, 0), (31, 32)))[:, :, None]      # 'same' for 64 taps
+    pre = ref_conv2d(xp, w[:, :, None], b)[:, :, 0]
+    bound = ref_conv2d(np.abs(xp), np.abs(w[:, :, None]), np.abs(b))[:, :, 0]
+    want = {None: pre, "relu": np.maximum(pre, 0), "tanh": np.tanh(pre)}[act]
+    assert_conv_close(got, want, bound, 64 * 64 + 8, extra_atol=1e-6 if act == "tanh" else 0.0)
+
+
+def test_split_batch_items_equal_each_alone(dev, rng):
+    # 180 items of 3 invocations: 9 workgroups in all (> MIN_WORKGROUPS), but one each
+    x, w, b = data(rng, 180, 32, 40), data(rng, 16, 32, 64), data(rng, 16)
+    wt, bt = dev.tensor(w), dev.tensor(b)
+    whole = conv1d(dev.tensor(x), wt, bt, padding="same", act="relu").numpy()
+    for i in (0, 97, 179):
+        alone = conv1d(dev.tensor(x[i:i + 1]), wt, bt, padding="same", act="relu").numpy()
+        assert np.array_equal(alone[0], whole[i])
+
+
+def test_small_grid_split_with_groups_transposed_and_f16(dev, rng):
+    # stride-1 transposed conv (one output phase) with groups and f16 weights also splits
+    x, b = data(rng, 1, 32, 10), data(rng, 8)
+    w16 = data(rng, 32, 4, 9).astype(np.float16)
+    xt, wt, bt = dev.tensor(x), dev.tensor(w16, dtype="f16"), dev.tensor(b)
+    labels = conv_kernels(dev, lambda: conv_transpose1d(xt, wt, bt, padding=2, groups=2))
+    assert labels == ["conv:conv", "conv:sum_splits"], labels
+    got = conv_transpose1d(xt, wt, bt, padding=2, groups=2).numpy()
+    w64 = w16.astype(np.float64)
+    x2, w2, s2, p2, d2, o2 = as2d(x, w64, 1, 2, 1)
+    want = ref_conv_transpose2d(x2, w2, b, s2, p2, o2, 2, d2)[:, :, 0]
+    bound = ref_conv_transpose2d(np.abs(x2), np.abs(w2), np.abs(b), s2, p2, o2, 2, d2)[:, :, 0]
+    assert_conv_close(got, want, bound, 16 * 9 + 8)
+
+
 # ---------------------------------------------------------------------------- plumbing
 
 
