@@ -83,6 +83,8 @@ struct Params {
     splits: u32,                        // reduction slices side by side (see "Small grids")
     split_steps: u32,                   // steps per slice
     split_inv: u32,                     // invocations per slice (a multiple of WG)
+    run_len: u32, run_pitch: u32,       // conv_run: input length along its axis, and element pitch
+    run_stride: u32, run_start: i32,    // conv_run: stride and -padding along its axis
     has_bias: u32,
     alpha: f32,                         // slope of leaky_relu, scale of elu
 }
@@ -216,25 +218,27 @@ fn store(v: vec4<f32>, n: u32, ch: u32, ch_end: u32, q: u32) {
     }
 }
 
-fn store4(m: mat4x4<f32>, b: vec4<f32>, n: u32, ch: u32, ch_end: u32, q: u32) {
+// The 4 columns of m (positions q + k step, k < 4), + bias.
+fn store4(m: mat4x4<f32>, b: vec4<f32>, n: u32, ch: u32, ch_end: u32, q: u32, step: u32) {
     store(m[0] + b, n, ch, ch_end, q);
-    store(m[1] + b, n, ch, ch_end, q + p.lanes);
-    store(m[2] + b, n, ch, ch_end, q + 2u * p.lanes);
-    store(m[3] + b, n, ch, ch_end, q + 3u * p.lanes);
+    store(m[1] + b, n, ch, ch_end, q + step);
+    store(m[2] + b, n, ch, ch_end, q + 2u * step);
+    store(m[3] + b, n, ch, ch_end, q + 3u * step);
 }
 
-// Bias + activation + store of a tile (channels ch.. < ch_end, positions q + i lanes).
-fn store_tile(t: Tile, n: u32, ch: u32, ch_end: u32, q: u32) {
+// Bias + activation + store of a tile (channels ch.. < ch_end, positions q + i step, i < 16:
+// step = lanes for `conv`'s interleaved positions, 1 for `conv_run`'s consecutive ones).
+fn store_tile(t: Tile, n: u32, ch: u32, ch_end: u32, q: u32, step: u32) {
     var b = vec4<f32>(0.0);
     if (p.has_bias != 0u) {
         for (var e = 0u; e < 4u; e++) {
             b[e] = f32(bias[min(ch + e, ch_end - 1u)]);
         }
     }
-    store4(t.p0, b, n, ch, ch_end, q);
-    store4(t.p1, b, n, ch, ch_end, q + 4u * p.lanes);
-    store4(t.p2, b, n, ch, ch_end, q + 8u * p.lanes);
-    store4(t.p3, b, n, ch, ch_end, q + 12u * p.lanes);
+    store4(t.p0, b, n, ch, ch_end, q, step);
+    store4(t.p1, b, n, ch, ch_end, q + 4u * step, step);
+    store4(t.p2, b, n, ch, ch_end, q + 8u * step, step);
+    store4(t.p3, b, n, ch, ch_end, q + 12u * step, step);
 }
 
 @compute @workgroup_size(WG)
@@ -305,13 +309,93 @@ fn conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
     let ch = g * p.cout_g + (gb % p.cblocks) * CQ * 4u;   // first output channel of the block
     let ch_end = (g + 1u) * p.cout_g;
-    store_tile(acc0, n, ch, ch_end, q0);
+    store_tile(acc0, n, ch, ch_end, q0, p.lanes);
     if (CQ > 1u) {
-        store_tile(acc1, n, ch + 4u, ch_end, q0);
+        store_tile(acc1, n, ch + 4u, ch_end, q0, p.lanes);
     }
     if (CQ > 2u) {
-        store_tile(acc2, n, ch + 8u, ch_end, q0);
-        store_tile(acc3, n, ch + 12u, ch_end, q0);
+        store_tile(acc2, n, ch + 8u, ch_end, q0, p.lanes);
+        store_tile(acc3, n, ch + 12u, ch_end, q0, p.lanes);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// conv_run: the same convolution for a 1-D layer (one axis of size 1 with a 1-tap kernel
+// along it; dilation 1 along the other), an invocation computing 16 CONSECUTIVE positions
+// q0 .. q0 + 15 (q0 = 16 * run) instead of 16 interleaved ones. Then the input window of
+// the 16 positions slides along the taps: for stride S, tap k + S reads what tap k read
+// one position later, so the taps are walked phase by phase (k = r, r + S, ...; r < S),
+// and each step shifts the window by one and loads a single new input value, where
+// `conv` loads 16. Measured on lavapipe on CREPE's 64-tap layers: 1.8x the throughput.
+// The input along the axis: x[chan + i * run_pitch], i = q * run_stride + k + run_start
+// (run_start = -padding), zero outside 0 .. run_len - 1. Reduction: input channels
+// (split s of `splits` takes channels s * split_steps ..), then taps in phase order.
+
+fn run_x(chan: u32, i: i32) -> f32 {
+    let inside = u32(i) < p.run_len;                       // negatives wrap
+    return select(0.0, x[chan + select(0u, u32(i), inside) * p.run_pitch], inside);
+}
+
+@compute @workgroup_size(WG)
+fn conv_run(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lane: u32) {
+    let flat = wg_linear(wid, nwg) * WG + lane;
+    let split = flat / p.split_inv;
+    let id = flat % p.split_inv;
+    if (id >= p.batch * p.groups * p.cblocks * p.lanes || split >= p.splits) {
+        return;
+    }
+    split_base = split * p.batch * p.c_out * p.oh * p.ow;
+    let q0 = (id % p.lanes) * 16u;                           // this run's first position
+    let gb = (id / p.lanes) % (p.groups * p.cblocks);        // g * cblocks + block
+    let n = id / (p.lanes * p.groups * p.cblocks);
+    let g = gb / p.cblocks;
+    let taps = p.kh * p.kw;
+    let c_begin = split * p.split_steps;
+    let c_end = min(p.cin_g, c_begin + p.split_steps);
+    let i0 = i32(q0 * p.run_stride) + p.run_start;          // input index of position q0, tap 0
+    let step = i32(p.run_stride);
+
+    var acc0 = Tile();
+    var acc1 = Tile();
+    var acc2 = Tile();
+    var acc3 = Tile();
+    for (var icl = c_begin; icl < c_end; icl++) {
+        let chan = (n * p.c_in + g * p.cin_g + icl) * p.h * p.w;
+        for (var r = 0u; r < min(p.run_stride, taps); r++) {
+            // window: positions q0 .. q0 + 15 at tap r
+            let a = i0 + i32(r);
+            var v = Inputs(vec4(run_x(chan, a), run_x(chan, a + step), run_x(chan, a + 2 * step), run_x(chan, a + 3 * step)),
+                           vec4(run_x(chan, a + 4 * step), run_x(chan, a + 5 * step), run_x(chan, a + 6 * step), run_x(chan, a + 7 * step)),
+                           vec4(run_x(chan, a + 8 * step), run_x(chan, a + 9 * step), run_x(chan, a + 10 * step), run_x(chan, a + 11 * step)),
+                           vec4(run_x(chan, a + 12 * step), run_x(chan, a + 13 * step), run_x(chan, a + 14 * step), run_x(chan, a + 15 * step)));
+            for (var k = r; k < taps; k += p.run_stride) {
+                let wi = ((gb * p.cin_g + icl) * taps + k) * CQ;
+                acc0 = accumulate(acc0, vec4<f32>(wpack[wi]), v);
+                if (CQ > 1u) {
+                    acc1 = accumulate(acc1, vec4<f32>(wpack[wi + 1u]), v);
+                }
+                if (CQ > 2u) {
+                    acc2 = accumulate(acc2, vec4<f32>(wpack[wi + 2u]), v);
+                    acc3 = accumulate(acc3, vec4<f32>(wpack[wi + 3u]), v);
+                }
+                // tap k + S: every position takes its neighbour's value; position q0 + 15 a new one
+                let next = run_x(chan, a + 16 * step + i32(k - r));
+                v = Inputs(vec4(v.v0.yzw, v.v1.x), vec4(v.v1.yzw, v.v2.x), vec4(v.v2.yzw, v.v3.x),
+                           vec4(v.v3.yzw, next));
+            }
+        }
+    }
+
+    let ch = g * p.cout_g + (gb % p.cblocks) * CQ * 4u;
+    let ch_end = (g + 1u) * p.cout_g;
+    store_tile(acc0, n, ch, ch_end, q0, 1u);
+    if (CQ > 1u) {
+        store_tile(acc1, n, ch + 4u, ch_end, q0, 1u);
+    }
+    if (CQ > 2u) {
+        store_tile(acc2, n, ch + 8u, ch_end, q0, 1u);
+        store_tile(acc3, n, ch + 12u, ch_end, q0, 1u);
     }
 }
 

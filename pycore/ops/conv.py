@@ -223,6 +223,7 @@ def _launch(x, weight, bias, out, transposed, in_shape, ksize, out_size, cin_g, 
         out=out, batch=n, c_in=c_in, h=h, w=w, c_out=cout_g * groups, oh=oh, ow=ow, kh=kh, kw=kw,
         cin_g=cin_g, cout_g=cout_g, groups=groups, transposed=int(transposed), cblocks=cblocks,
         has_bias=int(bias is not None), alpha=alpha, t0=0, t1=0, accumulate=0, splits=1, split_steps=0, split_inv=0,
+        run_len=0, run_pitch=0, run_stride=0, run_start=0,
         **_pass_params(rows[0], cols[0]),
     )
     # 1. weights -> vec4s of 4 output channels, once per weight tensor and layout
@@ -250,6 +251,10 @@ def _launch(x, weight, bias, out, transposed, in_shape, ksize, out_size, cin_g, 
             # size (a live block's 3 CREPE frames equal the offline run's)
             per_item = ceil_div(groups * cblocks * prm["lanes"], WG)
             splits = parallel_splits(per_item, steps) if len(rows) * len(cols) == 1 and len(spans) == 1 else 1
+            run = run_axis(transposed, in_shape, ksize, stride, pad, dilation, cin_g)
+            if run is not None:
+                _launch_run(dev, consts, aliases, {**args, **prm, **run}, wpack, workgroups, per_item, kh * kw, cin_g)
+                continue
             if splits > 1:
                 _launch_split(dev, raw, consts, aliases, args, prm, wpack, workgroups, steps, splits)
                 continue
@@ -260,6 +265,41 @@ def _launch(x, weight, bias, out, transposed, in_shape, ksize, out_size, cin_g, 
                            "has_bias": int(bias is not None and last), "split_steps": t1 - t0,
                            "split_inv": workgroups * WG},
                         wpack=wpack)
+
+
+def run_axis(transposed, in_shape, ksize, stride, pad, dilation, cin_g):
+    """conv_run's parameters (kernels/conv.wgsl) for a 1-D convolution: one axis of size 1
+    with a 1-tap kernel, dilation 1 along the other (CREPE's layers, conv1d); None for
+    other shapes (then `conv` runs)."""
+    if transposed or cin_g > MAX_LOOP_STEPS:
+        return None
+    _, _, h, w = in_shape
+    (kh, kw) = ksize
+    for axis, (size, k, other, k_other) in enumerate(((h, kh, w, kw), (w, kw, h, kh))):
+        if other == 1 and k_other == 1 and dilation[axis] == 1 and 2 * k + 1 <= MAX_LOOP_STEPS:
+            return dict(run_len=size, run_pitch=w if axis == 0 else 1, run_stride=stride[axis],
+                        run_start=-pad[axis])
+    return None
+
+
+def _launch_run(dev, consts, aliases, prm, wpack, workgroups, per_item, taps, cin_g):
+    """conv_run over `lanes` runs of 16 positions per channel block, its input channels
+    split side by side when the grid is small (parallel_splits) or when one invocation
+    would make more than MAX_LOOP_STEPS loop passes (cin_g * (taps + stride + 1)), then
+    sum_splits."""
+    out = prm["out"]
+    passes = taps + min(prm["run_stride"], taps) + 1            # loop passes per input channel
+    splits = min(max(parallel_splits(per_item, cin_g * taps), ceil_div(cin_g * passes, MAX_LOOP_STEPS)), cin_g)
+    common = {**prm, "splits": splits, "split_steps": ceil_div(cin_g, splits), "split_inv": workgroups * WG}
+    if splits == 1:
+        dev.run(dev.kernel("conv", "conv_run", consts=consts, aliases=aliases), workgroups, **common, wpack=wpack)
+        return
+    parts = dev.empty((splits * out.size,))
+    raw = dev.kernel("conv", "conv_run", consts={**consts, "ACT": 0}, aliases=aliases)
+    dev.run(raw, workgroups * splits, **{**common, "out": parts, "has_bias": 0}, wpack=wpack)
+    dev.run(dev.kernel("conv", "sum_splits", consts=consts, aliases=aliases), ceil_div(out.size, WG),
+            **{**common, "x": parts}, wpack=wpack)
+    parts.release()
 
 
 def parallel_splits(workgroups, steps):
