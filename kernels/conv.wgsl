@@ -2,8 +2,11 @@
 // padding, stride, dilation, groups), plus an optional bias + activation epilogue. The
 // same two entry points serve conv1d/2d and conv_transpose1d/2d: 1-D runs as 2-D with
 // h = 1 and a 1 x k kernel.
-//   pack: weights -> wpack, 4 output channels per vec4 (the host caches it per weight)
-//   conv: out = act(conv(x, wpack) + bias)
+//   pack:       weights -> wpack, 4 output channels per vec4 (the host caches it per weight)
+//   conv:       out = act(conv(x, wpack) + bias)
+//   conv_run:   the same for 1-D layers on CPU adapters, 16 consecutive positions per
+//               invocation with a sliding input window (see conv_run below)
+//   sum_splits: adds the slices of a reduction split side by side ("Small grids")
 //
 // Layout (contiguous, row-major):
 //   x      [batch, c_in, h, w]                              f32

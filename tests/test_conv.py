@@ -413,6 +413,23 @@ def test_small_grid_splits_the_reduction(dev, rng, act):
     assert_conv_close(got, want, bound, 64 * 64 + 8, extra_atol=1e-6 if act == "tanh" else 0.0)
 
 
+def test_conv_run_only_on_cpu_adapters(dev, rng, monkeypatch):
+    # a GPU keeps `conv` for 1-D layers (interleaved positions: neighbouring invocations
+    # read neighbouring addresses); its result is the same up to float32 rounding
+    assert dev.cpu_adapter                                     # lavapipe, where the tests run
+    x, w, b = data(rng, 3, 64, 128), data(rng, 16, 64, 64), data(rng, 16)
+    xt, wt, bt = dev.tensor(x), dev.tensor(w), dev.tensor(b)
+    on_cpu = conv1d(xt, wt, bt, padding="same").numpy()
+    monkeypatch.setattr(dev, "adapter_info", {"adapter_type": "DiscreteGPU", "vendor": "nvidia",
+                                              "architecture": "hopper", "device": "", "description": ""})
+    assert not dev.cpu_adapter
+    assert conv_kernels(dev, lambda: conv1d(xt, wt, bt, padding="same")) == ["conv:conv", "conv:sum_splits"]
+    on_gpu = conv1d(xt, wt, bt, padding="same").numpy()
+    xp = np.pad(np.abs(x), ((0, 0), (0, 0), (31, 32)))[:, :, None]
+    bound = ref_conv2d(xp, np.abs(w[:, :, None]), np.abs(b))[:, :, 0]
+    assert_conv_close(on_gpu, on_cpu, 2 * bound, 64 * 64 + 8)
+
+
 def test_small_grid_splits_a_2d_reduction(dev, rng):
     # 2-D: `conv` (interleaved positions) in 8 slices
     x, w, b = data(rng, 1, 32, 20, 6), data(rng, 8, 32, 5, 3), data(rng, 8)

@@ -251,7 +251,7 @@ def _launch(x, weight, bias, out, transposed, in_shape, ksize, out_size, cin_g, 
             # size (a live block's 3 CREPE frames equal the offline run's)
             per_item = ceil_div(groups * cblocks * prm["lanes"], WG)
             splits = parallel_splits(per_item, steps) if len(rows) * len(cols) == 1 and len(spans) == 1 else 1
-            run = run_axis(transposed, in_shape, ksize, stride, pad, dilation, cin_g)
+            run = run_axis(transposed, in_shape, ksize, stride, pad, dilation, cin_g) if dev.cpu_adapter else None
             if run is not None:
                 _launch_run(dev, consts, aliases, {**args, **prm, **run}, wpack, workgroups, per_item, kh * kw, cin_g)
                 continue
@@ -270,7 +270,9 @@ def _launch(x, weight, bias, out, transposed, in_shape, ksize, out_size, cin_g, 
 def run_axis(transposed, in_shape, ksize, stride, pad, dilation, cin_g):
     """conv_run's parameters (kernels/conv.wgsl) for a 1-D convolution: one axis of size 1
     with a 1-tap kernel, dilation 1 along the other (CREPE's layers, conv1d); None for
-    other shapes (then `conv` runs)."""
+    other shapes (then `conv` runs). Used on CPU adapters only (Device.cpu_adapter),
+    where it was measured; a GPU keeps `conv`, whose interleaved positions make
+    neighbouring invocations read neighbouring addresses."""
     if transposed or cin_g > MAX_LOOP_STEPS:
         return None
     _, _, h, w = in_shape
