@@ -291,14 +291,8 @@ class Page:
         self.set_status("busy", "Training…")
 
     # ---- messages from the worker
-    def on_message(self, event):
-        try:
-            self.handle(event.data)
-        except Exception as e:  # a bug: show it instead of leaving the page inconsistent
-            import traceback
-
-            js.console.error(traceback.format_exc())
-            show_error("crash", "The page crashed", f"{type(e).__name__}: {e}", traceback.format_exc())
+    def on_message(self, event):     # guarded by page_kit.connect_worker
+        self.handle(event.data)
 
     def handle(self, d):
         kind = getattr(d, "stemtone", None) if d is not None else None

@@ -70,15 +70,43 @@ async def fetch_json(url):
         raise ValueError(f"{url}: not JSON ({e})") from None
 
 
+def show_crash(e):
+    """A bug in the page's own code (exception e, being handled): the crash notice with
+    its traceback, instead of a page left inconsistent."""
+    import traceback
+
+    js.console.error(traceback.format_exc())
+    show_error("crash", "The page crashed", f"{type(e).__name__}: {e}", traceback.format_exc())
+
+
+def guarded(handler):
+    """handler(event) (a function or a coroutine function) with any exception shown by
+    show_crash."""
+    if asyncio.iscoroutinefunction(handler):
+        async def run_async(event):
+            try:
+                await handler(event)
+            except Exception as e:
+                show_crash(e)
+        return run_async
+
+    def run(event):
+        try:
+            handler(event)
+        except Exception as e:
+            show_crash(e)
+    return run
+
+
 async def connect_worker(tag_id, on_message, on_crash):
     """The worker of the page's <script type="py" worker id=tag_id>, once PyScript has
-    started it: its messages go to on_message(event), its failures (e.g. its Python
-    failed to import) to on_crash(event)."""
+    started it: its messages go to on_message(event) (guarded: an exception there shows
+    the crash notice), its failures (e.g. its Python failed to import) to on_crash(event)."""
     el = by_id(tag_id)
     while not getattr(el, "xworker", None):  # PyScript attaches it to the tag
         await asyncio.sleep(0.05)
     worker = el.xworker
-    listen(worker, "message", on_message)
+    listen(worker, "message", guarded(on_message))
     crash = create_proxy(on_crash)
     _proxies.append(crash)
     worker.onerror = crash

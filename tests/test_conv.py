@@ -297,6 +297,14 @@ def test_f16_weights(dev, dev_no_f16, rng, which):
 # the (K + 1) 2^-24 relative tolerance.
 
 
+def conv_kernels(dev, fn):
+    dev.flush()
+    fn()
+    labels = [k.label for k in dev.pending_kernels()]
+    dev.flush()
+    return [label for label in labels if label != "conv:pack"]   # packing: once per weight
+
+
 def conv_dispatches(dev, fn):
     dev.flush()
     fn()
@@ -312,14 +320,27 @@ def test_reduction_spans(monkeypatch):
     assert C.reduction_spans(25) == [(0, 8), (8, 16), (16, 25)]
 
 
+def test_conv2d_reduction_longer_than_the_loop_limit(dev, rng):
+    # 550 channels x 64 x 2 taps = 70,400 steps per output (> 65,535): `conv` in 3 dispatches
+    c_in, k = 550, 64
+    x = rng.random((1, c_in, k + 5, 2), dtype=np.float32)
+    w = rng.random((8, c_in, k, 2), dtype=np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    xt, wt, bt = dev.tensor(x), dev.tensor(w), dev.tensor(b)
+    assert conv_dispatches(dev, lambda: conv2d(xt, wt, bt)) == 3  # 70,400 steps / 32,768
+    got = conv2d(xt, wt, bt).numpy()
+    assert_conv_close(got, ref_conv2d(x, w, b), ref_conv2d(x, w, np.abs(b)), c_in * k * 2)
+
+
 def test_conv1d_reduction_longer_than_the_loop_limit(dev, rng):
-    # CREPE-full-like: 1100 channels x 64 taps = 70,400 steps per output (> 65,535)
+    # CREPE-full-like: 1100 channels x 64 taps; conv_run makes 66 loop passes per channel,
+    # 72,600 in all (> 65,535), so it splits the channels into slices of at most 32,768 passes
     c_in, k = 1100, 64
     x = rng.random((1, c_in, k + 5), dtype=np.float32)
     w = rng.random((8, c_in, k), dtype=np.float32)
     b = rng.standard_normal(8).astype(np.float32)
     xt, wt, bt = dev.tensor(x), dev.tensor(w), dev.tensor(b)
-    assert conv_dispatches(dev, lambda: conv1d(xt, wt, bt)) == 3  # 70,400 steps / 32,768
+    assert conv_kernels(dev, lambda: conv1d(xt, wt, bt)) == ["conv:conv_run", "conv:sum_splits"]
     got = conv1d(xt, wt, bt).numpy()
     want = ref_conv2d(x[:, :, None], w[:, :, None], b)[:, :, 0]
     bound = ref_conv2d(x[:, :, None], w[:, :, None], np.abs(b))[:, :, 0]
@@ -358,6 +379,108 @@ def test_split_reductions_on_every_path(dev, rng, monkeypatch, limit):
     w64 = w16.astype(np.float64)
     want = ref_conv_transpose2d(x, w64, b[:6], **kw)
     assert_conv_close(got, want, ref_conv_transpose2d(np.abs(x), np.abs(w64), np.abs(b[:6]), **kw), 18)
+
+
+# ---------------------------------------------------------------------------- small grids
+#
+# A conv of fewer than MIN_WORKGROUPS workgroups per batch item (CREPE's layers, which a
+# live tone block runs on 2-3 frames) runs its reduction as side-by-side slices, then
+# sum_splits adds them in slice order. The split is chosen per item, so a batch's items
+# come out bitwise as each alone.
+
+
+def test_parallel_splits():
+    assert C.parallel_splits(1, 128 * 64) == 8               # CREPE conv2 (per frame)
+    assert C.parallel_splits(2, 512) == 4                    # CREPE conv1 (per frame)
+    assert C.parallel_splits(C.MIN_WORKGROUPS, 10 ** 6) == 1  # enough workgroups already
+    assert C.parallel_splits(1, 2 * C.MIN_SPLIT_STEPS - 1) == 1  # too short to split
+    assert C.parallel_splits(1, 3 * C.MIN_SPLIT_STEPS) == 3
+
+
+@pytest.mark.parametrize("act", [None, "relu", "tanh"])
+def test_small_grid_splits_the_reduction(dev, rng, act):
+    # CREPE conv2's shape on 3 frames, 64 input channels: 1 workgroup, 4096 steps -> 8 slices
+    # of conv_run (1-D: consecutive positions, a sliding input window)
+    x, w, b = data(rng, 3, 64, 128), data(rng, 16, 64, 64), data(rng, 16)
+    xt, wt, bt = dev.tensor(x), dev.tensor(w), dev.tensor(b)
+    labels = conv_kernels(dev, lambda: conv1d(xt, wt, bt, padding="same", act=act))
+    assert labels == ["conv:conv_run", "conv:sum_splits"], labels
+    got = conv1d(xt, wt, bt, padding="same", act=act).numpy()
+    xp = np.pad(x, ((0, 0), (0, 0), (31, 32)))[:, :, None]      # 'same' for 64 taps
+    pre = ref_conv2d(xp, w[:, :, None], b)[:, :, 0]
+    bound = ref_conv2d(np.abs(xp), np.abs(w[:, :, None]), np.abs(b))[:, :, 0]
+    want = {None: pre, "relu": np.maximum(pre, 0), "tanh": np.tanh(pre)}[act]
+    assert_conv_close(got, want, bound, 64 * 64 + 8, extra_atol=1e-6 if act == "tanh" else 0.0)
+
+
+def test_conv_run_only_on_cpu_adapters(dev, rng, monkeypatch):
+    # a GPU keeps `conv` for 1-D layers (interleaved positions: neighbouring invocations
+    # read neighbouring addresses); its result is the same up to float32 rounding
+    assert dev.cpu_adapter                                     # lavapipe, where the tests run
+    x, w, b = data(rng, 3, 64, 128), data(rng, 16, 64, 64), data(rng, 16)
+    xt, wt, bt = dev.tensor(x), dev.tensor(w), dev.tensor(b)
+    on_cpu = conv1d(xt, wt, bt, padding="same").numpy()
+    monkeypatch.setattr(dev, "adapter_info", {"adapter_type": "DiscreteGPU", "vendor": "nvidia",
+                                              "architecture": "hopper", "device": "", "description": ""})
+    assert not dev.cpu_adapter
+    assert conv_kernels(dev, lambda: conv1d(xt, wt, bt, padding="same")) == ["conv:conv", "conv:sum_splits"]
+    on_gpu = conv1d(xt, wt, bt, padding="same").numpy()
+    xp = np.pad(np.abs(x), ((0, 0), (0, 0), (31, 32)))[:, :, None]
+    bound = ref_conv2d(xp, np.abs(w[:, :, None]), np.abs(b))[:, :, 0]
+    assert_conv_close(on_gpu, on_cpu, 2 * bound, 64 * 64 + 8)
+
+
+def test_small_grid_splits_a_2d_reduction(dev, rng):
+    # 2-D: `conv` (interleaved positions) in 8 slices
+    x, w, b = data(rng, 1, 32, 20, 6), data(rng, 8, 32, 5, 3), data(rng, 8)
+    xt, wt, bt = dev.tensor(x), dev.tensor(w), dev.tensor(b)
+    labels = conv_kernels(dev, lambda: conv2d(xt, wt, bt, padding=(2, 1), act="relu"))
+    assert labels == ["conv:conv", "conv:sum_splits"], labels
+    got = conv2d(xt, wt, bt, padding=(2, 1), act="relu").numpy()
+    pre = ref_conv2d(x, w, b, 1, (2, 1))
+    assert_conv_close(got, np.maximum(pre, 0), ref_conv2d(np.abs(x), np.abs(w), np.abs(b), 1, (2, 1)), 32 * 15 + 8)
+
+
+@pytest.mark.parametrize("stride,padding", [(4, 254), (3, 5), (1, 0)])
+def test_conv_run_strides(dev, rng, stride, padding):
+    # conv_run walks the taps phase by phase (k = r, r + stride, ...): CREPE conv1's stride 4
+    # and 512 taps on a 1024-sample frame, an odd stride, and a tap count not a multiple of it
+    k = {4: 512, 3: 7, 1: 9}[stride]
+    c_out = {4: 128, 3: 6, 1: 20}[stride]
+    x, b = data(rng, 2, 1 if stride == 4 else 3, 1024 if stride == 4 else 50), data(rng, c_out)
+    w = data(rng, c_out, x.shape[1], k)
+    xt, wt, bt = dev.tensor(x), dev.tensor(w), dev.tensor(b)
+    assert "conv:conv_run" in conv_kernels(dev, lambda: conv1d(xt, wt, bt, stride=stride, padding=padding))
+    got = conv1d(xt, wt, bt, stride=stride, padding=padding).numpy()
+    x4, w4, s4, p4, d4, _ = as2d(x, w, stride, padding, 1)
+    want = ref_conv2d(x4, w4, b, s4, p4, d4)[:, :, 0]
+    bound = ref_conv2d(np.abs(x4), np.abs(w4), np.abs(b), s4, p4, d4)[:, :, 0]
+    assert_conv_close(got, want, bound, x.shape[1] * k + 8)
+
+
+def test_split_batch_items_equal_each_alone(dev, rng):
+    # 180 items of 3 invocations: 9 workgroups in all (> MIN_WORKGROUPS), but one each
+    x, w, b = data(rng, 180, 32, 40), data(rng, 16, 32, 64), data(rng, 16)
+    wt, bt = dev.tensor(w), dev.tensor(b)
+    whole = conv1d(dev.tensor(x), wt, bt, padding="same", act="relu").numpy()
+    for i in (0, 97, 179):
+        alone = conv1d(dev.tensor(x[i:i + 1]), wt, bt, padding="same", act="relu").numpy()
+        assert np.array_equal(alone[0], whole[i])
+
+
+def test_small_grid_split_with_groups_transposed_and_f16(dev, rng):
+    # stride-1 transposed conv (one output phase) with groups and f16 weights also splits
+    x, b = data(rng, 1, 32, 10), data(rng, 8)
+    w16 = data(rng, 32, 4, 9).astype(np.float16)
+    xt, wt, bt = dev.tensor(x), dev.tensor(w16, dtype="f16"), dev.tensor(b)
+    labels = conv_kernels(dev, lambda: conv_transpose1d(xt, wt, bt, padding=2, groups=2))
+    assert labels == ["conv:conv", "conv:sum_splits"], labels
+    got = conv_transpose1d(xt, wt, bt, padding=2, groups=2).numpy()
+    w64 = w16.astype(np.float64)
+    x2, w2, s2, p2, d2, o2 = as2d(x, w64, 1, 2, 1)
+    want = ref_conv_transpose2d(x2, w2, b, s2, p2, o2, 2, d2)[:, :, 0]
+    bound = ref_conv_transpose2d(np.abs(x2), np.abs(w2), np.abs(b), s2, p2, o2, 2, d2)[:, :, 0]
+    assert_conv_close(got, want, bound, 16 * 9 + 8)
 
 
 # ---------------------------------------------------------------------------- plumbing

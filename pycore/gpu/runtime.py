@@ -535,6 +535,15 @@ class Device:
     def live_bind_groups(self) -> int:
         return len(self._bind_cache)
 
+    @property
+    def cpu_adapter(self) -> bool:
+        """Whether the adapter computes on the CPU (lavapipe natively, SwiftShader in a
+        browser), where an invocation is one SIMD lane of a CPU core: ops pick kernel
+        variants laid out for that (pycore.ops.conv's conv_run)."""
+        i = self.adapter_info
+        names = " ".join(str(i.get(k, "")) for k in ("architecture", "device", "description")).lower()
+        return str(i.get("adapter_type", "")).lower() == "cpu" or "swiftshader" in names or "llvmpipe" in names
+
     def describe(self) -> str:
         i = self.adapter_info
         parts = [i.get("vendor", ""), i.get("architecture", ""), i.get("device", ""), i.get("description", "")]

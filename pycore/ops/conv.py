@@ -34,6 +34,12 @@ from . import MAX_LOOP_STEPS, expect, expect_dtype, same_device
 ACTS = {None: 0, "relu": 1, "leaky_relu": 2, "elu": 3, "gelu": 4, "tanh": 5, "sigmoid": 6}
 DEFAULT_ALPHA = {"leaky_relu": 0.01, "elu": 1.0}
 WG = 64  # invocations per workgroup
+# A conv of fewer workgroups per batch item than this splits its reduction side by side
+# (kernels/conv.wgsl, "Small grids"), slices of at least MIN_SPLIT_STEPS steps, so that a
+# small batch (a live tone block's 2-3 CREPE frames) keeps every core of the GPU, or every
+# thread of a CPU driver, busy.
+MIN_WORKGROUPS = 8
+MIN_SPLIT_STEPS = 64
 
 
 # --------------------------------------------------------------------------- public ops
@@ -216,7 +222,8 @@ def _launch(x, weight, bias, out, transposed, in_shape, ksize, out_size, cin_g, 
         x=x, weight=weight, bias=bias if bias is not None else x,  # no bias: any f32 tensor, unread
         out=out, batch=n, c_in=c_in, h=h, w=w, c_out=cout_g * groups, oh=oh, ow=ow, kh=kh, kw=kw,
         cin_g=cin_g, cout_g=cout_g, groups=groups, transposed=int(transposed), cblocks=cblocks,
-        has_bias=int(bias is not None), alpha=alpha, t0=0, t1=0, accumulate=0,
+        has_bias=int(bias is not None), alpha=alpha, t0=0, t1=0, accumulate=0, splits=1, split_steps=0, split_inv=0,
+        run_len=0, run_pitch=0, run_stride=0, run_start=0,
         **_pass_params(rows[0], cols[0]),
     )
     # 1. weights -> vec4s of 4 output channels, once per weight tensor and layout
@@ -230,18 +237,93 @@ def _launch(x, weight, bias, out, transposed, in_shape, ksize, out_size, cin_g, 
         packs[(transposed, cq)] = wpack
     # 2. the convolution: one pass, or one per output phase of a transposed convolution,
     # each split into dispatches of at most MAX_LOOP_STEPS reduction steps; all but the
-    # last one store raw partial sums (no bias, ACT 0), later ones add to them.
+    # last one store raw partial sums (no bias, ACT 0), later ones add to them. A single
+    # small dispatch splits its reduction side by side instead (parallel_splits).
     kernel = dev.kernel("conv", "conv", consts=consts, aliases=aliases)
+    raw = dev.kernel("conv", "conv", consts={**consts, "ACT": 0}, aliases=aliases)
     for row in rows:
         for col in cols:
             prm = _pass_params(row, col)
-            groups_x = ceil_div(n * groups * cblocks * prm["lanes"], WG)
-            spans = reduction_spans(cin_g * prm["ny"] * prm["nx"])
+            workgroups = ceil_div(n * groups * cblocks * prm["lanes"], WG)
+            steps = cin_g * prm["ny"] * prm["nx"]
+            spans = reduction_spans(steps)
+            # decided per batch item, so that an item's sums do not depend on the batch
+            # size (a live block's 3 CREPE frames equal the offline run's)
+            per_item = ceil_div(groups * cblocks * prm["lanes"], WG)
+            splits = parallel_splits(per_item, steps) if len(rows) * len(cols) == 1 and len(spans) == 1 else 1
+            run = run_axis(transposed, in_shape, ksize, stride, pad, dilation, cin_g) if dev.cpu_adapter else None
+            if run is not None:
+                _launch_run(dev, consts, aliases, {**args, **prm, **run}, wpack, workgroups, per_item, kh * kw, cin_g)
+                continue
+            if splits > 1:
+                _launch_split(dev, raw, consts, aliases, args, prm, wpack, workgroups, steps, splits)
+                continue
             for i, (t0, t1) in enumerate(spans):
                 last = i == len(spans) - 1
-                k = kernel if last else dev.kernel("conv", "conv", consts={**consts, "ACT": 0}, aliases=aliases)
-                dev.run(k, groups_x, **{**args, **prm, "t0": t0, "t1": t1, "accumulate": int(i > 0),
-                                        "has_bias": int(bias is not None and last)}, wpack=wpack)
+                dev.run(kernel if last else raw, workgroups,
+                        **{**args, **prm, "t0": t0, "t1": t1, "accumulate": int(i > 0),
+                           "has_bias": int(bias is not None and last), "split_steps": t1 - t0,
+                           "split_inv": workgroups * WG},
+                        wpack=wpack)
+
+
+def run_axis(transposed, in_shape, ksize, stride, pad, dilation, cin_g):
+    """conv_run's parameters (kernels/conv.wgsl) for a 1-D convolution: one axis of size 1
+    with a 1-tap kernel, dilation 1 along the other (CREPE's layers, conv1d); None for
+    other shapes (then `conv` runs). Used on CPU adapters only (Device.cpu_adapter),
+    where it was measured; a GPU keeps `conv`, whose interleaved positions make
+    neighbouring invocations read neighbouring addresses."""
+    if transposed or cin_g > MAX_LOOP_STEPS:
+        return None
+    _, _, h, w = in_shape
+    (kh, kw) = ksize
+    for axis, (size, k, other, k_other) in enumerate(((h, kh, w, kw), (w, kw, h, kh))):
+        if other == 1 and k_other == 1 and dilation[axis] == 1 and 2 * k + 1 <= MAX_LOOP_STEPS:
+            return dict(run_len=size, run_pitch=w if axis == 0 else 1, run_stride=stride[axis],
+                        run_start=-pad[axis])
+    return None
+
+
+def _launch_run(dev, consts, aliases, prm, wpack, workgroups, per_item, taps, cin_g):
+    """conv_run over `lanes` runs of 16 positions per channel block, its input channels
+    split side by side when the grid is small (parallel_splits) or when one invocation
+    would make more than MAX_LOOP_STEPS loop passes (cin_g * (taps + stride + 1)), then
+    sum_splits."""
+    out = prm["out"]
+    passes = taps + min(prm["run_stride"], taps) + 1            # loop passes per input channel
+    splits = min(max(parallel_splits(per_item, cin_g * taps), ceil_div(cin_g * passes, MAX_LOOP_STEPS)), cin_g)
+    common = {**prm, "splits": splits, "split_steps": ceil_div(cin_g, splits), "split_inv": workgroups * WG}
+    if splits == 1:
+        dev.run(dev.kernel("conv", "conv_run", consts=consts, aliases=aliases), workgroups, **common, wpack=wpack)
+        return
+    parts = dev.empty((splits * out.size,))
+    raw = dev.kernel("conv", "conv_run", consts={**consts, "ACT": 0}, aliases=aliases)
+    dev.run(raw, workgroups * splits, **{**common, "out": parts, "has_bias": 0}, wpack=wpack)
+    dev.run(dev.kernel("conv", "sum_splits", consts=consts, aliases=aliases), ceil_div(out.size, WG),
+            **{**common, "x": parts}, wpack=wpack)
+    parts.release()
+
+
+def parallel_splits(workgroups, steps):
+    """Slices of the reduction that a conv of `workgroups` workgroups per batch item runs
+    side by side: enough for MIN_WORKGROUPS per item, each of at least MIN_SPLIT_STEPS
+    steps (1: no split)."""
+    if workgroups >= MIN_WORKGROUPS:
+        return 1
+    return max(1, min(ceil_div(MIN_WORKGROUPS, workgroups), steps // MIN_SPLIT_STEPS))
+
+
+def _launch_split(dev, raw, consts, aliases, args, prm, wpack, workgroups, steps, splits):
+    """One conv dispatch of `splits` reduction slices into a scratch copy per slice, then
+    sum_splits adds them (+ bias, activation) into args["out"]."""
+    out = args["out"]
+    parts = dev.empty((splits * out.size,))
+    dev.run(raw, workgroups * splits, **{**args, **prm, "out": parts, "t0": 0, "t1": steps, "has_bias": 0,
+                                          "splits": splits, "split_steps": ceil_div(steps, splits),
+                                          "split_inv": workgroups * WG}, wpack=wpack)
+    dev.run(dev.kernel("conv", "sum_splits", consts=consts, aliases=aliases), ceil_div(out.size, WG),
+            **{**args, **prm, "x": parts, "splits": splits}, wpack=wpack)
+    parts.release()
 
 
 def reduction_spans(steps):

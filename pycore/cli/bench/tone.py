@@ -18,6 +18,7 @@ SAMPLE_RATE = 16000  # the tone models' input rate
 
 
 ENGINE_BLOCK_20MS = 320      # the largest block the tone page may run (DDSP-VST's 20 ms hop)
+LIVE_DEPTH = 3               # blocks in flight in live_row (the page picks its own from its round trip)
 
 
 def bench_tone(dev, seconds=10.0, instrument="violin", drift_seconds=3600, block=128, progress=True):
@@ -28,7 +29,8 @@ def bench_tone(dev, seconds=10.0, instrument="violin", drift_seconds=3600, block
       synth      harmonic + noise + reverb, offline and in page-sized blocks
       engine     pycore.tone.ToneStream fed `block` samples at a time, as the tone page
                  runs it (features + controls + decoder + synth + readbacks), and in
-                 20 ms blocks; wall RTF and process CPU per second of audio
+                 20 ms blocks; wall RTF and process CPU per second of audio; and fed
+                 in real time with LIVE_DEPTH blocks in flight: late blocks (live_row)
       reference  the PyTorch DDSP (pycore.train.ddsp_torch, CPU) decoder + synth on the
                  same controls, same run (skipped without torch)
       pitch rate CREPE at a lower analysis rate (every STEPS-th frame, f0 interpolated
@@ -45,6 +47,7 @@ def bench_tone(dev, seconds=10.0, instrument="violin", drift_seconds=3600, block
     rows += decoder_synth_rows(dev, model.config, seconds, block, log)
     for b in sorted({block, ENGINE_BLOCK_20MS}):
         rows += engine_rows(model, x, b, log)
+        rows.append(live_row(model, x, b, LIVE_DEPTH, log))
     rows += reference_rows(dev, model, seconds, log)
     rows += pitch_rate_rows(dev, log, clips=None if seconds >= 10 else 1)
     rows.append(drift_row(dev, drift_seconds, log))
@@ -183,6 +186,50 @@ def kernel_profile(model, block=ENGINE_BLOCK_20MS, reps=10, warm_seconds=1.0) ->
     rows.append(row("the whole plan in one submit", "CPU ms per block", whole,
                     note=f"{ms:g} ms blocks: {whole / ms:.2f} CPU s per s of audio"))
     return rows
+
+
+def live_row(model, x, block, depth, log) -> dict:
+    """The engine fed as a microphone feeds it: block k arrives at k * block / 16 kHz
+    (the feeder sleeps until then), is submitted at once with up to `depth` blocks in
+    flight (ToneStream.submit), and must be back within `depth` blocks of its arrival,
+    the playback buffer the page keeps for that depth; later ones count as late. A
+    feeder that falls behind submits as soon as it can, so an engine slower than real
+    time shows almost every block late. Over the first 4 s of the melody."""
+    import asyncio
+    from collections import deque
+
+    from ...tone import ToneStream
+
+    log(f"live engine, blocks of {block} samples, {depth} in flight")
+    n = min(len(x), int(4 * SAMPLE_RATE))
+    period = block / SAMPLE_RATE
+
+    async def live():
+        s = ToneStream(model)
+        await s.push(x[:block])                        # warm: the block's plan is recorded
+        inflight, late, blocks = deque(), 0, 0
+        start = time.perf_counter()
+        for k, i in enumerate(range(0, n, block)):
+            arrival = start + (k + 1) * period
+            while inflight and (len(inflight) >= depth or inflight[0][1] <= arrival):   # due by now
+                pending, deadline = inflight.popleft()
+                await pending
+                late += time.perf_counter() > deadline
+            pause = arrival - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            inflight.append((s.submit(x[i:i + block]), arrival + depth * period))
+            blocks += 1
+        while inflight:
+            pending, deadline = inflight.popleft()
+            await pending
+            late += time.perf_counter() > deadline
+        return late, blocks
+
+    late, blocks = asyncio.run(live())
+    return row(f"engine fed in real time, blocks of {block} samples, {depth} in flight", "late blocks",
+               late, note=f"of {blocks} blocks ({n / SAMPLE_RATE:g} s); late = back more than "
+                          f"{depth} blocks after its input arrived; 0 keeps real time")
 
 
 def reference_rows(dev, model, seconds, log) -> list:
