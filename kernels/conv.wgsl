@@ -157,10 +157,11 @@ fn accumulate(t: Tile, w: vec4<f32>, v: Inputs) -> Tile {
                 add_outer(t.p3, w, v.v3));
 }
 
-// x at 4 positions of one input channel (row, col relative to the channel), zero outside.
-fn load4(chan: u32, row: vec4<i32>, col: vec4<i32>) -> vec4<f32> {
-    let inside = (vec4<u32>(row) < vec4<u32>(p.h)) & (vec4<u32>(col) < vec4<u32>(p.w));  // negatives wrap
-    let at = vec4<u32>(select(vec4<i32>(0), row * i32(p.w) + col, inside)) + chan;
+// x at 4 positions of one input channel (row, col relative to the channel, of an h x w
+// plane), zero outside.
+fn load4(chan: u32, row: vec4<i32>, col: vec4<i32>, h: u32, w: u32) -> vec4<f32> {
+    let inside = (vec4<u32>(row) < vec4<u32>(h)) & (vec4<u32>(col) < vec4<u32>(w));  // negatives wrap
+    let at = vec4<u32>(select(vec4<i32>(0), row * i32(w) + col, inside)) + chan;
     return select(vec4<f32>(0.0), vec4<f32>(x[at.x], x[at.y], x[at.z], x[at.w]), inside);
 }
 
@@ -281,18 +282,35 @@ fn conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var acc2 = Tile();
     var acc3 = Tile();
     // One flat loop over (input channel icl, tap row my, tap column mx): steps t_begin .. t_end.
-    let nx = max(p.nx, 1u);                  // (a phase without taps has no steps)
-    let taps = max(p.ny * p.nx, 1u);
+    // The parameters the loop reads, as values: a CPU driver binds Params as a storage
+    // buffer (pycore/gpu/native.py) and would reload them at every step otherwise.
+    let h = p.h;
+    let w = p.w;
+    let kh = p.kh;
+    let kw = p.kw;
+    let pnx = p.nx;
+    let pny = p.ny;
+    let tys = p.tys;
+    let txs = p.txs;
+    let ky0 = p.ky0;
+    let kys = p.kys;
+    let kx0 = p.kx0;
+    let kxs = p.kxs;
+    let plane = h * w;
+    let chan0 = (n * p.c_in + g * p.cin_g) * plane;
+    let wrow = gb * p.cin_g;
+    let nx = max(pnx, 1u);                   // (a phase without taps has no steps)
+    let taps = max(pny * pnx, 1u);
     var icl = t_begin / taps;
     var my = (t_begin % taps) / nx;
     var mx = t_begin % nx;
     for (var t = t_begin; t < t_end; t++) {
-        let chan = (n * p.c_in + g * p.cin_g + icl) * p.h * p.w;
-        let dy = i32(my) * p.tys;
-        let dx = i32(mx) * p.txs;
-        let v = Inputs(load4(chan, row0 + dy, col0 + dx), load4(chan, row1 + dy, col1 + dx),
-                       load4(chan, row2 + dy, col2 + dx), load4(chan, row3 + dy, col3 + dx));
-        let wi = ((gb * p.cin_g + icl) * p.kh * p.kw + (p.ky0 + my * p.kys) * p.kw + p.kx0 + mx * p.kxs) * CQ;
+        let chan = chan0 + icl * plane;
+        let dy = i32(my) * tys;
+        let dx = i32(mx) * txs;
+        let v = Inputs(load4(chan, row0 + dy, col0 + dx, h, w), load4(chan, row1 + dy, col1 + dx, h, w),
+                       load4(chan, row2 + dy, col2 + dx, h, w), load4(chan, row3 + dy, col3 + dx, h, w));
+        let wi = ((wrow + icl) * kh * kw + (ky0 + my * kys) * kw + kx0 + mx * kxs) * CQ;
         acc0 = accumulate(acc0, vec4<f32>(wpack[wi]), v);
         if (CQ > 1u) {
             acc1 = accumulate(acc1, vec4<f32>(wpack[wi + 1u]), v);
@@ -302,10 +320,10 @@ fn conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             acc3 = accumulate(acc3, vec4<f32>(wpack[wi + 3u]), v);
         }
         mx += 1u;
-        let row_done = mx == p.nx;
+        let row_done = mx == pnx;
         mx = select(mx, 0u, row_done);
         my += select(0u, 1u, row_done);
-        let chan_done = my == p.ny;
+        let chan_done = my == pny;
         my = select(my, 0u, chan_done);
         icl += select(0u, 1u, chan_done);
     }
@@ -334,9 +352,21 @@ fn conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 // (run_start = -padding), zero outside 0 .. run_len - 1. Reduction: input channels
 // (split s of `splits` takes channels s * split_steps ..), then taps in phase order.
 
-fn run_x(chan: u32, i: i32) -> f32 {
-    let inside = u32(i) < p.run_len;                       // negatives wrap
-    return select(0.0, x[chan + select(0u, u32(i), inside) * p.run_pitch], inside);
+fn run_x(chan: u32, i: i32, len: u32, pitch: u32) -> f32 {
+    let inside = u32(i) < len;                             // negatives wrap
+    return select(0.0, x[chan + select(0u, u32(i), inside) * pitch], inside);
+}
+
+// The input at positions a + j * step, j < 16 (one channel): the window of a run at one tap.
+fn run_window(chan: u32, a: i32, step: i32, len: u32, pitch: u32) -> Inputs {
+    var v = Inputs();
+    for (var j = 0; j < 4; j++) {
+        v.v0[j] = run_x(chan, a + j * step, len, pitch);
+        v.v1[j] = run_x(chan, a + (j + 4) * step, len, pitch);
+        v.v2[j] = run_x(chan, a + (j + 8) * step, len, pitch);
+        v.v3[j] = run_x(chan, a + (j + 12) * step, len, pitch);
+    }
+    return v;
 }
 
 @compute @workgroup_size(WG)
@@ -356,24 +386,28 @@ fn conv_run(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let taps = p.kh * p.kw;
     let c_begin = split * p.split_steps;
     let c_end = min(p.cin_g, c_begin + p.split_steps);
-    let i0 = i32(q0 * p.run_stride) + p.run_start;          // input index of position q0, tap 0
-    let step = i32(p.run_stride);
+    // the parameters the loops read, as values (see conv)
+    let len = p.run_len;
+    let pitch = p.run_pitch;
+    let stride = p.run_stride;
+    let i0 = i32(q0 * stride) + p.run_start;                // input index of position q0, tap 0
+    let step = i32(stride);
+    let plane = p.h * p.w;
+    let chan0 = (n * p.c_in + g * p.cin_g) * plane;
+    let wrow = gb * p.cin_g;
 
     var acc0 = Tile();
     var acc1 = Tile();
     var acc2 = Tile();
     var acc3 = Tile();
     for (var icl = c_begin; icl < c_end; icl++) {
-        let chan = (n * p.c_in + g * p.cin_g + icl) * p.h * p.w;
-        for (var r = 0u; r < min(p.run_stride, taps); r++) {
+        let chan = chan0 + icl * plane;
+        for (var r = 0u; r < min(stride, taps); r++) {
             // window: positions q0 .. q0 + 15 at tap r
             let a = i0 + i32(r);
-            var v = Inputs(vec4(run_x(chan, a), run_x(chan, a + step), run_x(chan, a + 2 * step), run_x(chan, a + 3 * step)),
-                           vec4(run_x(chan, a + 4 * step), run_x(chan, a + 5 * step), run_x(chan, a + 6 * step), run_x(chan, a + 7 * step)),
-                           vec4(run_x(chan, a + 8 * step), run_x(chan, a + 9 * step), run_x(chan, a + 10 * step), run_x(chan, a + 11 * step)),
-                           vec4(run_x(chan, a + 12 * step), run_x(chan, a + 13 * step), run_x(chan, a + 14 * step), run_x(chan, a + 15 * step)));
-            for (var k = r; k < taps; k += p.run_stride) {
-                let wi = ((gb * p.cin_g + icl) * taps + k) * CQ;
+            var v = run_window(chan, a, step, len, pitch);
+            for (var k = r; k < taps; k += stride) {
+                let wi = ((wrow + icl) * taps + k) * CQ;
                 acc0 = accumulate(acc0, vec4<f32>(wpack[wi]), v);
                 if (CQ > 1u) {
                     acc1 = accumulate(acc1, vec4<f32>(wpack[wi + 1u]), v);
@@ -383,7 +417,7 @@ fn conv_run(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
                     acc3 = accumulate(acc3, vec4<f32>(wpack[wi + 3u]), v);
                 }
                 // tap k + S: every position takes its neighbour's value; position q0 + 15 a new one
-                let next = run_x(chan, a + 16 * step + i32(k - r));
+                let next = run_x(chan, a + 16 * step + i32(k - r), len, pitch);
                 v = Inputs(vec4(v.v0.yzw, v.v1.x), vec4(v.v1.yzw, v.v2.x), vec4(v.v2.yzw, v.v3.x),
                            vec4(v.v3.yzw, next));
             }
