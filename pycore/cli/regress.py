@@ -151,7 +151,7 @@ def run(suite, backend, families=()) -> tuple:
     if backend in ("browser", "both") and (not families or "browser" in families):
         from ..regress import browser
 
-        m, browser_env = browser.run_browser(dev, suite, log=log)
+        m, browser_env = browser.run_browser(dev, suites.config(suite), log=log)
         metrics += m
     backends = ["native", "browser"] if backend == "both" else [backend]
     results = {"schema": SCHEMA, "suite": suite, "backends": backends, "families": families or "all",

@@ -103,6 +103,21 @@ def random_htdemucs_file(model="htdemucs", reduced=False, seed=0) -> bytes:
                            "source": json.dumps([{"file": f"random weights, seed {seed}"}])})
 
 
+def random_weights_file(model, reduced=False, seed=0) -> bytes:
+    """random_demixer's weights as a safetensors file (for a page: the regress page
+    separates with them in the browser): HTDemucs as random_htdemucs_file, Open-Unmix as
+    the "<target>.<key>" tensors its loader reads."""
+    import numpy as np
+
+    from ...weights.safetensors import dumps
+
+    if model != "umxl":
+        return random_htdemucs_file(model, reduced, seed)
+    weights, _ = _umx_weights(reduced, seed)
+    return dumps({k: ("f32", tuple(v.shape), np.ascontiguousarray(v, np.float32).tobytes())
+                  for k, v in weights.items()}, {"model": "umxl"})
+
+
 def random_demixer(dev, model, reduced=False, seed=0):
     """Our Demixer for `model` (htdemucs, htdemucs_6s or umxl) with the same seeded
     random weights as the reference that run_reference builds."""
