@@ -8,6 +8,7 @@ against tests/baselines/.)"""
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ import pytest
 
 from pycore.cli import regress as cli
 from pycore.regress import metrics as M
-from pycore.regress import browser_models, models, report, suite
+from pycore.regress import browser_models, models, report, suite, timbre
 from pycore.regress.cases import CASES
 from pycore.regress.numerics import errors, reference
 
@@ -217,6 +218,25 @@ def test_the_browser_models_job_and_their_comparison_with_native(dev, tmp_path):
     assert values["speed/spleeter-2stems/rtf"] == pytest.approx(0.25)
     with pytest.raises(RuntimeError, match="no output for spleeter-2stems"):
         browser_models.model_metrics(dev, cfg, clip, {}, log=lambda s: None)
+
+
+def test_timbre_recomputes_the_model_cards_holdout_figures(dev):
+    """The violin's hold-out loss on melody m009 and its ratio to the sine baseline, by the
+    suite's code, equal the model card's row (written by pycore.train.evaluate when the
+    model was trained, 3 decimals): within the card's rounding (5e-4) plus 1e-4 relative
+    for float32 summation order."""
+    from pycore.train import data
+
+    if not data.fluidsynth_available():
+        pytest.skip("the hold-out melodies need fluidsynth and FluidR3_GM (make test installs them)")
+    card = open(os.path.join(ROOT, "weights", "cards", "ddsp-violin.md"), encoding="utf-8").read()
+    row = re.search(r"^\| m009 \| [\d.]+ \| ([\d.]+) \([^)]*\) \| ([\d.]+) ", card, re.M)
+    model, sine = float(row[1]), float(row[2])
+    got = {m["name"]: m["value"] for m in timbre.holdout_metrics(dev, ["violin"], 1, log=lambda s: None)}
+    assert set(got) == {"timbre/violin/holdout_loss", "timbre/violin/holdout_vs_sine"}
+    assert got["timbre/violin/holdout_loss"] == pytest.approx(model, abs=5e-4 + 1e-4 * model)
+    ratio_room = model / sine * ((5e-4 + 1e-4 * model) / model + 5e-4 / sine)
+    assert got["timbre/violin/holdout_vs_sine"] == pytest.approx(model / sine, abs=ratio_room)
 
 
 def test_baselines_are_chosen_by_backend_and_adapter_class(tmp_path, monkeypatch):

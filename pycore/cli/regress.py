@@ -44,7 +44,7 @@ def add_parser(sub):
                    help="families whose regressions are reported but do not fail the run (make test: speed, "
                         "whose figures swing more than twofold between runs on a shared machine)")
     r.add_argument("--only", metavar="FAMILY,...", default="",
-                   help="run only these metric families (kernels, dispatch, parity, quality, tone, browser)")
+                   help="run only these metric families (kernels, dispatch, parity, quality, tone, timbre, browser)")
     r.set_defaults(fn=cmd_regress)
 
 
