@@ -9,9 +9,11 @@ and the host compares each stem with the native output.
                                      -> browser/parity/<model>/<stem>/vs_native (SDR, dB)
                                         and browser/speed/<model>/rtf
 
-Models: Spleeter (the released weights) and the suite's random-weight models (HTDemucs,
-Open-Unmix; reduced in quick, official in full: cfg["random"]), on the first
-cfg["browser_seconds"] of the suite's clip (SwiftShader computes on the same 2 cores).
+Models: those of Spleeter (the released weights) and the suite's random-weight models
+(HTDemucs, Open-Unmix; reduced in quick, official in full: cfg["random"]) that
+cfg["browser_models"] names (quick leaves out the 6-stem model and the 4-model ft bag:
+SwiftShader computes on the same 2 cores), on the first cfg["browser_seconds"] of the
+suite's clip.
 
 job.json, read by site/regress.py:
 
@@ -41,7 +43,8 @@ SDR_CAP_DB = 200.0
 def models_of(cfg) -> list:
     """[(key, model, reduced)]: reduced None for Spleeter's released weights."""
     out = [("spleeter-2stems", "spleeter-2stems", None)] if cfg["spleeter_seconds"] else []
-    return out + [(f"{m}-{'reduced' if reduced else 'official'}", m, reduced) for m, _, reduced in cfg["random"]]
+    out += [(f"{m}-{'reduced' if reduced else 'official'}", m, reduced) for m, _, reduced in cfg["random"]]
+    return [o for o in out if o[1] in cfg["browser_models"]]
 
 
 def page_files(cfg, folder) -> tuple:

@@ -16,10 +16,8 @@ Metric families (each metric's name starts with its backend, e.g. "native/parity
               the model cards' figures recomputed (timbre.py)
 
 The browser backend (browser.py) runs the kernel cases, the dispatch timing and the
-demixing models (Spleeter and cfg["random"], on the first cfg["browser_seconds"] of the
-clip), compared with native.
-
-Not yet in the suite (see the issue-13 notes): the htdemucs_ft bag.
+demixing models (those of Spleeter and cfg["random"] named in cfg["browser_models"], on
+the first cfg["browser_seconds"] of the clip), compared with native.
 
 A suite is a name of SUITES or a dict with the same keys (tests run reduced ones):
 config(suite) gives the dict.
@@ -34,16 +32,18 @@ from .metrics import metric
 
 SUITES = {
     # quick: what `make test` runs (a few minutes on 2 CPU cores, lavapipe)
-    "quick": {"spleeter_seconds": 4.0, "pairs": 2, "random": [("htdemucs", 4.0, True), ("umxl", 3.0, True)],
+    "quick": {"spleeter_seconds": 4.0, "pairs": 2, "random": [("htdemucs", 4.0, True), ("htdemucs_6s", 2.0, True),
+                                                              ("htdemucs_ft", 2.0, True), ("umxl", 3.0, True)],
               "crepe_seconds": 2.0, "ddsp": ["violin"], "ddsp_seconds": 2.0,
               "quality_seconds": 6.0, "tone": tone.QUICK, "tone_seconds": 4.0, "browser_seconds": 2.0,
-              "holdout": ["violin"], "holdout_melodies": 1},
+              "browser_models": ["spleeter-2stems", "htdemucs", "umxl"], "holdout": ["violin"], "holdout_melodies": 1},
     # full: official configurations (random weights), longer clips, every instrument
     "full": {"spleeter_seconds": 20.0, "pairs": 5,
-             "random": [("htdemucs", 10.0, False), ("htdemucs_6s", 10.0, False), ("umxl", 10.0, False)],
+             "random": [("htdemucs", 10.0, False), ("htdemucs_6s", 10.0, False), ("htdemucs_ft", 5.0, False),
+                        ("umxl", 10.0, False)],
              "crepe_seconds": 6.0, "ddsp": ["violin", "flute", "trumpet", "saxophone", "guitar"], "ddsp_seconds": 6.0,
              "quality_seconds": 10.0, "tone": tone.FULL, "tone_seconds": 6.0, "browser_seconds": 4.0,
-             "holdout": ["violin", "flute", "trumpet", "saxophone", "guitar"], "holdout_melodies": 2},
+             "browser_models": ["spleeter-2stems", "htdemucs", "htdemucs_6s", "htdemucs_ft", "umxl"], "holdout": ["violin", "flute", "trumpet", "saxophone", "guitar"], "holdout_melodies": 2},
 }
 
 
