@@ -142,7 +142,7 @@ def run(suite, backend, families=()) -> tuple:
 
     t0 = time.perf_counter()
     dev = get_device()
-    log = lambda msg: print(f"  ... {msg}", flush=True)  # noqa: E731
+    log = lambda msg: print(f"  ... [{time.perf_counter() - t0:4.0f} s] {msg}", flush=True)  # noqa: E731
     metrics, figures, browser_env = [], {}, None
     native_families = [f for f in families if f != "browser"] or None
     if backend in ("native", "both") and (not families or native_families):
