@@ -80,6 +80,12 @@ def test_summary_and_report_name_what_changed():
     assert "**REGRESSED**" in md and "native/parity/x | 100 → 60 | -40" in md
     page = report.report_html(res, rows, {})
     assert "REGRESSED" in page and "native/parity/x" in page and "<svg" in page
+    # f0 tracks: one line per voiced run of each track (none across the rest in the middle)
+    track = {"f0_in": [100, 110, 0, 0, 200, 210, 220], "f0_out": [200, 220, 0, 0, 400, 420, 440],
+             "voiced": [1, 1, 0, 0, 1, 1, 1]}
+    svg = report.f0_svg(track)
+    lines = re.findall(r'<polyline [^>]*points="([^"]*)"', svg)
+    assert [len(pts.split()) for pts in lines] == [2, 3, 2, 3]
 
 
 def regress(tmp_path, name, *args, env=None):
