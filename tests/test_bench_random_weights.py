@@ -35,6 +35,23 @@ def test_the_file_holds_the_seeded_reference_network_and_builds(dev):
     assert models[0].kw["bottom_channels"] == HTDEMUCS_REDUCED["bottom_channels"]
 
 
+def test_the_ft_bag_holds_four_seeded_specialists(dev):
+    """htdemucs_ft: four networks seeded 3..6 under the prefixes `weights convert` gives a
+    bag (model0. ...), one-hot bag weights (each specialist gives its own stem)."""
+    data = random_htdemucs_file("htdemucs_ft", reduced=True, seed=3)
+    tensors = load_numpy(data)
+    cfg = dict(HTDEMUCS_REDUCED, segment=Fraction(39, 5))
+    for i in range(4):
+        torch.manual_seed(3 + i)
+        state = make_scales_matter(htd.HTDemucs(sources=SOURCES, **cfg)).state_dict()
+        for name, value in state.items():
+            np.testing.assert_array_equal(tensors[f"model{i}.{name}"], value.numpy(), err_msg=name)
+    assert len(tensors) == 4 * len(state)
+    models, stems, bag_weights = load_models(dev, data)
+    assert (len(models), stems) == (4, SOURCES)
+    assert bag_weights == [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]]
+
+
 def test_other_models_are_refused_by_name():
-    with pytest.raises(BenchUnavailable, match="umxl: random HTDemucs weights cover htdemucs and htdemucs_6s"):
+    with pytest.raises(BenchUnavailable, match="umxl: random HTDemucs weights cover htdemucs, htdemucs_6s, htdemucs_ft"):
         random_htdemucs_file("umxl")

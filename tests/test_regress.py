@@ -8,6 +8,7 @@ against tests/baselines/.)"""
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ import pytest
 
 from pycore.cli import regress as cli
 from pycore.regress import metrics as M
-from pycore.regress import models, report, suite
+from pycore.regress import browser_models, models, report, suite, timbre
 from pycore.regress.cases import CASES
 from pycore.regress.numerics import errors, reference
 
@@ -79,6 +80,12 @@ def test_summary_and_report_name_what_changed():
     assert "**REGRESSED**" in md and "native/parity/x | 100 → 60 | -40" in md
     page = report.report_html(res, rows, {})
     assert "REGRESSED" in page and "native/parity/x" in page and "<svg" in page
+    # f0 tracks: one line per voiced run of each track (none across the rest in the middle)
+    track = {"f0_in": [100, 110, 0, 0, 200, 210, 220], "f0_out": [200, 220, 0, 0, 400, 420, 440],
+             "voiced": [1, 1, 0, 0, 1, 1, 1]}
+    svg = report.f0_svg(track)
+    lines = re.findall(r'<polyline [^>]*points="([^"]*)"', svg)
+    assert [len(pts.split()) for pts in lines] == [2, 3, 2, 3]
 
 
 def regress(tmp_path, name, *args, env=None):
@@ -182,6 +189,60 @@ def test_a_changed_weight_and_a_wrong_op_are_caught_in_their_models_parity_only(
     now, _ = suite.run_native(dev, {**SMALL, "spleeter_seconds": 0}, ["parity"], log=quiet)
     assert flagged([m for m in base if "crepe" in m["name"] or "ddsp" in m["name"]], now) == {
         "native/parity/ddsp-violin/decoder"}
+
+
+def test_the_browser_models_job_and_their_comparison_with_native(dev, tmp_path):
+    """What the regress run serves to the page: job.json names the suite's models and a
+    clip that, read as the page reads it, is the suite's real-music clip; the weights are
+    served files. The page's stems against native: native's own output gives the cap
+    (lavapipe is deterministic), native plus noise scaled to exactly 40 dB gives 40 dB
+    (float32 rounding of the sum moves it by < 1e-6 dB); the real-time factor is the
+    clip's length over the page's time; a model the page did not return is named."""
+    import base64
+
+    from pycore.audio.testdata import real_music_clip
+
+    cfg = {**SMALL, "browser_seconds": 1.0}
+    extra, clip = browser_models.page_files(cfg, str(tmp_path))
+    with open(extra[browser_models.JOB_URL], encoding="utf-8") as f:
+        job = json.load(f)
+    assert [(e["key"], e["model"]) for e in job["models"]] == [("spleeter-2stems", "spleeter-2stems")]
+    assert all(os.path.getsize(extra["/" + e["weights"]]) > 1e6 for e in job["models"])
+    served = np.fromfile(extra["/" + job["clip"]], "<f4").reshape(job["channels"], job["frames"])
+    assert np.array_equal(served, real_music_clip(1.0)) and np.array_equal(served, clip)
+
+    native, _, _ = models.separate(dev, suite.spleeter_demixer(dev), clip)
+    noise = np.random.default_rng(0).standard_normal(native["accompaniment"].shape)
+    noise *= np.sqrt(np.sum(native["accompaniment"].astype(np.float64) ** 2) / np.sum(noise ** 2) / 1e4)
+    page = {"vocals": native["vocals"], "accompaniment": (native["accompaniment"] + noise).astype(np.float32)}
+    stems = {s: [list(x.shape), base64.b64encode(x.astype("<f4").tobytes()).decode()] for s, x in page.items()}
+    out = browser_models.model_metrics(dev, cfg, clip, {"spleeter-2stems": {"seconds": 4.0, "stems": stems}},
+                                       log=lambda s: None)
+    values = {m["name"]: m["value"] for m in out}
+    assert values["parity/spleeter-2stems/vocals/vs_native"] == browser_models.SDR_CAP_DB
+    assert abs(values["parity/spleeter-2stems/accompaniment/vs_native"] - 40.0) < 1e-4
+    assert values["speed/spleeter-2stems/rtf"] == pytest.approx(0.25)
+    with pytest.raises(RuntimeError, match="no output for spleeter-2stems"):
+        browser_models.model_metrics(dev, cfg, clip, {}, log=lambda s: None)
+
+
+def test_timbre_recomputes_the_model_cards_holdout_figures(dev):
+    """The violin's hold-out loss on melody m009 and its ratio to the sine baseline, by the
+    suite's code, equal the model card's row (written by pycore.train.evaluate when the
+    model was trained, 3 decimals): within the card's rounding (5e-4) plus 1e-4 relative
+    for float32 summation order."""
+    from pycore.train import data
+
+    if not data.fluidsynth_available():
+        pytest.skip("the hold-out melodies need fluidsynth and FluidR3_GM (make test installs them)")
+    card = open(os.path.join(ROOT, "weights", "cards", "ddsp-violin.md"), encoding="utf-8").read()
+    row = re.search(r"^\| m009 \| [\d.]+ \| ([\d.]+) \([^)]*\) \| ([\d.]+) ", card, re.M)
+    model, sine = float(row[1]), float(row[2])
+    got = {m["name"]: m["value"] for m in timbre.holdout_metrics(dev, ["violin"], 1, log=lambda s: None)}
+    assert set(got) == {"timbre/violin/holdout_loss", "timbre/violin/holdout_vs_sine"}
+    assert got["timbre/violin/holdout_loss"] == pytest.approx(model, abs=5e-4 + 1e-4 * model)
+    ratio_room = model / sine * ((5e-4 + 1e-4 * model) / model + 5e-4 / sine)
+    assert got["timbre/violin/holdout_vs_sine"] == pytest.approx(model / sine, abs=ratio_room)
 
 
 def test_baselines_are_chosen_by_backend_and_adapter_class(tmp_path, monkeypatch):

@@ -134,6 +134,21 @@ def test_fluidsynth_render_has_the_notes_pitch():
     assert abs(1200 * np.log2(peak / 440.0)) < 20, peak
 
 
+@pytest.mark.skipif(not D.fluidsynth_available(), reason="needs fluidsynth and fluid-soundfont-gm "
+                    "(apt-get install -y fluidsynth fluid-soundfont-gm)")
+def test_a_cached_melody_is_made_once_then_read(dev, tmp_path, monkeypatch):
+    """cached_melody renders and analyses a missing melody once (make_melody, saved as
+    mNNN.npz in the cache), then reads it back unchanged."""
+    monkeypatch.setenv("STEMTONE_CACHE", str(tmp_path))
+    made = []
+    first = D.cached_melody(dev, "flute", 9, seconds=2.0, made=made.append)
+    again = D.cached_melody(dev, "flute", 9, seconds=2.0, made=made.append)
+    assert len(made) == 1 and sorted(p.name for p in D.cache_dir("flute").iterdir()) == ["m009.npz"]
+    assert set(first) == {"audio", "f0_hz", "confidence", "loudness_db", "f0_true", "program"}
+    assert all(np.array_equal(first[k], again[k]) and np.array_equal(first[k], made[0][k]) for k in first)
+    assert len(first["f0_hz"]) == 1 + len(first["audio"]) // D.HOP
+
+
 # --------------------------------------------------------------------------- loss, synthesis
 
 

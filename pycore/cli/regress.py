@@ -44,7 +44,7 @@ def add_parser(sub):
                    help="families whose regressions are reported but do not fail the run (make test: speed, "
                         "whose figures swing more than twofold between runs on a shared machine)")
     r.add_argument("--only", metavar="FAMILY,...", default="",
-                   help="run only these metric families (kernels, dispatch, parity, quality, tone, browser)")
+                   help="run only these metric families (kernels, dispatch, parity, quality, tone, timbre, browser)")
     r.set_defaults(fn=cmd_regress)
 
 
@@ -142,7 +142,7 @@ def run(suite, backend, families=()) -> tuple:
 
     t0 = time.perf_counter()
     dev = get_device()
-    log = lambda msg: print(f"  ... {msg}", flush=True)  # noqa: E731
+    log = lambda msg: print(f"  ... [{time.perf_counter() - t0:4.0f} s] {msg}", flush=True)  # noqa: E731
     metrics, figures, browser_env = [], {}, None
     native_families = [f for f in families if f != "browser"] or None
     if backend in ("native", "both") and (not families or native_families):
@@ -151,7 +151,7 @@ def run(suite, backend, families=()) -> tuple:
     if backend in ("browser", "both") and (not families or "browser" in families):
         from ..regress import browser
 
-        m, browser_env = browser.run_browser(dev, suite, log=log)
+        m, browser_env = browser.run_browser(dev, suites.config(suite), log=log)
         metrics += m
     backends = ["native", "browser"] if backend == "both" else [backend]
     results = {"schema": SCHEMA, "suite": suite, "backends": backends, "families": families or "all",

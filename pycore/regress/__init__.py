@@ -9,6 +9,9 @@ natively and in headless Chromium, compared against a committed baseline.
   quality      BSS Eval v4 against ground-truth stems (fast-bss-eval)
   tone         tone transfer's f0-following, loudness correlation and timbre share (the
                timbre check) on real singing
+  timbre       each instrument's hold-out spectral loss against its sine baseline (the
+               model cards' figures, recomputed)
+  browser_models  the models' part of the browser backend: the page's stems against native
   suite        the quick and full suites (native)
   browser      the same suite's browser part: the regress page driven by Playwright
   environment  commit, adapters, drivers, versions, CPU, date

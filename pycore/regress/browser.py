@@ -6,6 +6,9 @@ worker's JSON, and turn it into metrics on the host:
     browser/parity/kernels/<family>/vs_native
                               SDR of the browser's output against the native one (dB)
     browser/dispatch/host_us  host µs per dispatch in the PyScript worker
+    browser/parity/<model>/<stem>/vs_native, browser/speed/<model>/rtf
+                              the suite's models on real music (browser_models.py; the
+                              server adds the clip and the weights for the page)
 
 Chromium is Debian's (apt-get install chromium); the flags are e2e/conftest.py's.
 """
@@ -16,7 +19,10 @@ import asyncio
 import base64
 import json
 import shutil
+import tempfile
+import time
 
+from . import browser_models
 from .cases import run_cases
 from .metrics import metric
 from .models import sdr
@@ -24,15 +30,16 @@ from .numerics import kernel_metrics
 
 FLAGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--no-first-run", "--enable-unsafe-webgpu", "--enable-unsafe-swiftshader"]
-PAGE_TIMEOUT_S = 300
+PAGE_TIMEOUT_S = 900
 
 
 class BrowserUnavailable(RuntimeError):
     """Chromium, Playwright or the web packages are missing; the message says how to install them."""
 
 
-def run_page(log=print) -> dict:
-    """The regress page's JSON (see site/regress.py)."""
+def run_page(extra=None, log=print) -> dict:
+    """The regress page's JSON (see site/regress.py); extra: {URL path: file} the server
+    adds (the models' job, browser_models.page_files)."""
     import os
 
     from ..cli import serve
@@ -46,7 +53,7 @@ def run_page(log=print) -> dict:
         raise BrowserUnavailable("the browser backend needs chromium: apt-get install chromium (make test)")
     if not serve.vendor_installed():
         raise BrowserUnavailable("node_modules is missing: run `npm ci` (make test) for pyodide and pyscript")
-    srv = serve.make_server()
+    srv = serve.make_server(extra=extra)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, headless=True, args=FLAGS)
@@ -54,7 +61,7 @@ def run_page(log=print) -> dict:
                 page = browser.new_page()
                 log(f"browser: {browser.version}, {srv.url}/regress.html")
                 page.goto(f"{srv.url}/regress.html")
-                page.wait_for_function("document.body.dataset.status", timeout=PAGE_TIMEOUT_S * 1000)
+                wait_for_page(page, log)
                 state = page.evaluate("document.body.dataset.status")
                 text = page.text_content("#result") or ""
                 if state != "done":
@@ -68,11 +75,26 @@ def run_page(log=print) -> dict:
         srv.stop()
 
 
-def run_browser(dev, suite="quick", log=print) -> tuple:
+def wait_for_page(page, log):
+    """Until body[data-status] is set, echoing the page's progress to `log`."""
+    deadline, last = time.monotonic() + PAGE_TIMEOUT_S, None
+    while not page.evaluate("document.body.dataset.status || ''"):
+        text = page.text_content("#status-text")
+        if text != last:
+            log(f"browser: {text}")
+            last = text
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the regress page did not finish within {PAGE_TIMEOUT_S} s (it was at: {last})")
+        page.wait_for_timeout(1000)
+
+
+def run_browser(dev, cfg, log=print) -> tuple:
     """(metrics, environment part) of the browser backend; dev: the native device, whose
-    outputs the browser's are compared with."""
+    outputs the browser's are compared with; cfg: the suite's configuration."""
     log("browser: the regress page in headless Chromium (SwiftShader)")
-    page = run_page(log)
+    with tempfile.TemporaryDirectory(prefix="stemtone-regress-") as folder:
+        extra, clip = browser_models.page_files(cfg, folder)
+        page = run_page(extra, log)
     outputs = {k: (tuple(shape), base64.b64decode(b64)) for k, (shape, b64) in page["outputs"].items()}
     native = asyncio.run(run_cases(dev))
     out = kernel_metrics(outputs)
@@ -85,6 +107,7 @@ def run_browser(dev, suite="quick", log=print) -> tuple:
     out.append(metric("dispatch/host_us", "dispatch", page["dispatch_us"], "µs", "lower",
                       rel=max(0.5, 3 * page["dispatch_spread"]),
                       note="PyScript worker: N elementwise adds recorded then flushed; median of 7 batches"))
+    out += browser_models.model_metrics(dev, cfg, clip, page["models"], log)
     for m in out:
         m["name"] = "browser/" + m["name"]
     return out, {"adapter": page["adapter"], "version": page["version"] + "; " + page["user_agent"]}

@@ -89,9 +89,18 @@ def f0_svg(track, width=560, height=180) -> str:
     lo, hi = np.log2(60.0), np.log2(1200.0)
 
     def line(f, colour):
-        pts = [f"{i / max(1, len(f) - 1) * width:.1f},{height - (np.log2(max(v, 60)) - lo) / (hi - lo) * height:.1f}"
-               for i, (v, ok) in enumerate(zip(f, voiced)) if ok]
-        return f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{" ".join(pts)}"/>'
+        """One polyline per run of voiced frames (no line drawn across a rest)."""
+        runs, pts = [], []
+        for i, (v, ok) in enumerate(zip(f, voiced)):
+            if ok:
+                pts.append(f"{i / max(1, len(f) - 1) * width:.1f},"
+                           f"{height - (np.log2(max(v, 60)) - lo) / (hi - lo) * height:.1f}")
+            elif pts:
+                runs.append(pts)
+                pts = []
+        runs += [pts] if pts else []
+        return "".join(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{" ".join(r)}"/>'
+                       for r in runs)
     grid = "".join(f'<line x1="0" x2="{width}" y1="{height - (np.log2(f) - lo) / (hi - lo) * height:.1f}" '
                    f'y2="{height - (np.log2(f) - lo) / (hi - lo) * height:.1f}" stroke="#ddd"/>'
                    f'<text x="2" y="{height - (np.log2(f) - lo) / (hi - lo) * height - 2:.1f}" font-size="10">{f} Hz</text>'
@@ -99,7 +108,8 @@ def f0_svg(track, width=560, height=180) -> str:
     return (f'<svg width="{width}" height="{height}" style="background:#fafafa">{grid}'
             f'{line(fi, "#1565c0")}{line(fo, "#e65100")}</svg>'
             '<div class="legend"><span style="color:#1565c0">input f0 (x 2^octave)</span> · '
-            '<span style="color:#e65100">output f0</span> (voiced frames, CREPE)</div>')
+            '<span style="color:#e65100">output f0</span> (voiced frames, CREPE; notes outside the '
+            'instrument\'s range are played octaves up or down)</div>')
 
 
 def bars_svg(rows, width=560) -> str:
@@ -108,7 +118,7 @@ def bars_svg(rows, width=560) -> str:
     if not rows:
         return "<p>No metric moved beyond its tolerance: nothing to draw.</p>"
     h = 34
-    out = [f'<svg width="{width + 320}" height="{h * len(rows)}">']
+    out = [f'<svg width="{width + 560}" height="{h * len(rows)}">']
     for i, r in enumerate(rows):
         top = max(abs(r["old"]), abs(r["new"])) or 1.0
         y = i * h
@@ -116,7 +126,7 @@ def bars_svg(rows, width=560) -> str:
             w = 0 if not math.isfinite(v) else abs(v) / top * width
             out.append(f'<rect x="310" y="{y + 4 + j * 12}" width="{w:.1f}" height="10" fill="{colour}"/>')
         out.append(f'<text x="0" y="{y + 18}" font-size="11">{html.escape(r["name"][-48:])}</text>')
-        out.append(f'<text x="{315 + width}" y="{y + 18}" font-size="11" text-anchor="end">'
+        out.append(f'<text x="{320 + width}" y="{y + 18}" font-size="11">'
                    f'{fmt(r["old"])} → {fmt(r["new"])} {html.escape(r["unit"])}</text>')
     return "".join(out) + "</svg>"
 

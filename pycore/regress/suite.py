@@ -12,31 +12,38 @@ Metric families (each metric's name starts with its backend, e.g. "native/parity
               known f0, the DDSP decoder and synthesizer against PyTorch (tone_models.py)
     quality   BSS Eval v4 SDR / SIR / SAR against ground-truth stems (quality.py)
     tone      f0-following and loudness correlation on real singing (tone.py)
+    timbre    each instrument's hold-out spectral loss and its ratio to the sine baseline,
+              the model cards' figures recomputed (timbre.py)
 
-Not yet in the suite (see the issue-13 notes): the instruments' hold-out spectral loss,
-the htdemucs_ft bag, and the models in the browser backend (its page runs the kernel
-cases and the dispatch timing only, browser.py).
+The browser backend (browser.py) runs the kernel cases, the dispatch timing and the
+demixing models (those of Spleeter and cfg["random"] named in cfg["browser_models"], on
+the first cfg["browser_seconds"] of the clip), compared with native.
 
-A suite is a name of SUITES or a dict with the same keys (tests run reduced ones).
+A suite is a name of SUITES or a dict with the same keys (tests run reduced ones):
+config(suite) gives the dict.
 """
 
 from __future__ import annotations
 
-from . import models, numerics, quality, tone, tone_models
+from . import models, numerics, quality, timbre, tone, tone_models
 from .cases import run_cases
 from .dispatch import host_us_per_dispatch
 from .metrics import metric
 
 SUITES = {
     # quick: what `make test` runs (a few minutes on 2 CPU cores, lavapipe)
-    "quick": {"spleeter_seconds": 4.0, "pairs": 2, "random": [("htdemucs", 4.0, True), ("umxl", 3.0, True)],
+    "quick": {"spleeter_seconds": 4.0, "pairs": 2, "random": [("htdemucs", 4.0, True), ("htdemucs_6s", 2.0, True),
+                                                              ("htdemucs_ft", 2.0, True), ("umxl", 3.0, True)],
               "crepe_seconds": 2.0, "ddsp": ["violin"], "ddsp_seconds": 2.0,
-              "quality_seconds": 6.0, "tone": tone.QUICK, "tone_seconds": 4.0},
+              "quality_seconds": 6.0, "tone": tone.QUICK, "tone_seconds": 4.0, "browser_seconds": 2.0,
+              "browser_models": ["spleeter-2stems", "htdemucs", "umxl"], "holdout": ["violin"], "holdout_melodies": 1},
     # full: official configurations (random weights), longer clips, every instrument
     "full": {"spleeter_seconds": 20.0, "pairs": 5,
-             "random": [("htdemucs", 10.0, False), ("htdemucs_6s", 10.0, False), ("umxl", 10.0, False)],
+             "random": [("htdemucs", 10.0, False), ("htdemucs_6s", 10.0, False), ("htdemucs_ft", 5.0, False),
+                        ("umxl", 10.0, False)],
              "crepe_seconds": 6.0, "ddsp": ["violin", "flute", "trumpet", "saxophone", "guitar"], "ddsp_seconds": 6.0,
-             "quality_seconds": 10.0, "tone": tone.FULL, "tone_seconds": 6.0},
+             "quality_seconds": 10.0, "tone": tone.FULL, "tone_seconds": 6.0, "browser_seconds": 4.0,
+             "browser_models": ["spleeter-2stems", "htdemucs", "htdemucs_6s", "htdemucs_ft", "umxl"], "holdout": ["violin", "flute", "trumpet", "saxophone", "guitar"], "holdout_melodies": 2},
 }
 
 
@@ -86,8 +93,12 @@ def family_tone(dev, cfg, log, figures):
     return out
 
 
+def family_timbre(dev, cfg, log, figures):
+    return timbre.holdout_metrics(dev, cfg["holdout"], cfg["holdout_melodies"], log=log)
+
+
 FAMILIES = {"kernels": family_kernels, "dispatch": family_dispatch, "parity": family_parity,
-            "quality": family_quality, "tone": family_tone}
+            "quality": family_quality, "tone": family_tone, "timbre": family_timbre}
 
 _SPLEETER = {}
 
@@ -108,14 +119,19 @@ def use_spleeter(dev, demixer):
         _SPLEETER[dev] = demixer
 
 
-def run_native(dev, suite="quick", families=None, log=print) -> tuple:
-    """(metrics, figures): figures holds arrays for the report (spectrograms, f0 tracks)."""
+def config(suite) -> dict:
     if not isinstance(suite, dict) and suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; use one of {', '.join(SUITES)}")
+    return suite if isinstance(suite, dict) else SUITES[suite]
+
+
+def run_native(dev, suite="quick", families=None, log=print) -> tuple:
+    """(metrics, figures): figures holds arrays for the report (spectrograms, f0 tracks)."""
+    cfg = config(suite)
     unknown = [f for f in families or () if f not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown metric families {unknown}; choose from {', '.join(FAMILIES)}")
-    cfg, figures, out = suite if isinstance(suite, dict) else SUITES[suite], {}, []
+    figures, out = {}, []
     for name, fn in FAMILIES.items():
         if families and name not in families:
             continue

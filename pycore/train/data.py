@@ -348,6 +348,24 @@ def make_melody(dev, instrument: str, index: int, seconds: float = 15.0) -> dict
             "f0_true": np.asarray(true_f0(m, len(f0)), np.float32), "program": np.int32(m.program)}
 
 
+def cached_melody(dev, instrument: str, index: int, seconds: float = 15.0, made=None) -> dict:
+    """Melody `index` from the cache (cache_dir(instrument)/mNNN.npz), made and cached
+    first where it is missing (then `made(melody)` is called)."""
+    import numpy as np
+
+    path = cache_dir(instrument) / f"m{index:03d}.npz"
+    if not path.exists():
+        d = make_melody(dev, instrument, index, seconds)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
+        np.savez(tmp, **d)
+        os.replace(tmp, path)
+        if made is not None:
+            made(d)
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
 def figures(items: list) -> dict:
     """Data figures of a list of .npz dicts: hours, CREPE against the score."""
     import numpy as np
@@ -373,8 +391,6 @@ def figures(items: list) -> dict:
 def build(instrument: str, melodies: int = 20, seconds: float = 15.0, dev=None, log=print) -> dict:
     """Make (or reuse) the cached data set of an instrument; returns its figures, also
     written to summary.json."""
-    import numpy as np
-
     from ..gpu.native import get_device
 
     dev = dev or get_device()
@@ -382,15 +398,9 @@ def build(instrument: str, melodies: int = 20, seconds: float = 15.0, dev=None, 
     out.mkdir(parents=True, exist_ok=True)
     items, t0 = {"train": [], "holdout": []}, time.time()
     for i in range(melodies):
-        path = out / f"m{i:03d}.npz"
-        if not path.exists():
-            d = make_melody(dev, instrument, i, seconds)
-            np.savez(path.with_suffix(".tmp.npz"), **d)
-            os.replace(path.with_suffix(".tmp.npz"), path)
-            log(f"{instrument} {i + 1}/{melodies}: {len(d['audio']) / SAMPLE_RATE:.1f} s "
-                f"({time.time() - t0:.0f} s elapsed)")
-        with np.load(path) as z:
-            items["holdout" if is_holdout(i) else "train"].append({k: z[k] for k in z.files})
+        made = lambda d: log(f"{instrument} {i + 1}/{melodies}: {len(d['audio']) / SAMPLE_RATE:.1f} s "  # noqa: E731
+                             f"({time.time() - t0:.0f} s elapsed)")
+        items["holdout" if is_holdout(i) else "train"].append(cached_melody(dev, instrument, i, seconds, made))
     summary = {"instrument": instrument, "programs": list(INSTRUMENTS[instrument].programs),
                "range": [INSTRUMENTS[instrument].low, INSTRUMENTS[instrument].high],
                "soundfont": "FluidR3_GM.sf2 (Debian fluid-soundfont-gm, MIT)",

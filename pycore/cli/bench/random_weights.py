@@ -34,8 +34,12 @@ def _require_torch():
                                "pip install torch==2.13.0 (and --no-deps demucs==4.1.0 for HTDemucs)") from None
 
 
-def _htdemucs_reference(model, reduced, seed=0):
-    """The reference demucs HTDemucs module with seeded random weights."""
+HTDEMUCS_MODELS = ("htdemucs", "htdemucs_6s", "htdemucs_ft")
+
+
+def _htdemucs_networks(model, reduced, seed=0) -> list:
+    """The reference demucs HTDemucs modules with seeded random weights: one, or for the
+    htdemucs_ft bag four (seeds seed .. seed + 3), one specialist per stem."""
     _require_torch()
     import torch
 
@@ -49,9 +53,30 @@ def _htdemucs_reference(model, reduced, seed=0):
 
     cfg = dict(HTDEMUCS_REDUCED if reduced else HTDEMUCS_OFFICIAL)
     cfg["segment"] = Fraction(cfg["segment"]).limit_denominator(1000)
-    torch.manual_seed(seed)
-    net = TorchHTDemucs(sources=list(MODELS[model]["stems"]), **cfg).eval()
-    return make_scales_matter(net)
+    stems = list(MODELS[model]["stems"])
+    nets = []
+    for i in range(len(stems) if model == "htdemucs_ft" else 1):
+        torch.manual_seed(seed + i)
+        nets.append(make_scales_matter(TorchHTDemucs(sources=stems, **cfg).eval()))
+    return nets
+
+
+def bag_weights(model):
+    """htdemucs_ft's per-model, per-stem weights (each specialist gives its own stem, as
+    the published bag); None for a single model."""
+    from ...demix import MODELS
+
+    n = len(MODELS[model]["stems"])
+    return [[float(i == j) for j in range(n)] for i in range(n)] if model == "htdemucs_ft" else None
+
+
+def _htdemucs_reference(model, reduced, seed=0):
+    """The reference demucs module with seeded random weights: an HTDemucs, or for
+    htdemucs_ft a demucs BagOfModels of four."""
+    nets = _htdemucs_networks(model, reduced, seed)
+    if model != "htdemucs_ft":
+        return nets[0]
+    return demucs_apply().BagOfModels(nets, bag_weights(model))
 
 
 def make_scales_matter(net):
@@ -90,17 +115,34 @@ def random_htdemucs_file(model="htdemucs", reduced=False, seed=0) -> bytes:
     from ...demix import MODELS
     from ...weights.safetensors import dumps
 
-    if model not in ("htdemucs", "htdemucs_6s"):
-        raise BenchUnavailable(f"{model}: random HTDemucs weights cover htdemucs and htdemucs_6s")
-    net = _htdemucs_reference(model, reduced, seed)
+    if model not in HTDEMUCS_MODELS:
+        raise BenchUnavailable(f"{model}: random HTDemucs weights cover {', '.join(HTDEMUCS_MODELS)}")
+    nets = _htdemucs_networks(model, reduced, seed)
     stems = list(MODELS[model]["stems"])
     kwargs = dict(HTDEMUCS_REDUCED if reduced else HTDEMUCS_OFFICIAL)
+    prefixes = [f"model{i}." if len(nets) > 1 else "" for i in range(len(nets))]   # as weights convert names a bag's
     arch = {"klass": "demucs.htdemucs.HTDemucs", "sources": stems,
-            "models": [{"prefix": "", "sig": f"random{seed}", "args": [], "kwargs": kwargs}], "weights": None}
-    tensors = {k: ("f32", tuple(v.shape), v.detach().float().contiguous().numpy().tobytes())
-               for k, v in net.state_dict().items() if v.is_floating_point()}
+            "models": [{"prefix": p, "sig": f"random{seed + i}", "args": [], "kwargs": kwargs}
+                       for i, p in enumerate(prefixes)], "weights": bag_weights(model)}
+    tensors = {p + k: ("f32", tuple(v.shape), v.detach().float().contiguous().numpy().tobytes())
+               for p, net in zip(prefixes, nets) for k, v in net.state_dict().items() if v.is_floating_point()}
     return dumps(tensors, {"model": model, "format": "demucs", "architecture": json.dumps(arch),
                            "source": json.dumps([{"file": f"random weights, seed {seed}"}])})
+
+
+def random_weights_file(model, reduced=False, seed=0) -> bytes:
+    """random_demixer's weights as a safetensors file (for a page: the regress page
+    separates with them in the browser): HTDemucs as random_htdemucs_file, Open-Unmix as
+    the "<target>.<key>" tensors its loader reads."""
+    import numpy as np
+
+    from ...weights.safetensors import dumps
+
+    if model != "umxl":
+        return random_htdemucs_file(model, reduced, seed)
+    weights, _ = _umx_weights(reduced, seed)
+    return dumps({k: ("f32", tuple(v.shape), np.ascontiguousarray(v, np.float32).tobytes())
+                  for k, v in weights.items()}, {"model": "umxl"})
 
 
 def random_demixer(dev, model, reduced=False, seed=0):
@@ -120,14 +162,18 @@ def random_demixer(dev, model, reduced=False, seed=0):
     if model == "umxl":
         weights, _ = _umx_weights(reduced, seed)
         return asyncio.run(Demixer.load(dev, "umxl", weights=entries(weights)))
-    if model not in ("htdemucs", "htdemucs_6s"):
-        raise BenchUnavailable(f"{model}: random-weight benchmarks cover htdemucs, htdemucs_6s and umxl")
+    if model not in HTDEMUCS_MODELS:
+        raise BenchUnavailable(f"{model}: random-weight benchmarks cover {', '.join(HTDEMUCS_MODELS)} and umxl")
     return asyncio.run(Demixer.load(dev, model, weights=random_htdemucs_file(model, reduced, seed)))
 
 
 def demucs_apply_model():
-    """demucs.apply.apply_model; demucs.apply imports tqdm (used only for progress bars):
-    an empty stand-in module where tqdm is not installed."""
+    return demucs_apply().apply_model
+
+
+def demucs_apply():
+    """The demucs.apply module (apply_model, BagOfModels); it imports tqdm (used only for
+    progress bars): an empty stand-in module where tqdm is not installed."""
     import importlib.util
     import sys
     import types
@@ -136,11 +182,11 @@ def demucs_apply_model():
     if stub:
         sys.modules["tqdm"] = types.ModuleType("tqdm")
     try:
-        from demucs.apply import apply_model
+        import demucs.apply
     finally:
         if stub:
             del sys.modules["tqdm"]
-    return apply_model
+    return demucs.apply
 
 
 def _reference_separator(model, reduced, seed):
