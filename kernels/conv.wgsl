@@ -245,23 +245,48 @@ fn store_tile(t: Tile, n: u32, ch: u32, ch_end: u32, q: u32, step: u32) {
     store4(t.p3, b, n, ch, ch_end, q + 12u * step, step);
 }
 
+// What one invocation of conv / conv_run computes: its reduction slice, batch item n,
+// group g, channel block gb (= g * cblocks + block) and position lane; valid is false
+// past the grid. Sets split_base for store.
+struct Slot { valid: bool, split: u32, n: u32, g: u32, gb: u32, lane: u32 }
+
+fn slot(wid: vec3<u32>, nwg: vec3<u32>, local: u32) -> Slot {
+    let flat = wg_linear(wid, nwg) * WG + local;
+    let split = flat / p.split_inv;
+    let id = flat % p.split_inv;
+    let gb = (id / p.lanes) % (p.groups * p.cblocks);
+    split_base = split * p.batch * p.c_out * p.oh * p.ow;
+    return Slot(id < p.batch * p.groups * p.cblocks * p.lanes && split < p.splits, split,
+                id / (p.lanes * p.groups * p.cblocks), gb / p.cblocks, gb, id % p.lanes);
+}
+
+// Bias + activation + store of a channel block's CQ tiles (positions q + i step, see store_tile).
+fn store_block(t0: Tile, t1: Tile, t2: Tile, t3: Tile, s: Slot, q: u32, step: u32) {
+    let ch = s.g * p.cout_g + (s.gb % p.cblocks) * CQ * 4u;   // first output channel of the block
+    let ch_end = (s.g + 1u) * p.cout_g;
+    store_tile(t0, s.n, ch, ch_end, q, step);
+    if (CQ > 1u) {
+        store_tile(t1, s.n, ch + 4u, ch_end, q, step);
+    }
+    if (CQ > 2u) {
+        store_tile(t2, s.n, ch + 8u, ch_end, q, step);
+        store_tile(t3, s.n, ch + 12u, ch_end, q, step);
+    }
+}
+
 @compute @workgroup_size(WG)
 fn conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lane: u32) {
-    // This invocation's reduction slice, batch item, group and channel block.
-    let flat = wg_linear(wid, nwg) * WG + lane;
-    let split = flat / p.split_inv;
-    let id = flat % p.split_inv;
-    if (id >= p.batch * p.groups * p.cblocks * p.lanes || split >= p.splits) {
+    let s = slot(wid, nwg, lane);
+    if (!s.valid) {
         return;
     }
-    split_base = split * p.batch * p.c_out * p.oh * p.ow;
-    let t_begin = p.t0 + split * p.split_steps;
+    let n = s.n;
+    let g = s.g;
+    let gb = s.gb;
+    let q0 = s.lane;
+    let t_begin = p.t0 + s.split * p.split_steps;
     let t_end = min(p.t1, t_begin + p.split_steps);
-    let q0 = id % p.lanes;
-    let gb = (id / p.lanes) % (p.groups * p.cblocks);   // g * cblocks + block
-    let n = id / (p.lanes * p.groups * p.cblocks);
-    let g = gb / p.cblocks;
 
     // Its 16 positions q0 + i lanes (i < 16), as input rows and columns of tap 0.
     let q_0 = quad_positions(q0);
@@ -328,16 +353,7 @@ fn conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         icl += select(0u, 1u, chan_done);
     }
 
-    let ch = g * p.cout_g + (gb % p.cblocks) * CQ * 4u;   // first output channel of the block
-    let ch_end = (g + 1u) * p.cout_g;
-    store_tile(acc0, n, ch, ch_end, q0, p.lanes);
-    if (CQ > 1u) {
-        store_tile(acc1, n, ch + 4u, ch_end, q0, p.lanes);
-    }
-    if (CQ > 2u) {
-        store_tile(acc2, n, ch + 8u, ch_end, q0, p.lanes);
-        store_tile(acc3, n, ch + 12u, ch_end, q0, p.lanes);
-    }
+    store_block(acc0, acc1, acc2, acc3, s, q0, p.lanes);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -372,19 +388,16 @@ fn run_window(chan: u32, a: i32, step: i32, len: u32, pitch: u32) -> Inputs {
 @compute @workgroup_size(WG)
 fn conv_run(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lane: u32) {
-    let flat = wg_linear(wid, nwg) * WG + lane;
-    let split = flat / p.split_inv;
-    let id = flat % p.split_inv;
-    if (id >= p.batch * p.groups * p.cblocks * p.lanes || split >= p.splits) {
+    let s = slot(wid, nwg, lane);
+    if (!s.valid) {
         return;
     }
-    split_base = split * p.batch * p.c_out * p.oh * p.ow;
-    let q0 = (id % p.lanes) * 16u;                           // this run's first position
-    let gb = (id / p.lanes) % (p.groups * p.cblocks);        // g * cblocks + block
-    let n = id / (p.lanes * p.groups * p.cblocks);
-    let g = gb / p.cblocks;
+    let n = s.n;
+    let g = s.g;
+    let gb = s.gb;
+    let q0 = s.lane * 16u;                                   // this run's first position
     let taps = p.kh * p.kw;
-    let c_begin = split * p.split_steps;
+    let c_begin = s.split * p.split_steps;
     let c_end = min(p.cin_g, c_begin + p.split_steps);
     // the parameters the loops read, as values (see conv)
     let len = p.run_len;
@@ -424,16 +437,7 @@ fn conv_run(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         }
     }
 
-    let ch = g * p.cout_g + (gb % p.cblocks) * CQ * 4u;
-    let ch_end = (g + 1u) * p.cout_g;
-    store_tile(acc0, n, ch, ch_end, q0, 1u);
-    if (CQ > 1u) {
-        store_tile(acc1, n, ch + 4u, ch_end, q0, 1u);
-    }
-    if (CQ > 2u) {
-        store_tile(acc2, n, ch + 8u, ch_end, q0, 1u);
-        store_tile(acc3, n, ch + 12u, ch_end, q0, 1u);
-    }
+    store_block(acc0, acc1, acc2, acc3, s, q0, 1u);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ import base64
 import json
 import shutil
 import tempfile
-import time
 
+from ..cli.bench.browser import wait_for_page
 from . import browser_models
 from .cases import run_cases
 from .metrics import metric
@@ -61,7 +61,7 @@ def run_page(extra=None, log=print) -> dict:
                 page = browser.new_page()
                 log(f"browser: {browser.version}, {srv.url}/regress.html")
                 page.goto(f"{srv.url}/regress.html")
-                wait_for_page(page, log)
+                wait_for_page(page, PAGE_TIMEOUT_S, log, what="the regress page", error=RuntimeError)
                 state = page.evaluate("document.body.dataset.status")
                 text = page.text_content("#result") or ""
                 if state != "done":
@@ -73,19 +73,6 @@ def run_page(extra=None, log=print) -> dict:
                 browser.close()
     finally:
         srv.stop()
-
-
-def wait_for_page(page, log):
-    """Until body[data-status] is set, echoing the page's progress to `log`."""
-    deadline, last = time.monotonic() + PAGE_TIMEOUT_S, None
-    while not page.evaluate("document.body.dataset.status || ''"):
-        text = page.text_content("#status-text")
-        if text != last:
-            log(f"browser: {text}")
-            last = text
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the regress page did not finish within {PAGE_TIMEOUT_S} s (it was at: {last})")
-        page.wait_for_timeout(1000)
 
 
 def run_browser(dev, cfg, log=print) -> tuple:

@@ -61,16 +61,17 @@ def with_thread_cpu(rows: list, name: str, cpu_ms: float) -> list:
     return out
 
 
-def _wait_for_page(page, timeout_s, log):
-    """Until body[data-status] is set, echoing the page's progress to `log`."""
+def wait_for_page(page, timeout_s, log, what="the bench page", error=BenchUnavailable):
+    """Until body[data-status] is set, echoing the page's #status-text to `log`; `error`
+    (naming `what` and where the page was) after timeout_s. The bench and regress pages."""
     deadline, last = time.monotonic() + timeout_s, None
     while not page.evaluate("document.body.dataset.status || ''"):
-        text = page.inner_text("#status-text")
+        text = page.text_content("#status-text")
         if text != last:
             log(f"browser: {text}")
             last = text
         if time.monotonic() > deadline:
-            raise BenchUnavailable(f"the bench page did not finish within {timeout_s} s (it was at: {last})")
+            raise error(f"{what} did not finish within {timeout_s} s (it was at: {last})")
         page.wait_for_timeout(1000)
 
 
@@ -106,7 +107,7 @@ def browser_figures(blocks=250, htdemucs=None, log=None, timeout_s=None) -> list
                     page = browser.new_page()
                     browser.start_tracing(page=page, categories=TRACE_CATEGORIES)
                     page.goto(f"{srv.url}/bench.html?blocks={blocks}&htdemucs={int(htdemucs is not None)}")
-                    _wait_for_page(page, timeout_s, log)
+                    wait_for_page(page, timeout_s, log)
                     trace = browser.stop_tracing()
                     if page.evaluate("document.body.dataset.status") != "done":
                         raise BenchUnavailable("the bench page failed: " + page.inner_text("#status-text"))
