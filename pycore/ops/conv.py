@@ -171,6 +171,23 @@ def channel_quads(cout_g):
     return min(BLOCK_COST, key=lambda cq: ceil_div(cout_g, 4 * cq) * BLOCK_COST[cq])
 
 
+# conv_run on a CPU driver: each invocation is one lane of a SIMD unit (8 lanes of 32 bits
+# on lavapipe's 256-bit vectors), so a batch item's invocations cost in whole groups of 8,
+# and a step of a 4 * CQ channel tile costs RUN_COST[CQ] (nearly linear in CQ: the tile's
+# accumulators live in memory). Fitted to CREPE's layers on lavapipe (process CPU per call,
+# 1-3 frames): conv1 (128 channels, 16 runs) CQ 1/2/4 = 8.2/6.6/6.1 ms, conv2 8.4/6.8/7.2,
+# conv5 (16 channels, 1 run) 0.69/0.87/1.35. A big tile wins where the grid fills the
+# lanes anyway; a layer of few positions wants small tiles and more invocations.
+RUN_COST = {1: 1.0, 2: 1.6, 4: 3.3}
+SIMD_LANES = 8
+
+
+def run_quads(cout_g, groups, lanes):
+    """CQ for conv_run: the fewest SIMD groups of an item's invocations, weighted by RUN_COST."""
+    return min(RUN_COST, key=lambda cq: ceil_div(groups * ceil_div(cout_g, 4 * cq) * lanes, SIMD_LANES)
+               * RUN_COST[cq])
+
+
 def _axis_passes(k, out, stride, pad, dil, transposed):
     """How the kernel covers one axis: a list of passes (r, count, ostep, istep, taps) in
     which output r + q * ostep (q < count) reads input q * istep + t0 + m * tstep for the
@@ -209,7 +226,8 @@ def _launch(x, weight, bias, out, transposed, in_shape, ksize, out_size, cin_g, 
     (kh, kw), (oh, ow) = ksize, out_size
     rows = _axis_passes(kh, oh, stride[0], pad[0], dilation[0], transposed)
     cols = _axis_passes(kw, ow, stride[1], pad[1], dilation[1], transposed)
-    cq = channel_quads(cout_g)
+    run = run_axis(transposed, in_shape, ksize, stride, pad, dilation, cin_g) if dev.cpu_adapter else None
+    cq = run_quads(cout_g, groups, ceil_div(oh * ow, 16)) if run is not None else channel_quads(cout_g)
     cblocks = ceil_div(cout_g, 4 * cq)
     consts = {"WG": WG, "CQ": cq, "ACT": ACTS[act]}
     aliases = {"W": "f16"} if weight.dtype == "f16" else {}
@@ -251,7 +269,6 @@ def _launch(x, weight, bias, out, transposed, in_shape, ksize, out_size, cin_g, 
             # size (a live block's 3 CREPE frames equal the offline run's)
             per_item = ceil_div(groups * cblocks * prm["lanes"], WG)
             splits = parallel_splits(per_item, steps) if len(rows) * len(cols) == 1 and len(spans) == 1 else 1
-            run = run_axis(transposed, in_shape, ksize, stride, pad, dilation, cin_g) if dev.cpu_adapter else None
             if run is not None:
                 _launch_run(dev, consts, aliases, {**args, **prm, **run}, wpack, workgroups, per_item, kh * kw, cin_g)
                 continue
