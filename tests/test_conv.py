@@ -395,6 +395,20 @@ def test_parallel_splits():
     assert C.parallel_splits(C.MIN_WORKGROUPS, 10 ** 6) == 1  # enough workgroups already
     assert C.parallel_splits(1, 2 * C.MIN_SPLIT_STEPS - 1) == 1  # too short to split
     assert C.parallel_splits(1, 3 * C.MIN_SPLIT_STEPS) == 3
+    # a CPU driver splits long reductions only: CREPE conv2 still 8 ways, conv3-5 not
+    cpu = C.MIN_SPLIT_STEPS_CPU
+    assert C.parallel_splits(1, 128 * 64, cpu) == 8
+    assert C.parallel_splits(1, 16 * 64, cpu) == 1
+    assert C.parallel_splits(1, 32 * 64, cpu) == 2            # conv6
+
+
+def test_cpu_adapter_splits_long_reductions_only(dev, rng):
+    # CREPE conv3's shape on 2 frames: 16 x 64 = 1024 steps in one workgroup; a GPU would
+    # split it 8 ways, lavapipe runs it whole (a slice costs more than it saves there)
+    assert dev.cpu_adapter and C.min_split_steps(dev) == C.MIN_SPLIT_STEPS_CPU
+    x, w, b = data(rng, 2, 16, 64), data(rng, 16, 16, 64), data(rng, 16)
+    xt, wt, bt = dev.tensor(x), dev.tensor(w), dev.tensor(b)
+    assert conv_kernels(dev, lambda: conv1d(xt, wt, bt, padding="same")) == ["conv:conv_run"]
 
 
 @pytest.mark.parametrize("act", [None, "relu", "tanh"])
@@ -431,14 +445,14 @@ def test_conv_run_only_on_cpu_adapters(dev, rng, monkeypatch):
 
 
 def test_small_grid_splits_a_2d_reduction(dev, rng):
-    # 2-D: `conv` (interleaved positions) in 8 slices
-    x, w, b = data(rng, 1, 32, 20, 6), data(rng, 8, 32, 5, 3), data(rng, 8)
+    # 2-D: `conv` (interleaved positions) in slices (160 x 15 = 2400 steps: 2 on a CPU driver)
+    x, w, b = data(rng, 1, 160, 20, 6), data(rng, 8, 160, 5, 3), data(rng, 8)
     xt, wt, bt = dev.tensor(x), dev.tensor(w), dev.tensor(b)
     labels = conv_kernels(dev, lambda: conv2d(xt, wt, bt, padding=(2, 1), act="relu"))
     assert labels == ["conv:conv", "conv:sum_splits"], labels
     got = conv2d(xt, wt, bt, padding=(2, 1), act="relu").numpy()
     pre = ref_conv2d(x, w, b, 1, (2, 1))
-    assert_conv_close(got, np.maximum(pre, 0), ref_conv2d(np.abs(x), np.abs(w), np.abs(b), 1, (2, 1)), 32 * 15 + 8)
+    assert_conv_close(got, np.maximum(pre, 0), ref_conv2d(np.abs(x), np.abs(w), np.abs(b), 1, (2, 1)), 160 * 15 + 8)
 
 
 @pytest.mark.parametrize("stride,padding", [(4, 254), (3, 5), (1, 0)])
@@ -470,8 +484,9 @@ def test_split_batch_items_equal_each_alone(dev, rng):
 
 def test_small_grid_split_with_groups_transposed_and_f16(dev, rng):
     # stride-1 transposed conv (one output phase) with groups and f16 weights also splits
-    x, b = data(rng, 1, 32, 10), data(rng, 8)
-    w16 = data(rng, 32, 4, 9).astype(np.float16)
+    # (256 x 9 = 2304 steps per group: 2 slices on a CPU driver)
+    x, b = data(rng, 1, 512, 10), data(rng, 8)
+    w16 = data(rng, 512, 4, 9).astype(np.float16)
     xt, wt, bt = dev.tensor(x), dev.tensor(w16, dtype="f16"), dev.tensor(b)
     labels = conv_kernels(dev, lambda: conv_transpose1d(xt, wt, bt, padding=2, groups=2))
     assert labels == ["conv:conv", "conv:sum_splits"], labels
@@ -480,7 +495,7 @@ def test_small_grid_split_with_groups_transposed_and_f16(dev, rng):
     x2, w2, s2, p2, d2, o2 = as2d(x, w64, 1, 2, 1)
     want = ref_conv_transpose2d(x2, w2, b, s2, p2, o2, 2, d2)[:, :, 0]
     bound = ref_conv_transpose2d(np.abs(x2), np.abs(w2), np.abs(b), s2, p2, o2, 2, d2)[:, :, 0]
-    assert_conv_close(got, want, bound, 16 * 9 + 8)
+    assert_conv_close(got, want, bound, 256 * 9 + 8)
 
 
 # ---------------------------------------------------------------------------- plumbing

@@ -40,6 +40,11 @@ WG = 64  # invocations per workgroup
 # thread of a CPU driver, busy.
 MIN_WORKGROUPS = 8
 MIN_SPLIT_STEPS = 64
+# On a CPU driver a slice costs about 0.06 ms of CPU on its own (lavapipe: its window
+# loads, a SIMD group, its share of sum_splits), and parallel slices only help while the
+# other core is free, so there a slice must be long: CREPE conv2 (8192 steps per frame)
+# still splits 8 ways, conv3-6 (1024-2048 steps) no longer pay 0.2-0.5 ms each for it.
+MIN_SPLIT_STEPS_CPU = 1024
 
 
 # --------------------------------------------------------------------------- public ops
@@ -268,7 +273,8 @@ def _launch(x, weight, bias, out, transposed, in_shape, ksize, out_size, cin_g, 
             # decided per batch item, so that an item's sums do not depend on the batch
             # size (a live block's 3 CREPE frames equal the offline run's)
             per_item = ceil_div(groups * cblocks * prm["lanes"], WG)
-            splits = parallel_splits(per_item, steps) if len(rows) * len(cols) == 1 and len(spans) == 1 else 1
+            splits = (parallel_splits(per_item, steps, min_split_steps(dev))
+                      if len(rows) * len(cols) == 1 and len(spans) == 1 else 1)
             if run is not None:
                 _launch_run(dev, consts, aliases, {**args, **prm, **run}, wpack, workgroups, per_item, kh * kw, cin_g)
                 continue
@@ -308,7 +314,8 @@ def _launch_run(dev, consts, aliases, prm, wpack, workgroups, per_item, taps, ci
     sum_splits."""
     out = prm["out"]
     passes = taps + min(prm["run_stride"], taps) + 1            # loop passes per input channel
-    splits = min(max(parallel_splits(per_item, cin_g * taps), ceil_div(cin_g * passes, MAX_LOOP_STEPS)), cin_g)
+    splits = min(max(parallel_splits(per_item, cin_g * taps, min_split_steps(dev)),
+                     ceil_div(cin_g * passes, MAX_LOOP_STEPS)), cin_g)
     common = {**prm, "splits": splits, "split_steps": ceil_div(cin_g, splits), "split_inv": workgroups * WG}
     if splits == 1:
         dev.run(dev.kernel("conv", "conv_run", consts=consts, aliases=aliases), workgroups, **common, wpack=wpack)
@@ -321,13 +328,17 @@ def _launch_run(dev, consts, aliases, prm, wpack, workgroups, per_item, taps, ci
     parts.release()
 
 
-def parallel_splits(workgroups, steps):
+def min_split_steps(dev):
+    return MIN_SPLIT_STEPS_CPU if dev.cpu_adapter else MIN_SPLIT_STEPS
+
+
+def parallel_splits(workgroups, steps, min_steps=MIN_SPLIT_STEPS):
     """Slices of the reduction that a conv of `workgroups` workgroups per batch item runs
-    side by side: enough for MIN_WORKGROUPS per item, each of at least MIN_SPLIT_STEPS
-    steps (1: no split)."""
+    side by side: enough for MIN_WORKGROUPS per item, each of at least `min_steps` steps
+    (1: no split)."""
     if workgroups >= MIN_WORKGROUPS:
         return 1
-    return max(1, min(ceil_div(MIN_WORKGROUPS, workgroups), steps // MIN_SPLIT_STEPS))
+    return max(1, min(ceil_div(MIN_WORKGROUPS, workgroups), steps // min_steps))
 
 
 def _launch_split(dev, raw, consts, aliases, args, prm, wpack, workgroups, steps, splits):
