@@ -441,17 +441,21 @@ class Page:
     def show_latency(self, info):
         """The latency card: engine, capture block, and the playback buffer of the worker's
         pipeline (one block of slack per block in flight; a slow round trip needs more)."""
-        engine, depth = int(info["latency"]), int(info["depth"])
-        parts = R.latency_breakdown(engine, depth)
+        engine, depth, block = int(info["latency"]), int(info["depth"]), int(info["block"])
+        parts = R.latency_breakdown(engine, depth, block=block, buffer=block)
         self.latency = parts
-        self.play_offset = R.play_offset(int(info["lag"]), depth)
+        self.play_offset = R.play_offset(int(info["lag"]), depth, buffer=block)
         body = document.body.dataset
         body.latencyMs = f"{parts['total']:.1f}"
         body.engineLatency = str(engine)
         body.playOffset = str(self.play_offset)
         body.depth = str(depth)
+        body.block = str(block)
         body.rttMs = f"{info['rtt_ms']:.2f},{info['rtt_p90_ms']:.2f}"
         block_ms = parts["block"]
+        by_id("lat-block-what").textContent = (
+            f"{block_ms:.0f} ms ({block} samples)" + ("" if block == R.BLOCK else
+                                                     ": 8 ms blocks take this GPU longer than 8 ms"))
         by_id("lat-depth").textContent = (
             f"{depth} block{'s' if depth > 1 else ''} of {block_ms:.0f} ms in flight on the GPU "
             f"(round trip {info['rtt_ms']:.1f} ms, 90% within {info['rtt_p90_ms']:.1f} ms; "
@@ -489,7 +493,7 @@ class Page:
             stream = await open_microphone()
             try:
                 await ctx.audioWorklet.addModule(WORKLETS_URL)
-                offset = R.play_offset(int(info["lag"]), int(info["depth"]))
+                offset = R.play_offset(int(info["lag"]), int(info["depth"]), buffer=int(info["block"]))
                 live = Live(ctx, stream, offset, self.latency["total"] / 1000, int(by_id("mix").value) / 100,
                             self.capture_capacity)
             except JsException as e:
@@ -680,10 +684,12 @@ class Page:
             self.set_state("loading" if self.state in ("idle", "loading") else self.state)
             self.set_status("running", str(d.message))
         elif kind == "loaded":
-            info = {"latency": int(d.latency), "lag": int(d.lag), "block_ms": float(d.block_ms),
+            info = {"latency": int(d.latency), "lag": int(d.lag), "block": int(d.block),
+                    "block_ms": float(d.block_ms), "work_ms": str(d.work_ms),
                     "rtt_ms": float(d.rtt_ms), "rtt_p90_ms": float(d.rtt_p90_ms), "depth": int(d.depth)}
             self.loaded[str(d.name)] = info
             document.body.dataset.blockMs = f"{info['block_ms']:.2f}"
+            document.body.dataset.workMs = info["work_ms"]
             if str(d.name) == self.model()["name"]:
                 self.show_latency(info)
                 self.set_status("pass", f"Ready · {self.instrument_label()}")

@@ -6,8 +6,9 @@ AudioWorklet), runs ToneStream.push on them, writes the instrument's output to t
 output ring (read by the playback AudioWorklet) and keeps the whole take. Layout and
 index arithmetic: site/tone_ring.py.
 
-While the worker keeps up it reads one 128-sample block at a time (lowest latency)
-and submits it to the engine at once (ToneStream.submit: the GPU work is issued, the
+While the worker keeps up it reads one engine block at a time: 128 samples (8 ms, the
+lowest latency), or 320 (20 ms) where the GPU cannot do 8 ms blocks in real time
+(tone_ring.choose_block, from both measured at load), and submits it to the engine at once (ToneStream.submit: the GPU work is issued, the
 readback awaited later), keeping up to `depth` blocks in flight: block n + 1 is on the
 GPU before block n's readback is back, so a GPU round trip longer than a block does not
 stall the audio. The depth is chosen at load time from the round trip measured then
@@ -35,8 +36,9 @@ Messages (plain JS objects; each message to the page carries a "stemtone" key):
     worker -> page   {stemtone: "ready", gpu, f16}
                      {stemtone: "loading", name, message}
                      {stemtone: "loaded", name, latency: engine latency (samples),
-                      lag: engine lag for 128-sample blocks (samples), block_ms: GPU time
-                      of one block measured while warming up (with its round trip),
+                      lag: engine lag for its blocks (samples), block: the engine block
+                      (samples), block_ms: GPU time of one block measured while warming
+                      up (with its round trip), work_ms: "128:ms,320:ms" each size's work,
                       rtt_ms, rtt_p90_ms: the GPU round trip (median, 90th percentile),
                       depth: blocks kept in flight}
                      {stemtone: "frames", f0, confidence, loudness: Float32Array (one per
@@ -122,8 +124,9 @@ class Ring:
 class Take:
     """One take: the engine stream, the output and input kept so far, the statistics."""
 
-    def __init__(self, model, capture, output, octave, depth=1, rtt_s=0.0):
+    def __init__(self, model, capture, output, octave, depth=1, rtt_s=0.0, block=R.BLOCK):
         self.stream = ToneStream(model, octave=octave)
+        self.block = block          # engine block in samples (tone_ring.choose_block)
         self.depth = depth          # blocks kept in flight (tone_ring.pipeline_depth)
         self.rtt_s = rtt_s          # the median GPU round trip measured at load
         self.in_flight = collections.deque()   # (task of the block's output, its input, issue time)
@@ -177,7 +180,7 @@ class Take:
         cap = self.capture
         written = cap.load(R.WRITE) if self.stop_at is None else self.stop_at
         self.seen = written
-        lost, count = R.reader_plan(self.read, written, cap.capacity)
+        lost, count = R.reader_plan(self.read, written, cap.capacity, block=self.block)
         self.lose(lost)
         if count == 0 and self.stop_at is not None and written > self.read:
             count = written - self.read              # the last, partial block of the take
@@ -327,7 +330,7 @@ class Worker(GPUWorker):
             return
         tone, info = self.models[self.current]
         take = self.take = Take(tone, data.capture, data.output, int(data.octave), info["depth"],
-                                info["rtt_ms"] / 1000)
+                                info["rtt_ms"] / 1000, info["block"])
         self.octave = int(data.octave)
         try:
             await self.live(take)
@@ -387,30 +390,42 @@ class Worker(GPUWorker):
 
 
 async def warm_up(tone) -> dict:
-    """Push silence through a throwaway stream in 128-sample blocks: compiles every shader
-    before the first take and measures (a) the engine's lag for such blocks: the most
-    input samples that must arrive after an output sample's position before that sample
-    is computed, which sets the playback offset, (b) the time of one block, from its
-    push to its output (GPU work and one round trip), (c) the GPU round trip alone
-    (round_trip), and from them (d) the pipeline depth (tone_ring.pipeline_depth)."""
+    """Push silence through throwaway streams in each engine block size (R.BLOCK_SIZES):
+    compiles every shader before the first take and measures, per size, the time of one
+    block from its push to its output (GPU work and one round trip) and the engine's lag
+    (the most input samples that must arrive after an output sample's position before
+    that sample is computed, which sets the playback offset); then the GPU round trip
+    alone (round_trip). From them: the block size (tone_ring.choose_block: 8 ms where the
+    GPU keeps up, else 20 ms) and the pipeline depth (tone_ring.pipeline_depth)."""
+    measured = [await _warm_blocks(tone, n) for n in R.BLOCK_SIZES]
+    rtt_ms, rtt_p90_ms = await round_trip(tone.dev)
+    work = [max(0.0, ms - rtt_ms) for ms, _, _ in measured]
+    block = R.choose_block(work)
+    block_ms, lag, latency = measured[R.BLOCK_SIZES.index(block)]
+    depth = R.pipeline_depth(block_ms - rtt_ms, rtt_p90_ms, block=block)
+    return {"latency": latency, "lag": lag, "block": block, "block_ms": block_ms,
+            "work_ms": ",".join(f"{n}:{w:.2f}" for n, w in zip(R.BLOCK_SIZES, work)),
+            "rtt_ms": rtt_ms, "rtt_p90_ms": rtt_p90_ms, "depth": depth}
+
+
+async def _warm_blocks(tone, block) -> tuple:
+    """(median ms of a push of `block` samples of silence after the first half of
+    WARMUP_BLOCKS, the engine's lag for such blocks, its latency in samples)."""
     stream = ToneStream(tone)
-    zeros = array.array("f", bytes(4 * R.BLOCK))
+    zeros = array.array("f", bytes(4 * block))
     received = produced = lag = 0
     times = []
     for _ in range(WARMUP_BLOCKS):
         t0 = time.perf_counter()
         out = await stream.push(zeros)
         times.append(time.perf_counter() - t0)
-        received += R.BLOCK
+        received += block
         if len(out["audio"]):
             lag = max(lag, received - produced)
         produced += len(out["audio"])
+    stream.release()
     times = sorted(times[len(times) // 2:])                     # the first pushes compile shaders
-    block_ms = 1000 * times[len(times) // 2]
-    rtt_ms, rtt_p90_ms = await round_trip(tone.dev)
-    depth = R.pipeline_depth(block_ms - rtt_ms, rtt_p90_ms)
-    return {"latency": stream.latency_samples, "lag": lag, "block_ms": block_ms, "rtt_ms": rtt_ms,
-            "rtt_p90_ms": rtt_p90_ms, "depth": depth}
+    return 1000 * times[len(times) // 2], lag, stream.latency_samples
 
 
 async def round_trip(dev, reads=RTT_READS) -> tuple:

@@ -22,17 +22,22 @@ silence in their place. The output ring (worker -> playback worklet) is small: t
 playback worklet plays output position t - play_offset at audio time t and plays
 silence (counted as a late block) when the worker has not written it yet.
 
-The worker keeps `depth` blocks in flight on the GPU (pipeline_depth, from the round
-trip it measures at start-up); the playback buffer holds one block of slack for each,
-so a block's output is on time as long as its GPU work and round trip fit in depth
-blocks.
+The worker reads the capture ring in engine blocks of 8 ms (BLOCK, the lowest latency)
+or, where the GPU cannot do an 8 ms block's work in 8 ms, of 20 ms (DDSP-VST's hop: a
+block's fixed costs are spread over 2.5 times the audio); choose_block picks the size
+from the work of each measured at start-up. It keeps `depth` blocks in flight on the
+GPU (pipeline_depth, from the round trip it measures then); the playback buffer holds
+one block of slack for each, so a block's output is on time as long as its GPU work
+and round trip fit in depth blocks.
 """
 
 import math
 
 SAMPLE_RATE = 16000
 BLOCK = 128                 # Web Audio's render quantum: the capture worklet's block
-PLAYBACK_BUFFER = 128       # output samples of slack per block in flight (8 ms)
+BLOCK_SIZES = (128, 320)    # engine blocks the worker may read: 8 ms, or 20 ms when 8 ms cannot keep up
+REAL_TIME_SHARE = 0.8       # a block size keeps real time when its work takes at most this share of it
+PLAYBACK_BUFFER = 128       # output samples of slack per block in flight (8 ms; one block)
 MAX_DEPTH = 16              # blocks in flight at most (128 ms of pipeline)
 LATENCY_BUDGET_MS = 50.0
 CAPTURE_SECONDS = 20        # the backlog the worker may fall behind before input is lost
@@ -122,6 +127,20 @@ def pipeline_depth(work_ms: float, round_trip_ms: float, block: int = BLOCK, sam
     return min(cap, max(1, need))
 
 
+def choose_block(work_ms, sizes=BLOCK_SIZES, sample_rate: int = SAMPLE_RATE, share: float = REAL_TIME_SHARE) -> int:
+    """The engine block (samples) the worker reads: the smallest of `sizes` whose GPU work
+    (work_ms[i] for sizes[i], measured at start-up, round trip excluded) takes at most
+    `share` of its duration (the rest absorbs jitter), else the one with the smallest
+    work per audio time (the page then says it cannot keep real time)."""
+    if len(work_ms) != len(sizes) or not sizes:
+        raise ValueError(f"choose_block: {len(work_ms)} work figures for {len(sizes)} block sizes")
+    ratio = [max(0.0, w) / (1000.0 * n / sample_rate) for w, n in zip(work_ms, sizes)]
+    for n, r in zip(sizes, ratio):
+        if r <= share:
+            return n
+    return sizes[min(range(len(sizes)), key=lambda i: (ratio[i], sizes[i]))]
+
+
 def play_offset(engine_lag: int, depth: int = 1, buffer: int = PLAYBACK_BUFFER) -> int:
     """Output position the playback worklet plays at audio time t: t - play_offset.
     engine_lag: the most input samples (counted in whole capture blocks) that arrive
@@ -133,8 +152,9 @@ def play_offset(engine_lag: int, depth: int = 1, buffer: int = PLAYBACK_BUFFER) 
 def latency_breakdown(engine_latency: int, depth: int = 1, block: int = BLOCK, buffer: int = PLAYBACK_BUFFER,
                       sample_rate: int = SAMPLE_RATE) -> dict:
     """The algorithmic latency the page states, in ms: the engine's (analysis lookahead +
-    synthesis hop), one capture block, the playback buffer (one buffer per block in
-    flight: depth x 8 ms), their total and whether it is within the budget."""
+    synthesis hop), one engine block (8 or 20 ms, choose_block), the playback buffer (one
+    buffer per block in flight: depth x the block), their total and whether it is within
+    the budget."""
     ms = 1000.0 / sample_rate
     parts = {"engine": engine_latency * ms, "block": block * ms, "buffer": depth * buffer * ms}
     total = sum(parts.values())

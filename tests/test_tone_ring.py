@@ -160,3 +160,29 @@ def test_capture_capacity_is_whole_blocks_within_its_range(asked, seconds):
     assert capacity % R.BLOCK == 0 and capacity == pytest.approx(seconds * R.SAMPLE_RATE, abs=R.BLOCK / 2)
     # the smallest ring still holds what one read takes and the reader's safety margin
     assert capacity > R.MAX_CHUNK + R.SAFETY
+
+
+def test_choose_block_prefers_8_ms_when_the_gpu_keeps_up():
+    # work per block (ms, round trip excluded) for 128 and 320 samples (8 and 20 ms)
+    assert R.choose_block([3.0, 6.0]) == 128                  # 8 ms blocks in 3 ms: real time
+    assert R.choose_block([0.8 * 8.0, 16.0]) == 128           # exactly the share allowed
+    assert R.choose_block([7.0, 14.0]) == 320                 # 8 ms blocks too tight, 20 ms fine
+    assert R.choose_block([11.5, 17.2]) == 320                # lavapipe-like: 8 ms blocks behind
+    # neither keeps real time: the smaller work per audio time (SwiftShader-like)
+    assert R.choose_block([42.0, 80.0]) == 320
+    assert R.choose_block([20.0, 80.0]) == 128
+    with pytest.raises(ValueError, match="2 block sizes"):
+        R.choose_block([1.0])
+
+
+def test_twenty_ms_blocks_state_their_latency():
+    # a 20 ms block and a 20 ms buffer per block in flight: 28 + 20 + 2 x 20 ms
+    parts = R.latency_breakdown(448, depth=2, block=320, buffer=320)
+    assert parts["block"] == pytest.approx(20.0) and parts["buffer"] == pytest.approx(40.0)
+    assert parts["total"] == pytest.approx(88.0) and not parts["within"]
+    assert R.play_offset(640, depth=2, buffer=320) == 640 + 2 * 320
+    # the reader takes whole 20 ms blocks from the 8 ms quanta the capture writes
+    cap = 20 * R.BLOCK + R.SAFETY
+    assert R.reader_plan(0, 2 * R.BLOCK, cap, block=320) == (0, 0)
+    assert R.reader_plan(0, 3 * R.BLOCK, cap, block=320) == (0, 320)
+    assert R.reader_plan(320, 7 * R.BLOCK, cap, block=320) == (0, 320)
