@@ -19,6 +19,7 @@ SAMPLE_RATE = 16000  # the tone models' input rate
 
 ENGINE_BLOCK_20MS = 320      # the largest block the tone page may run (DDSP-VST's 20 ms hop)
 LIVE_DEPTH = 3               # blocks in flight in live_row (the page picks its own from its round trip)
+SINGING_LIVE_SECONDS = 30    # real singing fed in real time by the full run (singing_live_rows)
 
 
 def bench_tone(dev, seconds=10.0, instrument="violin", drift_seconds=3600, block=128, progress=True):
@@ -30,7 +31,8 @@ def bench_tone(dev, seconds=10.0, instrument="violin", drift_seconds=3600, block
       engine     pycore.tone.ToneStream fed `block` samples at a time, as the tone page
                  runs it (features + controls + decoder + synth + readbacks), and in
                  20 ms blocks; wall RTF and process CPU per second of audio; and fed
-                 in real time with LIVE_DEPTH blocks in flight: late blocks (live_row)
+                 in real time with LIVE_DEPTH blocks in flight: late blocks (live_row);
+                 the full run also feeds 30 s of real singing in 20 ms blocks
       reference  the PyTorch DDSP (pycore.train.ddsp_torch, CPU) decoder + synth on the
                  same controls, same run (skipped without torch)
       pitch rate CREPE at a lower analysis rate (every STEPS-th frame, f0 interpolated
@@ -48,6 +50,8 @@ def bench_tone(dev, seconds=10.0, instrument="violin", drift_seconds=3600, block
     for b in sorted({block, ENGINE_BLOCK_20MS}):
         rows += engine_rows(model, x, b, log)
         rows.append(live_row(model, x, b, LIVE_DEPTH, log))
+    if seconds >= 10:
+        rows += singing_live_rows(model, log)
     rows += reference_rows(dev, model, seconds, log)
     rows += pitch_rate_rows(dev, log, clips=None if seconds >= 10 else 1)
     rows.append(drift_row(dev, drift_seconds, log))
@@ -188,20 +192,21 @@ def kernel_profile(model, block=ENGINE_BLOCK_20MS, reps=10, warm_seconds=1.0) ->
     return rows
 
 
-def live_row(model, x, block, depth, log) -> dict:
+def live_row(model, x, block, depth, log, seconds=4.0, what="") -> dict:
     """The engine fed as a microphone feeds it: block k arrives at k * block / 16 kHz
     (the feeder sleeps until then), is submitted at once with up to `depth` blocks in
     flight (ToneStream.submit), and must be back within `depth` blocks of its arrival,
     the playback buffer the page keeps for that depth; later ones count as late. A
     feeder that falls behind submits as soon as it can, so an engine slower than real
-    time shows almost every block late. Over the first 4 s of the melody."""
+    time shows almost every block late. Over the first `seconds` of x (`what` names it
+    in the row)."""
     import asyncio
     from collections import deque
 
     from ...tone import ToneStream
 
-    log(f"live engine, blocks of {block} samples, {depth} in flight")
-    n = min(len(x), int(4 * SAMPLE_RATE))
+    log(f"live engine, blocks of {block} samples, {depth} in flight{what}")
+    n = min(len(x), int(seconds * SAMPLE_RATE))
     period = block / SAMPLE_RATE
 
     async def live():
@@ -227,9 +232,28 @@ def live_row(model, x, block, depth, log) -> dict:
         return late, blocks
 
     late, blocks = asyncio.run(live())
-    return row(f"engine fed in real time, blocks of {block} samples, {depth} in flight", "late blocks",
+    return row(f"engine fed in real time{what}, blocks of {block} samples, {depth} in flight", "late blocks",
                late, note=f"of {blocks} blocks ({n / SAMPLE_RATE:g} s); late = back more than "
                           f"{depth} blocks after its input arrived; 0 keeps real time")
+
+
+def singing_live_rows(model, log, seconds=SINGING_LIVE_SECONDS) -> list:
+    """live_row over `seconds` of real singing (pycore.audio.testdata's clips one after
+    the other, again from the first while too short) in 20 ms blocks, the page's block
+    on a CPU driver; [] where the clips cannot be fetched."""
+    import numpy as np
+
+    from ...audio import testdata
+
+    try:
+        clips = [testdata.vocadito(clip) for clip in testdata.SINGING_CLIPS]
+    except testdata.TestDataUnavailable as e:
+        log(f"no singing clips, the singing live row is skipped: {e}")
+        return []
+    one_pass = np.concatenate(clips)
+    x = np.tile(one_pass, -(-int(seconds * SAMPLE_RATE) // len(one_pass))).astype(np.float32)
+    return [live_row(model, x, ENGINE_BLOCK_20MS, LIVE_DEPTH, log, seconds=seconds,
+                     what=f" on {seconds:g} s of real singing")]
 
 
 def reference_rows(dev, model, seconds, log) -> list:
