@@ -80,6 +80,15 @@ def test_summary_and_report_name_what_changed():
     assert "**REGRESSED**" in md and "native/parity/x | 100 → 60 | -40" in md
     page = report.report_html(res, rows, {})
     assert "REGRESSED" in page and "native/parity/x" in page and "<svg" in page
+    # a regression of an advisory family only: the run passes, and the banner says so
+    assert "**REGRESSED**" not in report.summary_markdown(res, rows, advisory=("parity",))
+    page = report.report_html(res, rows, {}, advisory=("parity",))
+    assert "REGRESSED" not in page and "advisory regressions only (parity)" in page
+    assert report.ADVISORY_COLOUR in page
+    # a long metric name keeps its end in the bar label, after an ellipsis
+    long = "native/speed/htdemucs_6s-reduced/ratio_to_reference_with_more"
+    svg = report.bars_svg(M.compare([m(long, 1.0)], [m(long, 0.1)]))
+    assert "…" + long[-(report.LABEL_CHARS - 1):] in svg
     # f0 tracks: one line per voiced run of each track (none across the rest in the middle)
     track = {"f0_in": [100, 110, 0, 0, 200, 210, 220], "f0_out": [200, 220, 0, 0, 400, 420, 440],
              "voiced": [1, 1, 0, 0, 1, 1, 1]}

@@ -172,11 +172,11 @@ def write(results, figures, baseline, out, update_baseline=None, advisory=()) ->
         rows = M.compare(base, results["metrics"])
     with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1)
-    summary = report.summary_markdown(results, rows)
+    summary = report.summary_markdown(results, rows, advisory)
     with open(os.path.join(out, "summary.md"), "w", encoding="utf-8") as f:
         f.write(summary)
     with open(os.path.join(out, "report.html"), "w", encoding="utf-8") as f:
-        f.write(report.report_html(results, rows, figures))
+        f.write(report.report_html(results, rows, figures, advisory))
     if update_baseline:
         os.makedirs(os.path.dirname(os.path.abspath(update_baseline)), exist_ok=True)
         with open(update_baseline, "w", encoding="utf-8") as f:

@@ -18,18 +18,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import shutil
 import tempfile
 
-from ..cli.bench.browser import wait_for_page
+from ..cli.bench.browser import served_chromium, wait_for_page
 from . import browser_models
 from .cases import run_cases
 from .metrics import metric
 from .models import sdr
 from .numerics import kernel_metrics
 
-FLAGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--no-first-run", "--enable-unsafe-webgpu", "--enable-unsafe-swiftshader"]
 PAGE_TIMEOUT_S = 900
 
 
@@ -40,39 +37,18 @@ class BrowserUnavailable(RuntimeError):
 def run_page(extra=None, log=print) -> dict:
     """The regress page's JSON (see site/regress.py); extra: {URL path: file} the server
     adds (the models' job, browser_models.page_files)."""
-    import os
-
-    from ..cli import serve
-
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        raise BrowserUnavailable("the browser backend needs playwright: pip install -e '.[test]' (make test)") from None
-    chromium = os.environ.get("STEMTONE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not chromium:
-        raise BrowserUnavailable("the browser backend needs chromium: apt-get install chromium (make test)")
-    if not serve.vendor_installed():
-        raise BrowserUnavailable("node_modules is missing: run `npm ci` (make test) for pyodide and pyscript")
-    srv = serve.make_server(extra=extra)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, headless=True, args=FLAGS)
-            try:
-                page = browser.new_page()
-                log(f"browser: {browser.version}, {srv.url}/regress.html")
-                page.goto(f"{srv.url}/regress.html")
-                wait_for_page(page, PAGE_TIMEOUT_S, log, what="the regress page", error=RuntimeError)
-                state = page.evaluate("document.body.dataset.status")
-                text = page.text_content("#result") or ""
-                if state != "done":
-                    raise RuntimeError(f"the regress page failed in Chromium: {text.strip()[-2000:] or state}")
-                out = json.loads(text)
-                out["version"] = f"Chromium {browser.version}"
-                return out
-            finally:
-                browser.close()
-    finally:
-        srv.stop()
+    with served_chromium(extra, unavailable=BrowserUnavailable, what="the browser backend") as (browser, url):
+        page = browser.new_page()
+        log(f"browser: {browser.version}, {url}/regress.html")
+        page.goto(f"{url}/regress.html")
+        wait_for_page(page, PAGE_TIMEOUT_S, log, what="the regress page", error=RuntimeError)
+        state = page.evaluate("document.body.dataset.status")
+        text = page.text_content("#result") or ""
+        if state != "done":
+            raise RuntimeError(f"the regress page failed in Chromium: {text.strip()[-2000:] or state}")
+        out = json.loads(text)
+        out["version"] = f"Chromium {browser.version}"
+        return out
 
 
 def run_browser(dev, cfg, log=print) -> tuple:

@@ -21,6 +21,8 @@ from .metrics import regressions
 
 COLOURS = {"regressed": "#c62828", "missing": "#c62828", "improved": "#2e7d32", "new": "#1565c0",
            "unchanged": "#616161"}
+ADVISORY_COLOUR = "#ef6c00"   # the banner when only advisory families regressed
+LABEL_CHARS = 50              # a bar's label: longer metric names keep their end, after an ellipsis
 
 
 def fmt(v) -> str:
@@ -31,7 +33,18 @@ def fmt(v) -> str:
     return f"{v:.3g}" if abs(v) < 1e-2 or abs(v) >= 1e4 else f"{v:.3f}".rstrip("0").rstrip(".")
 
 
-def summary_markdown(results, rows=None) -> str:
+def verdict(rows, advisory=()) -> tuple:
+    """(banner word, colour) of a comparison: REGRESSED when a gating metric regressed,
+    "advisory regressions only" (amber) when only metrics of the `advisory` families did,
+    else OK."""
+    if regressions(rows, advisory):
+        return "REGRESSED", COLOURS["regressed"]
+    if regressions(rows):
+        return f"OK, advisory regressions only ({', '.join(advisory)})", ADVISORY_COLOUR
+    return "OK", COLOURS["improved"]
+
+
+def summary_markdown(results, rows=None, advisory=()) -> str:
     env = results["environment"]
     out = [f"# stemtone regress: {results['suite']} suite, {', '.join(results['backends'])}", "",
            f"commit {env.get('commit', '?')}, {env.get('date', '?')}, {results['seconds']:.0f} s; "
@@ -40,10 +53,9 @@ def summary_markdown(results, rows=None) -> str:
         out += ["No baseline given: every metric is listed.", "", "| metric | value | unit |", "|---|---|---|"]
         out += [f"| {m['name']} | {fmt(m['value'])} | {m['unit']} |" for m in results["metrics"]]
         return "\n".join(out) + "\n"
-    bad = regressions(rows)
     changed = [r for r in rows if r["status"] != "unchanged"]
     counts = {s: sum(r["status"] == s for r in rows) for s in COLOURS}
-    out.append(("**REGRESSED**: " if bad else "**OK**: ") + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    out.append(f"**{verdict(rows, advisory)[0]}**: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     out.append("")
     if changed:
         out += ["| status | metric | old → new | delta | allowed | unit |", "|---|---|---|---|---|---|"]
@@ -125,7 +137,8 @@ def bars_svg(rows, width=560) -> str:
         for j, (v, colour) in enumerate(((r["old"], "#9e9e9e"), (r["new"], COLOURS[r["status"]]))):
             w = 0 if not math.isfinite(v) else abs(v) / top * width
             out.append(f'<rect x="310" y="{y + 4 + j * 12}" width="{w:.1f}" height="10" fill="{colour}"/>')
-        out.append(f'<text x="0" y="{y + 18}" font-size="11">{html.escape(r["name"][-48:])}</text>')
+        name = r["name"] if len(r["name"]) <= LABEL_CHARS else "…" + r["name"][-(LABEL_CHARS - 1):]
+        out.append(f'<text x="2" y="{y + 18}" font-size="11">{html.escape(name)}</text>')
         out.append(f'<text x="{320 + width}" y="{y + 18}" font-size="11">'
                    f'{fmt(r["old"])} → {fmt(r["new"])} {html.escape(r["unit"])}</text>')
     return "".join(out) + "</svg>"
@@ -138,18 +151,16 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}.st{color:#fff;border-
 figcaption{font-size:12px;color:#555}.legend{font-size:12px}h2{margin-top:28px}.banner{padding:10px;border-radius:4px;color:#fff}"""
 
 
-def report_html(results, rows=None, figures=None) -> str:
+def report_html(results, rows=None, figures=None, advisory=()) -> str:
     env = results["environment"]
     figures = figures or {}
-    bad = rows is not None and bool(regressions(rows))
     title = f"stemtone regress · {results['suite']} · {', '.join(results['backends'])}"
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     if rows is not None:
-        colour = COLOURS["regressed"] if bad else COLOURS["improved"]
+        word, colour = verdict(rows, advisory)
         n = {s: sum(r["status"] == s for r in rows) for s in COLOURS}
-        parts.append(f'<div class="banner" style="background:{colour}">'
-                     f'{"REGRESSED" if bad else "No regression"}: '
+        parts.append(f'<div class="banner" style="background:{colour}">{html.escape(word)}: '
                      + ", ".join(f"{v} {k}" for k, v in n.items() if v) + "</div>")
     parts.append("<h2>Environment</h2><table>" + "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in env.items()) + "</table>")

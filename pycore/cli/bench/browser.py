@@ -15,6 +15,7 @@ command's log meanwhile."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -75,19 +76,40 @@ def wait_for_page(page, timeout_s, log, what="the bench page", error=BenchUnavai
         page.wait_for_timeout(1000)
 
 
+@contextlib.contextmanager
+def served_chromium(extra=None, unavailable=BenchUnavailable, what="--browser"):
+    """(browser, the server's URL) for a `with`: headless Chromium with a software WebGPU
+    adapter (FLAGS) and the site served (pycore.cli.serve, `extra` {URL path: file}
+    added); both are stopped on the way out. `unavailable` is raised, naming `what`
+    needs it and how to install it, when Playwright, Chromium or the web packages
+    (node_modules) are missing."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise unavailable(f"{what} needs playwright: pip install -e '.[test]' (make test installs it)") from None
+    chromium = os.environ.get("STEMTONE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        raise unavailable(f"{what} needs Chromium: apt-get install chromium (make test installs it)")
+    from .. import serve
+
+    if not serve.vendor_installed():
+        raise unavailable(f"{what} needs node_modules (pyodide, pyscript): run `npm ci` (make test does)")
+    srv = serve.make_server(extra=extra)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, headless=True, args=FLAGS)
+            try:
+                yield browser, srv.url
+            finally:
+                browser.close()
+    finally:
+        srv.stop()
+
+
 def browser_figures(blocks=250, htdemucs=None, log=None, timeout_s=None) -> list:
     """Rows {"figure", "backend": "browser", "value", "unit"} from the bench page.
     htdemucs: (URL path, the bytes of random_weights.random_htdemucs_file), served to the
     page, which then measures an official HTDemucs segment; None skips it."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        raise BenchUnavailable("--browser needs playwright (pip install playwright; make test installs it)") from None
-    chromium = os.environ.get("STEMTONE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not chromium:
-        raise BenchUnavailable("--browser needs Chromium (apt-get install chromium; make test installs it)")
-    from .. import serve
-
     log = log or (lambda message: None)
     if timeout_s is None:
         timeout_s = HTDEMUCS_TIMEOUT_S if htdemucs else QUICK_TIMEOUT_S
@@ -99,23 +121,15 @@ def browser_figures(blocks=250, htdemucs=None, log=None, timeout_s=None) -> list
             with open(path, "wb") as f:
                 f.write(data)
             extra[url] = path
-        srv = serve.make_server(extra=extra)
-        try:
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=chromium, headless=True, args=FLAGS)
-                try:
-                    page = browser.new_page()
-                    browser.start_tracing(page=page, categories=TRACE_CATEGORIES)
-                    page.goto(f"{srv.url}/bench.html?blocks={blocks}&htdemucs={int(htdemucs is not None)}")
-                    wait_for_page(page, timeout_s, log)
-                    trace = browser.stop_tracing()
-                    if page.evaluate("document.body.dataset.status") != "done":
-                        raise BenchUnavailable("the bench page failed: " + page.inner_text("#status-text"))
-                    result = json.loads(page.eval_on_selector("#results", "e => e.textContent"))
-                finally:
-                    browser.close()
-        finally:
-            srv.stop()
+        with served_chromium(extra) as (browser, url):
+            page = browser.new_page()
+            browser.start_tracing(page=page, categories=TRACE_CATEGORIES)
+            page.goto(f"{url}/bench.html?blocks={blocks}&htdemucs={int(htdemucs is not None)}")
+            wait_for_page(page, timeout_s, log)
+            trace = browser.stop_tracing()
+            if page.evaluate("document.body.dataset.status") != "done":
+                raise BenchUnavailable("the bench page failed: " + page.inner_text("#status-text"))
+            result = json.loads(page.eval_on_selector("#results", "e => e.textContent"))
     rows = result["rows"]
     for m in result["marked"]:
         rows = with_thread_cpu(rows, m["figure"], thread_cpu_ms(trace, m["start"], m["end"]) / m["units"])
