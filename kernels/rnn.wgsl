@@ -240,10 +240,22 @@ fn recurrent(li: u32, live: bool, d: u32, b: u32, j: u32, G: u32) -> vec4<f32> {
     let lane = li % LANES;
     var acc = vec4<f32>(0.0);
     if (live) {
-        for (var k = lane; k < p.H; k += LANES) {
-            let hk = h_prev(d, b, k);
+        // indices taken once: Params may live in storage (CPU adapters), where every p.*
+        // in the loop would be a load, and h_prev's index arithmetic is per (d, b) only
+        let H = p.H;
+        let from_state = p.step == 0u;
+        let hb = select(seq_index(time_of(d, p.step - 1u), b, d, 0u), state_index(d, b, 0u), from_state);
+        let row = j * H;                   // gate g's row of W_hh starts at g * H * H + j * H
+        let gate_stride = H * H;
+        for (var k = lane; k < H; k += LANES) {
+            var hk: f32;
+            if (from_state) {
+                hk = h[hb + k];
+            } else {
+                hk = seq[hb + k];
+            }
             for (var g = 0u; g < G; g++) {
-                acc[g] += w_hh(d, (g * p.H + j) * p.H + k) * hk;
+                acc[g] += w_hh(d, g * gate_stride + row + k) * hk;
             }
         }
     }
