@@ -75,13 +75,27 @@ fn mac(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (i >= p.bins * p.frames) {
         return;
     }
-    let b = i / p.frames;
-    let t = i - b * p.frames;
+    let frames = p.frames;
+    let hist = p.hist;
+    let parts = p.parts;
+    let b = i / frames;
+    let t = i - b * frames;
     let h0 = p.h_off + b * p.h_frames + t * p.hstride;
+    // frame j < hist of [history, new] is a[2 (b hist + j)], a later one x[2 (b frames + j - hist)]
+    // (as frame() reads them; the bounds and rows taken once: Params may live in storage)
+    let a_row = 2u * b * hist;
+    let x_row = 2u * (b * frames) - 2u * hist;
     var acc = vec2<f32>(0.0, 0.0);
-    for (var q = 0u; q < p.parts; q++) {
+    for (var q = 0u; q < parts; q++) {
         let k = 2u * (h0 + q);
-        acc += cmul(frame(b, t + p.parts - 1u - q), vec2<f32>(h[k], h[k + 1u]));
+        let j = t + parts - 1u - q;
+        var v: vec2<f32>;
+        if (j < hist) {
+            v = vec2<f32>(a[a_row + 2u * j], a[a_row + 2u * j + 1u]);
+        } else {
+            v = vec2<f32>(x[x_row + 2u * j], x[x_row + 2u * j + 1u]);
+        }
+        acc += cmul(v, vec2<f32>(h[k], h[k + 1u]));
     }
     if (p.flip == 1u && (b & 1u) == 1u) {
         acc = -acc;

@@ -280,9 +280,14 @@ fn mm_reg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 
     var acc: Blocks;
     var bm: Row;
-    for (var k4 = 0u; k4 < p.K4; k4++) {
-        let sa = vec4<u32>(a_step(k4));
-        let sb = vec4<u32>(b_step(k4));
+    // the trip count and the strides as values (a_step / b_step are linear in k4): Params
+    // may live in storage (CPU adapters), where each p.* in the loop would be a load
+    let k4_end = p.K4;
+    let a_stride = a_step(1u);
+    let b_stride = b_step(1u);
+    for (var k4 = 0u; k4 < k4_end; k4++) {
+        let sa = vec4<u32>(k4 * a_stride);
+        let sb = vec4<u32>(k4 * b_stride);
         bm[0] = load_b(bo0 + sb);
         if (BN4 > 1u) { bm[1] = load_b(bo1 + sb); }
         if (BN4 > 2u) { bm[2] = load_b(bo2 + sb); }

@@ -201,9 +201,14 @@ fn mm_sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 
     var acc: Blocks;
     var bm: Row;
-    for (var k4 = 0u; k4 < p.K4; k4++) {
-        let sa = a_step(k4);
-        let sb = vec4<u32>(b_step(k4));
+    // the trip count and the strides as values (a_step / b_step are linear in k4), as in
+    // matmul.wgsl's mm_reg
+    let k4_end = p.K4;
+    let a_stride = a_step(1u);
+    let b_stride = b_step(1u);
+    for (var k4 = 0u; k4 < k4_end; k4++) {
+        let sa = k4 * a_stride;
+        let sb = vec4<u32>(k4 * b_stride);
         bm[0] = load_b(bo0 + sb);
         if (BN4 > 1u) { bm[1] = load_b(bo1 + sb); }
         if (BN4 > 2u) { bm[2] = load_b(bo2 + sb); }
