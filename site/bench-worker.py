@@ -22,8 +22,8 @@ import js
 from polyscript import xworker
 from pyscript.ffi import to_js
 
-from pycore.cli.bench.runtime import (HTDEMUCS_SEGMENTS, HTDEMUCS_URL, dispatch_costs, figure, htdemucs_rows,
-                                     marked, tone_block_costs, tone_rows)
+from pycore.cli.bench.runtime import (HTDEMUCS_SEGMENTS, HTDEMUCS_URL, TONE_20MS, dispatch_costs, figure,
+                                     htdemucs_rows, marked, tone_20ms_rows, tone_block_costs, tone_rows)
 from pycore.gpu.runtime import NoGPUError
 from pycore.tone import load_tone_model
 from pycore.tone.stream import resolve
@@ -67,6 +67,10 @@ class BenchWorker(GPUWorker):
         progress(f"{blocks} tone blocks")
         per = await tone_block_costs(dev, model, blocks=blocks, warm=min(blocks, 50))
         rows += tone_rows(per, "browser")
+        progress(f"{max(1, blocks // 4)} tone blocks of 20 ms")
+        per = await tone_block_costs(dev, model, blocks=max(1, blocks // 4), warm=min(blocks, 20),
+                                     block=TONE_20MS, label="tone20")
+        rows += tone_20ms_rows(per, "browser")
         timed = [marked("tone block host", "tone", blocks)]
         if htdemucs:
             throttle = Throttle(2.0)

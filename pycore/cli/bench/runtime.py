@@ -133,17 +133,19 @@ def sung_block(start, n=BLOCK, rate=16000) -> array.array:
     return out
 
 
-async def tone_block_costs(dev, model, blocks=250, warm=125) -> dict:
-    """Per 128-sample block of a ToneStream, after `warm` blocks: counts and host ms."""
+async def tone_block_costs(dev, model, blocks=250, warm=125, block=BLOCK, label="tone") -> dict:
+    """Per `block`-sample block of a ToneStream (128: the page's 8 ms block; 320: the 20 ms
+    block it runs where 8 ms blocks cannot keep real time), after `warm` blocks: counts,
+    host ms and wall ms; the timed blocks lie between marks(label)."""
     from ...tone.stream import ToneStream
 
     stream = ToneStream(model)
     pos = 0
     for _ in range(warm):
-        await stream.push(sung_block(pos))
-        pos += BLOCK
-    inputs = [sung_block(pos + k * BLOCK) for k in range(blocks)]   # made before the clock starts
-    start, end = marks("tone")
+        await stream.push(sung_block(pos, block))
+        pos += block
+    inputs = [sung_block(pos + k * block, block) for k in range(blocks)]   # made before the clock starts
+    start, end = marks(label)
     mark(dev, start)
     before, t0, w0 = dict(dev.counts), _clock(dev), time.perf_counter()
     for x in inputs:
@@ -158,13 +160,22 @@ async def tone_block_costs(dev, model, blocks=250, warm=125) -> dict:
     return per
 
 
-def tone_rows(per, backend) -> list:
-    return [figure("tone block host", backend, per["host_ms"], "ms"),
-            figure("tone block dispatches", backend, per["dispatches"] + per["replayed"], "count"),
-            figure("tone block replayed dispatches", backend, per["replayed"], "count"),
-            figure("tone block uploads", backend, per["uploads"], "count"),
-            figure("tone block readbacks", backend, per["readbacks"], "count"),
-            figure("tone block wall", backend, per["wall_ms"], "ms")]
+def tone_rows(per, backend, name="tone block") -> list:
+    return [figure(f"{name} host", backend, per["host_ms"], "ms"),
+            figure(f"{name} dispatches", backend, per["dispatches"] + per["replayed"], "count"),
+            figure(f"{name} replayed dispatches", backend, per["replayed"], "count"),
+            figure(f"{name} uploads", backend, per["uploads"], "count"),
+            figure(f"{name} readbacks", backend, per["readbacks"], "count"),
+            figure(f"{name} wall", backend, per["wall_ms"], "ms")]
+
+
+TONE_20MS = 320            # the tone page's 20 ms block (site/tone_ring.py BLOCK_SIZES)
+
+
+def tone_20ms_rows(per, backend) -> list:
+    """Host and wall ms of a 20 ms block (the rest of its counts equal the 8 ms block's)."""
+    return [figure("tone 20 ms block host", backend, per["host_ms"], "ms"),
+            figure("tone 20 ms block wall", backend, per["wall_ms"], "ms")]
 
 
 HTDEMUCS_URL = "/bench/htdemucs-random.safetensors"   # where `--browser` serves the random weights
@@ -260,8 +271,11 @@ def bench_runtime(dev, browser=False, progress=True, htdemucs=True) -> list:
     log("dispatch costs")
     fresh, replayed = asyncio.run(dispatch_costs(dev))
     rows += [figure("fresh dispatch", "native", fresh, "µs"), figure("replayed dispatch", "native", replayed, "µs")]
-    log("tone block (violin, 128 samples)")
-    rows += tone_rows(asyncio.run(tone_block_costs(dev, load_tone_model(dev, "violin"))), "native")
+    log("tone block (violin, 128 samples, then 320)")
+    violin = load_tone_model(dev, "violin")
+    rows += tone_rows(asyncio.run(tone_block_costs(dev, violin)), "native")
+    rows += tone_20ms_rows(asyncio.run(tone_block_costs(dev, violin, blocks=100, warm=50, block=TONE_20MS,
+                                                        label="tone20")), "native")
     rows += spleeter_rows(dev, log)
     weights = None
     if htdemucs:
