@@ -455,11 +455,12 @@ def test_small_grid_splits_a_2d_reduction(dev, rng):
     assert_conv_close(got, np.maximum(pre, 0), ref_conv2d(np.abs(x), np.abs(w), np.abs(b), 1, (2, 1)), 160 * 15 + 8)
 
 
-@pytest.mark.parametrize("stride,padding", [(4, 254), (3, 5), (1, 0)])
+@pytest.mark.parametrize("stride,padding", [(4, 30), (3, 5), (1, 0)])
 def test_conv_run_strides(dev, rng, stride, padding):
-    # conv_run walks the taps phase by phase (k = r, r + stride, ...): CREPE conv1's stride 4
-    # and 512 taps on a 1024-sample frame, an odd stride, and a tap count not a multiple of it
-    k = {4: 512, 3: 7, 1: 9}[stride]
+    # conv_run walks the taps phase by phase (k = r, r + stride, ...): stride 4 on one input
+    # channel (CREPE conv1's stride, a kernel short of the columns path), an odd stride,
+    # and a tap count not a multiple of it
+    k = {4: 62, 3: 7, 1: 9}[stride]
     c_out = {4: 128, 3: 6, 1: 20}[stride]
     x, b = data(rng, 2, 1 if stride == 4 else 3, 1024 if stride == 4 else 50), data(rng, c_out)
     w = data(rng, c_out, x.shape[1], k)
@@ -470,6 +471,69 @@ def test_conv_run_strides(dev, rng, stride, padding):
     want = ref_conv2d(x4, w4, b, s4, p4, d4)[:, :, 0]
     bound = ref_conv2d(np.abs(x4), np.abs(w4), np.abs(b), s4, p4, d4)[:, :, 0]
     assert_conv_close(got, want, bound, x.shape[1] * k + 8)
+
+
+# One input channel and a long kernel (CREPE conv1: 512 taps, stride 4, 254 zeros each
+# side) run on a CPU adapter as columns (kernels/conv_columns.wgsl: each position's input
+# window as a row, plus a ones column for the bias) times the weights in the tuned matmul.
+
+
+@pytest.mark.parametrize("bias, act, shape", [
+    (True, "relu", (3, 1, 1024, 1)),       # CREPE conv1 as Crepe runs it (conv2d, time on H)
+    (False, None, (2, 1, 1, 1024)),        # time on W, no bias
+    (True, "tanh", (1, 1, 1000, 1)),       # a length that no stride divides
+])
+def test_columns_path_matches_numpy(dev, rng, bias, act, shape):
+    x = data(rng, *shape)
+    along_h = shape[2] > 1
+    w = data(rng, 128, 1, 512, 1) if along_h else data(rng, 128, 1, 1, 512)
+    b = data(rng, 128) if bias else None
+    xt, wt = dev.tensor(x), dev.tensor(w)
+    bt = dev.tensor(b) if bias else None
+    stride, padding = ((4, 1), (254, 0)) if along_h else ((1, 4), (0, 254))
+    run = lambda: conv2d(xt, wt, bt, stride=stride, padding=padding, act=act)   # noqa: E731
+    got = run().numpy()                            # (the first matmul of a shape may autotune)
+    labels = conv_kernels(dev, run)
+    assert labels[0] == "conv_columns:columns" and labels[1].startswith("matmul"), labels
+    pre = ref_conv2d(x, w, b if bias else np.zeros(128), stride, padding)
+    bound = ref_conv2d(np.abs(x), np.abs(w), np.abs(b) if bias else np.zeros(128), stride, padding)
+    assert got.shape == pre.shape
+    want = {None: pre, "relu": np.maximum(pre, 0), "tanh": np.tanh(pre)}[act]
+    assert_conv_close(got, want, bound, 512 + 8, extra_atol=1e-6 if act == "tanh" else 0.0)
+
+
+def test_columns_path_items_equal_each_alone(dev, rng):
+    # a live block's 2-3 CREPE frames must equal the offline run's: each item alone
+    x, w, b = data(rng, 5, 1, 1024, 1), data(rng, 128, 1, 512, 1), data(rng, 128)
+    wt, bt = dev.tensor(w), dev.tensor(b)
+    whole = conv2d(dev.tensor(x), wt, bt, stride=(4, 1), padding=(254, 0), act="relu").numpy()
+    for i in (0, 3):
+        alone = conv2d(dev.tensor(x[i:i + 1]), wt, bt, stride=(4, 1), padding=(254, 0), act="relu").numpy()
+        assert np.array_equal(alone[0], whole[i])
+
+
+def test_columns_path_runs_many_items_in_slices(dev, rng, monkeypatch):
+    # columns of at most COLUMNS_MAX_BYTES at once (here 3 items' worth): 7 items in 3 slices
+    monkeypatch.setattr(C, "COLUMNS_MAX_BYTES", 3 * 4 * 256 * 516)
+    x, w, b = data(rng, 7, 1, 1024, 1), data(rng, 128, 1, 512, 1), data(rng, 128)
+    xt, wt, bt = dev.tensor(x), dev.tensor(w), dev.tensor(b)
+    run = lambda: conv2d(xt, wt, bt, stride=(4, 1), padding=(254, 0), act="relu")   # noqa: E731
+    got = run().numpy()
+    assert conv_kernels(dev, run).count("conv_columns:columns") == 3
+    for i in (0, 4, 6):    # each item as it comes out alone
+        alone = conv2d(dev.tensor(x[i:i + 1]), wt, bt, stride=(4, 1), padding=(254, 0), act="relu").numpy()
+        assert np.array_equal(alone[0], got[i])
+
+
+def test_columns_path_only_for_one_channel_long_kernels(dev, rng):
+    w = dev.tensor(data(rng, 8, 1, C.COLUMNS_MIN_TAPS - 1))
+    x1 = dev.tensor(data(rng, 1, 1, 600))
+    assert conv_kernels(dev, lambda: conv1d(x1, w)) == ["conv:conv_run"]      # a shorter kernel
+    w2 = dev.tensor(data(rng, 8, 2, C.COLUMNS_MIN_TAPS))
+    x2 = dev.tensor(data(rng, 1, 2, 600))
+    assert "conv_columns:columns" not in conv_kernels(dev, lambda: conv1d(x2, w2))   # two channels
+    w1 = dev.tensor(data(rng, 8, 1, C.COLUMNS_MIN_TAPS))
+    assert conv_kernels(dev, lambda: conv1d(x1, w1, act="elu"))[0] != "conv_columns:columns"  # not a matmul act
 
 
 def test_split_batch_items_equal_each_alone(dev, rng):

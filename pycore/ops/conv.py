@@ -73,6 +73,7 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
 def clear_weight_cache():
     """Forget every repacked weight (needed only after writing into a weight tensor)."""
     _PACKED.clear()
+    _COLUMN_WEIGHTS.clear()
 
 
 # --------------------------------------------------------------------------- shapes
@@ -158,9 +159,78 @@ def _conv(op, dims, transposed, x, weight, bias, stride, padding, dilation, grou
     if dims == 1:
         size, ksize, out_size = (1,) + size, (1,) + ksize, (1,) + out_size
         stride, pad, dilation = (1,) + stride, (0,) + pad, (1,) + dilation
+    in_shape = (n, c_in) + size
+    run = run_axis(transposed, in_shape, ksize, stride, pad, dilation, cin_g) if x.dev.cpu_adapter else None
+    if run is not None and columns_path(groups, cin_g, ksize, weight, bias, act):
+        return conv_columns(x, weight, bias, act, run, out_size).reshape((n, cout_g) + out_size[2 - dims:])
     out = x.dev.empty((n, cout_g * groups) + out_size[2 - dims:])
-    _launch(x, weight, bias, out, transposed, (n, c_in) + size, ksize, out_size, cin_g, cout_g, groups,
-            stride, pad, dilation, act, alpha)
+    _launch(x, weight, bias, out, transposed, in_shape, ksize, out_size, cin_g, cout_g, groups,
+            stride, pad, dilation, act, alpha, run)
+    return out
+
+
+# --------------------------------------------------------------------------- columns path
+
+# On a CPU adapter a 1-D convolution of ONE input channel with a long kernel (CREPE conv1:
+# 512 taps, stride 4) runs as a matrix product: kernels/conv_columns.wgsl lays out each
+# output position's input window as a row (the im2col matrix, with a ones column that
+# carries the bias), and the autotuned matmul multiplies the weights by it. On lavapipe
+# that is 1.4x faster than conv_run for CREPE conv1 (2 frames: 4.1 -> 2.9 ms of CPU, 3
+# frames 6.1 -> 4.1), where one input channel gives conv_run's sliding window nothing to
+# reuse across channels. Other shapes keep conv_run / conv.
+COLUMNS_MIN_TAPS = 256
+COLUMNS_MAX_BYTES = 1 << 25    # the columns of at most this many bytes at once (32 MiB; more items run in slices)
+
+# weight Tensor -> {bias Tensor or None: wk [c_out, K]} (the matmul's weight with the bias column)
+_COLUMN_WEIGHTS = weakref.WeakKeyDictionary()
+
+
+def columns_path(groups, cin_g, ksize, weight, bias, act) -> bool:
+    """Whether a 1-D convolution (conv_run's shapes) runs as columns + matmul."""
+    from .matmul import ACTS as MATMUL_ACTS
+
+    return (groups == 1 and cin_g == 1 and ksize[0] * ksize[1] >= COLUMNS_MIN_TAPS and weight.dtype == "f32"
+            and (bias is None or bias.dtype == "f32") and act in MATMUL_ACTS)
+
+
+def conv_columns(x, weight, bias, act, run, out_size):
+    """act(conv(x, weight) + bias) as [N, C_out, positions] through kernels/conv_columns.wgsl
+    and matmul; run: run_axis's parameters of the convolution's axis."""
+    from .matmul import matmul
+
+    dev = x.dev
+    n, c_out = x.shape[0], weight.shape[0]
+    taps = weight.size // c_out
+    rows = ceil_div(taps + 1, 4) * 4
+    positions = out_size[0] * out_size[1]
+    prm = dict(batch=n, first_item=0, len=run["run_len"], pitch=run["run_pitch"], plane=x.size // n, stride=run["run_stride"],
+               start=run["run_start"], taps=taps, rows=rows, positions=positions, c_out=c_out,
+               has_bias=int(bias is not None))
+    cache = _COLUMN_WEIGHTS.setdefault(weight, {})
+    wk = cache.get(bias)
+    if wk is None:
+        with dev.eager():  # made once per weight tensor, outside any recording plan
+            wk = dev.empty((c_out, rows))
+            dev.run(dev.kernel("conv_columns", "gemm_weights", consts={"WG": WG}), ceil_div(wk.size // 4, WG),
+                    x=x, weight=weight, bias=bias if bias is not None else weight, out=wk, **prm)
+        cache[bias] = wk
+    step = max(1, COLUMNS_MAX_BYTES // (4 * positions * rows))
+    outs = []
+    for first in range(0, n, step):
+        items = min(step, n - first)
+        cols = dev.empty((items, positions, rows))
+        dev.run(dev.kernel("conv_columns", "columns", consts={"WG": WG}), ceil_div(items * positions, WG),
+                x=x, weight=weight, bias=bias if bias is not None else weight, out=cols,
+                **{**prm, "batch": items, "first_item": first})
+        outs.append(matmul(wk, cols, act=act, trans_b=True))
+        cols.release()
+    if len(outs) == 1:
+        return outs[0]
+    from .elementwise import concat
+
+    out = concat(outs)
+    for part in outs:
+        part.release()
     return out
 
 
@@ -225,13 +295,12 @@ _PACKED = weakref.WeakKeyDictionary()
 
 
 def _launch(x, weight, bias, out, transposed, in_shape, ksize, out_size, cin_g, cout_g, groups,
-            stride, pad, dilation, act, alpha):
+            stride, pad, dilation, act, alpha, run):
     dev = x.dev
     n, c_in, h, w = in_shape
     (kh, kw), (oh, ow) = ksize, out_size
     rows = _axis_passes(kh, oh, stride[0], pad[0], dilation[0], transposed)
     cols = _axis_passes(kw, ow, stride[1], pad[1], dilation[1], transposed)
-    run = run_axis(transposed, in_shape, ksize, stride, pad, dilation, cin_g) if dev.cpu_adapter else None
     cq = run_quads(cout_g, groups, ceil_div(oh * ow, 16)) if run is not None else channel_quads(cout_g)
     cblocks = ceil_div(cout_g, 4 * cq)
     consts = {"WG": WG, "CQ": cq, "ACT": ACTS[act]}
