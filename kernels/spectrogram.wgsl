@@ -3,9 +3,10 @@
 //
 //   logmag     X [F, frames, 2] (pycore.ops.spectral.stft) -> z [frames, F]:
 //              z = (log(|X| + eps) - mean) * inv_std    (frames become rows: time-major)
-//   add_noise  z[i] += scale * N(0, 1), the normal drawn by Box-Muller from a PCG hash of
-//              (seed, offset + count[0] * F + i): reproducible for a seed, independent of
-//              the grid.
+//   add_noise  z[i] += scale * s_i * N(0, 1), the normal drawn by Box-Muller from a PCG hash
+//              of (seed, offset + count[0] * F + i): reproducible for a seed, independent
+//              of the grid. s_i = x[i % period] (a per-bin standard deviation) where
+//              period > 0, else 1.
 //   gl_init    mag [F, frames] = max(exp(z / inv_std + mean) - eps, 0) from z [frames, F];
 //              c = tprev = mag * e^{i phi}, phi uniform from the hash of (seed + count[0], i).
 //   gl_project fast Griffin-Lim (Perraudin et al. 2013): t = mag * X / |X| (mag where
@@ -26,6 +27,7 @@ struct Params {
     seed: u32,
     offset: u32,     // add_noise: counter of the first element (plus count[0] * F)
     alpha: f32,      // gl_project momentum
+    period: u32,     // add_noise: length of the per-element scale x (0: no scale)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -75,7 +77,11 @@ fn add_noise(@builtin(local_invocation_index) li: u32,
     let k = p.offset + count[0] * p.F + i;
     let u1 = uniform01(p.seed, k, 0x9e3779b9u);
     let u2 = uniform01(p.seed, k, 0x85ebca6bu);
-    z[i] += p.scale * sqrt(-2.0 * log(u1)) * cos(TAU * u2);
+    var s = p.scale;
+    if (p.period > 0u) {
+        s *= x[i % p.period];
+    }
+    z[i] += s * sqrt(-2.0 * log(u1)) * cos(TAU * u2);
 }
 
 @compute @workgroup_size(64)

@@ -339,7 +339,7 @@ def cmd_learn(args) -> int:
             tqdm.write(f"epoch {n}: loss {loss:.5f}")
     try:
         loss = learn_file(args.input, args.output, args.epochs, args.resume, config=SIZES[args.size], lr=args.lr,
-                          on_epoch=on_epoch)
+                          on_epoch=on_epoch, input_noise=args.input_noise)
     except (ValueError, OSError, RuntimeError) as e:
         bar.close()
         print(f"stemtone: error: {e}", file=sys.stderr)
@@ -475,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     le.add_argument("--epochs", type=int, default=200, metavar="N", help="total epochs (default %(default)s)")
     le.add_argument("--resume", action="store_true", help="continue the training saved in OUT")
     le.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default %(default)s)")
+    le.add_argument("--input-noise", type=float, default=0.0, metavar="K",
+                    help="train on inputs noised by K x the model's prediction error per bin, as sampling "
+                         "noises them (against drift while generating; default %(default)s)")
     le.add_argument("--size", choices=["standard", "small", "tiny"], default="standard",
                     help="model size (weights/cards/magnet.md; the learn page's sizes): standard (default), small "
                          "(1 layer x 128), tiny (1 layer x 32, n_fft 512: a quick try); --resume keeps the file's")
@@ -486,8 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-o", "--output", required=True, metavar="OUT.wav")
     g.add_argument("--seconds", type=float, default=30.0, help="length (default %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="noise seed (default %(default)s)")
-    g.add_argument("--temperature", type=float, default=0.0,
-                   help="noise added to each frame, in units of the clip's log-magnitude std (default 0)")
+    g.add_argument("--temperature", type=float, default=1.0,
+                   help="scale of the noise drawn for each frame, in units of the model's prediction error per "
+                        "bin: 1 samples the trained model (default), 0 follows its mean prediction (quieter, "
+                        "settles on a static sound)")
     g.add_argument("--prime", metavar="CLIP", default=None,
                    help="start from this clip's first frames (default: from noise)")
     g.set_defaults(fn=cmd_generate)

@@ -1,8 +1,10 @@
 """Training: epochs of truncated backpropagation through time with Adam, on the GPU.
 
-    trainer = Trainer(model, frames_host, lr=1e-3)    frames_host: flat floats [frames * F]
+    trainer = Trainer(model, frames_host, lr=1e-3, input_noise=0.0)
+                                                      frames_host: flat floats [frames * F]
     loss = await trainer.epoch(on_step=None)          mean MSE of the epoch's windows; on_step(n)
                                                       after each step (awaited when it is async)
+                                                      (the epoch also sets model.noise_std)
     tensors, metadata = trainer.checkpoint()          save with safetensors; resume with
     trainer.restore(tensors, metadata)                the moments and the epoch count
 
@@ -16,7 +18,10 @@ A window's whole GPU work (forward, loss, backpropagation through time, Adam, th
 handed to the next window) is one plan (pycore.gpu.runtime.Plan), recorded at the first
 window and replayed for every other: per window the host writes the input, the target
 and Adam's bias corrections into tensors made before recording, replays, and adds the
-window's loss to the epoch's total (one dispatch). plans=False runs the same steps
+window's loss and its squared errors per bin to the epoch's totals (two dispatches).
+At the end of the epoch the per-bin totals give model.noise_std, the RMS prediction
+error of each bin over the epoch: the spread of the Gaussian an MSE fit stands for,
+which sampling draws from (pycore.learn.generate). plans=False runs the same steps
 eagerly (the reference the tests compare with: a plan changes the host's work only).
 """
 
@@ -24,13 +29,20 @@ from __future__ import annotations
 
 import array
 
+import math
+
+from ..models.magnet import NOISE_STD
 from ..ops.adam import Adam
-from ..ops.elementwise import add
+from ..ops.elementwise import add, copy, mul
 from ..ops.loss import mse_loss
+from ..ops.reduce import sum as reduce_sum
+from ..ops.spectrogram import add_noise
+
+NOISE_SEED = 0x51ED     # input noise: the counter (epoch * windows + window) picks the draws
 
 
 class Trainer:
-    def __init__(self, model, frames_host, lr=1e-3, clip=1.0, plans=True):
+    def __init__(self, model, frames_host, lr=1e-3, clip=1.0, plans=True, input_noise=0.0):
         self.model, self.dev = model, model.dev
         F, cfg = model.bins, model.config
         self.F = F
@@ -48,6 +60,15 @@ class Trainer:
         self.x, self.y = (self.dev.empty((self.S, self.B, F)) for _ in range(2))  # the window's input, target
         self.use_plans = bool(plans)
         self.plan = None    # (plan, loss tensor), recorded at the first window
+        if not input_noise >= 0:
+            raise ValueError(f"input_noise must be >= 0, got {input_noise}")
+        self.input_noise = float(input_noise)
+        # the per-bin noise_std lives in one tensor the plan binds; each epoch rewrites it
+        self.noise_std = self.dev.tensor(bytes(4 * F), (F,))
+        if model.noise_std is not None:     # a resumed model's
+            copy(model.noise_std, out=self.noise_std)
+            model.noise_std = self.noise_std
+        self.counter = self.dev.tensor([0], (1,), dtype="u32")    # the input noise's window counter
 
     def _window(self, w, shift):
         """[S, B, F] rows as bytes: lane b's frames b * lane + w * S + s + shift, time-major."""
@@ -59,45 +80,64 @@ class Trainer:
         return out.tobytes()
 
     def _step(self):
-        """One window's GPU work on self.x, self.y: returns its loss (a 1-element tensor)."""
+        """One window's GPU work on self.x, self.y: returns its loss (a 1-element tensor)
+        and the sum of its squared errors per bin scaled by (2 / n)^2 ([F]: the squares
+        of the loss's gradient, n = S * B * F, summed over the window's frames)."""
+        if self.input_noise:
+            add_noise(self.x, self.input_noise, NOISE_SEED, count=self.counter, count_step=self.x.size,
+                      bin_std=self.noise_std)
         pred = self.model.forward(self.x, self.tapes)
         loss, grad = mse_loss(pred, self.y)
+        sq = reduce_sum(mul(grad, grad).reshape(self.S * self.B, self.F), dim=0)
         self.opt.record(self.model.backward(grad, self.tapes))
         for tape in self.tapes:     # the next window starts where this one ended
             tape.carry()
-        return loss
+        return loss, sq
 
     def _replay(self):
         if self.plan is None:
             plan = self.dev.plan()
             with plan:
-                loss = self._step()
-            self.plan = (plan, loss)
-        plan, loss = self.plan
+                out = self._step()
+            self.plan = (plan, out)
+        plan, out = self.plan
         plan.replay()
-        return loss
+        return out
 
     def steps(self):
         """Adam steps per epoch."""
         return self.windows
 
     async def epoch(self, on_step=None):
-        total = None
+        total = sq_total = None
         for tape in self.tapes:
             tape.reset()
         for w in range(self.windows):
             self.dev.write(self.x, self._window(w, 0))
             self.dev.write(self.y, self._window(w, 1))
+            if self.input_noise:
+                count = self.epochs_done * self.windows + w
+                self.dev.write(self.counter, array.array("I", [count & 0xFFFFFFFF]).tobytes())
             self.opt.advance()
-            loss = self._replay() if self.use_plans else self._step()
-            total = add(loss, 0.0) if total is None else add(total, loss)  # the plan's loss is rewritten
+            loss, sq = self._replay() if self.use_plans else self._step()
+            if total is None:   # copies: the plan's outputs are rewritten by the next replay
+                total, sq_total = add(loss, 0.0), add(sq, 0.0)
+            else:
+                total, sq_total = add(total, loss), add(sq_total, sq)
             if on_step and (pending := on_step(w + 1)) is not None:
                 await pending  # an async on_step: the browser worker reads its messages there
         self.epochs_done += 1
+        n = self.S * self.B * self.F    # sq holds (2 d / n)^2 per error d
+        per_frame = (n / 2.0) ** 2 / (self.windows * self.S * self.B)
+        sq_host = await sq_total.read()
+        self.dev.write(self.noise_std, array.array("f", [math.sqrt(float(v) * per_frame) for v in sq_host]).tobytes())
+        self.model.noise_std = self.noise_std
         return float((await total.read())[0]) / self.windows
 
     def checkpoint(self):
         tensors = {**self.model.params, **self.opt.state()}
+        if self.model.noise_std is not None:
+            tensors[NOISE_STD] = self.model.noise_std
         meta = {**self.model.metadata(), "epochs": str(self.epochs_done), "adam_t": str(self.opt.t)}
         return tensors, meta
 

@@ -6,6 +6,7 @@ frames so far (Contemporary Machine Learning for Audio and Music Generation on t
     model = MagNet.load(dev, tensors, metadata)   from a safetensors file's entries
     pred = model.forward(x, tapes)                x [T, B, F] normalized log-mags -> [T, B, F]
     grads = model.backward(x, dpred, tapes)       name -> gradient Tensor (same names as params)
+    model.noise_std                               per-bin std of the prediction error (or None)
     weights = model.sampling_weights()            for sampling: frames padded to padded_bins
     nxt = model.step(frame, tapes, weights)       frame [1, 1, padded_bins] -> next [1, 1, padded_bins]
 
@@ -14,6 +15,13 @@ linear layer back to F bins. Frames are z = (log(|STFT| + 1e-4) - mean) / std wi
 mean and std per clip (kept with the weights). Names: lstm.weight_ih_l{k} [4H, in],
 lstm.weight_hh_l{k} [4H, H], lstm.bias_l{k} [4H] (nn.LSTM's b_ih + b_hh), out.weight [F, H],
 out.bias [F].
+
+The network is trained by mean squared error on z, i.e. as a Gaussian with a mean (the
+prediction) and a fixed variance per bin; noise_std [F] is that spread, the RMS of the
+prediction errors per bin over the last training epoch (pycore.learn.train), saved as
+`sampling.noise_std`. Sampling draws from it (pycore.learn.generate): the prediction
+alone is the conditional mean of the log-magnitude, whose exp() falls short of the
+power of the frames it stands for (Jensen: E[exp(2 s z)] > exp(2 s E[z])).
 """
 
 from __future__ import annotations
@@ -39,9 +47,13 @@ SIZES = {
 }
 
 
+NOISE_STD = "sampling.noise_std"   # the file's name for MagNet.noise_std
+
+
 class MagNet:
-    def __init__(self, dev, config: dict, params: dict, mean: float, std: float):
+    def __init__(self, dev, config: dict, params: dict, mean: float, std: float, noise_std=None):
         self.dev, self.config, self.params = dev, dict(config), params
+        self.noise_std = noise_std
         self.mean, self.std = float(mean), float(std)
         self.bins = config["n_fft"] // 2 + 1
         self.padded_bins = -(-self.bins // 4) * 4
@@ -85,7 +97,13 @@ class MagNet:
                    f"the file has no {name} of shape {shape}; it was not written by `stemtone learn`")
             expect("MagNet.load", e.dtype == "f32", f"{name} must be float32")
             params[name] = dev.tensor(e.data, shape)
-        return cls(dev, config, params, float(metadata["mean"]), float(metadata["std"]))
+        noise_std = entries.get(NOISE_STD)
+        if noise_std is not None:   # files written before it was kept have none
+            F = config["n_fft"] // 2 + 1
+            expect("MagNet.load", tuple(noise_std.shape) == (F,) and noise_std.dtype == "f32",
+                   f"{NOISE_STD} must be float32 of shape ({F},)")
+            noise_std = dev.tensor(noise_std.data, (F,))
+        return cls(dev, config, params, float(metadata["mean"]), float(metadata["std"]), noise_std)
 
     def metadata(self) -> dict:
         return {**{k: str(v) for k, v in self.config.items()}, "mean": repr(self.mean), "std": repr(self.std),

@@ -34,7 +34,8 @@ WG = 64
 
 def _run(entry, n, x, z, mag=None, tprev=None, count=None, **params):
     dev = x.dev
-    args = dict(n=n, F=1, frames=1, mean=0.0, inv_std=1.0, eps=1e-4, scale=0.0, seed=0, offset=0, alpha=0.0)
+    args = dict(n=n, F=1, frames=1, mean=0.0, inv_std=1.0, eps=1e-4, scale=0.0, seed=0, offset=0, alpha=0.0,
+                period=0)
     args.update(params)
     dev.run(dev.kernel("spectrogram", entry), ceil_div(n, WG), x=x, z=z, mag=mag or _unused(dev),
             tprev=tprev or _unused(dev, 1), count=count if count is not None else _zero_count(dev), **args)
@@ -74,12 +75,19 @@ def logmag(X, mean=0.0, std=1.0, eps=1e-4):
     return z
 
 
-def add_noise(z, scale, seed=0, offset=0, count=None, count_step=0):
-    expect("add_noise", isinstance(z, Tensor) and z.dtype == "f32", "z must be an f32 Tensor", z)
-    _check_count("add_noise", count)
+def add_noise(z, scale, seed=0, offset=0, count=None, count_step=0, bin_std=None):
+    """bin_std: an f32 Tensor [P] (P divides z's size) scaling element i's noise by
+    bin_std[i % P], e.g. a standard deviation per frequency bin of [frames, P] frames."""
+    op = "add_noise"
+    expect(op, isinstance(z, Tensor) and z.dtype == "f32", "z must be an f32 Tensor", z)
+    _check_count(op, count)
+    expect(op, bin_std is None or (isinstance(bin_std, Tensor) and bin_std.dtype == "f32" and bin_std.size > 0
+                                   and z.size % bin_std.size == 0),
+           "bin_std must be None or an f32 Tensor whose size divides z's", bin_std)
     if scale:
-        _run("add_noise", z.size, _unused(z.dev, 2), z, count=count, scale=float(scale),
-             seed=int(seed) & 0xFFFFFFFF, offset=int(offset) & 0xFFFFFFFF, F=int(count_step) & 0xFFFFFFFF)
+        _run(op, z.size, bin_std if bin_std is not None else _unused(z.dev, 2), z, count=count,
+             scale=float(scale), seed=int(seed) & 0xFFFFFFFF, offset=int(offset) & 0xFFFFFFFF,
+             F=int(count_step) & 0xFFFFFFFF, period=bin_std.size if bin_std is not None else 0)
 
 
 def griffin_lim(z, n_fft, hop, mean, std, iters=32, alpha=0.99, seed=0, eps=1e-4, count=None):
