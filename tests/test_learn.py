@@ -68,3 +68,31 @@ def test_generate_writes_requested_length(clip_wav, tmp_path):
 def test_resume_without_file_is_refused(clip_wav, tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         asyncio.run(learn(clip_wav, tmp_path / "none.safetensors", epochs=1, resume=True))
+
+
+def test_input_noise_resumes_exactly(clip_wav, tmp_path):
+    """The noise_std the file keeps and the noise counter (epoch, window) carry over."""
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    asyncio.run(learn(clip_wav, a, epochs=4, config=CFG, input_noise=1.0))
+    asyncio.run(learn(clip_wav, b, epochs=2, config=CFG, input_noise=1.0))
+    asyncio.run(learn(clip_wav, b, epochs=4, resume=True, input_noise=1.0))
+    from pycore.weights.safetensors import load_numpy
+    wa, wb = load_numpy(a), load_numpy(b)
+    assert "sampling.noise_std" in wa and wa.keys() == wb.keys()
+    for k in wa:
+        np.testing.assert_allclose(wb[k], wa[k], rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+def test_quality_rows(clip_wav, tmp_path, dev):
+    from pycore.cli.bench.learn import ltas_figures, quality_rows
+    x = np.random.default_rng(2).standard_normal(8000 * 2)
+    worst, band, diffs = ltas_figures(x, x, 8000)
+    assert worst == 0.0 and 0 < band[0] < band[1] <= 4000 and len(diffs) > 3
+    worst, _, _ = ltas_figures(x, 0.5 * x, 8000)      # half the amplitude: -6.02 dB in every band
+    assert worst == pytest.approx(20 * np.log10(2), abs=1e-9)
+    m = tmp_path / "m.safetensors"
+    asyncio.run(learn(clip_wav, m, epochs=2, config=CFG))
+    rows = quality_rows(dev, m, clip_wav, 1.0, seeds=(1, 2))
+    assert len(rows) == 6
+    for r in rows:
+        assert np.isfinite(r["ours"]), r

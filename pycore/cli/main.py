@@ -155,7 +155,7 @@ def cmd_bench(args) -> int:
         from .bench import learn
 
         rows = learn.bench_learn(dev, model_path=args.model if args.model.endswith(".safetensors") else None,
-                                 gen_seconds=args.seconds or 10.0, progress=not args.json)
+                                 gen_seconds=args.seconds or 10.0, progress=not args.json, clip=args.clip)
     else:  # pragma: no cover - argparse restricts choices
         raise SystemExit(f"unknown benchmark {args.what}")
     if args.json:
@@ -406,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="separate: length of the real-music clip (default 30; 10 for htdemucs and umxl); "
                         "tone: length of the test melody (default 10; 3 with --quick); "
                         "resample: length of the noise (default 30)")
+    b.add_argument("--clip", default=None, metavar="CLIP",
+                   help="learn: the audio file the -m model was trained on (default: the model card's first "
+                        "clip, mutilated_mime 9 s from 60 s)")
     b.add_argument("--lengths", type=_lengths, default=(60.0, 600.0), metavar="S1,S2",
                    help="memory: track lengths in seconds (default 60,600)")
     b.add_argument("--reduced", action="store_true",
@@ -475,9 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     le.add_argument("--epochs", type=int, default=200, metavar="N", help="total epochs (default %(default)s)")
     le.add_argument("--resume", action="store_true", help="continue the training saved in OUT")
     le.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default %(default)s)")
-    le.add_argument("--input-noise", type=float, default=0.0, metavar="K",
+    le.add_argument("--input-noise", type=float, default=1.0, metavar="K",
                     help="train on inputs noised by K x the model's prediction error per bin, as sampling "
-                         "noises them (against drift while generating; default %(default)s)")
+                         "noises them (against drift while generating; 0: clean inputs; default %(default)s)")
     le.add_argument("--size", choices=["standard", "small", "tiny"], default="standard",
                     help="model size (weights/cards/magnet.md; the learn page's sizes): standard (default), small "
                          "(1 layer x 128), tiny (1 layer x 32, n_fft 512: a quick try); --resume keeps the file's")

@@ -1,6 +1,6 @@
 """Native file jobs behind `stemtone learn` and `stemtone generate`.
 
-    learn_file(path, out, epochs=200, resume=False, config=None, on_epoch=None, input_noise=0.0) -> final loss
+    learn_file(path, out, epochs=200, resume=False, config=None, on_epoch=None, input_noise=1.0) -> final loss
     generate_file(model_path, out, seconds=30, seed=0, temperature=1.0) -> seconds written
 
 learn: any format soundfile reads, mixed to mono and resampled to the model's rate; the
@@ -41,7 +41,7 @@ def open_model(dev, path):
     return MagNet.load(dev, entries, meta), entries, meta
 
 
-async def learn(path, out, epochs=200, resume=False, config=None, lr=1e-3, on_epoch=None, seed=0, input_noise=0.0):
+async def learn(path, out, epochs=200, resume=False, config=None, lr=1e-3, on_epoch=None, seed=0, input_noise=1.0):
     dev = get_device()
     if resume:
         if not os.path.exists(out):
@@ -66,7 +66,7 @@ async def learn(path, out, epochs=200, resume=False, config=None, lr=1e-3, on_ep
     return loss, trainer
 
 
-def learn_file(path, out, epochs=200, resume=False, config=None, lr=1e-3, on_epoch=None, input_noise=0.0):
+def learn_file(path, out, epochs=200, resume=False, config=None, lr=1e-3, on_epoch=None, input_noise=1.0):
     return asyncio.run(learn(path, out, epochs, resume, config, lr, on_epoch, input_noise=input_noise))[0]
 
 

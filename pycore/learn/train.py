@@ -1,6 +1,6 @@
 """Training: epochs of truncated backpropagation through time with Adam, on the GPU.
 
-    trainer = Trainer(model, frames_host, lr=1e-3, input_noise=0.0)
+    trainer = Trainer(model, frames_host, lr=1e-3, input_noise=1.0)
                                                       frames_host: flat floats [frames * F]
     loss = await trainer.epoch(on_step=None)          mean MSE of the epoch's windows; on_step(n)
                                                       after each step (awaited when it is async)
@@ -23,12 +23,19 @@ At the end of the epoch the per-bin totals give model.noise_std, the RMS predict
 error of each bin over the epoch: the spread of the Gaussian an MSE fit stands for,
 which sampling draws from (pycore.learn.generate). plans=False runs the same steps
 eagerly (the reference the tests compare with: a plan changes the host's work only).
+
+input_noise > 0 (default 1: the model card's choice) trains on noisy inputs: each
+window's input frames get input_noise * noise_std[bin] * N(0, 1) (the previous epoch's
+noise_std; none before the first epoch has ended), the targets stay clean. Sampling
+feeds the model its own noisy draws; trained only on the clip's exact frames it has
+never seen one, and its free-running frames drift from the clip's spectrum (exposure
+bias). The noise is drawn on the GPU from (seed, epoch, window): the same natively and
+in the browser, and a resumed run draws what a straight one would.
 """
 
 from __future__ import annotations
 
 import array
-
 import math
 
 from ..models.magnet import NOISE_STD
@@ -42,7 +49,7 @@ NOISE_SEED = 0x51ED     # input noise: the counter (epoch * windows + window) pi
 
 
 class Trainer:
-    def __init__(self, model, frames_host, lr=1e-3, clip=1.0, plans=True, input_noise=0.0):
+    def __init__(self, model, frames_host, lr=1e-3, clip=1.0, plans=True, input_noise=1.0):
         self.model, self.dev = model, model.dev
         F, cfg = model.bins, model.config
         self.F = F
