@@ -182,7 +182,7 @@ def quality_rows(dev, model_path, clip_path, seconds, seeds=SEEDS, temperature=1
                         f"{np.mean(diffs):+.2f} dB; temperature {temperature:g}; bar 3 dB"))
         rows.append(row(f"headroom gain of the written file, seed {seed}", "dB", gain, None, None,
                         f"peak {np.abs(y).max():.2f} (the clip's {np.abs(x).max():.2f}): `stemtone generate` "
-                        f"scales the file to a 0.99 peak; LTAS of the file = the row above + this gain"))
+                        f"scales the file to a 0.99 peak: every band of the file is this much lower"))
         rows.append(row(f"longest copied run (frames), seed {seed}", "frames", run, None, None,
                         f"{run * cfg['hop'] / cfg['sample_rate']:.2f} s; RMS distance < {COPY_DIST} std"))
     return rows
