@@ -2,12 +2,13 @@
 
 Tone transfer's following figures (pitch error, loudness correlation) hold by
 construction, whatever the weights; this measure asks whether a trumpet model's output
-sounds like a trumpet. It is a linear classifier over pitch- and level-independent
-spectral-envelope features, fitted by pycore.train.timbre on renders the instrument
-models were never trained on (other General MIDI soundfonts and related programs, and
-melodies of the training soundfont that its data set does not contain), with an
-"other" class of other GM programs (piano, organ, voices, reeds, ...). Its parameters
-and its ceiling (accuracy on held-out renders) are stored in weights/timbre-check.safetensors.
+sounds like a trumpet. It is a small network over level-independent spectral-envelope
+features, fitted by pycore.train.timbre on renders the instrument models were never
+trained on (other General MIDI soundfonts and related programs, and melodies of the
+training soundfont that its data set does not contain), with an "other" class of other
+GM programs (piano, organ, voices, reeds, ...) and a "synthetic" class of bare
+oscillators on voice-like contours. Its parameters and its ceiling (accuracy on
+held-out renders) are stored in weights/timbre-check.safetensors.
 
     check = load_check()                         # weights/timbre-check.safetensors
     labels = check.classify(audio_16k)           # one label per 1 s window of sound
@@ -25,10 +26,15 @@ Features, per 1 s window (hop 0.5 s) at 16 kHz:
     the frame level in dB / 10 (a plucked note decays, a bowed one swells).
 
 Decision: a small network (one hidden layer of ReLUs, softmax over the classes) on the
-standardized features picks the label; a window farther from every class centroid than
-the rejection radius (Mahalanobis distance with the pooled within-class covariance) is
-labelled "none" (open set: a sine is far from every instrument). An instrument is identified on a recording when it wins at least half of
-the windows (`MAJORITY`).
+standardized features picks the label; the classes are the five instruments, "other"
+(other GM programs) and "synthetic" (bare oscillators, sine to sawtooth, with and
+without noise, driven by voice-like f0 and loudness contours: what a control sounds
+like). A window labelled as an instrument is then verified (open set): it must also lie
+inside that instrument's own distribution, its Mahalanobis distance to the class
+centroid (the class's own covariance, shrunk) within the class radius, a quantile of
+the class's fitting windows; otherwise it is labelled "none". An instrument is
+identified on a recording when it wins at least half of the windows (`MAJORITY`);
+"none", "other" and "synthetic" (`NOT_INSTRUMENTS`) never identify one.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ DYNAMIC_DB, FLOOR_DB = 30.0, -60.0
 SOUNDING = 0.6                    # fraction of a window's frames that must sound
 MAJORITY = 0.5                    # share of windows that identifies an instrument
 NONE = "none"                     # label of a rejected window
+NOT_INSTRUMENTS = (NONE, "other", "synthetic")   # labels that never identify an instrument
 FILE = "timbre-check.safetensors"
 N_DELTA = 10                      # cepstra whose mean frame-to-frame change is a feature
 FEATURES = 2 * (N_CEPS - 1) + N_DELTA + 3
@@ -117,39 +124,47 @@ def window_features(audio):
 
 class TimbreCheck:
     """A fitted classifier: labels, standardization, a one-hidden-layer network (ReLU,
-    softmax), the class centroids and inverse pooled covariance for the rejection, its
-    radius, and the build's figures (ceiling)."""
+    softmax), each class's centroid, inverse covariance and verification radius, and the
+    build's figures (ceiling)."""
 
     def __init__(self, labels, mean, scale, w1, b1, w2, b2, centroids, precision, radius, info=None):
         self.labels = list(labels)
         self.mean, self.scale = np.asarray(mean), np.asarray(scale)
         self.w1, self.b1, self.w2, self.b2 = (np.asarray(v) for v in (w1, b1, w2, b2))
-        self.centroids, self.precision = np.asarray(centroids), np.asarray(precision)
-        self.radius = float(radius)
+        self.centroids, self.precision = np.asarray(centroids), np.asarray(precision)   # [C, D], [C, D, D]
+        self.radius = np.asarray(radius, np.float64)                                 # [C]
         self.info = info or {}
 
     def scores(self, feats):
-        """([W] best label index, [W] Mahalanobis distance of the window to the nearest
-        class centroid in the standardized feature space)."""
+        """([W] best label index, [W] Mahalanobis distance of each window to the centroid
+        of its best class under that class's covariance, standardized feature space)."""
         z = (np.asarray(feats) - self.mean) / self.scale
         best = np.argmax(np.maximum(z @ self.w1 + self.b1, 0.0) @ self.w2 + self.b2, axis=1)
-        d = z[:, None, :] - self.centroids[None]
-        dist = np.sqrt(np.einsum("wcd,de,wce->wc", d, self.precision, d).min(axis=1))
+        dist = np.zeros(len(z))
+        for c in np.unique(best):
+            d = z[best == c] - self.centroids[c]
+            dist[best == c] = np.sqrt(np.maximum(0.0, np.einsum("wd,de,we->w", d, self.precision[c], d)))
         return best, dist
 
+    def verified(self, best, dist):
+        """[W] whether each window's best class holds it (distance within the class radius)."""
+        return dist <= self.radius[best]
+
     def classify(self, audio) -> list:
-        """One label per sounding window: an instrument, "other", or "none" (rejected)."""
+        """One label per sounding window: an instrument, "other", "synthetic", or "none"
+        (its best class does not hold it)."""
         feats, _ = window_features(audio)
         if not len(feats):
             return []
         best, dist = self.scores(feats)
-        return [self.labels[b] if d <= self.radius else NONE for b, d in zip(best, dist)]
+        return [self.labels[b] if ok else NONE for b, ok in zip(best, self.verified(best, dist))]
 
     def identify(self, audio, instrument: str) -> dict:
         """How the check reads a recording meant to sound like `instrument`: the share of
         windows of each label, the instrument's share, and whether it is identified."""
-        if instrument not in self.labels:
-            raise ValueError(f"timbre: no class {instrument!r}; the check knows {', '.join(self.labels)}")
+        if instrument not in self.labels or instrument in NOT_INSTRUMENTS:
+            raise ValueError(f"timbre: no class {instrument!r}; the check knows "
+                             f"{', '.join(k for k in self.labels if k not in NOT_INSTRUMENTS)}")
         return summarize(self.classify(audio), instrument)
 
 
@@ -171,8 +186,8 @@ def save_check(path, check: TimbreCheck):
     from ..weights.safetensors import save
 
     tensors = {k: np.asarray(getattr(check, k), np.float32)
-               for k in ("mean", "scale", "w1", "b1", "w2", "b2", "centroids", "precision")}
-    meta = {"labels": json.dumps(check.labels), "radius": repr(check.radius), "info": json.dumps(check.info)}
+               for k in ("mean", "scale", "w1", "b1", "w2", "b2", "centroids", "precision", "radius")}
+    meta = {"labels": json.dumps(check.labels), "info": json.dumps(check.info)}
     save(path, tensors, metadata=meta)
 
 
@@ -187,22 +202,40 @@ def load_check(path=None) -> TimbreCheck:
     meta = load_metadata(path)
     t = {k: np.asarray(v, np.float64) for k, v in load_numpy(path).items()}
     return TimbreCheck(json.loads(meta["labels"]), t["mean"], t["scale"], t["w1"], t["b1"], t["w2"], t["b2"],
-                       t["centroids"], t["precision"], float(meta["radius"]), json.loads(meta.get("info", "{}")))
+                       t["centroids"], t["precision"], t["radius"], json.loads(meta.get("info", "{}")))
 
 
 # --------------------------------------------------------------------------- tone outputs
 
 
-def oscillator(f0_hz, confidence, loudness_db, midi_range, kind="sine"):
-    """The controls of the check: a sine or a band-limited sawtooth driven by the same
-    frame features as the tone engine (16 kHz, 64-sample frames): the last voiced f0
-    (confidence >= VOICED), folded into midi_range as the engine folds it, amplitude
-    10^(loudness / 20) on voiced frames and 0 elsewhere, ramped over GATE_FRAMES; f0 and
-    amplitude interpolated linearly between frames; peak scaled to 0.5."""
+WAVEFORMS = ("sine", "sawtooth", "square", "triangle")
+
+
+def harmonic_amplitudes(kind: str, n: int):
+    """[n] amplitudes of harmonics 1..n of a waveform: sine (the fundamental alone),
+    sawtooth (1/k), square (1/k, odd k), triangle (1/k^2, odd k)."""
+    k = np.arange(1, n + 1, dtype=np.float64)
+    if kind == "sine":
+        return (k == 1).astype(np.float64)
+    if kind == "sawtooth":
+        return 1.0 / k
+    if kind == "square":
+        return np.where(k % 2 == 1, 1.0 / k, 0.0)
+    if kind == "triangle":
+        return np.where(k % 2 == 1, 1.0 / k ** 2, 0.0)
+    raise ValueError(f"timbre: oscillator kind must be one of {', '.join(WAVEFORMS)}, got {kind!r}")
+
+
+def oscillator(f0_hz, confidence, loudness_db, midi_range, kind="sine", amplitudes=None):
+    """The controls of the check: a sine or a band-limited sawtooth (or any WAVEFORMS
+    kind, or the harmonic `amplitudes` 1..n given) driven by the same frame features as
+    the tone engine (16 kHz, 64-sample frames): the last voiced f0 (confidence >=
+    VOICED), folded into midi_range as the engine folds it, amplitude 10^(loudness / 20)
+    on voiced frames and 0 elsewhere, ramped over GATE_FRAMES; f0 and amplitude
+    interpolated linearly between frames; harmonics above 8 kHz left out; peak scaled
+    to 0.5."""
     from .controls import GATE_FRAMES, VOICED, fold_f0
 
-    if kind not in ("sine", "sawtooth"):
-        raise ValueError(f"timbre: oscillator kind must be 'sine' or 'sawtooth', got {kind!r}")
     hop = 64
     lo, hi = midi_range
     f0s, amps, held, gate = [], [], 440.0 * 2 ** (((lo + hi) / 2 - 69) / 12), 0.0
@@ -217,20 +250,20 @@ def oscillator(f0_hz, confidence, loudness_db, midi_range, kind="sine"):
     frames = np.arange(len(f0s))
     f, a = np.interp(t, frames, f0s), np.interp(t, frames, amps)
     phase = 2 * np.pi * (np.cumsum(f / SAMPLE_RATE) % 1.0)
-    if kind == "sine":
-        x = np.sin(phase)
-    else:
-        x = np.zeros_like(phase)
-        for k in range(1, int(SAMPLE_RATE / 2 / f.min()) + 1):
-            x += np.where(k * f < SAMPLE_RATE / 2, np.sin(k * phase) / k, 0.0)
+    n = int(SAMPLE_RATE / 2 / f.min()) if len(f) else 0
+    gains = harmonic_amplitudes(kind, n) if amplitudes is None else np.asarray(amplitudes, np.float64)[:n]
+    x = np.zeros_like(phase)
+    for k, g in enumerate(gains, start=1):
+        if g != 0.0:
+            x += np.where(k * f < SAMPLE_RATE / 2, g * np.sin(k * phase), 0.0)
     x *= a
-    peak = np.abs(x).max()
+    peak = np.abs(x).max() if len(x) else 0.0
     return (x * (0.5 / peak) if peak > 0 else x).astype(np.float32)
 
 
 def winner(summary: dict):
     """The instrument that wins MAJORITY of a summary's windows, or None."""
-    won = [k for k, v in summary["shares"].items() if k not in (NONE, "other") and v >= MAJORITY]
+    won = [k for k, v in summary["shares"].items() if k not in NOT_INSTRUMENTS and v >= MAJORITY]
     return won[0] if won else None
 
 
