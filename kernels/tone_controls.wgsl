@@ -12,19 +12,53 @@
 //             and output gates move by at most `step` per frame towards playing and
 //             loudness > silence (both 0 once the frame is past `last`, the take's end);
 //             decoder f0 = the held f0, decoder loudness = max(-80, ld + trim + auto)
-//             with auto = ref - running mean (0 before any voiced frame or without ref).
+//             with auto = ref - running mean (0 before any voiced frame or without ref),
+//             or, when the model carries its calibration (has_cal), auto = calibrated(ld)
+//             - ld: the input calibration below.
 //             Then all invocations write the multiplier rows [1, g h, 1 x K, g x M].
+//   calibration  (pycore/tone/calibration.py says why) the input's loudness mapped onto
+//             the instrument's training distribution by quantiles, causally:
+//             - observe: each voiced frame above CAL_LO adds to a histogram of 1 dB bins
+//               from CAL_LO (CAL_BINS of them, the ends catching what lies beyond) with
+//               weight 1 for the first cal_frames such frames, then weight total /
+//               (cal_frames - 1) (an exponential forgetting over cal_frames frames, as
+//               the running mean), the total renormalized to 1 past 2^20;
+//             - rebuild: on the first counted frame and then on every frame whose index
+//               is a multiple of CAL_EVERY, the map table is rebuilt: at each bin edge x,
+//               u(x) = pi F_inst(x - d) + (1 - pi) F_hist(x), pi = cal_prior / (cal_prior
+//               + n) (a prior of the instrument's own shape moved to the singer's running
+//               mean: d = mean - ref_db, the instrument's mean), F_hist the histogram's
+//               CDF (linear within a bin), F_inst the instrument's (linear between its
+//               CAL_POINTS quantiles), and table(x) = Q_inst(u(x)); below u = 0 and above
+//               u = 1 the map continues with slope 1 from the instrument's end quantiles;
+//             - map: calibrated(l) = the table interpolated linearly at l (slope 1 outside
+//               [CAL_LO, CAL_LO + CAL_BINS]).
+//             Each step depends on the frames so far only: the map is the same however
+//             the take is cut into blocks.
 //   level     tone_level.wgsl.
 //
 // Layouts (float32): fc [F, 2] (f0 Hz, confidence); ld [F] input loudness dB;
-// knobs [3] = (2^octave, trim dB, last input frame or -1); st [12] the carried state
-// (pycore.ops.tone_controls.STATE); outputs dec_f0 [F], dec_ld [F], gates [F, 2 + K + M],
-// aux [F, 3] = (harmonic gate * output gate, auto shift dB, output gate).
-// Workgroup: one of WG invocations; invocation 0 runs the sequential part.
+// knobs [3] = (2^octave, trim dB, last input frame or -1); st [STATE] the carried state
+// (pycore.ops.tone_controls.STATE: 12 floats of the controls and the level stage, then the
+// calibration's: total weight, table age flag, histogram [CAL_BINS], map table
+// [CAL_BINS + 1], the instrument's loudness quantiles [CAL_POINTS], constant); outputs
+// dec_f0 [F], dec_ld [F], gates [F, 2 + K + M], aux [F, 3] = (harmonic gate * output gate,
+// auto shift dB, output gate).
+// Workgroup: one of WG invocations; invocation 0 runs the sequential part. Its loop
+// passes (lavapipe's limit: kernels/common.wgsl), at most F + 1 + (F / CAL_EVERY + 2)
+// (3 CAL_BINS + CAL_POINTS + 5) + F (2 + K + M) / WG + 1: pycore.ops.tone_controls
+// refuses a block past the limit.
 // Numerics: float32 throughout (the reference computes in float64: differences are
-// rounding, except for a value landing exactly on a threshold).
+// rounding, except for a value landing exactly on a threshold; the map's through the
+// histogram sums, a few ulps of the CDF times the instrument's quantile slope).
 
 override WG: u32 = 64u;
+override CAL_BINS: u32 = 80u;
+override CAL_POINTS: u32 = 33u;
+override CAL_EVERY: u32 = 8u;
+const CAL_LO = -50.0;
+const CAL_ONE = 1e-5;         // u this close to 1 is 1
+const CAL = 14u;                // st[12] total weight, st[13] 1 once a table is built, then the histogram
 
 struct Params {
     frames: u32,
@@ -39,6 +73,9 @@ struct Params {
     lo: f32,             // trained MIDI range
     hi: f32,
     ref_db: f32,
+    has_cal: u32,        // 1: the model's calibration (else the running-mean shift)
+    cal_prior: f32,      // CAL_PRIOR_FRAMES
+    cal_frames: f32,     // CAL_FRAMES
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -67,6 +104,105 @@ fn fold(f0: f32) -> f32 {
     return f0;
 }
 
+// ---------------------------------------------------------------- input calibration
+
+fn table_at() -> u32 {
+    return CAL + CAL_BINS;
+}
+
+fn inst_q(k: u32) -> f32 {
+    return st[CAL + 2u * CAL_BINS + 1u + k];
+}
+
+// One counted voiced frame of loudness l (the n-th) into the histogram.
+fn observe(l: f32, n: f32) {
+    var total = st[12];
+    var w = 1.0;
+    if (n > p.cal_frames) {
+        w = total / (p.cal_frames - 1.0);
+    }
+    total = total + w;
+    let b = u32(clamp(floor(l - CAL_LO), 0.0, f32(CAL_BINS - 1u)));
+    st[CAL + b] = st[CAL + b] + w;
+    if (total > 1048576.0) {
+        for (var j = 0u; j < CAL_BINS; j++) {
+            st[CAL + j] = st[CAL + j] / total;
+        }
+        total = 1.0;
+    }
+    st[12] = total;
+}
+
+// Q_inst(u): the instrument's quantile function, linear between its CAL_POINTS points.
+fn inst_quantile(u: f32) -> f32 {
+    let last = CAL_POINTS - 1u;
+    let t = clamp(u, 0.0, 1.0) * f32(last);
+    let k = min(u32(floor(t)), last - 1u);
+    return inst_q(k) + (t - f32(k)) * (inst_q(k + 1u) - inst_q(k));
+}
+
+// The map table at the bin edges CAL_LO + j, j = 0 .. CAL_BINS, from the histogram of n
+// counted frames and the prior centred by d: one sweep over the edges, the histogram's
+// running sum and a pointer into the instrument's quantiles moving up with them; then
+// slope 1 below the last edge with u = 0 and above the first with u = 1 (u within
+// CAL_ONE of 1: the histogram's sum and its total are rounded apart).
+fn rebuild(n: f32, d: f32) {
+    let last = CAL_POINTS - 1u;
+    let pi = p.cal_prior / (p.cal_prior + n);
+    let total = st[12];
+    var below = 0.0;               // histogram weight below the edge
+    var k = 0u;                    // inst_q(k) <= x - d < inst_q(k + 1) while inside
+    var lo_j = 0u;                 // the last edge with u = 0 (0: none)
+    var hi_j = CAL_BINS;           // the first edge with u = 1
+    for (var j = 0u; j <= CAL_BINS; j++) {
+        let y = CAL_LO + f32(j) - d;
+        var fi = 0.0;
+        if (y >= inst_q(last)) {
+            fi = 1.0;
+        } else if (y > inst_q(0u)) {
+            while (k + 1u < last && inst_q(k + 1u) <= y) {
+                k++;
+            }
+            fi = (f32(k) + (y - inst_q(k)) / (inst_q(k + 1u) - inst_q(k))) / f32(last);
+        }
+        var u = pi * fi + (1.0 - pi) * below / total;
+        if (u <= 0.0) {
+            lo_j = j;
+        }
+        if (u >= 1.0 - CAL_ONE) {
+            u = 1.0;
+            hi_j = min(hi_j, j);
+        }
+        st[table_at() + j] = inst_quantile(u);
+        if (j < CAL_BINS) {
+            below = below + st[CAL + j];
+        }
+    }
+    for (var j = 0u; j <= CAL_BINS; j++) {
+        if (j < lo_j) {
+            st[table_at() + j] = inst_q(0u) - f32(lo_j - j);
+        } else if (j > hi_j) {
+            st[table_at() + j] = inst_q(last) + f32(j - hi_j);
+        }
+    }
+}
+
+// The calibrated loudness of l: the table interpolated, slope 1 outside it.
+fn calibrated(l: f32) -> f32 {
+    let x = l - CAL_LO;
+    if (x <= 0.0) {
+        return st[table_at()] + x;
+    }
+    if (x >= f32(CAL_BINS)) {
+        return st[table_at() + CAL_BINS] + x - f32(CAL_BINS);
+    }
+    let j = min(u32(floor(x)), CAL_BINS - 1u);
+    let a = st[table_at() + j];
+    return a + (x - f32(j)) * (st[table_at() + j + 1u] - a);
+}
+
+// ---------------------------------------------------------------- the controls
+
 @compute @workgroup_size(WG)
 fn controls(@builtin(local_invocation_index) lid: u32) {
     let F = p.frames;
@@ -90,9 +226,12 @@ fn controls(@builtin(local_invocation_index) lid: u32) {
             if (voiced) {
                 hold_f0 = fold(f0 * shift);
                 unvoiced = 0u;
-                if (l > -50.0) {
+                if (l > CAL_LO) {
                     sung = sung + 1.0;
                     sung_db = sung_db + (l - sung_db) / min(sung, p.auto_frames);
+                    if (p.has_cal == 1u) {
+                        observe(l, sung);
+                    }
                 }
             } else {
                 unvoiced = min(unvoiced + 1u, p.hold);
@@ -100,7 +239,15 @@ fn controls(@builtin(local_invocation_index) lid: u32) {
             let playing = unvoiced < p.hold;
             var adjust = 0.0;
             if (p.has_ref == 1u && sung > 0.0) {
-                adjust = p.ref_db - sung_db;
+                if (p.has_cal == 1u) {
+                    if (st[13] == 0.0 || (u32(first) + i) % CAL_EVERY == 0u) {
+                        rebuild(sung, sung_db - p.ref_db);
+                        st[13] = 1.0;
+                    }
+                    adjust = calibrated(l) - l;
+                } else {
+                    adjust = p.ref_db - sung_db;
+                }
             }
             let closing = last >= 0.0 && first + f32(i) > last;
             let want_h = select(0.0, 1.0, playing && !closing);

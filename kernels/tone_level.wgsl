@@ -15,7 +15,8 @@
 //          reads back, in one buffer.
 //
 // Layouts (float32): audio [F * hop]; measured [F] (output loudness dB); ld [F];
-// fc [F, 2]; aux [F, 3] and knobs [3] and st [12] as in tone_controls.wgsl.
+// fc [F, 2]; aux [F, 3] and knobs [3] as in tone_controls.wgsl; st [STATE] of which this
+// stage uses st[7 .. 12).
 // Workgroup: one of WG invocations; invocation 0 carries the gain, all of them take the
 // frame's peak (a tree reduction) and scale its samples.
 // Numerics: float32; the gains via exp2/log2 (a few ulps).

@@ -13,7 +13,11 @@ fc [F, 2] (f0 Hz, confidence) and ld [F] (input loudness dB) are the block's fea
 knobs [3] = (2 ** octave, loudness trim dB, the take's last input frame or -1), the
 caller's live settings; state (STATE floats): held f0, unvoiced run, running mean of the
 voiced loudness and its count, harmonic and output gates, next frame index, level gain
-(dB), the input loudness of the last LAG frames. Both kernels update state in place.
+(dB), the input loudness of the last LAG frames; then the input calibration's (used when
+rules.calibration holds the model's loudness quantiles: pycore.tone.calibration): its
+histogram's total weight, a table-built flag, the histogram [CAL_BINS], the map table
+[CAL_BINS + 1] and the instrument's quantiles [CAL_POINTS] (constant). Both kernels
+update state in place.
 
 `reference` is the same logic in pure Python (float64), the check for the diagnostics
 page and the tests.
@@ -27,11 +31,17 @@ from dataclasses import dataclass
 
 from ..gpu.runtime import Tensor
 from ..gpu.selfcheck import assert_close, check, rand, rng
-from . import expect, expect_dtype, same_device
+from . import expect, expect_dtype, expect_loop_steps, same_device
 
-STATE = 12          # floats of state
 LAG = 4             # input-loudness frames the level stage looks back (kernels/tone_level.wgsl)
 WG = 64
+CAL_LO_DB = -50.0   # the calibration's histogram starts here (quieter voiced frames are not counted)
+CAL_BINS = 80       # 1 dB bins: -50 .. 30 dB
+CAL_POINTS = 33     # the instrument's loudness quantiles, at probabilities k / 32
+CAL_EVERY = 8       # the map table is rebuilt on frames whose index is a multiple of this
+CAL_ONE = 1e-5      # a CDF this close to 1 is 1 (the histogram's sum and its total round apart)
+CAL = 14            # where the histogram starts in the state
+STATE = CAL + 2 * CAL_BINS + 1 + CAL_POINTS      # floats of state
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,22 @@ class Rules:
     harmonics: int = 60          # K
     noise: int = 65              # M
     hop: int = 64
+    calibration: tuple | None = None   # the instrument's CAL_POINTS loudness quantiles (None: the mean shift)
+    cal_prior_frames: float = 250.0    # weight of the prior, in voiced frames
+    cal_frames: int = 7500             # voiced frames of the histogram's memory
+
+    @property
+    def has_cal(self) -> bool:
+        return self.calibration is not None
+
+    @property
+    def center_db(self) -> float | None:
+        """The loudness the singer's running mean is moved to: the mean of the
+        calibration's quantile function (linear between its points), else ref_db."""
+        if self.calibration is None:
+            return self.ref_db
+        q = self.calibration
+        return sum((a + b) / 2 for a, b in zip(q, q[1:])) / (len(q) - 1)
 
     @property
     def width(self) -> int:
@@ -68,7 +94,16 @@ def initial_state(dev, rules: Rules) -> Tensor:
 
 def reference_state(rules: Rules) -> list:
     mid = 440.0 * 2.0 ** (((rules.lo_midi + rules.hi_midi) / 2 - 69.0) / 12.0)
-    return [mid, float(rules.hold_frames), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0] + [-80.0] * LAG
+    quantiles = list(rules.calibration) if rules.has_cal else [0.0] * CAL_POINTS
+    return ([mid, float(rules.hold_frames), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0] + [-80.0] * LAG
+            + [0.0, 0.0] + [0.0] * (2 * CAL_BINS + 1) + quantiles)
+
+
+def loop_passes(F: int, rules: Rules) -> int:
+    """The most loop passes of tone_controls' sequential invocation for F frames
+    (kernels/tone_controls.wgsl's header)."""
+    cal = (F // CAL_EVERY + 2) * (3 * CAL_BINS + CAL_POINTS + 5) if rules.has_cal else 0
+    return F + 1 + cal + -(-F * rules.width // WG) + 1
 
 
 def _check_inputs(op, fc, ld, knobs, state):
@@ -88,15 +123,18 @@ def tone_controls(fc, ld, knobs, state, rules: Rules):
     aux [F, 3]) for one block; advances state (see the module docstring)."""
     op = "tone_controls"
     F = _check_inputs(op, fc, ld, knobs, state)
+    expect_loop_steps(op, loop_passes(F, rules), f"a block of {F} frames", fc)
     dev = fc.dev
     dec_f0, dec_ld = dev.empty((F,)), dev.empty((F,))
     gates, aux = dev.empty((F, rules.width)), dev.empty((F, 3))
-    dev.run(dev.kernel("tone_controls", "controls", consts={"WG": WG}), 1,
+    consts = {"WG": WG, "CAL_BINS": CAL_BINS, "CAL_POINTS": CAL_POINTS, "CAL_EVERY": CAL_EVERY}
+    dev.run(dev.kernel("tone_controls", "controls", consts=consts), 1,
             fc=fc, ld=ld, knobs=knobs, st=state, dec_f0=dec_f0, dec_ld=dec_ld, gates=gates, aux=aux,
             frames=F, harmonics=rules.harmonics, noise=rules.noise, hold=rules.hold_frames,
-            has_ref=int(rules.ref_db is not None), voiced=rules.voiced, silence=rules.silence_db,
+            has_ref=int(rules.center_db is not None), voiced=rules.voiced, silence=rules.silence_db,
             step=1.0 / rules.gate_frames, auto_frames=float(rules.auto_frames), lo=rules.lo_midi,
-            hi=rules.hi_midi, ref_db=rules.ref_db if rules.ref_db is not None else 0.0)
+            hi=rules.hi_midi, ref_db=rules.center_db if rules.center_db is not None else 0.0,
+            has_cal=int(rules.has_cal), cal_prior=float(rules.cal_prior_frames), cal_frames=float(rules.cal_frames))
     return dec_f0, dec_ld, gates, aux
 
 
@@ -130,6 +168,65 @@ def _fold(f0, lo, hi):
     return f0
 
 
+def _cal_observe(state, loud, n, rules):
+    total = state[12]
+    w = 1.0 if n <= rules.cal_frames else total / (rules.cal_frames - 1.0)
+    total += w
+    b = int(max(0.0, min(CAL_BINS - 1.0, math.floor(loud - CAL_LO_DB))))
+    state[CAL + b] += w
+    if total > 1048576.0:
+        for j in range(CAL_BINS):
+            state[CAL + j] /= total
+        total = 1.0
+    state[12] = total
+
+
+def _inst_quantile(q, u):
+    last = len(q) - 1
+    t = max(0.0, min(1.0, u)) * last
+    k = min(int(math.floor(t)), last - 1)
+    return q[k] + (t - k) * (q[k + 1] - q[k])
+
+
+def _cal_rebuild(state, n, d, rules):
+    q, last, table = rules.calibration, CAL_POINTS - 1, CAL + CAL_BINS
+    pi = rules.cal_prior_frames / (rules.cal_prior_frames + n)
+    below, k, lo_j, hi_j = 0.0, 0, 0, CAL_BINS
+    for j in range(CAL_BINS + 1):
+        y = CAL_LO_DB + j - d
+        if y >= q[last]:
+            fi = 1.0
+        elif y > q[0]:
+            while k + 1 < last and q[k + 1] <= y:
+                k += 1
+            fi = (k + (y - q[k]) / (q[k + 1] - q[k])) / last
+        else:
+            fi = 0.0
+        u = pi * fi + (1.0 - pi) * below / state[12]
+        if u <= 0.0:
+            lo_j = j
+        if u >= 1.0 - CAL_ONE:
+            u, hi_j = 1.0, min(hi_j, j)
+        state[table + j] = _inst_quantile(q, u)
+        if j < CAL_BINS:
+            below += state[CAL + j]
+    for j in range(CAL_BINS + 1):
+        if j < lo_j:
+            state[table + j] = q[0] - (lo_j - j)
+        elif j > hi_j:
+            state[table + j] = q[last] + (j - hi_j)
+
+
+def _calibrated(state, loud):
+    table, x = CAL + CAL_BINS, loud - CAL_LO_DB
+    if x <= 0:
+        return state[table] + x
+    if x >= CAL_BINS:
+        return state[table + CAL_BINS] + x - CAL_BINS
+    j = min(int(math.floor(x)), CAL_BINS - 1)
+    return state[table + j] + (x - j) * (state[table + j + 1] - state[table + j])
+
+
 def reference(fc, ld, audio, measured, knobs, state, rules: Rules):
     """Both stages on host lists, float64: (dec_f0, dec_ld, gates, out); state (a list
     of STATE floats) is updated in place. audio and measured are what the decoder and
@@ -143,12 +240,22 @@ def reference(fc, ld, audio, measured, knobs, state, rules: Rules):
         f0, conf, loud_in = fc[2 * i], fc[2 * i + 1], ld[i]
         if conf >= rules.voiced and math.isfinite(f0) and f0 > 0:
             hold_f0, unvoiced = _fold(f0 * shift, rules.lo_midi, rules.hi_midi), 0
-            if loud_in > -50:
+            if loud_in > CAL_LO_DB:
                 sung += 1
                 sung_db += (loud_in - sung_db) / min(sung, rules.auto_frames)
+                if rules.has_cal:
+                    _cal_observe(state, loud_in, sung, rules)
         else:
             unvoiced = min(unvoiced + 1, rules.hold_frames)
-        auto = rules.ref_db - sung_db if rules.ref_db is not None and sung else 0.0
+        auto = 0.0
+        if rules.center_db is not None and sung:
+            if rules.has_cal:
+                if state[13] == 0.0 or (int(first) + i) % CAL_EVERY == 0:
+                    _cal_rebuild(state, sung, sung_db - rules.center_db, rules)
+                    state[13] = 1.0
+                auto = _calibrated(state, loud_in) - loud_in
+            else:
+                auto = rules.ref_db - sung_db
         closing = last >= 0 and first + i > last
         want_h = 1.0 if unvoiced < rules.hold_frames and not closing else 0.0
         want_o = 1.0 if loud_in > rules.silence_db and not closing else 0.0
@@ -192,38 +299,47 @@ def reference(fc, ld, audio, measured, knobs, state, rules: Rules):
 
 @check("tone_controls")
 async def _check_tone_controls(dev):
-    # Two blocks through both kernels against the float64 reference: voiced and unvoiced
-    # runs longer than the hold, octave folds both ways, silence, the auto-adjust, the
-    # level gain, its peak limit, and the take's end. Inputs keep clear of thresholds so
-    # float32 rounding cannot flip a decision; the bars are float32 rounding of a few
-    # chained operations (gains through exp2/log2: a few ulps of 1e-6 relative).
-    r = rng(71)
-    rules = Rules(hold_frames=3, gate_frames=2, auto_frames=5, ref_db=-20.0, harmonics=3, noise=2, hop=8,
-                  lo_midi=55.0, hi_midi=79.0)
-    state_ref = reference_state(rules)
-    state = initial_state(dev, rules)
-    knobs = dev.tensor([2.0, -3.0, -1.0])
+    # Two blocks through both kernels against the float64 reference, with the running-mean
+    # shift and with the input calibration: voiced and unvoiced runs longer than the hold,
+    # octave folds both ways, silence, the auto-adjust, the calibration's histogram past
+    # its memory (cal_frames) and its map rebuilt within a block, the level gain, its
+    # peak limit, and the take's end. Inputs keep clear of thresholds so float32 rounding
+    # cannot flip a decision; the bars are float32 rounding of a few chained operations
+    # (gains through exp2/log2: a few ulps of 1e-6 relative; the calibrated loudness: its
+    # CDF is a sum of up to CAL_BINS terms, 1e-5 of its unit, times the instrument's
+    # steepest quantile slope, here 32 quantile steps of at most 8 dB, plus 1e-5 dB).
     details = []
-    for block, (F, last) in enumerate(((9, -1.0), (7, 12.0))):
-        fc, ld = [], []
-        for i in range(F):
-            voiced = (i % 6) < 3
-            fc += [r.choice([90.0, 300.0, 1700.0]) * r.uniform(0.97, 1.03), r.uniform(0.6, 1.0) if voiced
-                   else r.uniform(0.0, 0.4)]
-            ld.append(r.choice([-90.0, -40.0, -20.0]) + r.uniform(-3, 3))
-        audio = rand(r, F * rules.hop, -0.9, 0.9)
-        measured = [v + r.uniform(-20, 5) for v in ld]
-        kn = [2.0, -3.0, last]
-        dev.write(knobs, _f32(kn))
-        want = reference(fc, ld, audio, measured, kn, state_ref, rules)
-        fc_t, ld_t = dev.tensor(fc, (F, 2)), dev.tensor(ld)
-        dec_f0, dec_ld, gates, aux = tone_controls(fc_t, ld_t, knobs, state, rules)
-        out = tone_level(dev.tensor(audio), dev.tensor(measured), ld_t, fc_t, aux, knobs, state, rules)
-        for what, t, w, tol in (("decoder f0", dec_f0, want[0], 1e-6), ("decoder loudness", dec_ld, want[1], 1e-6),
-                                ("gates", gates, want[2], 1e-6), ("level", out, want[3], 4e-6)):
-            details.append(assert_close(f"tone_controls block {block} {what}", await t.read(), w, rtol=tol,
-                                        atol=tol))
-    details.append(assert_close("tone_controls state", await state.read(), state_ref, rtol=4e-6, atol=4e-6))
+    quantiles = (-42.0, -35.0, -30.0, -27.5, -26.0) + tuple(-25.0 + 0.9 * k for k in range(26)) + (2.0, 10.0)
+    for cal in (None, quantiles):
+        r = rng(71)
+        rules = Rules(hold_frames=3, gate_frames=2, auto_frames=5, ref_db=-20.0, harmonics=3, noise=2, hop=8,
+                      lo_midi=55.0, hi_midi=79.0, calibration=cal, cal_prior_frames=3.0, cal_frames=6)
+        ld_tol = 1e-6 if cal is None else 1e-5 * 32 * 8 + 1e-5
+        state_ref = reference_state(rules)
+        state = initial_state(dev, rules)
+        knobs = dev.tensor([2.0, -3.0, -1.0])
+        for block, (F, last) in enumerate(((19, -1.0), (17, 32.0))):
+            fc, ld = [], []
+            for i in range(F):
+                voiced = (i % 6) < 4
+                fc += [r.choice([90.0, 300.0, 1700.0]) * r.uniform(0.97, 1.03), r.uniform(0.6, 1.0) if voiced
+                       else r.uniform(0.0, 0.4)]
+                ld.append(r.choice([-90.0, -40.0, -20.0, -5.0, 25.0]) + r.uniform(-3, 3))
+            audio = rand(r, F * rules.hop, -0.9, 0.9)
+            measured = [v + r.uniform(-20, 5) for v in ld]
+            kn = [2.0, -3.0, last]
+            dev.write(knobs, _f32(kn))
+            want = reference(fc, ld, audio, measured, kn, state_ref, rules)
+            fc_t, ld_t = dev.tensor(fc, (F, 2)), dev.tensor(ld)
+            dec_f0, dec_ld, gates, aux = tone_controls(fc_t, ld_t, knobs, state, rules)
+            out = tone_level(dev.tensor(audio), dev.tensor(measured), ld_t, fc_t, aux, knobs, state, rules)
+            what = "calibrated" if cal else "mean shift"
+            for name, t, w, tol in (("decoder f0", dec_f0, want[0], 1e-6), ("decoder loudness", dec_ld, want[1], ld_tol),
+                                    ("gates", gates, want[2], 1e-6), ("level", out, want[3], 4e-6)):
+                details.append(assert_close(f"tone_controls ({what}) block {block} {name}", await t.read(), w,
+                                            rtol=tol, atol=tol))
+        details.append(assert_close(f"tone_controls ({what}) state", await state.read(), state_ref,
+                                    rtol=max(4e-6, ld_tol), atol=max(4e-6, ld_tol)))
     return details[-1]
 
 

@@ -92,6 +92,25 @@ def _concat(parts, np):
     return out
 
 
+async def _loudness_chunk(dev, audio, c0, last, np):
+    """The loudness of frames c0 .. last (centered on their samples, zeros outside)."""
+    half = LOUDNESS_N_FFT // 2
+    lseg = dev.tensor(_segment(audio, c0 * HOP - half, last * HOP + half, np))
+    out = await loudness_db(lseg, SAMPLE_RATE, FRAME_RATE, LOUDNESS_N_FFT, center=False).read()
+    lseg.release()
+    return out
+
+
+async def loudness(dev, audio):
+    """The loudness_db of features() alone (no pitch analysis): 16 kHz mono audio."""
+    audio, np = _host_kind(audio)
+    if len(audio) == 0:
+        raise ValueError("loudness: audio is empty")
+    total = 1 + len(audio) // HOP
+    return _concat([await _loudness_chunk(dev, audio, c0, min(total, c0 + CHUNK_FRAMES) - 1, np)
+                    for c0 in range(0, total, CHUNK_FRAMES)], np)
+
+
 async def features(dev, audio, model="crepe-tiny", sample_rate=SAMPLE_RATE, decoder="local_average",
                    fmin=50.0, fmax=2006.0, progress=None):
     """(f0_hz, confidence, loudness_db) of mono audio, one value per 4 ms frame (see the
@@ -124,10 +143,7 @@ async def features(dev, audio, model="crepe-tiny", sample_rate=SAMPLE_RATE, deco
             f0s.append(fc[0::2])
             confs.append(fc[1::2])
         seg.release()
-        half = LOUDNESS_N_FFT // 2
-        lseg = dev.tensor(_segment(audio, c0 * HOP - half, last * HOP + half, np))
-        louds.append(await loudness_db(lseg, SAMPLE_RATE, FRAME_RATE, LOUDNESS_N_FFT, center=False).read())
-        lseg.release()
+        louds.append(await _loudness_chunk(dev, audio, c0, last, np))
         if progress is not None:
             progress((c0 + count) / total)
     return _concat(f0s, np), _concat(confs, np), _concat(louds, np)

@@ -48,8 +48,11 @@ Per frame f (16 kHz, hop 64 samples, 250 frames per second), on the GPU:
                of the input's voiced loudness: a plain mean over the first AUTO_FRAMES
                voiced frames, 3 s, then exponential over that many), as Magenta's demo
                auto-adjusts it; a loud singer on a quiet guitar otherwise drives the
-               model far outside what it learned. The level stage below restores the
-               input's own loudness;
+               model far outside what it learned. A model that carries its input
+               calibration (pycore.tone.calibration: its training loudness quantiles)
+               gets the singer's loudness mapped onto that distribution instead, by a
+               causal quantile map whose prior is this mean shift. The level stage
+               below restores the input's own loudness;
              - input below SILENCE_DB (-70 dB) gates the whole output off (silence in,
                silence out: the decoder never saw true silence in training).
   decoder    pycore.models.ddsp.Decoder (GRU state carried across blocks)
@@ -119,8 +122,8 @@ from ..ops import elementwise as E
 from ..ops.loudness import loudness_db as loudness_op
 from ..ops.pitch import FRAME, crepe_decode, crepe_frames, pitch_track
 from ..ops.tone_controls import LAG, Rules, initial_state, tone_controls, tone_level
-from .controls import (AUTO_FRAMES, DEFAULT_RANGE, GATE_FRAMES, HEADROOM_DB, HOLD_FRAMES, LEVEL_FRAMES, LEVEL_MAX_DB,
-                       LEVEL_PEAK, SILENCE_DB, VOICED, fold_f0)  # noqa: F401 (fold_f0: public, pycore.tone.fold_f0)
+from .controls import (AUTO_FRAMES, CAL_FRAMES, CAL_PRIOR_FRAMES, DEFAULT_RANGE, GATE_FRAMES, HEADROOM_DB,
+                       HOLD_FRAMES, LEVEL_FRAMES, LEVEL_MAX_DB, LEVEL_PEAK, SILENCE_DB, VOICED, fold_f0)  # noqa: F401 (fold_f0: public, pycore.tone.fold_f0)
 from .features import HOP, LOUDNESS_N_FFT, SAMPLE_RATE, load_crepe
 
 PITCH_STEP = 2                    # CREPE analyses every second frame (8 ms) ...
@@ -167,10 +170,11 @@ class ToneModel:
     CREPE pitch model, and the instrument's trained pitch range (MIDI notes)."""
 
     def __init__(self, dev, config, decoder, synth, crepe: Crepe, name="", instrument="", midi_range=None,
-                 loudness_db=None):
+                 loudness_db=None, calibration=None):
         self.dev, self.config, self.decoder, self.synth, self.crepe = dev, config, decoder, synth, crepe
         self.name, self.instrument = name, instrument
         self.loudness_db = loudness_db      # trained level (voiced median), None: no auto-adjust
+        self.calibration = calibration      # pycore.tone.calibration.read's dict, None: the mean shift
         lo, hi = midi_range or DEFAULT_RANGE
         if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and hi - lo >= 12):
             raise ValueError(f"{name}: midi_range must span at least an octave, got {midi_range!r}")
@@ -189,24 +193,23 @@ def load_tone_model(dev, name="violin", weights=None, crepe_weights=None, manife
     browser passes the one it fetched)."""
     from ..models import ddsp
     from ..weights import weights_path
+    from ..weights.safetensors import load as load_st
+    from . import calibration
 
     entry = resolve(name, manifest)
     src = weights if weights is not None else weights_path(entry["name"])
     try:
         config, decoder, synth = ddsp.load(dev, src, dtype=dtype)
+        calib = calibration.read(load_st(src), entry["name"])
     except (KeyError, ValueError) as e:
         raise ValueError(f"{entry['name']}: not a usable DDSP weights file ({e})") from e
     if isinstance(crepe_weights, str):
-        from ..weights.safetensors import load as load_st
-
         crepe_weights = load_st(crepe_weights)
     elif isinstance(crepe_weights, (bytes, bytearray, memoryview)):
-        from ..weights.safetensors import load as load_st
-
         crepe_weights = load_st(bytes(crepe_weights))
     crepe = load_crepe(dev, "crepe-tiny", weights=crepe_weights)
     return ToneModel(dev, config, decoder, synth, crepe, entry["name"], entry.get("instrument", ""),
-                     entry.get("midi_range"), entry.get("loudness_db"))
+                     entry.get("midi_range"), entry.get("loudness_db"), calib)
 
 
 def midi_to_hz(midi: float) -> float:
@@ -274,7 +277,9 @@ class ToneStream:
         self.rules = Rules(voiced=VOICED, silence_db=SILENCE_DB, gate_frames=GATE_FRAMES, hold_frames=HOLD_FRAMES,
                            auto_frames=AUTO_FRAMES, level_frames=LEVEL_FRAMES, level_max_db=LEVEL_MAX_DB,
                            headroom_db=HEADROOM_DB, level_peak=LEVEL_PEAK, lo_midi=lo, hi_midi=hi,
-                           ref_db=model.loudness_db, harmonics=c.n_harmonics, noise=c.n_noise, hop=HOP)
+                           ref_db=model.loudness_db, harmonics=c.n_harmonics, noise=c.n_noise, hop=HOP,
+                           calibration=model.calibration["loudness_db"] if model.calibration else None,
+                           cal_prior_frames=CAL_PRIOR_FRAMES, cal_frames=CAL_FRAMES)
         self.knobs = None               # GPU tensors made on the first block (_fixed_tensors)
         self.plans = {}                 # frames per block -> (plan, input tensor, output tensor)
         self.frames_done = 0

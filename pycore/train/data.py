@@ -336,13 +336,18 @@ def compute_features(dev, audio):
     return asyncio.run(features(dev, audio))
 
 
+def render_melody(instrument: str, index: int, seconds: float = 15.0):
+    """(Melody, mono float32 audio) of melody `index` as the data set renders it."""
+    m = melody(instrument, index, seconds)
+    audio = render(midi_bytes(midi_events(m)), INSTRUMENTS[instrument].gain)
+    return m, audio[:int(math.ceil(m.duration + 0.5) * SAMPLE_RATE)]      # release tail, not minutes
+
+
 def make_melody(dev, instrument: str, index: int, seconds: float = 15.0) -> dict:
     """Render and analyze melody `index`: a dict of float32 arrays (the .npz content)."""
     import numpy as np
 
-    m = melody(instrument, index, seconds)
-    audio = render(midi_bytes(midi_events(m)), INSTRUMENTS[instrument].gain)
-    audio = audio[:int(math.ceil(m.duration + 0.5) * SAMPLE_RATE)]      # release tail, not minutes
+    m, audio = render_melody(instrument, index, seconds)
     f0, conf, ld = compute_features(dev, audio)
     return {"audio": audio, "f0_hz": f0, "confidence": conf, "loudness_db": ld,
             "f0_true": np.asarray(true_f0(m, len(f0)), np.float32), "program": np.int32(m.program)}
@@ -433,6 +438,57 @@ def voiced_loudness_median(instrument: str) -> float:
     values = [m["loudness_db"][(m["confidence"] > 0.5) & (m["loudness_db"] > -50)]
               for m in load_split(instrument, "train")]
     return round(float(np.median(np.concatenate(values))), 1)
+
+
+# --------------------------------------------------------------------------- input calibration
+
+CALIBRATION_POINTS = 33           # quantiles at probabilities 0, 1/32, ..., 1
+CALIBRATION_FLOOR_DB = -50.0      # frames this quiet are left out on both sides (as the running mean does)
+
+
+def calibration(items: list) -> dict:
+    """The tone engine's input calibration of an instrument (pycore.tone.calibration), from
+    its training melodies (dicts with "loudness_db" and "f0_true", e.g. load_split's or
+    calibration_renders'): over the frames where the score holds a note (f0_true > 0) and
+    the loudness is above CALIBRATION_FLOOR_DB, the quantiles of the A-weighted loudness
+    and of the score's pitch in MIDI notes at probabilities k / (CALIBRATION_POINTS - 1).
+    The score, not CREPE, says which frames are notes: it is the truth, and the
+    statistics then need no pitch analysis (a re-render of the training set takes
+    seconds). float32 arrays {"loudness_db": [33], "midi": [33]} and "frames"."""
+    import numpy as np
+
+    ld = np.concatenate([np.asarray(d["loudness_db"], np.float64) for d in items])
+    f0 = np.concatenate([np.asarray(d["f0_true"], np.float64) for d in items])
+    keep = (f0 > 0) & (ld > CALIBRATION_FLOOR_DB)
+    if keep.sum() < 1000:
+        raise ValueError(f"calibration: only {int(keep.sum())} voiced frames; the training set must have notes")
+    probs = np.linspace(0.0, 1.0, CALIBRATION_POINTS)
+    midi = 69.0 + 12.0 * np.log2(f0[keep] / 440.0)
+    return {"loudness_db": np.quantile(ld[keep], probs).astype(np.float32),
+            "midi": np.quantile(midi, probs).astype(np.float32), "frames": int(keep.sum())}
+
+
+def calibration_renders(instrument: str, melodies: int = 20, seconds: float = 15.0, dev=None, log=print) -> list:
+    """The training split of an instrument's data set re-rendered without CREPE: dicts
+    of audio, loudness_db (pycore.tone.features' loudness: the same GPU op on the same
+    zero-padded frames) and f0_true, one per training melody. For the calibration of a
+    model whose CREPE features are no longer cached (its renders are deterministic:
+    `reproduces` checks them against what is cached and against the card's figures)."""
+    import numpy as np
+
+    from ..gpu.native import get_device
+    from ..tone.features import loudness
+
+    dev = dev or get_device()
+    out = []
+    for i in range(melodies):
+        if is_holdout(i):
+            continue
+        m, audio = render_melody(instrument, i, seconds)
+        ld = asyncio.run(loudness(dev, audio))
+        out.append({"audio": audio, "loudness_db": ld, "f0_true": np.asarray(true_f0(m, len(ld)), np.float32)})
+        log(f"{instrument}: melody {i} re-rendered ({len(audio) / SAMPLE_RATE:.1f} s)")
+    return out
 
 
 # --------------------------------------------------------------------------- real guitar stems

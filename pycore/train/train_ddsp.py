@@ -297,6 +297,7 @@ def train(instrument, steps, out, batch=8, seconds=4.0, lr=1e-3, final_lr=1e-4, 
         return None
     out = Path(out)
     save_weights(model, out, record)
+    store_calibration(out, D.calibration(D.load_split(instrument, "train")), "the cached training melodies")
     update_manifest(instrument, out, record)
     write_card(instrument, out)
     log(f"wrote {out} ({out.stat().st_size:,} bytes) and {card_path(instrument)}")
@@ -315,6 +316,42 @@ def save_weights(model, path, record):
 
 def sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def store_calibration(path, cal, source):
+    """Add the input calibration (pycore.train.data.calibration's dict) to a weights file:
+    the tensors "calibration.loudness_db" and "calibration.midi" (float32, the quantiles
+    pycore.tone.calibration reads) and a "stemtone_calibration" record (JSON) in the
+    metadata; the other tensors and metadata are kept as they are."""
+    from ..tone import calibration as C
+    from ..weights.safetensors import load_metadata, load_numpy, save as save_st
+
+    tensors = dict(load_numpy(str(path)))
+    tensors[C.LOUDNESS] = np.asarray(cal["loudness_db"], np.float32)
+    tensors[C.MIDI] = np.asarray(cal["midi"], np.float32)
+    meta = dict(load_metadata(str(path)))
+    meta["stemtone_calibration"] = json.dumps({
+        "frames": cal["frames"], "probabilities": f"k / {D.CALIBRATION_POINTS - 1}, k = 0 .. {D.CALIBRATION_POINTS - 1}",
+        "frames_counted": f"training melodies, score holds a note, loudness above {D.CALIBRATION_FLOOR_DB:g} dB",
+        "source": source})
+    save_st(str(path), tensors, meta)
+
+
+def calibrate(instrument, path, melodies=20, seconds=15.0, log=print):
+    """Re-render the training melodies (pycore.train.data.calibration_renders) and store
+    their calibration in an existing weights file (models trained before the calibration
+    existed); the manifest's sha256 and size follow."""
+    items = D.calibration_renders(instrument, melodies, seconds, log=log)
+    cal = D.calibration(items)
+    store_calibration(path, cal, f"re-rendered training melodies ({len(items)} of {melodies}, "
+                      f"{sum(len(d['audio']) for d in items) / D.SAMPLE_RATE:.1f} s)")
+    manifest_path = WEIGHTS_DIR / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    entry = next(m for m in manifest["models"] if m["name"] == f"ddsp-{instrument}")
+    path = Path(path).resolve()
+    entry["files"] = [{"path": os.path.relpath(path, WEIGHTS_DIR), "sha256": sha256(path), "size": path.stat().st_size}]
+    manifest_path.write_text(set_manifest_entry(manifest_path.read_text(), entry))
+    return cal
 
 
 def update_manifest(instrument, path, record):
@@ -477,7 +514,9 @@ def write_card(instrument, weights, evaluation=None):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m pycore.train.train_ddsp", description=__doc__.split("\n\n")[0])
     p.add_argument("--instrument", required=True, choices=sorted(D.INSTRUMENTS))
-    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--steps", type=int, help="training steps (required unless --calibrate-only)")
+    p.add_argument("--calibrate-only", action="store_true",
+                   help="no training: re-render the training melodies and store the input calibration in --out")
     p.add_argument("--out", help="weights file (default weights/ddsp-<instrument>.safetensors)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seconds", type=float, default=4.0, help="crop length (default 4 s)")
@@ -494,6 +533,13 @@ def main(argv=None):
     if a.stop_after is not None and not a.checkpoint:
         p.error("--stop-after needs --checkpoint (where the next run resumes from)")
     out = a.out or str(WEIGHTS_DIR / f"ddsp-{a.instrument}.safetensors")
+    if a.calibrate_only:
+        cal = calibrate(a.instrument, out)
+        print(f"{out}: calibration from {cal['frames']} frames, loudness quantiles "
+              f"{', '.join(f'{v:.1f}' for v in cal['loudness_db'][::8])} dB (p = 0, 1/4, .., 1)")
+        return
+    if a.steps is None:
+        p.error("--steps is required")
     train(a.instrument, a.steps, out, a.batch, a.seconds, a.lr, a.final_lr, a.seed, eval_every=a.eval_every,
           threads=a.threads, checkpoint=a.checkpoint, stop_after=a.stop_after)
 
