@@ -334,7 +334,8 @@ async def _check_tone_controls(dev):
             dec_f0, dec_ld, gates, aux = tone_controls(fc_t, ld_t, knobs, state, rules)
             out = tone_level(dev.tensor(audio), dev.tensor(measured), ld_t, fc_t, aux, knobs, state, rules)
             what = "calibrated" if cal else "mean shift"
-            for name, t, w, tol in (("decoder f0", dec_f0, want[0], 1e-6), ("decoder loudness", dec_ld, want[1], ld_tol),
+            for name, t, w, tol in (("decoder f0", dec_f0, want[0], 1e-6),
+                                    ("decoder loudness", dec_ld, want[1], ld_tol),
                                     ("gates", gates, want[2], 1e-6), ("level", out, want[3], 4e-6)):
                 details.append(assert_close(f"tone_controls ({what}) block {block} {name}", await t.read(), w,
                                             rtol=tol, atol=tol))

@@ -122,8 +122,9 @@ from ..ops import elementwise as E
 from ..ops.loudness import loudness_db as loudness_op
 from ..ops.pitch import FRAME, crepe_decode, crepe_frames, pitch_track
 from ..ops.tone_controls import LAG, Rules, initial_state, tone_controls, tone_level
-from .controls import (AUTO_FRAMES, CAL_FRAMES, CAL_PRIOR_FRAMES, DEFAULT_RANGE, GATE_FRAMES, HEADROOM_DB,
-                       HOLD_FRAMES, LEVEL_FRAMES, LEVEL_MAX_DB, LEVEL_PEAK, SILENCE_DB, VOICED, fold_f0)  # noqa: F401 (fold_f0: public, pycore.tone.fold_f0)
+from .controls import (AUTO_FRAMES, DEFAULT_RANGE, GATE_FRAMES, HEADROOM_DB, HOLD_FRAMES, LEVEL_FRAMES, LEVEL_MAX_DB,
+                       LEVEL_PEAK, SILENCE_DB, VOICED, fold_f0)  # noqa: F401 (fold_f0: public, pycore.tone.fold_f0)
+from .controls import CAL_FRAMES, CAL_PRIOR_FRAMES
 from .features import HOP, LOUDNESS_N_FFT, SAMPLE_RATE, load_crepe
 
 PITCH_STEP = 2                    # CREPE analyses every second frame (8 ms) ...

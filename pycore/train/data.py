@@ -55,6 +55,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..ops.tone_controls import CAL_LO_DB, CAL_POINTS
+
 SAMPLE_RATE = 16000
 HOP = 64                          # 250 frames per second
 SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
@@ -442,8 +444,9 @@ def voiced_loudness_median(instrument: str) -> float:
 
 # --------------------------------------------------------------------------- input calibration
 
-CALIBRATION_POINTS = 33           # quantiles at probabilities 0, 1/32, ..., 1
-CALIBRATION_FLOOR_DB = -50.0      # frames this quiet are left out on both sides (as the running mean does)
+# the engine's (pycore.ops.tone_controls): quantiles at probabilities 0, 1/32, ..., 1; frames
+# quieter than the floor are left out on both sides (as the engine's running mean does)
+CALIBRATION_POINTS, CALIBRATION_FLOOR_DB = CAL_POINTS, CAL_LO_DB
 
 
 def calibration(items: list) -> dict:

@@ -175,6 +175,80 @@ def evaluate(instrument, weights=None, dev=None, log=print) -> dict:
                             "confidently voiced frames; correlation of the loudness tracks)?")}
 
 
+# --------------------------------------------------------------------------- real singing
+
+CALIBRATION_FIGURES = "calibration.json"     # in weights/cards: follow_singing's rows, per instrument
+
+
+def follow_singing(dev, instrument, clip, calibrated=True, check=None, log=print) -> dict:
+    """How the tone engine follows real singing (a whole Vocadito clip through ToneStream,
+    as `stemtone tone` renders it: one push and a flush, octave 0, trim 0, the output
+    lined up with the input), with the model's input calibration or without it (the
+    running-mean shift):
+
+      pitch_cents        median |cents| between the output's CREPE f0 at frame t + 3 and
+                         the input's at frame t (the engine plays the pitch PITCH_LAG = 3
+                         frames, 12 ms, late), to the nearest octave (the engine folds by
+                         octaves into the model's range), over the input's voiced frames
+                         (confidence > 0.5, loudness > -50 dB); pitch_cents_unaligned: the
+                         same at frame t (tests/test_tone.py's alignment)
+      loudness_corr      correlation of the input's and output's loudness tracks, all
+                         frames (as tests/test_tone.py)
+      ks                 Kolmogorov-Smirnov distance between the decoder's loudness on the
+                         voiced frames (the engine's control rules through their float64
+                         reference, pycore.ops.tone_controls.reference, on the input's
+                         per-frame CREPE features) and the instrument's training
+                         distribution (its calibration quantiles): 0 when the singer's
+                         loudness lands where the model was trained
+      timbre_share       share of the output's 1 s windows the timbre check
+                         (pycore.tone.timbre) labels as the instrument
+    """
+    import asyncio
+
+    from ..audio.testdata import vocadito
+    from ..ops import tone_controls as T
+    from ..tone import ToneStream, load_tone_model
+    from ..tone.features import features
+    from ..tone.stream import PITCH_LAG
+    from ..tone.timbre import load_check
+
+    x = vocadito(clip)
+    fi, ci, li = asyncio.run(features(dev, x))
+    voiced = (ci > 0.5) & (li > -50)
+    model = load_tone_model(dev, instrument)
+    q = np.asarray(model.calibration["loudness_db"], np.float64)
+    if not calibrated:
+        model.calibration = None
+
+    async def render():
+        s = ToneStream(model)
+        parts = [(await s.push(x))["audio"], (await s.flush())["audio"]]
+        y = np.concatenate([np.frombuffer(p, np.float32) for p in parts])
+        return y[s.delay_samples:s.delay_samples + len(x)], s.rules
+
+    y, rules = asyncio.run(render())
+    fo, _, lo = asyncio.run(features(dev, y))
+
+    def cents(out, inp):
+        c = 1200 * np.log2(out / inp)
+        return round(float(np.median(np.abs(c - 1200 * np.round(c / 1200)))), 1)
+
+    n = len(fi) - PITCH_LAG
+    F = len(li)
+    dec = T.reference(np.stack([fi, ci], 1).reshape(-1).tolist(), li.tolist(), [0.0] * (F * rules.hop),
+                      [-80.0] * F, [1.0, 0.0, -1.0], T.reference_state(rules), rules)[1]
+    d = np.sort(np.asarray(dec)[voiced])
+    ks = np.max(np.abs(np.arange(1, len(d) + 1) / len(d) - np.interp(d, q, np.linspace(0, 1, len(q)))))
+    row = {"clip": f"vocadito_{clip}", "calibrated": calibrated,
+           "pitch_cents": cents(fo[PITCH_LAG:][voiced[:n]], fi[:n][voiced[:n]]),
+           "pitch_cents_unaligned": cents(fo[voiced], fi[voiced]),
+           "loudness_corr": round(float(np.corrcoef(li, lo)[0, 1]), 3), "ks": round(float(ks), 3),
+           "decoder_loudness_p5_p50_p95": [round(float(v), 1) for v in np.percentile(d, [5, 50, 95])],
+           "timbre_share": (check or load_check()).identify(y, instrument)["share"]}
+    log(instrument, row)
+    return row
+
+
 def main(argv=None):
     from .train_ddsp import write_card
 
@@ -182,10 +256,27 @@ def main(argv=None):
     p.add_argument("instruments", nargs="+")
     p.add_argument("--weights", help="weights file (one instrument; default weights/ddsp-<instrument>.safetensors)")
     p.add_argument("--no-card", action="store_true", help="do not rewrite the model card")
+    p.add_argument("--singing", action="store_true",
+                   help="instead: follow_singing on the Vocadito clips, with and without the input calibration; "
+                   f"figures to weights/cards/{CALIBRATION_FIGURES} and the cards' calibration sections")
     a = p.parse_args(argv)
     for name in a.instruments:
         if name not in D.INSTRUMENTS:
             p.error(f"unknown instrument {name!r}; one of {', '.join(D.INSTRUMENTS)}")
+    if a.singing:
+        from ..audio.testdata import SINGING_CLIPS
+        from ..gpu.native import get_device
+        from .train_ddsp import CARDS_DIR, set_calibration_section
+
+        dev, path = get_device(), CARDS_DIR / CALIBRATION_FIGURES
+        figures = json.loads(path.read_text()) if path.exists() else {}
+        for name in a.instruments:
+            figures[name] = [follow_singing(dev, name, clip, calibrated) for clip in SINGING_CLIPS
+                             for calibrated in (False, True)]
+            path.write_text(json.dumps(figures, indent=1) + "\n")
+            if not a.no_card:
+                set_calibration_section(name)
+        return
     for name in a.instruments:
         result = evaluate(name, a.weights if len(a.instruments) == 1 else None)
         print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))

@@ -331,7 +331,8 @@ def store_calibration(path, cal, source):
     tensors[C.MIDI] = np.asarray(cal["midi"], np.float32)
     meta = dict(load_metadata(str(path)))
     meta["stemtone_calibration"] = json.dumps({
-        "frames": cal["frames"], "probabilities": f"k / {D.CALIBRATION_POINTS - 1}, k = 0 .. {D.CALIBRATION_POINTS - 1}",
+        "frames": cal["frames"],
+        "probabilities": f"k / {D.CALIBRATION_POINTS - 1}, k = 0 .. {D.CALIBRATION_POINTS - 1}",
         "frames_counted": f"training melodies, score holds a note, loudness above {D.CALIBRATION_FLOOR_DB:g} dB",
         "source": source})
     save_st(str(path), tensors, meta)
@@ -351,6 +352,7 @@ def calibrate(instrument, path, melodies=20, seconds=15.0, log=print):
     path = Path(path).resolve()
     entry["files"] = [{"path": os.path.relpath(path, WEIGHTS_DIR), "sha256": sha256(path), "size": path.stat().st_size}]
     manifest_path.write_text(set_manifest_entry(manifest_path.read_text(), entry))
+    set_calibration_section(instrument, path)
     return cal
 
 
@@ -410,6 +412,71 @@ def card_path(instrument) -> Path:
     return CARDS_DIR / f"ddsp-{instrument}.md"
 
 
+CALIBRATION_SECTION = "## Input calibration"
+
+
+def calibration_section(instrument, weights) -> list:
+    """The card's lines on the model's input calibration: its stored quantiles and, when
+    evaluate.py has measured them (weights/cards/calibration.json), the following figures
+    on real singing with and without it."""
+    from ..tone import calibration as C
+    from ..weights.safetensors import load_metadata, load_numpy
+    from .evaluate import CALIBRATION_FIGURES
+
+    tensors, meta = load_numpy(str(weights)), load_metadata(str(weights))
+    if C.LOUDNESS not in tensors:
+        return []
+    rec = json.loads(meta["stemtone_calibration"])
+    ks = (0, 4, 8, 16, 24, 28, 32)
+    out = [CALIBRATION_SECTION, "",
+           "The tone engine maps a singer's loudness onto this model's training distribution by quantiles, "
+           "causally (`pycore.tone.calibration`, kernels/tone_controls.wgsl): the distribution is stored in the "
+           f"weights as `{C.LOUDNESS}` and `{C.MIDI}` (float32 [33], probabilities {rec['probabilities']}), "
+           f"computed by `pycore.train.data.calibration` over {rec['frames']:,} frames ({rec['frames_counted']}; "
+           f"{rec['source']}). The engine uses the loudness quantiles; the pitch quantiles record the register the "
+           "model was trained on (no register rule uses them yet: the engine folds octaves into the MIDI range).", "",
+           _table([["loudness (dB)", *[f"{tensors[C.LOUDNESS][k]:.1f}" for k in ks]],
+                   ["pitch of the score (MIDI)", *[f"{tensors[C.MIDI][k]:.1f}" for k in ks]]],
+                  ["quantile", *[f"{k}/32" for k in ks]]), ""]
+    path = CARDS_DIR / CALIBRATION_FIGURES
+    rows = json.loads(path.read_text()).get(instrument) if path.exists() else None
+    if rows:
+        out += ["On real singing (whole Vocadito clips, CC BY 4.0, through `stemtone tone`'s engine, octave 0), "
+                "without the calibration (the running-mean shift) and with it. Pitch: median |cents| between the "
+                "output's CREPE f0 and the input's, the output taken 3 frames (12 ms) later, the engine's known "
+                "pitch lag, and to the nearest octave (the engine folds octaves into the model's range); in "
+                "brackets without that alignment. Loudness: correlation of the input's and output's loudness "
+                "tracks. KS: Kolmogorov-Smirnov distance between the decoder's loudness on voiced frames and the "
+                "training distribution above. Timbre: share of 1 s windows the timbre check reads as "
+                f"{instrument}.", "",
+                _table([[r["clip"], "yes" if r["calibrated"] else "no", f"{r['pitch_cents']} "
+                         f"({r['pitch_cents_unaligned']})", r["loudness_corr"], r["ks"],
+                         r["decoder_loudness_p5_p50_p95"], r["timbre_share"]] for r in rows],
+                       ["singing", "calibrated", "pitch (cents)", "loudness correlation", "KS",
+                        "decoder loudness p5 / p50 / p95 (dB)", "timbre share"]), "",
+                f"Reproduce: `python -m pycore.train.evaluate {instrument} --singing`.", ""]
+    return out
+
+
+def set_calibration_section(instrument, weights=None):
+    """Rewrite the card's calibration section (inserted before the timbre check or
+    "## Reproduce") and its file line (size, sha256) for the weights as they are now."""
+    weights = Path(weights or WEIGHTS_DIR / f"ddsp-{instrument}.safetensors").resolve()
+    text = card_path(instrument).read_text()
+    text = re.sub(r"\(([\d,]+) bytes, float16[^)]*\), sha256 `[0-9a-f]{64}`",
+                  f"({weights.stat().st_size:,} bytes, float16; the calibration float32), sha256 `{sha256(weights)}`",
+                  text, count=1)
+    body = "\n".join(calibration_section(instrument, weights))
+    if CALIBRATION_SECTION in text:
+        a = text.index(CALIBRATION_SECTION)
+        b = text.find("\n## ", a + len(CALIBRATION_SECTION))
+        text = text[:a] + body + (text[b + 1:] if b >= 0 else "")
+    elif body:
+        at = [i for i in (text.find(timbre.SECTION), text.find("## Reproduce")) if i >= 0]
+        text = text + "\n" + body if not at else text[:min(at)] + body + "\n" + text[min(at):]
+    card_path(instrument).write_text(text)
+
+
 def _table(rows, header):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(str(v) for v in r) + " |" for r in rows])
@@ -437,7 +504,7 @@ def write_card(instrument, weights, evaluation=None):
     name = f"ddsp-{instrument}"
     out = [f"# {name}: DDSP {instrument} for tone transfer", "",
            f"File `weights/{os.path.relpath(weights, WEIGHTS_DIR)}` ({Path(weights).stat().st_size:,} bytes, "
-           f"float16), sha256 `{sha256(weights)}`; {rec['parameters']:,} parameters. Trained by this project "
+           f"float16; the calibration float32), sha256 `{sha256(weights)}`; {rec['parameters']:,} parameters. Trained by this project "
            "(`pycore.train.train_ddsp`); loaded by `pycore.models.ddsp.load`, which reads the configuration "
            "below from the file's metadata.", "",
            "Configuration: " + ", ".join(f"{k} {v}" for k, v in sorted(cfg.items())) + ".", "",
@@ -492,6 +559,7 @@ def write_card(instrument, weights, evaluation=None):
                 f"Model / sine baseline = {evaluation['ratio']}.", ""]
     else:
         out += ["Not evaluated yet: `python -m pycore.train.evaluate " + instrument + "`.", ""]
+    out += calibration_section(instrument, weights)
     out += ["## Reproduce", "", "```",
             "apt-get install -y fluidsynth fluid-soundfont-gm",
             f"python -m pycore.train.data {instrument}"
