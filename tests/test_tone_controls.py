@@ -62,7 +62,7 @@ def test_calibration_maps_a_normal_singer_onto_a_uniform_instrument(dev):
     40 dB), linear interpolation within 1 dB bins and between 1 dB table edges 0.05 dB
     each, the prior's remaining weight 250 / 40250 times a CDF gap below 0.3 (0.07 dB)."""
     r = np.random.default_rng(3)
-    rules = Rules(calibration=tuple(np.linspace(-30.0, 10.0, CAL_POINTS)), cal_frames=10**6)
+    rules = Rules(calibration=tuple(np.linspace(-30.0, 10.0, CAL_POINTS)), cal_frames=10**6, cal_prior_frames=250)
     probe = np.linspace(-33.0, -17.0, 17)
     got = _calibrated_run(dev, rules, r.normal(-25.0, 5.0, 40000), probe)
     want = np.array([-30.0 + 40.0 * NormalDist(-25.0, 5.0).cdf(v) for v in probe])
@@ -74,7 +74,8 @@ def test_calibration_converges_to_the_batch_quantile_map(dev):
     """On a stationary input (a skewed mixture: 70 % N(-18, 3), 30 % N(-34, 4) dB), the
     causal estimate (default memory, 7,500 frames) approaches the batch quantile map of
     Tone Transfer (numpy: the empirical CDF of all the input, then the instrument's
-    quantile function) as frames accumulate: onto the violin's shipped quantiles,
+    quantile function) as frames accumulate (a prior of 250 frames: the engine's 2,000
+    leave a larger share to the prior at 30,000 frames): onto the violin's shipped quantiles,
     probed where the batch CDF is within 0.1 .. 0.9. After 30,000 frames the worst error
     is below 0.5 dB (the violin's quantile function is steep, up to 35 dB per unit of
     probability here, times the CDF's sampling error over an effective 15,000 frames,
@@ -87,7 +88,7 @@ def test_calibration_converges_to_the_batch_quantile_map(dev):
     n = 30000
     sung = np.where(r.random(n) < 0.7, r.normal(-18.0, 3.0, n), r.normal(-34.0, 4.0, n)).astype(np.float32)
     probe = np.linspace(-38.0, -14.0, 25)
-    rules = Rules(calibration=tuple(float(v) for v in q))
+    rules = Rules(calibration=tuple(float(v) for v in q), cal_prior_frames=250)
     errors = []
     for count in (1000, n):
         batch_cdf = np.searchsorted(np.sort(sung[:count]), probe) / count

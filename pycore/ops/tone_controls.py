@@ -64,7 +64,7 @@ class Rules:
     noise: int = 65              # M
     hop: int = 64
     calibration: tuple | None = None   # the instrument's CAL_POINTS loudness quantiles (None: the mean shift)
-    cal_prior_frames: float = 250.0    # weight of the prior, in voiced frames
+    cal_prior_frames: float = 2000.0   # weight of the prior, in voiced frames
     cal_frames: int = 7500             # voiced frames of the histogram's memory
 
     @property

@@ -22,7 +22,7 @@ quantiles onto it; Stemtone does the same, causally:
   singer side       live, there is no whole take to fit: the singer's distribution is a
                     running histogram of the voiced input's loudness (1 dB bins, a plain
                     count over the first CAL_FRAMES voiced frames, then forgetting over
-                    that many), mixed with a prior of CAL_PRIOR_FRAMES frames' weight:
+                    that many), mixed with a prior of CAL_PRIOR_FRAMES frames' weight (8 s):
                     the instrument's own distribution moved to the singer's running mean
                     loudness. At the first voiced frame the map is therefore the old
                     mean shift, and it becomes the quantile map as the singer's frames
