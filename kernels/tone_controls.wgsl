@@ -27,7 +27,7 @@
 //               is a multiple of CAL_EVERY, the map table is rebuilt: at each bin edge x,
 //               u(x) = pi F_inst(x - d) + (1 - pi) F_hist(x), pi = cal_prior / (cal_prior
 //               + n) (a prior of the instrument's own shape moved to the singer's running
-//               mean: d = mean - ref_db, the instrument's mean), F_hist the histogram's
+//               mean: d = mean - ref_db, the instrument's median), F_hist the histogram's
 //               CDF (linear within a bin), F_inst the instrument's (linear between its
 //               CAL_POINTS quantiles), and table(x) = Q_inst(u(x)); below u = 0 and above
 //               u = 1 the map continues with slope 1 from the instrument's end quantiles;

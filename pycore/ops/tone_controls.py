@@ -73,12 +73,11 @@ class Rules:
 
     @property
     def center_db(self) -> float | None:
-        """The loudness the singer's running mean is moved to: the mean of the
-        calibration's quantile function (linear between its points), else ref_db."""
+        """The loudness the singer's running mean is moved to: the median of the
+        calibration (as ref_db, the model's voiced median, is without one), else ref_db."""
         if self.calibration is None:
             return self.ref_db
-        q = self.calibration
-        return sum((a + b) / 2 for a, b in zip(q, q[1:])) / (len(q) - 1)
+        return _inst_quantile(self.calibration, 0.5)
 
     @property
     def width(self) -> int:

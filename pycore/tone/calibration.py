@@ -23,10 +23,11 @@ quantiles onto it; Stemtone does the same, causally:
                     running histogram of the voiced input's loudness (1 dB bins, a plain
                     count over the first CAL_FRAMES voiced frames, then forgetting over
                     that many), mixed with a prior of CAL_PRIOR_FRAMES frames' weight (8 s):
-                    the instrument's own distribution moved to the singer's running mean
-                    loudness. At the first voiced frame the map is therefore the old
-                    mean shift, and it becomes the quantile map as the singer's frames
-                    outweigh the prior.
+                    the instrument's own distribution moved so that its median sits at
+                    the singer's running mean loudness. At the first voiced frame the map
+                    is therefore the old mean shift (the singer's mean onto the model's
+                    voiced median), and it becomes the quantile map as the singer's
+                    frames outweigh the prior.
   map               the decoder's loudness = Q_inst(F_singer(loudness)), through a table
                     at 1 dB steps rebuilt every 8 frames (kernels/tone_controls.wgsl has
                     the exact rule; pycore.ops.tone_controls the float64 reference).
