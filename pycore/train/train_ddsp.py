@@ -470,7 +470,7 @@ def set_calibration_section(instrument, weights=None):
     if CALIBRATION_SECTION in text:
         a = text.index(CALIBRATION_SECTION)
         b = text.find("\n## ", a + len(CALIBRATION_SECTION))
-        text = text[:a] + body + (text[b + 1:] if b >= 0 else "")
+        text = text[:a] + body + ("\n" + text[b + 1:] if b >= 0 else "")
     elif body:
         at = [i for i in (text.find(timbre.SECTION), text.find("## Reproduce")) if i >= 0]
         text = text + "\n" + body if not at else text[:min(at)] + body + "\n" + text[min(at):]
