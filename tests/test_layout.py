@@ -117,7 +117,8 @@ def test_no_private_names_across_modules():
 BROWSER_MODULES = ["pycore.gpu.runtime", "pycore.gpu.browser", "pycore.gpu.selfcheck", "pycore.audio.buffers",
                    "pycore.audio.wav", "pycore.demix", "pycore.demix.base", "pycore.demix.spleeter",
                    "pycore.demix.htdemucs", "pycore.demix.umx", "pycore.tone", "pycore.tone.controls",
-                   "pycore.tone.stream", "pycore.tone.features", "pycore.weights.safetensors",
+                   "pycore.tone.stream", "pycore.tone.features", "pycore.tone.calibration",
+                   "pycore.weights.safetensors",
                    "pycore.weights.checkpoint"]
 
 

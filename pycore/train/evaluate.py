@@ -177,9 +177,6 @@ def evaluate(instrument, weights=None, dev=None, log=print) -> dict:
 
 # --------------------------------------------------------------------------- real singing
 
-CALIBRATION_FIGURES = "calibration.json"     # in weights/cards: follow_singing's rows, per instrument
-
-
 def follow_singing(dev, instrument, clip, calibrated=True, check=None, log=print) -> dict:
     """How the tone engine follows real singing (a whole Vocadito clip through ToneStream,
     as `stemtone tone` renders it: one push and a flush, octave 0, trim 0, the output
@@ -250,7 +247,7 @@ def follow_singing(dev, instrument, clip, calibrated=True, check=None, log=print
 
 
 def main(argv=None):
-    from .train_ddsp import write_card
+    from .train_ddsp import CALIBRATION_FIGURES, write_card
 
     p = argparse.ArgumentParser(prog="python -m pycore.train.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("instruments", nargs="+")

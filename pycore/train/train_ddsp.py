@@ -413,6 +413,7 @@ def card_path(instrument) -> Path:
 
 
 CALIBRATION_SECTION = "## Input calibration"
+CALIBRATION_FIGURES = "calibration.json"     # in weights/cards: evaluate.follow_singing's rows, per instrument
 
 
 def calibration_section(instrument, weights) -> list:
@@ -421,7 +422,6 @@ def calibration_section(instrument, weights) -> list:
     on real singing with and without it."""
     from ..tone import calibration as C
     from ..weights.safetensors import load_metadata, load_numpy
-    from .evaluate import CALIBRATION_FIGURES
 
     tensors, meta = load_numpy(str(weights)), load_metadata(str(weights))
     if C.LOUDNESS not in tensors:
