@@ -433,7 +433,8 @@ def calibration_section(instrument, weights) -> list:
            "causally (`pycore.tone.calibration`, kernels/tone_controls.wgsl): the distribution is stored in the "
            f"weights as `{C.LOUDNESS}` and `{C.MIDI}` (float32 [33], probabilities {rec['probabilities']}), "
            f"computed by `pycore.train.data.calibration` over {rec['frames']:,} frames ({rec['frames_counted']}; "
-           f"{rec['source']}). The engine uses the loudness quantiles; the pitch quantiles record the register the "
+           f"{rec['source']}: `python -m pycore.train.train_ddsp --instrument {instrument} --calibrate-only`; "
+           "training stores it itself). The engine uses the loudness quantiles; the pitch quantiles record the register the "
            "model was trained on (no register rule uses them yet: the engine folds octaves into the MIDI range).", "",
            _table([["loudness (dB)", *[f"{tensors[C.LOUDNESS][k]:.1f}" for k in ks]],
                    ["pitch of the score (MIDI)", *[f"{tensors[C.MIDI][k]:.1f}" for k in ks]]],
