@@ -20,6 +20,7 @@ SAMPLE_RATE = 16000  # the tone models' input rate
 ENGINE_BLOCK_20MS = 320      # the largest block the tone page may run (DDSP-VST's 20 ms hop)
 LIVE_DEPTH = 3               # blocks in flight in live_row (the page picks its own from its round trip)
 SINGING_LIVE_SECONDS = 30    # real singing fed in real time by the full run (singing_live_rows)
+LIVE_WARM_BLOCKS = 12        # blocks through a throwaway stream first, as the tone page's warm-up
 
 
 def bench_tone(dev, seconds=10.0, instrument="violin", drift_seconds=3600, block=128, progress=True):
@@ -210,8 +211,12 @@ def live_row(model, x, block, depth, log, seconds=4.0, what="") -> dict:
     period = block / SAMPLE_RATE
 
     async def live():
+        warm = ToneStream(model)                       # as the page warms up after loading: every
+        for i in range(0, LIVE_WARM_BLOCKS * block, block):   # shader compiled, matmul shapes tuned
+            await warm.push(x[i:i + block])
+        warm.release()
         s = ToneStream(model)
-        await s.push(x[:block])                        # warm: the block's plan is recorded
+        await s.push(x[:block])                        # its first plan is recorded
         inflight, late, blocks = deque(), 0, 0
         start = time.perf_counter()
         for k, i in enumerate(range(0, n, block)):
