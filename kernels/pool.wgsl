@@ -13,7 +13,8 @@
 // No padding and floor mode (PyTorch's defaults): OH = (H - kh) / sh + 1, so every
 // window lies inside x.
 // Workgroup: WG invocations in 1-D on a folded 1-D grid (wg_linear + bounds check); each
-// invocation makes a run of RUN consecutive output elements. The run's indices come from
+// invocation makes a run of p.run consecutive output elements (8, fewer for windows so
+// large that 8 of them would pass lavapipe's loop budget). The run's indices come from
 // one division chain, then advance by counting: on CPU drivers (lavapipe, SwiftShader)
 // an integer division by a runtime value is scalar and slow (about 25 cycles a lane),
 // and four of them per output were most of this kernel's time (CREPE's first pool:
@@ -25,7 +26,6 @@ alias S = f32;
 
 override WG: u32 = 64u;
 override AFFINE: u32 = 0u;
-const RUN: u32 = 8u;            // output elements per invocation
 
 struct Params {
     n: u32,          // output elements N * C * OH * OW
@@ -38,6 +38,7 @@ struct Params {
     kw: u32,
     sh: u32,         // stride
     sw: u32,
+    run: u32,        // output elements per invocation
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -49,7 +50,8 @@ struct Params {
 @compute @workgroup_size(WG)
 fn max_pool2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
-    let first = (wg_linear(wid, nwg) * WG + lid) * RUN;
+    let run = p.run;
+    let first = (wg_linear(wid, nwg) * WG + lid) * run;
     let n = p.n;
     if (first >= n) { return; }
     // the loops' bounds as values (Params may live in storage, which is reloaded per use)
@@ -65,7 +67,7 @@ fn max_pool2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     var i = (first / ow) % oh;
     var plane = first / (ow * oh);        // n * C + c
     var ch = plane % c;
-    for (var o = first; o < min(first + RUN, n); o++) {
+    for (var o = first; o < min(first + run, n); o++) {
         var a = 1.0;
         var b = 0.0;
         if (AFFINE == 1u) {

@@ -211,11 +211,11 @@ def test_layer_norm_at_the_bound(dev, rng):
 
 
 def test_max_pool_at_the_bound(dev, rng):
-    kh, kw = 255, 255                               # 255 * 256 + 1 = 65,281 passes
+    kh, kw = 255, 255                               # 255 * 256 + 2 = 65,282 passes (one output each)
     x = rng.standard_normal((1, 2, kh, kw)).astype(np.float32)
     x[:, :, -1, -1] = 10.0                          # the window's last element is its max
     assert np.array_equal(max_pool2d(dev.tensor(x), (kh, kw)).numpy(), x.max(axis=(2, 3), keepdims=True))
-    w = LOOP_LIMIT - 2                              # 1 * (w + 1) + 1 = 65,535
+    w = LOOP_LIMIT - 3                              # 1 * (w + 1) + 2 = 65,535
     x = rng.standard_normal((1, 1, 1, w)).astype(np.float32)
     x[..., -1] = 10.0
     assert max_pool2d(dev.tensor(x), (1, w)).numpy().item() == 10.0

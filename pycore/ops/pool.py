@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from ..gpu.runtime import Tensor, ceil_div
 from ..gpu.selfcheck import assert_close, check, rand, rng
-from . import expect, expect_dtype, expect_loop_steps, expect_scale_shift
+from . import LOOP_LIMIT, expect, expect_dtype, expect_loop_steps, expect_scale_shift
 
 WG = 64  # invocations per workgroup
-RUN = 8  # output elements per invocation (RUN in kernels/pool.wgsl)
+RUN = 8  # output elements per invocation (p.run in kernels/pool.wgsl), fewer for huge windows
 
 
 def _pair(op, name, v):
@@ -38,7 +38,9 @@ def max_pool2d(x, kernel, stride=None, scale=None, shift=None):
     sh, sw = _pair(op, "stride", kernel if stride is None else stride)
     n, c, h, w = x.shape
     expect(op, h >= kh and w >= kw, f"kernel ({kh}, {kw}) is larger than the input", x)
-    expect_loop_steps(op, RUN * (kh * (kw + 1) + 2), f"a ({kh}, {kw}) window", x)  # one invocation loops over RUN of them
+    passes = kh * (kw + 1) + 2                     # loop passes of one output (its window, the run loop)
+    expect_loop_steps(op, passes, f"a ({kh}, {kw}) window", x)
+    run = max(1, min(RUN, LOOP_LIMIT // passes))   # outputs per invocation within the loop budget
     expect_scale_shift(op, x, scale, shift, c)
     oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
     dev = x.dev
@@ -48,9 +50,9 @@ def max_pool2d(x, kernel, stride=None, scale=None, shift=None):
     aliases = {"S": "f16"} if scale is not None and scale.dtype == "f16" else None
     kernel_ = dev.kernel("pool", "max_pool2d", consts={"WG": WG, "AFFINE": int(scale is not None)},
                          aliases=aliases)
-    dev.run(kernel_, ceil_div(out.size, WG * RUN), x=x, scale=scale if scale is not None else x,
+    dev.run(kernel_, ceil_div(out.size, WG * run), x=x, scale=scale if scale is not None else x,
             shift=shift if shift is not None else x, out=out,
-            n=out.size, c=c, h=h, w=w, oh=oh, ow=ow, kh=kh, kw=kw, sh=sh, sw=sw)
+            n=out.size, c=c, h=h, w=w, oh=oh, ow=ow, kh=kh, kw=kw, sh=sh, sw=sw, run=run)
     return out
 
 
