@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pycore.cli.cluster import SeparateJob, ToneJob, parse_cluster, remove_partial_files, run_on_cluster
+from pycore.cli.cluster import (SeparateJob, ToneJob, clear_interrupted_attempt, parse_cluster, remove_partial_files,
+                                run_on_cluster)
 from pycore.models.spleeter import random_weights
 from pycore.weights import safetensors
 
@@ -62,6 +63,19 @@ def test_remove_partial_files(tmp_path):
     (tmp_path / ".drums.wav.9.part").write_bytes(b"")
     assert remove_partial_files(tmp_path / "vocals.wav") == 2
     assert os.listdir(tmp_path) == [".drums.wav.9.part"]
+
+
+def test_clear_interrupted_attempt(tmp_path):
+    # killed between two commits: vocals final, accompaniment partial -> both go, so the
+    # retry can write the track (without --overwrite); a clean track is left alone
+    targets = [tmp_path / "vocals.wav", tmp_path / "accompaniment.wav"]
+    targets[0].write_bytes(b"RIFF")
+    (tmp_path / ".accompaniment.wav.77.part").write_bytes(b"")
+    assert clear_interrupted_attempt(targets) == 1
+    assert os.listdir(tmp_path) == []
+    targets[0].write_bytes(b"RIFF")                  # no partial file: nothing is touched
+    assert clear_interrupted_attempt(targets) == 0
+    assert os.listdir(tmp_path) == ["vocals.wav"]
 
 
 def _ray_workers():

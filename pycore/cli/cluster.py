@@ -12,7 +12,8 @@ path on every node: NFS, a shared volume); the driver only reads what exists the
 Resuming: before submitting anything the driver skips the inputs whose outputs all
 exist already (and says how many), so an interrupted run started again does only what
 is left. Stems are written atomically (pycore.audio.files.StemWriter), so a worker
-killed mid-track leaves at most a hidden `.part` file, which the retry removes.
+killed mid-track leaves hidden `.part` files (and the stems it had already committed),
+which the retry removes (clear_interrupted_attempt).
 
 Failures: a task whose track fails (bad file, GPU error) or whose worker dies is
 retried once (Ray's max_retries=1), then reported by the input's name with the last
@@ -27,6 +28,7 @@ Client, `auto` or `host:6379` on a node of the cluster). Needs `pip install
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
 import sys
@@ -142,6 +144,21 @@ def remove_partial_files(target) -> int:
     return len(parts)
 
 
+def clear_interrupted_attempt(targets) -> int:
+    """Before a (re)try of one track: remove the hidden `.part` files an earlier attempt
+    left and, when there were any, the outputs that attempt had already moved into place
+    (its stems are committed one after another, so a worker killed between two commits
+    leaves some stems final and the others partial). That attempt started only after
+    checking that none of the track's outputs existed, so whatever exists now is its own,
+    never the user's. Returns how many partial files were removed."""
+    removed = sum(remove_partial_files(t) for t in targets)
+    if removed:
+        for t in targets:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(t)
+    return removed
+
+
 def run_track(job, path):
     """The task body: one input, on this worker's device; returns the result, raises
     TrackFailed (so that Ray retries it once) when the track failed."""
@@ -152,7 +169,7 @@ def run_track(job, path):
     key = (job.kind, getattr(job, "model", None) or job.model_name, getattr(job, "weights", None))
     if key not in _WORKER:
         _WORKER[key] = asyncio.run(job.load(_WORKER["dev"]))
-    removed = sum(remove_partial_files(t) for t in job.targets(path))
+    removed = clear_interrupted_attempt(job.targets(path))
     result = asyncio.run(job.run(_WORKER[key], path))
     if not result.ok:
         raise TrackFailed(result.error)
