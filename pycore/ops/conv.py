@@ -15,6 +15,8 @@ the arithmetic is float32 throughout. `act` fuses an activation after the bias: 
 
 All four ops run one kernel (kernels/conv.wgsl, whose header explains the method): a 1-D
 convolution is a 2-D one with H = 1, a transposed one runs one pass per output phase.
+(One exception, on CPU adapters: a 1-D convolution of one input channel with a long
+kernel runs as columns times matmul; see "columns path" below.)
 Each output sums C_in/groups * kh * kw products in one kernel loop; longer sums than
 MAX_LOOP_STEPS (lavapipe stops loops after 65,535 iterations) are split over several
 dispatches that add up their partial sums. The kernel reads the weights repacked with 4
@@ -175,8 +177,9 @@ def _conv(op, dims, transposed, x, weight, bias, stride, padding, dilation, grou
 # 512 taps, stride 4) runs as a matrix product: kernels/conv_columns.wgsl lays out each
 # output position's input window as a row (the im2col matrix, with a ones column that
 # carries the bias), and the autotuned matmul multiplies the weights by it. On lavapipe
-# that is 1.4x faster than conv_run for CREPE conv1 (2 frames: 4.1 -> 2.9 ms of CPU, 3
-# frames 6.1 -> 4.1), where one input channel gives conv_run's sliding window nothing to
+# that is 1.15x faster than conv_run for CREPE conv1, columns included (process CPU, 2
+# frames: 4.2 -> 3.7 ms; 3 frames 6.3 -> 5.3; the matmul alone takes 2.9 / 4.1 ms, the
+# columns ~0.8 ms), where one input channel gives conv_run's sliding window nothing to
 # reuse across channels. Other shapes keep conv_run / conv.
 COLUMNS_MIN_TAPS = 256
 COLUMNS_MAX_BYTES = 1 << 25    # the columns of at most this many bytes at once (32 MiB; more items run in slices)
@@ -203,8 +206,8 @@ def conv_columns(x, weight, bias, act, run, out_size):
     taps = weight.size // c_out
     rows = ceil_div(taps + 1, 4) * 4
     positions = out_size[0] * out_size[1]
-    prm = dict(batch=n, first_item=0, len=run["run_len"], pitch=run["run_pitch"], plane=x.size // n, stride=run["run_stride"],
-               start=run["run_start"], taps=taps, rows=rows, positions=positions, c_out=c_out,
+    prm = dict(batch=n, first_item=0, len=run["run_len"], pitch=run["run_pitch"], plane=x.size // n,
+               stride=run["run_stride"], start=run["run_start"], taps=taps, rows=rows, positions=positions, c_out=c_out,
                has_bias=int(bias is not None))
     cache = _COLUMN_WEIGHTS.setdefault(weight, {})
     wk = cache.get(bias)
