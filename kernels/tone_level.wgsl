@@ -3,8 +3,9 @@
 // holds the pure-Python reference; pycore/tone/stream.py's docstring says why.
 //
 //   level  frame k in order: target = input loudness of frame k - lag (the lag frames
-//          before the block come from the state) + trim - headroom; while the frame
-//          plays (aux gate product >= 1), the target is above silence + 20 dB and the
+//          before the block come from the state) + trim - headroom; while the output
+//          sounds (output gate >= 1: on notes and between them, where the instrument's
+//          noise stands for breaths and consonants), the target is above silence + 20 dB and the
 //          measured output loudness above silence, the gain (dB) moves by `rate` of the
 //          way to target - measured, clamped to -shift +- max_db; g0, g1 = the linear
 //          gains before and after the frame, at most the limit that keeps the frame's
@@ -15,7 +16,7 @@
 //          reads back, in one buffer.
 //
 // Layouts (float32): audio [F * hop]; measured [F] (output loudness dB); ld [F];
-// fc [F, 2]; aux [F, 3] and knobs [3] as in tone_controls.wgsl; st [STATE] of which this
+// fc [F, 2]; aux [F, 2] and knobs [3] as in tone_controls.wgsl; st [STATE] of which this
 // stage uses st[7 .. 12).
 // Workgroup: one of WG invocations; invocation 0 carries the gain, all of them take the
 // frame's peak (a tree reduction) and scale its samples.
@@ -83,8 +84,8 @@ fn level(@builtin(local_invocation_index) lid: u32) {
             let before = gain;
             let tgt = target_db(k) + trim - p.headroom;
             let got = measured[k];
-            if (aux[3u * k] >= 1.0 && tgt > p.silence + 20.0 && got > p.silence) {
-                let undo = -aux[3u * k + 1u];
+            if (aux[2u * k + 1u] >= 1.0 && tgt > p.silence + 20.0 && got > p.silence) {
+                let undo = -aux[2u * k];
                 let want = clamp(tgt - got, undo - p.max_db, undo + p.max_db);
                 gain = gain + (want - gain) * p.rate;
             }

@@ -11,7 +11,7 @@ import pytest
 
 from pycore.gpu.selfcheck import load_all
 from pycore.ops import ddsp as ops
-from pycore.ops.tone_controls import CAL_POINTS, Rules, initial_state, tone_controls
+from pycore.ops.tone_controls import CAL_POINTS, LAG, Rules, initial_state, tone_controls, tone_level
 
 
 def test_controls_and_level_match_the_reference(dev):
@@ -36,6 +36,39 @@ def test_bad_inputs_name_the_problem(dev):
         tone_controls(fc, ld, dev.tensor([1.0, 0.0, -1.0]), initial_state(dev, rules), rules)
     with pytest.raises(ValueError, match="noise_counter"):
         ops.noise_counter(dev, 2**40)
+
+
+def test_level_follows_the_input_between_notes_and_holds_in_silence(dev):
+    """The level stage moves its gain wherever the output sounds (output gate open),
+    also through unvoiced frames where no note plays (breaths, consonants: the
+    instrument's noise), and holds it while the output is gated off. One take in three
+    blocks at a steady input loudness: 30 voiced frames with the output measured 10 dB
+    under the target (the gain rises towards +10 dB), 40 unvoiced frames (past the hold:
+    harmonics gated, noise playing) measured 4 dB over it (towards -4 dB; holding the
+    gain through them, as the stage did while no note played, would leave it near +1
+    dB), then 30 frames of silence (gate closed: the gain holds). The gain (state[7])
+    after each block against the one-pole's closed form (float32 exp2/log2: a few ulps)."""
+    import math
+
+    rules = Rules(hold_frames=5, gate_frames=2, auto_frames=5, ref_db=None, harmonics=3, noise=2, hop=8,
+                  headroom_db=6.0, level_frames=4, level_max_db=12.0)
+    keep = math.exp(-1.0 / rules.level_frames)                       # 1 - rate
+    gains = []
+    state, knobs = initial_state(dev, rules), dev.tensor([1.0, 0.0, -1.0])
+    for conf, loud, over, n in ((0.9, -10.0, -10.0, 30), (0.1, -10.0, 4.0, 40), (0.1, -90.0, 4.0, 30)):
+        fc_t = dev.tensor(np.tile(np.float32([300.0, conf]), (n, 1)))
+        ld = np.full(n, loud, np.float32)
+        ld_t = dev.tensor(ld)
+        aux = tone_controls(fc_t, ld_t, knobs, state, rules)[3]
+        audio = dev.tensor(np.full(n * rules.hop, 0.01, np.float32))
+        measured = dev.tensor(ld - rules.headroom_db + over)
+        tone_level(audio, measured, ld_t, fc_t, aux, knobs, state, rules)
+        gains.append(float(asyncio.run(state.read())[7]))
+    # the target lags LAG frames behind the input (-80 dB before the take: no adaptation)
+    g1 = 10.0 * (1 - keep ** (30 - LAG))
+    g2 = -4.0 + (g1 + 4.0) * keep ** 40
+    assert abs(gains[0] - g1) < 1e-4 and abs(gains[1] - g2) < 1e-4, (gains, g1, g2)
+    assert gains[2] == gains[1]
 
 
 PROBS = np.linspace(0.0, 1.0, CAL_POINTS)

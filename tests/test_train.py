@@ -107,6 +107,41 @@ def test_melodies_stay_in_range_and_vary(name):
     assert D.melody(name, 1).notes != D.melody(name, 2).notes
 
 
+@pytest.mark.parametrize("name", sorted(D.INSTRUMENTS))
+def test_sung_melodies_glide_swell_and_stay_in_range(name):
+    """The sung part of the data set (indices SUNG_FROM..SUNG_TO): in range and monophonic
+    like the played melodies, but its notes start soft and swell (expression rises within
+    a note), are scooped into from the previous note (a bend that starts towards it and
+    ends at 0), and vibrato only on the sustained instruments."""
+    inst = D.INSTRUMENTS[name]
+    swells = scoops = transitions = 0
+    for i in (D.SUNG_FROM, D.SUNG_FROM + 1, D.SUNG_FROM + 9):
+        m = D.sung_melody(name, i, seconds=15.0)
+        pitches = [n.pitch for n in m.notes]
+        assert inst.low <= min(pitches) and max(pitches) <= inst.high
+        assert m.program == inst.programs[i % len(inst.programs)]
+        for a, b in zip(m.notes, m.notes[1:]):
+            assert a.start < a.end <= b.start + 1e-9
+        assert all(20 <= n.velocity <= 115 for n in m.notes)
+        assert all(0 <= v <= 127 for _, v in m.expression)
+        assert max(abs(s) for _, s in m.bends) <= D.BEND_RANGE + 1e-9
+        f0 = np.array(D.true_f0(m, int(m.duration * 250) + 1))
+        transitions += len(m.notes) - 1
+        for a, b in zip(m.notes, m.notes[1:]):
+            e = [v for t, v in m.expression if b.start <= t < b.end]
+            swells += e[0] < max(e)
+            held = f0[int(np.ceil(b.start * 250)):int(b.end * 250)]
+            held = 12 * np.log2(held[held > 0] / 440.0) + 69 - b.pitch      # semitones off the note
+            if a.pitch != b.pitch and abs(held[0]) > 0.5:                  # arrives from the previous note's side
+                scoops += np.sign(held[0]) == np.sign(a.pitch - b.pitch)
+        vibrato = any(abs(s) > 0 for t, s in m.bends if not any(n.start <= t < n.start + 0.25 for n in m.notes))
+        assert vibrato == bool(inst.vibrato)
+    # every note swells; about 0.7 x (1 - phrase starts ~ 1/5.5) x (1 - repeats 0.1) ~ 0.5 are scooped into
+    assert swells >= 0.9 * transitions and scoops >= 0.3 * transitions, (swells, scoops, transitions)
+    assert D.sung_melody(name, 21).notes == D.sung_melody(name, 21).notes
+    assert D.sung_melody(name, 21).notes != D.melody(name, 21).notes
+
+
 def test_true_f0_follows_notes_and_bends():
     m = D.Melody(40, [D.Note(0.1, 0.5, 69, 100), D.Note(0.6, 1.0, 57, 80)], bends=[(0.3, 0.5), (0.5, 0.0)])
     f0 = np.array(D.true_f0(m, 250))                                 # 1 s at 250 frames per second

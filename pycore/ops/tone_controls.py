@@ -119,13 +119,13 @@ def _check_inputs(op, fc, ld, knobs, state):
 
 def tone_controls(fc, ld, knobs, state, rules: Rules):
     """(decoder f0 [F], decoder loudness [F], controls multiplier [F, 2 + K + M],
-    aux [F, 3]) for one block; advances state (see the module docstring)."""
+    aux [F, 2]: auto shift dB, output gate) for one block; advances state (see the module docstring)."""
     op = "tone_controls"
     F = _check_inputs(op, fc, ld, knobs, state)
     expect_loop_steps(op, loop_passes(F, rules), f"a block of {F} frames", fc)
     dev = fc.dev
     dec_f0, dec_ld = dev.empty((F,)), dev.empty((F,))
-    gates, aux = dev.empty((F, rules.width)), dev.empty((F, 3))
+    gates, aux = dev.empty((F, rules.width)), dev.empty((F, 2))
     consts = {"WG": WG, "CAL_BINS": CAL_BINS, "CAL_POINTS": CAL_POINTS, "CAL_EVERY": CAL_EVERY}
     dev.run(dev.kernel("tone_controls", "controls", consts=consts), 1,
             fc=fc, ld=ld, knobs=knobs, st=state, dec_f0=dec_f0, dec_ld=dec_ld, gates=gates, aux=aux,
@@ -142,7 +142,7 @@ def tone_level(audio, measured, ld, fc, aux, knobs, state, rules: Rules):
     [F * hop + 3 F] (audio, f0, confidence, loudness); advances state."""
     op = "tone_level"
     F = _check_inputs(op, fc, ld, knobs, state)
-    for name, t, n in (("audio", audio, F * rules.hop), ("measured", measured, F), ("aux", aux, 3 * F)):
+    for name, t, n in (("audio", audio, F * rules.hop), ("measured", measured, F), ("aux", aux, 2 * F)):
         expect(op, isinstance(t, Tensor) and t.dtype == "f32" and t.size == n,
                f"{name} must be an f32 tensor of {n} values", t)
     dev = fc.dev
@@ -234,7 +234,7 @@ def reference(fc, ld, audio, measured, knobs, state, rules: Rules):
     shift, trim, last = knobs
     hold_f0, unvoiced, sung_db, sung, harm, outg, first = state[:7]
     step = 1.0 / rules.gate_frames
-    dec_f0, dec_ld, gates, playing, shifts = [], [], [], [], []
+    dec_f0, dec_ld, gates, sounding, shifts = [], [], [], [], []
     for i in range(F):
         f0, conf, loud_in = fc[2 * i], fc[2 * i + 1], ld[i]
         if conf >= rules.voiced and math.isfinite(f0) and f0 > 0:
@@ -264,7 +264,7 @@ def reference(fc, ld, audio, measured, knobs, state, rules: Rules):
             harm = outg = 0.0
         dec_f0.append(hold_f0)
         dec_ld.append(max(-80.0, loud_in + trim + auto))
-        playing.append(harm * outg)
+        sounding.append(outg)
         shifts.append(auto)
         gates += [1.0, outg * harm] + [1.0] * K + [outg] * M
     state[:7] = [hold_f0, unvoiced, sung_db, sung, harm, outg, first + F]
@@ -276,7 +276,7 @@ def reference(fc, ld, audio, measured, knobs, state, rules: Rules):
     for k in range(F):
         target, got = targets[k] + trim - rules.headroom_db, measured[k]
         before = gain
-        if playing[k] >= 1.0 and target > rules.silence_db + 20 and got > rules.silence_db:
+        if sounding[k] >= 1.0 and target > rules.silence_db + 20 and got > rules.silence_db:
             undo = -shifts[k]
             want = max(undo - rules.level_max_db, min(undo + rules.level_max_db, target - got))
             gain += (want - gain) * rate

@@ -65,6 +65,7 @@ TEMPO_US = 500_000                # 120 bpm: 960 ticks per second
 TICKS_PER_SECOND = TICKS_PER_BEAT * 1_000_000 / TEMPO_US
 BEND_RANGE = 2.0                  # semitones at full pitch-bend deflection (GM default)
 HOLDOUT_EVERY = 10                # melody i is hold-out when i % 10 == 9
+SUNG_FROM, SUNG_TO = 20, 100      # melodies SUNG_FROM <= i < SUNG_TO are phrased as sung (sung_melody)
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,60 @@ def melody(instrument: str, index: int, seconds: float = 15.0) -> Melody:
         m.expression += [(phrase_start + i * (t - phrase_start) / n, round(e0 + (e1 - e0) * i / n))
                          for i in range(n)]
         t += r.uniform(0.15, 1.0)
+    return m
+
+
+def sung_melody(instrument: str, index: int, seconds: float = 15.0) -> Melody:
+    """A melody phrased the way a singer's controls move, for the data set's sung part
+    (indices SUNG_FROM and up): slow legato lines (or a guitarist's sustained notes) whose
+    notes are scooped into by a pitch bend from the previous note (up to BEND_RANGE
+    semitones, over 60-200 ms), soft onsets and swells (expression rising from 20-60 % of
+    the note's peak over 0.1-0.5 s, and on long notes falling again towards the end, CC 11
+    every 20 ms), the dynamics range of a voice (velocities 20-115 drifting by up to 18 per
+    note) and a singer's vibrato on long notes (0.15-0.65 semitone, 4.5-6.5 Hz, on the
+    sustained instruments). The same range walk as `melody`; deterministic in
+    (instrument, index), from its own random stream."""
+    inst = INSTRUMENTS[instrument]
+    r = random.Random(f"{instrument}/sung/{index}")
+    m = Melody(program=inst.programs[index % len(inst.programs)], notes=[])
+    span = inst.high - inst.low
+    pitch = r.randint(inst.low + span // 4, inst.high - span // 4)
+    t = 0.25
+    while t < seconds:
+        beat = 60.0 / r.uniform(50, 110)
+        velocity = r.randint(20, 115)
+        detached = r.random() < 0.3
+        for k in range(r.randint(3, 8)):
+            dur = r.choice((0.5, 1, 1, 1.5, 2, 2, 3, 4)) * beat
+            previous, pitch = pitch, pitch + _step(r)
+            while not inst.low <= pitch <= inst.high:            # reflect at the range's ends
+                pitch = 2 * inst.low - pitch if pitch < inst.low else 2 * inst.high - pitch
+            velocity = min(115, max(20, velocity + r.randint(-18, 18)))
+            note = Note(t, t + max(0.1, dur * (r.uniform(0.85, 0.95) if detached else 1.0)), pitch, velocity)
+            m.notes.append(note)
+            bend_end = note.start
+            if k and previous != pitch and r.random() < 0.7:    # scoop from the previous note
+                glide = min(r.uniform(0.06, 0.2), 0.5 * (note.end - note.start))
+                start = max(-BEND_RANGE, min(BEND_RANGE, previous - pitch))
+                m.bends = [b for b in m.bends if b[0] < note.start]   # the previous vibrato's reset: the scoop starts here
+                steps = max(2, int(glide / 0.01))
+                m.bends += [(note.start + i * glide / steps, start * (1 - i / steps)) for i in range(steps + 1)]
+                bend_end = note.start + glide
+            # soft onset and swell: expression from low to the note's peak, and down again on long notes
+            peak, low = r.randint(90, 127), r.uniform(0.2, 0.6)
+            rise = min(r.uniform(0.1, 0.5), note.end - note.start)
+            fall = r.uniform(0.3, 0.7) if note.end - note.start > 1.0 and r.random() < 0.5 else 1.0
+            n = max(2, int((note.end - note.start) / 0.02))
+            for i in range(n):
+                u = note.start + i * (note.end - note.start) / n
+                a = min(1.0, low + (1 - low) * (u - note.start) / rise)
+                if fall < 1.0 and u > note.start + fall * (note.end - note.start):
+                    a *= 1.0 - 0.5 * (u - note.start - fall * (note.end - note.start)) / (note.end - note.start)
+                m.expression.append((u, round(peak * a)))
+            if inst.vibrato and note.end - bend_end > 0.5:
+                _vibrato(r, m, Note(bend_end, note.end, pitch, velocity), r.uniform(0.3, 0.5))
+            t += dur
+        t += r.uniform(0.3, 1.5)
     return m
 
 
@@ -340,7 +395,7 @@ def compute_features(dev, audio):
 
 def render_melody(instrument: str, index: int, seconds: float = 15.0):
     """(Melody, mono float32 audio) of melody `index` as the data set renders it."""
-    m = melody(instrument, index, seconds)
+    m = (sung_melody if SUNG_FROM <= index < SUNG_TO else melody)(instrument, index, seconds)
     audio = render(midi_bytes(midi_events(m)), INSTRUMENTS[instrument].gain)
     return m, audio[:int(math.ceil(m.duration + 0.5) * SAMPLE_RATE)]      # release tail, not minutes
 
