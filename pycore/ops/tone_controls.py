@@ -7,7 +7,7 @@ recorded plan with one readback (pycore.tone.stream; the rules are described the
     dec_f0, dec_ld, gates, aux = tone_controls(fc, ld, knobs, state, rules)
     ... decoder(dec_f0, dec_ld), times gates, synthesizer -> audio, output loudness
     out = tone_level(audio, measured, ld, fc, aux, knobs, state, rules)
-        # [F * hop audio, F f0, F confidence, F loudness]
+        # [F * hop audio, F f0, F confidence, F loudness, F played f0]
 
 fc [F, 2] (f0 Hz, confidence) and ld [F] (input loudness dB) are the block's features;
 knobs [3] = (2 ** octave, loudness trim dB, the take's last input frame or -1), the
@@ -127,13 +127,14 @@ def _check_inputs(op, fc, ld, knobs, state):
 
 def tone_controls(fc, ld, knobs, state, rules: Rules):
     """(decoder f0 [F], decoder loudness [F], controls multiplier [F, 2 + K + M],
-    aux [F, 2]: auto shift dB, output gate) for one block; advances state (see the module docstring)."""
+    aux [F, 3]: auto shift dB, output gate, played f0 Hz (the decoder f0, for tone_level's
+    output)) for one block; advances state (see the module docstring)."""
     op = "tone_controls"
     F = _check_inputs(op, fc, ld, knobs, state)
     expect_loop_steps(op, loop_passes(F, rules), f"a block of {F} frames", fc)
     dev = fc.dev
     dec_f0, dec_ld = dev.empty((F,)), dev.empty((F,))
-    gates, aux = dev.empty((F, rules.width)), dev.empty((F, 2))
+    gates, aux = dev.empty((F, rules.width)), dev.empty((F, 3))
     consts = {"WG": WG, "CAL_BINS": CAL_BINS, "CAL_POINTS": CAL_POINTS, "CAL_EVERY": CAL_EVERY}
     dev.run(dev.kernel("tone_controls", "controls", consts=consts), 1,
             fc=fc, ld=ld, knobs=knobs, st=state, dec_f0=dec_f0, dec_ld=dec_ld, gates=gates, aux=aux,
@@ -148,14 +149,15 @@ def tone_controls(fc, ld, knobs, state, rules: Rules):
 
 def tone_level(audio, measured, ld, fc, aux, knobs, state, rules: Rules):
     """The level-corrected audio and the block's features in one buffer
-    [F * hop + 3 F] (audio, f0, confidence, loudness); advances state."""
+    [F * hop + 4 F] (audio, f0, confidence, loudness, the f0 the instrument played: after
+    the octave knob, the register shift and the fold); advances state."""
     op = "tone_level"
     F = _check_inputs(op, fc, ld, knobs, state)
-    for name, t, n in (("audio", audio, F * rules.hop), ("measured", measured, F), ("aux", aux, 2 * F)):
+    for name, t, n in (("audio", audio, F * rules.hop), ("measured", measured, F), ("aux", aux, 3 * F)):
         expect(op, isinstance(t, Tensor) and t.dtype == "f32" and t.size == n,
                f"{name} must be an f32 tensor of {n} values", t)
     dev = fc.dev
-    out = dev.empty((F * rules.hop + 3 * F,))
+    out = dev.empty((F * rules.hop + 4 * F,))
     dev.run(dev.kernel("tone_level", "level", consts={"WG": WG}), 1,
             audio=audio, measured=measured, ld=ld, fc=fc, aux=aux, knobs=knobs, st=state, out=out,
             frames=F, hop=rules.hop, rate=1.0 - math.exp(-1.0 / rules.level_frames),
@@ -312,7 +314,7 @@ def reference(fc, ld, audio, measured, knobs, state, rules: Rules, notes=None):
             out[k * hop + j] *= g0 + (g1 - g0) / hop * (j + 1)
     state[7] = gain
     state[8:8 + LAG] = targets[F:F + LAG]
-    out += [fc[2 * i] for i in range(F)] + [fc[2 * i + 1] for i in range(F)] + list(ld)
+    out += [fc[2 * i] for i in range(F)] + [fc[2 * i + 1] for i in range(F)] + list(ld) + dec_f0
     return dec_f0, dec_ld, gates, out
 
 

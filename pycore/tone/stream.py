@@ -5,7 +5,7 @@
     out = await stream.push(samples_16k)                   # any number of samples
     pending = stream.submit(samples_16k)                   # or: issue the GPU work now ...
     out = await pending                                    # ... and await it later (pipelined)
-    ... out["audio"], out["f0_hz"], out["confidence"], out["loudness_db"]
+    ... out["audio"], out["f0_hz"], out["confidence"], out["loudness_db"], out["played_f0_hz"]
     out = await stream.flush()                             # end of the take
 
 One engine serves the live page (site/tone-worker.py, blocks of 128 samples) and the
@@ -87,6 +87,11 @@ Per frame f (16 kHz, hop 64 samples, 250 frames per second), on the GPU:
              that a loud singer does not drive a peakier instrument into the limit); it
              holds while the output is gated off (silence). A frame whose peak would pass LEVEL_PEAK (0.95)
              gets no more gain than keeps it there.
+
+Output per frame, besides the audio: the input's features as the engine analysed them
+(f0_hz, confidence, loudness_db) and played_f0_hz, the f0 the decoder was given (after
+the octave knob, the register shift and the fold; held through unvoiced frames): the
+page's pitch trail draws it.
 
 Timing. The output is a stream of its own: push() returns, in order, the samples of
 every frame that became computable. Output sample n is the rendering of input sample
@@ -369,7 +374,7 @@ class ToneStream:
     def _empty(self) -> dict:
         e = array.array("f")
         return {"audio": e, "f0_hz": array.array("f"), "confidence": array.array("f"),
-                "loudness_db": array.array("f")}
+                "loudness_db": array.array("f"), "played_f0_hz": array.array("f")}
 
     def _issue(self, count: int):
         """Issue `count` frames in blocks of at most MAX_BLOCK_FRAMES; the awaitable of
@@ -393,7 +398,7 @@ class ToneStream:
                 continue
             n = F * HOP
             part = {"audio": host[:n], "f0_hz": host[n:n + F], "confidence": host[n + F:n + 2 * F],
-                    "loudness_db": host[n + 2 * F:]}
+                    "loudness_db": host[n + 2 * F:n + 3 * F], "played_f0_hz": host[n + 3 * F:]}
             for k in result:
                 result[k].extend(part[k])
         if error is not None:
