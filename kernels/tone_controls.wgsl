@@ -16,6 +16,7 @@
 //             with auto = ref - running mean (0 before any voiced frame or without ref),
 //             or, when the model carries its calibration (has_cal), auto = calibrated(ld)
 //             - ld: the input calibration below.
+//             Then all invocations write the multiplier rows [1, g h, 1 x K, g x M].
 //   register  (has_reg: the model carries its training pitch's median, pitch_median)
 //             R, a whole number of octaves, is chosen only at a note start: a voiced
 //             frame after at least `hold` unvoiced ones (the harmonic gate's hold ran
@@ -24,7 +25,7 @@
 //             frame (this frame's own pitch while no frame has been counted yet); within
 //             a note R stays, so a phrase is moved as a whole and the fold only guards the
 //             range. Without has_reg, R stays 0 (the fold alone, as before the rule).
-//             Then all invocations write the multiplier rows [1, g h, 1 x K, g x M].
+//             round: halves to even, as the reference's Python round.
 //   calibration  (pycore/tone/calibration.py says why) the input's loudness mapped onto
 //             the instrument's training distribution by quantiles, causally:
 //             - observe: each voiced frame above CAL_LO adds to a histogram of 1 dB bins
