@@ -553,10 +553,11 @@ def write_card(instrument, weights, evaluation=None):
     if evaluation:
         out += [evaluation["description"], "",
                 _table([[r["melody"], r["seconds"]] + [_parts(r, k) for k in ("model", "sine", "silence")]
-                        + [r.get("f0_cents_median", ""), r.get("loudness_corr", "")]
+                        + [r.get("f0_cents_median", ""), r.get("loudness_corr", ""), r.get("timbre_model", ""),
+                           r.get("timbre_original", "")]
                         for r in evaluation["rows"] + [{"melody": "mean", "seconds": "", **evaluation}]],
                        ["melody", "seconds", "model", "sine baseline", "silence", "output f0 error (median cents)",
-                        "output loudness correlation"]), "",
+                        "output loudness correlation", "timbre share, model", "timbre share, original"]), "",
                 f"Model / sine baseline = {evaluation['ratio']}.", ""]
     else:
         out += ["Not evaluated yet: `python -m pycore.train.evaluate " + instrument + "`.", ""]
