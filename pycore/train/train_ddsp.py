@@ -41,6 +41,7 @@ the same command resumes from it (same weights as one uninterrupted run), and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
@@ -567,7 +568,9 @@ def write_card(instrument, weights, evaluation=None):
             f"python -m pycore.train.data {instrument}"
             + (f" --melodies {summary['train']['melodies'] + summary['holdout']['melodies']}" if summary else ""),
             f"python -m pycore.train.train_ddsp --instrument {instrument} --steps {rec['steps']} "
-            f"--batch {rec['batch']} --seed {rec['seed']} --out weights/{name}.safetensors",
+            f"--batch {rec['batch']} --seed {rec['seed']}"
+            + "".join(f" --{k} {cfg[k]}" for k in ("gru", "ch") if cfg.get(k, getattr(CONFIG, k)) != getattr(CONFIG, k))
+            + f" --out weights/{name}.safetensors",
             f"python -m pycore.train.evaluate {instrument}", "```", "",
             "## Limits", "",
             "Trained briefly on CPU on synthesized (sampled) instrument audio: the timbre is the soundfont's, "
@@ -597,6 +600,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: on a busy shared CPU, threads waiting for each other cost more "
                    "than they save)")
+    p.add_argument("--gru", type=int, default=CONFIG.gru, help=f"GRU width (default {CONFIG.gru})")
+    p.add_argument("--ch", type=int, default=CONFIG.ch, help=f"MLP width (default {CONFIG.ch})")
     p.add_argument("--checkpoint", help="resume from / save to this file (torch.save) every 50 steps")
     p.add_argument("--stop-after", type=int, help="run at most this many steps now, then checkpoint and stop")
     a = p.parse_args(argv)
@@ -610,7 +615,8 @@ def main(argv=None):
         return
     if a.steps is None:
         p.error("--steps is required")
-    train(a.instrument, a.steps, out, a.batch, a.seconds, a.lr, a.final_lr, a.seed, eval_every=a.eval_every,
+    config = dataclasses.replace(CONFIG, gru=a.gru, ch=a.ch)
+    train(a.instrument, a.steps, out, a.batch, a.seconds, a.lr, a.final_lr, a.seed, config, eval_every=a.eval_every,
           threads=a.threads, checkpoint=a.checkpoint, stop_after=a.stop_after)
 
 
