@@ -136,10 +136,11 @@ def evaluate(instrument, weights=None, dev=None, log=print) -> dict:
     """Hold-out losses of the model, the sine baseline and silence, per melody and mean."""
     from ..gpu.native import get_device
     from ..models.ddsp import load
+    from ..tone.timbre import load_check
 
     dev = dev or get_device()
     weights = weights or str(WEIGHTS_DIR / f"ddsp-{instrument}.safetensors")
-    model = load(dev, weights)
+    model, check = load(dev, weights), load_check()
     rows = []
     paths = sorted(D.cache_dir(instrument).glob("m[0-9][0-9][0-9].npz"))
     for p in paths:
@@ -160,6 +161,10 @@ def evaluate(instrument, weights=None, dev=None, log=print) -> dict:
         voiced = (z_conf > 0.7) & (ld > -50)
         row["f0_cents_median"] = round(float(np.median(1200 * np.abs(np.log2(f0_out[voiced] / f0[voiced])))), 1)
         row["loudness_corr"] = round(float(np.corrcoef(ld_out, ld)[0, 1]), 3)
+        # does it sound like the instrument where its controls are in distribution? The
+        # timbre check on the resynthesis and, for scale, on the original render
+        row["timbre_model"] = check.identify(y.astype(np.float32), instrument)["share"]
+        row["timbre_original"] = check.identify(audio.astype(np.float32), instrument)["share"]
         rows.append(row)
         log(instrument, rows[-1])
     if not rows:
@@ -173,7 +178,10 @@ def evaluate(instrument, weights=None, dev=None, log=print) -> dict:
                             "pycore.models.ddsp on the GPU device (" + dev.describe() + "), a sine oscillator "
                             "driven by the same CREPE f0 and loudness, and silence. Last two columns: does the "
                             "model's output follow its controls (CREPE f0 of the output against the input's on "
-                            "confidently voiced frames; correlation of the loudness tracks)?")}
+                            "confidently voiced frames; correlation of the loudness tracks)? Timbre: share of the "
+                            "1 s windows the timbre check (pycore.tone.timbre) reads as the instrument, for the "
+                            "model's resynthesis and for the original render: the model's identity where its "
+                            "controls are in distribution.")}
 
 
 # --------------------------------------------------------------------------- real singing
