@@ -4,10 +4,11 @@
 // pycore/tone/stream.py's module docstring says what each rule is for.
 //
 //   controls  frame by frame, in order (one invocation carries the state):
-//             voiced = conf >= voiced and f0 finite and > 0; a voiced frame sets the held
-//             f0 (f0 * shift folded by whole octaves into [lo, hi] MIDI) and, when its
-//             loudness is above -50 dB, updates the running mean of the voiced loudness
-//             (plain mean over the first `auto` frames, then exponential); playing =
+//             voiced = conf >= voiced and f0 finite and > 0; a voiced frame, when its
+//             loudness is above -50 dB, updates the running means of the voiced loudness
+//             and of the voiced pitch in MIDI (plain means over the first `auto` such
+//             frames, then exponential), then sets the held f0: f0 * shift * 2^R folded
+//             by whole octaves into [lo, hi] MIDI, R the register shift below; playing =
 //             fewer than `hold` unvoiced frames since the last voiced one; the harmonic
 //             and output gates move by at most `step` per frame towards playing and
 //             loudness > silence (both 0 once the frame is past `last`, the take's end);
@@ -16,6 +17,15 @@
 //             or, when the model carries its calibration (has_cal), auto = calibrated(ld)
 //             - ld: the input calibration below.
 //             Then all invocations write the multiplier rows [1, g h, 1 x K, g x M].
+//   register  (has_reg: the model carries its training pitch's median, pitch_median)
+//             R, a whole number of octaves, is chosen only at a note start: a voiced
+//             frame after at least `hold` unvoiced ones (the harmonic gate's hold ran
+//             out; the take's first voiced frame is one, the state starting at `hold`):
+//             R = round((pitch_median - m) / 12), m the running mean pitch including this
+//             frame (this frame's own pitch while no frame has been counted yet); within
+//             a note R stays, so a phrase is moved as a whole and the fold only guards the
+//             range. Without has_reg, R stays 0 (the fold alone, as before the rule).
+//             round: halves to even, as the reference's Python round.
 //   calibration  (pycore/tone/calibration.py says why) the input's loudness mapped onto
 //             the instrument's training distribution by quantiles, causally:
 //             - observe: each voiced frame above CAL_LO adds to a histogram of 1 dB bins
@@ -41,9 +51,10 @@
 // knobs [3] = (2^octave, trim dB, last input frame or -1); st [STATE] the carried state
 // (pycore.ops.tone_controls.STATE: 12 floats of the controls and the level stage, then the
 // calibration's: total weight, table age flag, histogram [CAL_BINS], map table
-// [CAL_BINS + 1], the instrument's loudness quantiles [CAL_POINTS], constant); outputs
-// dec_f0 [F], dec_ld [F], gates [F, 2 + K + M], aux [F, 2] = (auto shift dB,
-// output gate).
+// [CAL_BINS + 1], the instrument's loudness quantiles [CAL_POINTS], constant; then the
+// register's (reg_at): running mean voiced pitch (MIDI), R (octaves)); outputs
+// dec_f0 [F], dec_ld [F], gates [F, 2 + K + M], aux [F, 3] = (auto shift dB,
+// output gate, played f0 Hz: dec_f0 again, for tone_level's output).
 // Workgroup: one of WG invocations; invocation 0 runs the sequential part. Its loop
 // passes (lavapipe's limit: kernels/common.wgsl), at most F + 1 + (F / CAL_EVERY + 2)
 // (3 CAL_BINS + CAL_POINTS + 5) + F (2 + K + M) / WG + 1: pycore.ops.tone_controls
@@ -76,6 +87,8 @@ struct Params {
     has_cal: u32,        // 1: the model's calibration (else the running-mean shift)
     cal_prior: f32,      // CAL_PRIOR_FRAMES
     cal_frames: f32,     // CAL_FRAMES
+    has_reg: u32,        // 1: the register shift towards pitch_median (else R = 0)
+    pitch_median: f32,   // the median of the model's training pitch (MIDI)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -108,6 +121,12 @@ fn fold(f0: f32) -> f32 {
 
 fn table_at() -> u32 {
     return CAL + CAL_BINS;
+}
+
+// st[reg_at()] the running mean pitch (MIDI), st[reg_at() + 1] R (octaves): after the
+// calibration's part.
+fn reg_at() -> u32 {
+    return CAL + 2u * CAL_BINS + 1u + CAL_POINTS;
 }
 
 fn inst_q(k: u32) -> f32 {
@@ -218,21 +237,29 @@ fn controls(@builtin(local_invocation_index) lid: u32) {
         let shift = knobs[0];
         let trim = knobs[1];
         let last = knobs[2];
+        var sung_midi = st[reg_at()];
+        var reg = st[reg_at() + 1u];
         for (var i = 0u; i < F; i++) {
             let f0 = fc[2u * i];
             let conf = fc[2u * i + 1u];
             let l = ld[i];
             let voiced = finite(conf) && conf >= p.voiced && finite(f0) && f0 > 0.0;
             if (voiced) {
-                hold_f0 = fold(f0 * shift);
+                let onset = unvoiced >= p.hold;
+                let midi = 69.0 + 12.0 * log2(f0 / 440.0);
                 unvoiced = 0u;
                 if (l > CAL_LO) {
                     sung = sung + 1.0;
                     sung_db = sung_db + (l - sung_db) / min(sung, p.auto_frames);
+                    sung_midi = sung_midi + (midi - sung_midi) / min(sung, p.auto_frames);
                     if (p.has_cal == 1u) {
                         observe(l, sung);
                     }
                 }
+                if (p.has_reg == 1u && onset) {
+                    reg = round((p.pitch_median - select(midi, sung_midi, sung > 0.0)) / 12.0);
+                }
+                hold_f0 = fold(f0 * shift * exp2(reg));
             } else {
                 unvoiced = min(unvoiced + 1u, p.hold);
             }
@@ -260,8 +287,9 @@ fn controls(@builtin(local_invocation_index) lid: u32) {
             }
             dec_f0[i] = hold_f0;
             dec_ld[i] = max(-80.0, l + trim + adjust);
-            aux[2u * i] = adjust;
-            aux[2u * i + 1u] = outg;
+            aux[3u * i] = adjust;
+            aux[3u * i + 1u] = outg;
+            aux[3u * i + 2u] = hold_f0;
             gates[i * C + 1u] = outg * harm;
         }
         st[0] = hold_f0;
@@ -271,6 +299,8 @@ fn controls(@builtin(local_invocation_index) lid: u32) {
         st[4] = harm;
         st[5] = outg;
         st[6] = first + f32(F);
+        st[reg_at()] = sung_midi;
+        st[reg_at() + 1u] = reg;
     }
     storageBarrier();
     for (var j = lid; j < F * C; j += WG) {
@@ -279,7 +309,7 @@ fn controls(@builtin(local_invocation_index) lid: u32) {
         if (c == 0u || (c >= 2u && c < 2u + p.harmonics)) {
             gates[j] = 1.0;
         } else if (c >= 2u + p.harmonics) {
-            gates[j] = aux[2u * i + 1u];
+            gates[j] = aux[3u * i + 1u];
         }
     }
 }

@@ -12,11 +12,11 @@
 //          peak at `peak` (never below 1); the frame's samples are scaled by a ramp
 //          from g0 to g1 (sample j by g0 + (g1 - g0) (j + 1) / hop), unchanged when
 //          g0 = g1 = 1.
-//   out    [F * hop audio, F f0 Hz, F confidence, F loudness dB]: everything the caller
-//          reads back, in one buffer.
+//   out    [F * hop audio, F f0 Hz, F confidence, F loudness dB, F played f0 Hz (aux's
+//          third column)]: everything the caller reads back, in one buffer.
 //
 // Layouts (float32): audio [F * hop]; measured [F] (output loudness dB); ld [F];
-// fc [F, 2]; aux [F, 2] and knobs [3] as in tone_controls.wgsl; st [STATE] of which this
+// fc [F, 2]; aux [F, 3] and knobs [3] as in tone_controls.wgsl; st [STATE] of which this
 // stage uses st[7 .. 12).
 // Workgroup: one of WG invocations; invocation 0 carries the gain, all of them take the
 // frame's peak (a tree reduction) and scale its samples.
@@ -84,8 +84,8 @@ fn level(@builtin(local_invocation_index) lid: u32) {
             let before = gain;
             let tgt = target_db(k) + trim - p.headroom;
             let got = measured[k];
-            if (aux[2u * k + 1u] >= 1.0 && tgt > p.silence + 20.0 && got > p.silence) {
-                let undo = -aux[2u * k];
+            if (aux[3u * k + 1u] >= 1.0 && tgt > p.silence + 20.0 && got > p.silence) {
+                let undo = -aux[3u * k];
                 let want = clamp(tgt - got, undo - p.max_db, undo + p.max_db);
                 gain = gain + (want - gain) * p.rate;
             }
@@ -123,6 +123,7 @@ fn level(@builtin(local_invocation_index) lid: u32) {
         out[n + i] = fc[2u * i];
         out[n + F + i] = fc[2u * i + 1u];
         out[n + 2u * F + i] = ld[i];
+        out[n + 3u * F + i] = aux[3u * i + 2u];
     }
     if (lid == 0u) {
         var lag: array<f32, LAG>;

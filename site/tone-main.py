@@ -39,7 +39,8 @@ Stable hooks for end-to-end tests:
 
 The DOM helpers, the worker's start and the error notice are shared with the demix
 page's main thread: site/page_kit.py. The pitch trail draws with the engine's own
-voicing and silence thresholds, octave fold and default range (pycore.tone.controls).
+voicing and silence thresholds (pycore.tone.controls), and the pitch the instrument
+played as the engine reports it (after the octave knob, the register shift and the fold).
 """
 
 import asyncio
@@ -52,7 +53,7 @@ from pyodide.ffi import JsException, create_proxy
 from pyscript import document
 from pyscript.ffi import to_js
 
-from pycore.tone.controls import DEFAULT_RANGE, SILENCE_DB, VOICED, fold_f0
+from pycore.tone.controls import DEFAULT_RANGE, SILENCE_DB, VOICED
 from pycore.weights.manifest import check_models
 
 import tone_ring as R
@@ -90,7 +91,8 @@ def css_var(name, fallback):
 
 class Trail:
     """A scrolling plot of the detected f0 (your voice, by confidence) and the pitch the
-    instrument plays (after the octave shift and folding), TRAIL_SECONDS wide. It scrolls
+    instrument plays (the engine's played f0: after the octave knob, the register shift
+    and the fold), TRAIL_SECONDS wide. It scrolls
     by the frames the engine has processed, so a slow GPU scrolls slowly but shows all."""
 
     def __init__(self):
@@ -149,7 +151,7 @@ class Trail:
         self.canvas.getContext("2d").clearRect(0, 0, self.w, self.h)
         self.carry, self.last_in, self.last_out, self.frames = 0.0, None, None, 0
 
-    def add(self, f0s, confs, louds, octave, midi_range):
+    def add(self, f0s, played, confs, louds, octave):
         n = len(f0s)
         if n == 0:
             return
@@ -177,7 +179,7 @@ class Trail:
                 self.last_in = self.last_out = None
                 continue
             y_in = self.y(f0)
-            y_out = self.y(fold_f0(f0 * 2.0 ** octave, *midi_range))
+            y_out = self.y(float(played[i]))
             if octave or abs(y_out - y_in) > 0.5:
                 self.segment(g, self.last_out, (x, y_out), instrument, 0.85)
                 self.last_out = (x, y_out)
@@ -698,7 +700,7 @@ class Page:
             self.stats.update(rtf=float(d.rtf), processed=int(d.processed), captured=int(d.captured),
                               lost=int(d.lost))
             f0, conf, loud = floats(d.f0), floats(d.confidence), floats(d.loudness)
-            self.trail.add(f0, conf, loud, int(by_id("octave").value), self.midi_range())
+            self.trail.add(f0, floats(d.played), conf, loud, int(by_id("octave").value))
             self.show_note(f0, conf)
             by_id("trail-time").textContent = f"{int(d.processed) / R.SAMPLE_RATE:.1f} s processed"
             document.body.dataset.processed = str(int(d.processed))

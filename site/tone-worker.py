@@ -41,8 +41,8 @@ Messages (plain JS objects; each message to the page carries a "stemtone" key):
                       up (with its round trip), work_ms: "128:ms,320:ms" each size's work,
                       rtt_ms, rtt_p90_ms: the GPU round trip (median, 90th percentile),
                       depth: blocks kept in flight}
-                     {stemtone: "frames", f0, confidence, loudness: Float32Array (one per
-                      new 4 ms frame), processed: input samples done, captured: input
+                     {stemtone: "frames", f0, confidence, loudness, played (the f0 the
+                      instrument played): Float32Array (one per new 4 ms frame), processed: input samples done, captured: input
                       samples captured, lost: input samples lost, rtf: GPU time /
                       audio time of the last blocks (Take.rtf)}
                      {stemtone: "finishing", fraction, seconds_left}
@@ -144,7 +144,8 @@ class Take:
         self.stop_at = None         # capture position at Stop
         self.seen = 0               # the writer's position at the last step
         self.stall = 0.0            # seconds to wait before the next step (tests: a GPU stall)
-        self.frames = {"f0": array.array("f"), "confidence": array.array("f"), "loudness": array.array("f")}
+        self.frames = {"f0": array.array("f"), "confidence": array.array("f"), "loudness": array.array("f"),
+                       "played": array.array("f")}
         self.throttle = Throttle(POST_EVERY_S)
 
     def rtf(self) -> float:
@@ -246,12 +247,14 @@ class Take:
         self.frames["f0"].extend(out["f0_hz"])
         self.frames["confidence"].extend(out["confidence"])
         self.frames["loudness"].extend(out["loudness_db"])
+        self.frames["played"].extend(out["played_f0_hz"])
 
     def post_frames(self, force=False):
         if not self.throttle.due(force):
             return
         fr = self.frames
         post("frames", f0=f32(fr["f0"]), confidence=f32(fr["confidence"]), loudness=f32(fr["loudness"]),
+             played=f32(fr["played"]),
              processed=self.read, captured=self.capture.load(R.WRITE), lost=self.lost, rtf=self.rtf())
         for v in fr.values():
             del v[:]

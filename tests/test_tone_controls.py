@@ -1,6 +1,6 @@
 """pycore.ops.tone_controls (the tone engine's control logic and level stage on the GPU)
 against its float64 pure-Python reference, its input calibration against analytic and
-batch quantile maps, and the GPU noise counter of pycore.ops.ddsp that lets a recorded
+batch quantile maps, its register shift against hand-computed octaves, and the GPU noise counter of pycore.ops.ddsp that lets a recorded
 plan move through the synthesizer's noise."""
 
 import asyncio
@@ -11,7 +11,8 @@ import pytest
 
 from pycore.gpu.selfcheck import load_all
 from pycore.ops import ddsp as ops
-from pycore.ops.tone_controls import CAL_POINTS, LAG, Rules, initial_state, tone_controls, tone_level
+from pycore.ops.tone_controls import CAL_POINTS, LAG, REG, Rules, initial_state, tone_controls, tone_level
+from pycore.tone.calibration import pitch_median
 
 
 def test_controls_and_level_match_the_reference(dev):
@@ -131,3 +132,89 @@ def test_calibration_converges_to_the_batch_quantile_map(dev):
         errors.append(np.abs(got - want)[keep].max())
     print(f"\nworst |causal - batch| after 1,000 frames {errors[0]:.2f} dB, after {n:,} {errors[1]:.2f} dB")
     assert errors[1] < 0.5 and errors[1] < errors[0]
+
+
+# ---------------------------------------------------------------- the register shift
+
+FLUTE_LIKE = {"loudness_db": tuple(np.linspace(-30.0, 10.0, CAL_POINTS)),
+              "midi": tuple(np.linspace(60.0, 93.0, CAL_POINTS))}        # median 76.5, the range [60, 93]
+
+
+def _register_rules(register: bool) -> Rules:
+    """A flute-like model (MIDI range 60..93, training pitch median 76.5) with the
+    engine's hold (25 frames) and running-mean length (750), with or without the register
+    shift (without: the fold alone, the engine before the rule)."""
+    return Rules(lo_midi=60.0, hi_midi=93.0, calibration=FLUTE_LIKE["loudness_db"],
+                 pitch_median=pitch_median(FLUTE_LIKE) if register else None)
+
+
+def _sing(dev, rules, notes, rest=40):
+    """Sing `notes` [(MIDI, frames), ...] at -20 dB; a note of MIDI None is a rest of that
+    many unvoiced frames (confidence 0.1). Blocks of at most 1000 frames. Returns (input
+    MIDI per frame, NaN where unvoiced; decoder MIDI per frame; the state after each block)."""
+    midi = np.concatenate([np.full(n, np.nan if m is None else m, np.float64) for m, n in notes])
+    f0 = np.where(np.isnan(midi), 220.0, 440.0 * 2.0 ** ((midi - 69.0) / 12.0)).astype(np.float32)
+    conf = np.where(np.isnan(midi), 0.1, 0.9).astype(np.float32)
+    state, knobs = initial_state(dev, rules), dev.tensor([1.0, 0.0, -1.0])
+    out, states = [], []
+    for i in range(0, len(midi), 1000):
+        fc = np.stack([f0[i:i + 1000], conf[i:i + 1000]], 1)
+        ld = np.full(len(fc), -20.0, np.float32)
+        dec_f0 = tone_controls(dev.tensor(fc), dev.tensor(ld), knobs, state, rules)[0]
+        out.append(asyncio.run(dec_f0.read()))
+        states.append(asyncio.run(state.read()))
+    dec = 69.0 + 12.0 * np.log2(np.concatenate(out).astype(np.float64) / 440.0)
+    return midi, dec, states
+
+
+def _octaves(midi, dec):
+    """The engine's octave choice on the voiced frames: (decoder - input) / 12, rounded
+    (the shift is whole octaves; float32 rounding is far below a semitone)."""
+    v = ~np.isnan(midi)
+    return np.round((dec[v] - midi[v]) / 12.0).astype(int)
+
+
+def test_register_moves_a_low_singer_by_whole_octaves_and_keeps_the_contour(dev):
+    """A low singer (MIDI 45..52, mean about 48) on a flute-like model (training pitch
+    median 76.5, range 60..93): R = round((76.5 - 48) / 12) = +2 from the first note's
+    first frame on (the take's first voiced frame is a note start; its own pitch, 48, is
+    the mean then), so every note plays exactly two octaves up (45..52 -> 69..76, inside
+    the range: the fold does nothing). Two legato phrases (one note each for the engine:
+    no unvoiced run reaches the hold) cross MIDI 48, the old fold's boundary for this
+    range (47 folds up two octaves to 71, 48 one octave to 60): without the rule the
+    engine's octave choice changes inside the phrase (47 -> 48 plays 71 -> 60, a jump of
+    11 semitones down for a sung step of one up); with it, it never does. Exact: R is
+    applied as a power of two (float32 ratio within 1e-6, 2e-5 semitones)."""
+    phrase = [(48, 50), (47, 50), (45, 50), (47, 50), (48, 50), (50, 50), (52, 50), (50, 50), (48, 50), (47, 50)]
+    notes = phrase + [(None, 40)] + phrase
+    midi, dec, states = _sing(dev, _register_rules(True), notes)
+    k = _octaves(midi, dec)
+    assert np.all(k == 2), np.unique(k)
+    v = ~np.isnan(midi)
+    assert np.abs(dec[v] - midi[v] - 24.0).max() < 1e-3
+    assert states[-1][REG + 1] == 2.0
+    # the fold alone splits each phrase where it crosses MIDI 48
+    midi, dec, _ = _sing(dev, _register_rules(False), notes)
+    k = _octaves(midi, dec).reshape(2, 500)                   # the two phrases' voiced frames
+    changes = int(np.sum(k[:, 1:] != k[:, :-1]))
+    print(f"\noctave changes inside the phrases: fold only {changes}, with the register shift 0")
+    assert changes == 6 and set(np.unique(k)) == {1, 2}      # 48 -> 47 -> .. 47 -> 48 .. 48 -> 47 in each
+
+
+def test_register_changes_only_at_a_note_start(dev):
+    """One long legato note (one note for the engine: no rest) starts at MIDI 48 (250
+    frames) and moves to 60 (1750 frames): the running pitch mean (plain over 750 voiced
+    frames, then exponential over 750) goes from 48 to 60 - 4 (1 - 1/750)^1250 = 59.24,
+    so round((76.5 - mean) / 12) drops from 2 to 1 in mid-note (past mean 58.5), but R
+    stays +2 to the note's end (60 plays at 84, state R = 2). After a rest of 40 frames
+    (past the hold of 25) the next note, at 60, starts with R = round(1.44) = 1: 72."""
+    notes = [(48, 250), (60, 1750), (None, 40), (60, 200)]
+    midi, dec, states = _sing(dev, _register_rules(True), notes)
+    mean = 60.0 - 4.0 * (1.0 - 1.0 / 750.0) ** 1250
+    assert abs(mean - 59.24) < 0.01 and round((76.5 - mean) / 12.0) == 1
+    v = ~np.isnan(midi)
+    k = _octaves(midi, dec)
+    first = np.arange(len(midi))[v] < 2000
+    assert np.all(k[first] == 2) and np.all(k[~first] == 1), (np.unique(k[first]), np.unique(k[~first]))
+    assert states[1][REG + 1] == 2.0 and states[-1][REG + 1] == 1.0      # after frame 2000: still 2
+    assert abs(states[1][REG] - mean) < 1e-3          # the state's mean pitch, float32

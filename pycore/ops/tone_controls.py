@@ -7,7 +7,7 @@ recorded plan with one readback (pycore.tone.stream; the rules are described the
     dec_f0, dec_ld, gates, aux = tone_controls(fc, ld, knobs, state, rules)
     ... decoder(dec_f0, dec_ld), times gates, synthesizer -> audio, output loudness
     out = tone_level(audio, measured, ld, fc, aux, knobs, state, rules)
-        # [F * hop audio, F f0, F confidence, F loudness]
+        # [F * hop audio, F f0, F confidence, F loudness, F played f0]
 
 fc [F, 2] (f0 Hz, confidence) and ld [F] (input loudness dB) are the block's features;
 knobs [3] = (2 ** octave, loudness trim dB, the take's last input frame or -1), the
@@ -16,8 +16,10 @@ voiced loudness and its count, harmonic and output gates, next frame index, leve
 (dB), the input loudness of the last LAG frames; then the input calibration's (used when
 rules.calibration holds the model's loudness quantiles: pycore.tone.calibration): its
 histogram's total weight, a table-built flag, the histogram [CAL_BINS], the map table
-[CAL_BINS + 1] and the instrument's quantiles [CAL_POINTS] (constant). Both kernels
-update state in place.
+[CAL_BINS + 1] and the instrument's quantiles [CAL_POINTS] (constant); then the register
+shift's (used when rules.pitch_median holds the model's training pitch median): the
+running mean of the voiced pitch (MIDI) and R, the register shift in octaves, chosen at
+note starts (kernels/tone_controls.wgsl has the rule). Both kernels update state in place.
 
 `reference` is the same logic in pure Python (float64), the check for the diagnostics
 page and the tests.
@@ -41,7 +43,8 @@ CAL_POINTS = 33     # the instrument's loudness quantiles, at probabilities k / 
 CAL_EVERY = 8       # the map table is rebuilt on frames whose index is a multiple of this
 CAL_ONE = 1e-5      # a CDF this close to 1 is 1 (the histogram's sum and its total round apart)
 CAL = 14            # where the histogram starts in the state
-STATE = CAL + 2 * CAL_BINS + 1 + CAL_POINTS      # floats of state
+REG = CAL + 2 * CAL_BINS + 1 + CAL_POINTS        # the register's mean pitch (MIDI) and R (octaves)
+STATE = REG + 2                                  # floats of state
 
 
 @dataclass(frozen=True)
@@ -66,10 +69,15 @@ class Rules:
     calibration: tuple | None = None   # the instrument's CAL_POINTS loudness quantiles (None: the mean shift)
     cal_prior_frames: float = 2000.0   # weight of the prior, in voiced frames
     cal_frames: int = 7500             # voiced frames of the histogram's memory
+    pitch_median: float | None = None  # the model's training pitch median, MIDI (None: no register shift)
 
     @property
     def has_cal(self) -> bool:
         return self.calibration is not None
+
+    @property
+    def has_reg(self) -> bool:
+        return self.pitch_median is not None
 
     @property
     def center_db(self) -> float | None:
@@ -87,7 +95,7 @@ class Rules:
 def initial_state(dev, rules: Rules) -> Tensor:
     """The state before a take's first frame: f0 held at the middle of the range, no
     note, no voiced loudness yet, gates closed, frame 0, gain 0 dB, silence (-80 dB)
-    before the input."""
+    before the input; no voiced pitch yet, register shift 0."""
     return dev.tensor(reference_state(rules), (STATE,))
 
 
@@ -95,7 +103,7 @@ def reference_state(rules: Rules) -> list:
     mid = 440.0 * 2.0 ** (((rules.lo_midi + rules.hi_midi) / 2 - 69.0) / 12.0)
     quantiles = list(rules.calibration) if rules.has_cal else [0.0] * CAL_POINTS
     return ([mid, float(rules.hold_frames), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0] + [-80.0] * LAG
-            + [0.0, 0.0] + [0.0] * (2 * CAL_BINS + 1) + quantiles)
+            + [0.0, 0.0] + [0.0] * (2 * CAL_BINS + 1) + quantiles + [0.0, 0.0])
 
 
 def loop_passes(F: int, rules: Rules) -> int:
@@ -119,13 +127,14 @@ def _check_inputs(op, fc, ld, knobs, state):
 
 def tone_controls(fc, ld, knobs, state, rules: Rules):
     """(decoder f0 [F], decoder loudness [F], controls multiplier [F, 2 + K + M],
-    aux [F, 2]: auto shift dB, output gate) for one block; advances state (see the module docstring)."""
+    aux [F, 3]: auto shift dB, output gate, played f0 Hz (the decoder f0, for tone_level's
+    output)) for one block; advances state (see the module docstring)."""
     op = "tone_controls"
     F = _check_inputs(op, fc, ld, knobs, state)
     expect_loop_steps(op, loop_passes(F, rules), f"a block of {F} frames", fc)
     dev = fc.dev
     dec_f0, dec_ld = dev.empty((F,)), dev.empty((F,))
-    gates, aux = dev.empty((F, rules.width)), dev.empty((F, 2))
+    gates, aux = dev.empty((F, rules.width)), dev.empty((F, 3))
     consts = {"WG": WG, "CAL_BINS": CAL_BINS, "CAL_POINTS": CAL_POINTS, "CAL_EVERY": CAL_EVERY}
     dev.run(dev.kernel("tone_controls", "controls", consts=consts), 1,
             fc=fc, ld=ld, knobs=knobs, st=state, dec_f0=dec_f0, dec_ld=dec_ld, gates=gates, aux=aux,
@@ -133,20 +142,22 @@ def tone_controls(fc, ld, knobs, state, rules: Rules):
             has_ref=int(rules.center_db is not None), voiced=rules.voiced, silence=rules.silence_db,
             step=1.0 / rules.gate_frames, auto_frames=float(rules.auto_frames), lo=rules.lo_midi,
             hi=rules.hi_midi, ref_db=rules.center_db if rules.center_db is not None else 0.0,
-            has_cal=int(rules.has_cal), cal_prior=float(rules.cal_prior_frames), cal_frames=float(rules.cal_frames))
+            has_cal=int(rules.has_cal), cal_prior=float(rules.cal_prior_frames), cal_frames=float(rules.cal_frames),
+            has_reg=int(rules.has_reg), pitch_median=float(rules.pitch_median) if rules.has_reg else 0.0)
     return dec_f0, dec_ld, gates, aux
 
 
 def tone_level(audio, measured, ld, fc, aux, knobs, state, rules: Rules):
     """The level-corrected audio and the block's features in one buffer
-    [F * hop + 3 F] (audio, f0, confidence, loudness); advances state."""
+    [F * hop + 4 F] (audio, f0, confidence, loudness, the f0 the instrument played: after
+    the octave knob, the register shift and the fold); advances state."""
     op = "tone_level"
     F = _check_inputs(op, fc, ld, knobs, state)
-    for name, t, n in (("audio", audio, F * rules.hop), ("measured", measured, F), ("aux", aux, 2 * F)):
+    for name, t, n in (("audio", audio, F * rules.hop), ("measured", measured, F), ("aux", aux, 3 * F)):
         expect(op, isinstance(t, Tensor) and t.dtype == "f32" and t.size == n,
                f"{name} must be an f32 tensor of {n} values", t)
     dev = fc.dev
-    out = dev.empty((F * rules.hop + 3 * F,))
+    out = dev.empty((F * rules.hop + 4 * F,))
     dev.run(dev.kernel("tone_level", "level", consts={"WG": WG}), 1,
             audio=audio, measured=measured, ld=ld, fc=fc, aux=aux, knobs=knobs, st=state, out=out,
             frames=F, hop=rules.hop, rate=1.0 - math.exp(-1.0 / rules.level_frames),
@@ -226,24 +237,34 @@ def _calibrated(state, loud):
     return state[table + j] + (x - j) * (state[table + j + 1] - state[table + j])
 
 
-def reference(fc, ld, audio, measured, knobs, state, rules: Rules):
+def reference(fc, ld, audio, measured, knobs, state, rules: Rules, notes=None):
     """Both stages on host lists, float64: (dec_f0, dec_ld, gates, out); state (a list
     of STATE floats) is updated in place. audio and measured are what the decoder and
-    synthesizer made of dec_f0 / dec_ld / gates (the check feeds arbitrary values)."""
+    synthesizer made of dec_f0 / dec_ld / gates (the check feeds arbitrary values).
+    notes: a list to which each note start of a register-shifted model appends (frame
+    index in the block, (pitch_median - mean pitch) / 12 unrounded, R)."""
     F, K, M = len(ld), rules.harmonics, rules.noise
     shift, trim, last = knobs
     hold_f0, unvoiced, sung_db, sung, harm, outg, first = state[:7]
+    sung_midi, reg = state[REG:REG + 2]
     step = 1.0 / rules.gate_frames
     dec_f0, dec_ld, gates, sounding, shifts = [], [], [], [], []
     for i in range(F):
         f0, conf, loud_in = fc[2 * i], fc[2 * i + 1], ld[i]
         if conf >= rules.voiced and math.isfinite(f0) and f0 > 0:
-            hold_f0, unvoiced = _fold(f0 * shift, rules.lo_midi, rules.hi_midi), 0
+            onset, midi, unvoiced = unvoiced >= rules.hold_frames, 69.0 + 12.0 * math.log2(f0 / 440.0), 0
             if loud_in > CAL_LO_DB:
                 sung += 1
                 sung_db += (loud_in - sung_db) / min(sung, rules.auto_frames)
+                sung_midi += (midi - sung_midi) / min(sung, rules.auto_frames)
                 if rules.has_cal:
                     _cal_observe(state, loud_in, sung, rules)
+            if rules.has_reg and onset:
+                x = (rules.pitch_median - (sung_midi if sung else midi)) / 12.0
+                reg = float(round(x))
+                if notes is not None:
+                    notes.append((i, x, reg))
+            hold_f0 = _fold(f0 * shift * 2.0 ** reg, rules.lo_midi, rules.hi_midi)
         else:
             unvoiced = min(unvoiced + 1, rules.hold_frames)
         auto = 0.0
@@ -268,6 +289,7 @@ def reference(fc, ld, audio, measured, knobs, state, rules: Rules):
         shifts.append(auto)
         gates += [1.0, outg * harm] + [1.0] * K + [outg] * M
     state[:7] = [hold_f0, unvoiced, sung_db, sung, harm, outg, first + F]
+    state[REG:REG + 2] = [sung_midi, reg]
 
     hop, gain = rules.hop, state[7]
     targets = list(state[8:8 + LAG]) + list(ld)
@@ -292,14 +314,20 @@ def reference(fc, ld, audio, measured, knobs, state, rules: Rules):
             out[k * hop + j] *= g0 + (g1 - g0) / hop * (j + 1)
     state[7] = gain
     state[8:8 + LAG] = targets[F:F + LAG]
-    out += [fc[2 * i] for i in range(F)] + [fc[2 * i + 1] for i in range(F)] + list(ld)
+    out += [fc[2 * i] for i in range(F)] + [fc[2 * i + 1] for i in range(F)] + list(ld) + dec_f0
     return dec_f0, dec_ld, gates, out
 
 
 @check("tone_controls")
 async def _check_tone_controls(dev):
     # Two blocks through both kernels against the float64 reference, with the running-mean
-    # shift and with the input calibration: voiced and unvoiced runs longer than the hold,
+    # shift, with the input calibration, and with the calibration and the register shift
+    # (notes of 5 voiced frames after 4 unvoiced, past the hold of 3: each starts a note;
+    # the first frame quieter than the count's floor, so the first note's register comes
+    # from its own pitch; a running mean over 5 frames of pitches 3 octaves apart, so
+    # that R takes several values; the reference's decisions are asserted at least 0.01
+    # octave from a rounding boundary, where float32's log2 cannot flip them): voiced
+    # and unvoiced runs longer than the hold,
     # octave folds both ways, silence, the auto-adjust, the calibration's histogram past
     # its memory (cal_frames) and its map rebuilt within a block, the level gain, its
     # peak limit, and the take's end. Inputs keep clear of thresholds so float32 rounding
@@ -309,35 +337,45 @@ async def _check_tone_controls(dev):
     # steepest quantile slope, here 32 quantile steps of at most 8 dB, plus 1e-5 dB).
     details = []
     quantiles = (-42.0, -35.0, -30.0, -27.5, -26.0) + tuple(-25.0 + 0.9 * k for k in range(26)) + (2.0, 10.0)
-    for cal in (None, quantiles):
+    for cal, median in ((None, None), (quantiles, None), (quantiles, 66.0)):
         r = rng(71)
+        lo, hi = (55.0, 79.0) if median is None else (43.0, 91.0)     # 4 octaves: most R visible past the fold
         rules = Rules(hold_frames=3, gate_frames=2, auto_frames=5, ref_db=-20.0, harmonics=3, noise=2, hop=8,
-                      lo_midi=55.0, hi_midi=79.0, calibration=cal, cal_prior_frames=3.0, cal_frames=6)
+                      lo_midi=lo, hi_midi=hi, calibration=cal, cal_prior_frames=3.0, cal_frames=6,
+                      pitch_median=median)
         ld_tol = 1e-6 if cal is None else 1e-5 * 32 * 8 + 1e-5
         state_ref = reference_state(rules)
         state = initial_state(dev, rules)
         knobs = dev.tensor([2.0, -3.0, -1.0])
+        notes = []
         for block, (F, last) in enumerate(((19, -1.0), (17, 32.0))):
             fc, ld = [], []
             for i in range(F):
-                voiced = (i % 6) < 4
+                voiced = (i % 6) < 4 if median is None else (i % 9) < 5
                 fc += [r.choice([90.0, 300.0, 1700.0]) * r.uniform(0.97, 1.03), r.uniform(0.6, 1.0) if voiced
                        else r.uniform(0.0, 0.4)]
                 ld.append(r.choice([-90.0, -40.0, -20.0, -5.0, 25.0]) + r.uniform(-3, 3))
+            if median is not None and block == 0:
+                ld[0] = -60.0
             audio = rand(r, F * rules.hop, -0.9, 0.9)
             measured = [v + r.uniform(-20, 5) for v in ld]
             kn = [2.0, -3.0, last]
             dev.write(knobs, _f32(kn))
-            want = reference(fc, ld, audio, measured, kn, state_ref, rules)
+            want = reference(fc, ld, audio, measured, kn, state_ref, rules, notes)
             fc_t, ld_t = dev.tensor(fc, (F, 2)), dev.tensor(ld)
             dec_f0, dec_ld, gates, aux = tone_controls(fc_t, ld_t, knobs, state, rules)
             out = tone_level(dev.tensor(audio), dev.tensor(measured), ld_t, fc_t, aux, knobs, state, rules)
-            what = "calibrated" if cal else "mean shift"
+            what = "register" if median is not None else "calibrated" if cal else "mean shift"
             for name, t, w, tol in (("decoder f0", dec_f0, want[0], 1e-6),
                                     ("decoder loudness", dec_ld, want[1], ld_tol),
                                     ("gates", gates, want[2], 1e-6), ("level", out, want[3], 4e-6)):
                 details.append(assert_close(f"tone_controls ({what}) block {block} {name}", await t.read(), w,
                                             rtol=tol, atol=tol))
+        if median is not None:
+            margin = min(abs(abs(x - round(x)) - 0.5) for _, x, _ in notes)
+            if len(notes) < 4 or len({R for _, _, R in notes}) < 2 or margin < 0.01:
+                raise AssertionError(f"tone_controls check: the register inputs must start several notes with "
+                                     f"R moving, clear of rounding boundaries; got {notes}")
         details.append(assert_close(f"tone_controls ({what}) state", await state.read(), state_ref,
                                     rtol=max(4e-6, ld_tol), atol=max(4e-6, ld_tol)))
     return details[-1]

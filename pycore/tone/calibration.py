@@ -18,7 +18,7 @@ quantiles onto it; Stemtone does the same, causally:
                     stored in the model's safetensors as the float32 tensor
                     "calibration.loudness_db" [33] (with "calibration.midi" [33], the
                     same quantiles of the score's pitch in MIDI notes: the register the
-                    model was trained on, recorded for the card and for a register rule).
+                    model was trained on; its median drives the register shift below).
   singer side       live, there is no whole take to fit: the singer's distribution is a
                     running histogram of the voiced input's loudness (1 dB bins, a plain
                     count over the first CAL_FRAMES voiced frames, then forgetting over
@@ -31,6 +31,15 @@ quantiles onto it; Stemtone does the same, causally:
   map               the decoder's loudness = Q_inst(F_singer(loudness)), through a table
                     at 1 dB steps rebuilt every 8 frames (kernels/tone_controls.wgsl has
                     the exact rule; pycore.ops.tone_controls the float64 reference).
+
+The register: the singer's pitch is moved onto the model's by whole octaves before the
+engine's octave fold: R = round((median of "calibration.midi" - the running mean of the
+singer's voiced pitch in MIDI) / 12), chosen only at a note start (the first voiced frame
+after the harmonic gate's hold ran out), so a phrase is moved as a whole; the fold into
+the model's MIDI range remains as the guard (`pitch_median`; pycore.tone.stream's
+docstring has the rule, kernels/tone_controls.wgsl the exact one). The shift is one
+whole number per note, so the rule compares one statistic of each distribution: their
+centres (the model's median, the singer's running mean).
 
 All of it runs on the GPU inside the controls kernel, with its state in the engine's
 state buffer, so the live page and `stemtone tone` (the same ToneStream over blocks of a
@@ -76,3 +85,10 @@ def read(params: dict, where: str = "weights") -> dict | None:
         raise ValueError(f"{where}: has {present[0]} without {({LOUDNESS, MIDI} - set(present)).pop()}")
     return {"loudness_db": _quantiles(params, LOUDNESS, *LOUDNESS_RANGE, where),
             "midi": _quantiles(params, MIDI, *MIDI_RANGE, where)}
+
+
+def pitch_median(calib: dict | None) -> float | None:
+    """The median of the training score's pitch (MIDI; the quantile at probability 1/2)
+    of `read`'s dict: where the register shift moves a singer's running mean pitch
+    (pycore.ops.tone_controls.Rules.pitch_median); None without a calibration."""
+    return None if calib is None else float(calib["midi"][(CAL_POINTS - 1) // 2])

@@ -5,7 +5,7 @@
     out = await stream.push(samples_16k)                   # any number of samples
     pending = stream.submit(samples_16k)                   # or: issue the GPU work now ...
     out = await pending                                    # ... and await it later (pipelined)
-    ... out["audio"], out["f0_hz"], out["confidence"], out["loudness_db"]
+    ... out["audio"], out["f0_hz"], out["confidence"], out["loudness_db"], out["played_f0_hz"]
     out = await stream.flush()                             # end of the take
 
 One engine serves the live page (site/tone-worker.py, blocks of 128 samples) and the
@@ -39,9 +39,23 @@ Per frame f (16 kHz, hop 64 samples, 250 frames per second), on the GPU:
                lowers unvoiced frames by 20 dB; measured on real singing that makes the
                output's loudness follow the input's worse, 0.895 against 0.917
                correlation, for no audible gain once the harmonics are gated);
-             - f0 times 2**octave, then folded by whole octaves into the instrument's
-               trained range (manifest "midi_range"), so a bass voice on a flute plays
-               an octave or two up instead of an untrained, out-of-range tone;
+             - f0 times 2**octave, times 2**R (the register shift, below), then folded
+               by whole octaves into the instrument's trained range (manifest
+               "midi_range"), so a bass voice on a flute plays an octave or two up
+               instead of an untrained, out-of-range tone. Folded alone, frame by frame,
+               a melody that crosses the fold's boundary breaks (one note jumps an octave
+               against its neighbours) and a low singer sits at the bottom edge of a
+               flute's range; so a model that carries its input calibration
+               (pycore.tone.calibration: its training pitch quantiles) gets the singer's
+               register moved onto its own first: R = round((the model's training pitch
+               median - the running mean of the input's voiced pitch in MIDI) / 12)
+               whole octaves, the mean counted like the loudness mean below (voiced
+               frames above -50 dB, plain over the first AUTO_FRAMES, then
+               exponential), and R changes only at a note start (a voiced frame after
+               at least HOLD_FRAMES unvoiced ones: where the harmonic gate closed, so
+               no note or legato phrase is split; the take's first voiced frame is one).
+               The fold stays as the guard for notes that still fall outside the range,
+               and the octave knob is an offset on top;
              - loudness + loudness_db (user trim), then moved to the level the model was
                trained at: the decoder sees the input's loudness shifted by
                (the model's voiced median, manifest "loudness_db") - (the running mean
@@ -73,6 +87,11 @@ Per frame f (16 kHz, hop 64 samples, 250 frames per second), on the GPU:
              that a loud singer does not drive a peakier instrument into the limit); it
              holds while the output is gated off (silence). A frame whose peak would pass LEVEL_PEAK (0.95)
              gets no more gain than keeps it there.
+
+Output per frame, besides the audio: the input's features as the engine analysed them
+(f0_hz, confidence, loudness_db) and played_f0_hz, the f0 the decoder was given (after
+the octave knob, the register shift and the fold; held through unvoiced frames): the
+page's pitch trail draws it.
 
 Timing. The output is a stream of its own: push() returns, in order, the samples of
 every frame that became computable. Output sample n is the rendering of input sample
@@ -130,6 +149,7 @@ from .controls import (AUTO_FRAMES, DEFAULT_RANGE, GATE_FRAMES, HEADROOM_DB, HOL
                        LEVEL_PEAK, SILENCE_DB, VOICED, fold_f0)  # noqa: F401 (fold_f0: public, pycore.tone.fold_f0)
 from .controls import CAL_FRAMES, CAL_PRIOR_FRAMES
 from .features import HOP, LOUDNESS_N_FFT, SAMPLE_RATE, load_crepe
+from .calibration import pitch_median
 
 PITCH_STEP = 2                    # CREPE analyses every second frame (8 ms) ...
 PITCH_LAG = 3                     # ... and frame f plays the pitch track at frame f - 3
@@ -284,7 +304,8 @@ class ToneStream:
                            headroom_db=HEADROOM_DB, level_peak=LEVEL_PEAK, lo_midi=lo, hi_midi=hi,
                            ref_db=model.loudness_db, harmonics=c.n_harmonics, noise=c.n_noise, hop=HOP,
                            calibration=model.calibration["loudness_db"] if model.calibration else None,
-                           cal_prior_frames=CAL_PRIOR_FRAMES, cal_frames=CAL_FRAMES)
+                           cal_prior_frames=CAL_PRIOR_FRAMES, cal_frames=CAL_FRAMES,
+                           pitch_median=pitch_median(model.calibration))
         self.knobs = None               # GPU tensors made on the first block (_fixed_tensors)
         self.plans = {}                 # frames per block -> (plan, input tensor, output tensor)
         self.frames_done = 0
@@ -353,7 +374,7 @@ class ToneStream:
     def _empty(self) -> dict:
         e = array.array("f")
         return {"audio": e, "f0_hz": array.array("f"), "confidence": array.array("f"),
-                "loudness_db": array.array("f")}
+                "loudness_db": array.array("f"), "played_f0_hz": array.array("f")}
 
     def _issue(self, count: int):
         """Issue `count` frames in blocks of at most MAX_BLOCK_FRAMES; the awaitable of
@@ -377,7 +398,7 @@ class ToneStream:
                 continue
             n = F * HOP
             part = {"audio": host[:n], "f0_hz": host[n:n + F], "confidence": host[n + F:n + 2 * F],
-                    "loudness_db": host[n + 2 * F:]}
+                    "loudness_db": host[n + 2 * F:n + 3 * F], "played_f0_hz": host[n + 3 * F:]}
             for k in result:
                 result[k].extend(part[k])
         if error is not None:

@@ -230,19 +230,20 @@ def oscillator(f0_hz, confidence, loudness_db, midi_range, kind="sine", amplitud
     """The controls of the check: a sine or a band-limited sawtooth (or any WAVEFORMS
     kind, or the harmonic `amplitudes` 1..n given) driven by the same frame features as
     the tone engine (16 kHz, 64-sample frames): the last voiced f0 (confidence >=
-    VOICED), folded into midi_range as the engine folds it, amplitude 10^(loudness / 20)
+    VOICED), folded into midi_range as the engine folds it (midi_range None: the f0 as
+    given, e.g. ToneStream's played_f0_hz, already moved), amplitude 10^(loudness / 20)
     on voiced frames and 0 elsewhere, ramped over GATE_FRAMES; f0 and amplitude
     interpolated linearly between frames; harmonics above 8 kHz left out; peak scaled
     to 0.5."""
-    from .controls import GATE_FRAMES, VOICED, fold_f0
+    from .controls import DEFAULT_RANGE, GATE_FRAMES, VOICED, fold_f0
 
     hop = 64
-    lo, hi = midi_range
+    lo, hi = midi_range or DEFAULT_RANGE
     f0s, amps, held, gate = [], [], 440.0 * 2 ** (((lo + hi) / 2 - 69) / 12), 0.0
     for f0, conf, ld in zip(f0_hz, confidence, loudness_db):
         voiced = conf >= VOICED and f0 > 0
         if voiced:
-            held = fold_f0(float(f0), lo, hi)
+            held = fold_f0(float(f0), lo, hi) if midi_range else float(f0)
         gate += max(-1.0 / GATE_FRAMES, min(1.0 / GATE_FRAMES, (1.0 if voiced else 0.0) - gate))
         f0s.append(held)
         amps.append(gate * 10.0 ** (float(ld) / 20.0))
@@ -270,7 +271,7 @@ def winner(summary: dict):
 def tone_timbre(dev, instrument: str, audio_16k, check=None, model=None, labels=False) -> dict:
     """The timbre check on tone transfer of a recording (16 kHz mono): the model's output
     through ToneStream (offline, one push), and the sine and sawtooth controls driven by
-    the same features. {"model": identify(...), "sine": ..., "sawtooth": ...}; a control
+    the same features (at the pitch the model played: octave knob, register shift, fold). {"model": identify(...), "sine": ..., "sawtooth": ...}; a control
     passes when no instrument wins MAJORITY of its windows ("identified_as": None)."""
     import asyncio
 
@@ -291,7 +292,7 @@ def tone_timbre(dev, instrument: str, audio_16k, check=None, model=None, labels=
     if labels:
         result["model"]["labels"] = got
     for kind in ("sine", "sawtooth"):
-        got = check.classify(oscillator(out["f0_hz"], out["confidence"], out["loudness_db"], model.midi_range, kind))
+        got = check.classify(oscillator(out["played_f0_hz"], out["confidence"], out["loudness_db"], None, kind))
         r = summarize(got)
         r["identified_as"] = winner(r)
         if labels:

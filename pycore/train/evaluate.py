@@ -29,6 +29,7 @@ The model must beat the sine baseline clearly. Results go to the model card
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -185,11 +186,12 @@ def evaluate(instrument, weights=None, dev=None, log=print) -> dict:
 
 # --------------------------------------------------------------------------- real singing
 
-def follow_singing(dev, instrument, clip, calibrated=True, check=None, log=print) -> dict:
+def follow_singing(dev, instrument, clip, calibrated=True, register=True, check=None, log=print) -> dict:
     """How the tone engine follows real singing (a whole Vocadito clip through ToneStream,
     as `stemtone tone` renders it: one push and a flush, octave 0, trim 0, the output
     lined up with the input), with the model's input calibration or without it (the
-    running-mean shift):
+    running-mean shift, and no register shift), and with the calibration's register
+    shift or without it (register=False: the octave fold alone, the engine before it):
 
       pitch_cents        median |cents| between the output's CREPE f0 at frame t + 3 and
                          the input's at frame t (the engine plays the pitch PITCH_LAG = 3
@@ -207,12 +209,27 @@ def follow_singing(dev, instrument, clip, calibrated=True, check=None, log=print
                          loudness lands where the model was trained
       timbre_share       share of the output's 1 s windows the timbre check
                          (pycore.tone.timbre) labels as the instrument
+      octave_breaks      the contour figure: over the engine's notes (runs of voiced
+                         frames, confidence >= 0.5, with fewer than HOLD_FRAMES unvoiced
+                         frames between them: what the engine treats as one note), the
+                         share of steps from one voiced frame to the next where the
+                         engine's octave choice (decoder f0 over input f0, in whole
+                         octaves: the register shift and the fold together) changes:
+                         the melody's contour broken mid-note. The decisions are the
+                         control rules' float64 reference on the input's per-frame CREPE
+                         features, as for ks (the engine itself plays a lagged,
+                         interpolated pitch track: the same notes to within a few frames);
+                         octave_breaks_count the number of such steps
+      octaves            share of the voiced frames at each octave choice (e.g. {"+1": 0.9})
+      singer_midi        median MIDI of the input's voiced frames (confidence > 0.5,
+                         loudness > -50 dB); inst_midi the model's training pitch median
     """
     import asyncio
 
     from ..audio.testdata import vocadito
     from ..ops import tone_controls as T
     from ..tone import ToneStream, load_tone_model
+    from ..tone.calibration import pitch_median
     from ..tone.features import features
     from ..tone.stream import PITCH_LAG
     from ..tone.timbre import load_check
@@ -222,11 +239,14 @@ def follow_singing(dev, instrument, clip, calibrated=True, check=None, log=print
     voiced = (ci > 0.5) & (li > -50)
     model = load_tone_model(dev, instrument)
     q = np.asarray(model.calibration["loudness_db"], np.float64)
+    inst_midi = pitch_median(model.calibration)
     if not calibrated:
         model.calibration = None
 
     async def render():
         s = ToneStream(model)
+        if not register:                        # the loudness calibration without the register shift
+            s.rules = dataclasses.replace(s.rules, pitch_median=None)
         parts = [(await s.push(x))["audio"], (await s.flush())["audio"]]
         y = np.concatenate([np.frombuffer(p, np.float32) for p in parts])
         return y[s.delay_samples:s.delay_samples + len(x)], s.rules
@@ -240,18 +260,41 @@ def follow_singing(dev, instrument, clip, calibrated=True, check=None, log=print
 
     n = len(fi) - PITCH_LAG
     F = len(li)
-    dec = T.reference(np.stack([fi, ci], 1).reshape(-1).tolist(), li.tolist(), [0.0] * (F * rules.hop),
-                      [-80.0] * F, [1.0, 0.0, -1.0], T.reference_state(rules), rules)[1]
+    dec_f0, dec = T.reference(np.stack([fi, ci], 1).reshape(-1).tolist(), li.tolist(), [0.0] * (F * rules.hop),
+                              [-80.0] * F, [1.0, 0.0, -1.0], T.reference_state(rules), rules)[:2]
     d = np.sort(np.asarray(dec)[voiced])
+    breaks, steps, octaves = octave_breaks(fi, ci, np.asarray(dec_f0), rules)
     ks = np.max(np.abs(np.arange(1, len(d) + 1) / len(d) - np.interp(d, q, np.linspace(0, 1, len(q)))))
     row = {"clip": f"vocadito_{clip}", "calibrated": calibrated,
            "pitch_cents": cents(fo[PITCH_LAG:][voiced[:n]], fi[:n][voiced[:n]]),
            "pitch_cents_unaligned": cents(fo[voiced], fi[voiced]),
            "loudness_corr": round(float(np.corrcoef(li, lo)[0, 1]), 3), "ks": round(float(ks), 3),
            "decoder_loudness_p5_p50_p95": [round(float(v), 1) for v in np.percentile(d, [5, 50, 95])],
-           "timbre_share": (check or load_check()).identify(y, instrument)["share"]}
+           "timbre_share": (check or load_check()).identify(y, instrument)["share"],
+           "register": bool(rules.has_reg), "octave_breaks": round(breaks / max(steps, 1), 4),
+           "octave_breaks_count": breaks, "octaves": octaves,
+           "singer_midi": round(float(np.median(69 + 12 * np.log2(fi[voiced] / 440))), 1),
+           "inst_midi": round(inst_midi, 1)}
     log(instrument, row)
     return row
+
+
+def octave_breaks(f0_in, conf, dec_f0, rules) -> tuple:
+    """(steps where the octave choice changes inside a note, steps inside notes, share
+    of voiced frames per octave choice) of follow_singing's octave_breaks: frames are
+    voiced as the engine voices them (confidence >= rules.voiced, f0 > 0), two voiced
+    frames are in one note when fewer than rules.hold_frames unvoiced frames lie between
+    them; the octave choice of a voiced frame is round(log2(decoder f0 / input f0))."""
+    voiced = np.flatnonzero((np.asarray(conf) >= rules.voiced) & (np.asarray(f0_in) > 0))
+    k = np.round(np.log2(np.asarray(dec_f0, np.float64)[voiced] / np.asarray(f0_in, np.float64)[voiced])).astype(int)
+    same_note = np.diff(voiced) - 1 < rules.hold_frames
+    changed = k[1:] != k[:-1]
+    values, counts = np.unique(k, return_counts=True)
+    share = {f"{v:+d}": round(float(c) / len(k), 3) for v, c in zip(values, counts)}
+    return int(np.sum(changed & same_note)), int(np.sum(same_note)), share
+
+
+VARIANTS = {"none": (False, False), "calibrated": (True, False), "register": (True, True)}
 
 
 def main(argv=None):
@@ -262,8 +305,11 @@ def main(argv=None):
     p.add_argument("--weights", help="weights file (one instrument; default weights/ddsp-<instrument>.safetensors)")
     p.add_argument("--no-card", action="store_true", help="do not rewrite the model card")
     p.add_argument("--singing", action="store_true",
-                   help="instead: follow_singing on the Vocadito clips, with and without the input calibration; "
-                   f"figures to weights/cards/{CALIBRATION_FIGURES} and the cards' calibration sections")
+                   help="instead: follow_singing on the Vocadito clips, without the input calibration, with its "
+                   "loudness map only, and with its register shift too; figures to weights/cards/"
+                   f"{CALIBRATION_FIGURES} (rows of other variants kept) and the cards' calibration sections")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help=f"with --singing: which of {', '.join(VARIANTS)} (default all)")
     a = p.parse_args(argv)
     for name in a.instruments:
         if name not in D.INSTRUMENTS:
@@ -273,11 +319,18 @@ def main(argv=None):
         from ..gpu.native import get_device
         from .train_ddsp import CARDS_DIR, set_calibration_section
 
+        variants = a.variants.split(",")
+        for v in variants:
+            if v not in VARIANTS:
+                p.error(f"unknown variant {v!r}; one of {', '.join(VARIANTS)}")
         dev, path = get_device(), CARDS_DIR / CALIBRATION_FIGURES
         figures = json.loads(path.read_text()) if path.exists() else {}
         for name in a.instruments:
-            figures[name] = [follow_singing(dev, name, clip, calibrated) for clip in SINGING_CLIPS
-                             for calibrated in (False, True)]
+            new = [follow_singing(dev, name, clip, *VARIANTS[v]) for clip in SINGING_CLIPS for v in variants]
+            key = lambda r: (r["clip"], r["calibrated"], r.get("register", False))   # noqa: E731
+            done = {key(r) for r in new}
+            rows = [r for r in figures.get(name, []) if key(r) not in done] + new
+            figures[name] = sorted(rows, key=lambda r: (r["clip"], r["calibrated"], r.get("register", False)))
             path.write_text(json.dumps(figures, indent=1) + "\n")
             if not a.no_card:
                 set_calibration_section(name)

@@ -435,8 +435,10 @@ def calibration_section(instrument, weights) -> list:
            f"weights as `{C.LOUDNESS}` and `{C.MIDI}` (float32 [33], probabilities {rec['probabilities']}), "
            f"computed by `pycore.train.data.calibration` over {rec['frames']:,} frames ({rec['frames_counted']}; "
            f"{rec['source']}: `python -m pycore.train.train_ddsp --instrument {instrument} --calibrate-only`; "
-           "training stores it itself). The engine uses the loudness quantiles; the pitch quantiles record the register the "
-           "model was trained on (no register rule uses them yet: the engine folds octaves into the MIDI range).", "",
+           "training stores it itself). The engine maps the loudness by the loudness quantiles, and moves the singer's "
+           "register by whole octaves towards the pitch quantiles' median (the register shift: R = round((median - the "
+           "singer's running mean pitch) / 12), chosen at note starts only, before the octave fold into the MIDI "
+           "range).", "",
            _table([["loudness (dB)", *[f"{tensors[C.LOUDNESS][k]:.1f}" for k in ks]],
                    ["pitch of the score (MIDI)", *[f"{tensors[C.MIDI][k]:.1f}" for k in ks]]],
                   ["quantile", *[f"{k}/32" for k in ks]]), ""]
@@ -444,18 +446,25 @@ def calibration_section(instrument, weights) -> list:
     rows = json.loads(path.read_text()).get(instrument) if path.exists() else None
     if rows:
         out += ["On real singing (whole Vocadito clips, CC BY 4.0, through `stemtone tone`'s engine, octave 0), "
-                "without the calibration (the running-mean shift) and with it. Pitch: median |cents| between the "
+                "without the calibration (the running-mean shift, the octave fold alone), with its loudness map "
+                "(register: no) and with its register shift too (register: yes). Pitch: median |cents| between the "
                 "output's CREPE f0 and the input's, the output taken 3 frames (12 ms) later, the engine's known "
                 "pitch lag, and to the nearest octave (the engine folds octaves into the model's range); in "
                 "brackets without that alignment. Loudness: correlation of the input's and output's loudness "
                 "tracks. KS: Kolmogorov-Smirnov distance between the decoder's loudness on voiced frames and the "
                 "training distribution above. Timbre: share of 1 s windows the timbre check reads as "
-                f"{instrument}.", "",
-                _table([[r["clip"], "yes" if r["calibrated"] else "no", f"{r['pitch_cents']} "
-                         f"({r['pitch_cents_unaligned']})", r["loudness_corr"], r["ks"],
-                         r["decoder_loudness_p5_p50_p95"], r["timbre_share"]] for r in rows],
-                       ["singing", "calibrated", "pitch (cents)", "loudness correlation", "KS",
-                        "decoder loudness p5 / p50 / p95 (dB)", "timbre share"]), "",
+                f"{instrument}. Octave breaks: share of the frame-to-frame steps inside the engine's notes (voiced "
+                "frames less than the hold apart) where its octave choice changes (the contour broken mid-note; "
+                "`evaluate.octave_breaks`), and the share of voiced frames at each octave choice; the singer's "
+                "median pitch (MIDI) is given with the clip.", "",
+                _table([[f"{r['clip']} ({r['singer_midi']})" if "singer_midi" in r else r["clip"],
+                         "yes" if r["calibrated"] else "no", "yes" if r.get("register") else "no",
+                         f"{r['pitch_cents']} ({r['pitch_cents_unaligned']})", r["loudness_corr"], r["ks"],
+                         r["decoder_loudness_p5_p50_p95"], r["timbre_share"],
+                         f"{r['octave_breaks']} {_octaves(r['octaves'])}" if "octaves" in r else "not measured"]
+                        for r in rows],
+                       ["singing", "calibrated", "register", "pitch (cents)", "loudness correlation", "KS",
+                        "decoder loudness p5 / p50 / p95 (dB)", "timbre share", "octave breaks (octaves)"]), "",
                 f"Reproduce: `python -m pycore.train.evaluate {instrument} --singing`.", ""]
     return out
 
@@ -477,6 +486,11 @@ def set_calibration_section(instrument, weights=None):
         at = [i for i in (text.find(timbre.SECTION), text.find("## Reproduce")) if i >= 0]
         text = text + "\n" + body if not at else text[:min(at)] + body + "\n" + text[min(at):]
     card_path(instrument).write_text(text)
+
+
+def _octaves(shares) -> str:
+    """{"+1": 0.9, "+2": 0.1} as "(+1: 0.9, +2: 0.1)"."""
+    return "(" + ", ".join(f"{k}: {v}" for k, v in shares.items()) + ")"
 
 
 def _table(rows, header):
