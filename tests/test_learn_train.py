@@ -130,7 +130,7 @@ def test_varied_windows_and_feedback_match_torch(dev, monkeypatch):
     frames = np.random.default_rng(7).standard_normal((80, 33)).astype(np.float32)
     model = MagNet.create(dev, CFG, seed=4)
     p = {k: torch.from_numpy(t.numpy().astype(np.float64)) for k, t in model.params.items()}
-    trainer = Trainer(model, frames.ravel(), lr=3e-3, input_noise=0.0, feedback=1.0)
+    trainer = Trainer(model, frames.ravel(), lr=3e-3, input_noise=0.0, feedback=1.0, vary=True)
     starts = [trainer.lane_starts(e) for e in range(3)]
     n, lane = 79, trainer.lane
     # the lanes: a ring of the n transitions, `lane` apart, at another offset each epoch

@@ -340,7 +340,7 @@ def cmd_learn(args) -> int:
     try:
         loss = learn_file(args.input, args.output, args.epochs, args.resume, config=SIZES[args.size], lr=args.lr,
                           on_epoch=on_epoch, input_noise=args.input_noise,
-                          feedback=args.feedback, vary=not args.fixed_windows)
+                          feedback=args.feedback, vary=args.vary_windows)
     except (ValueError, OSError, RuntimeError) as e:
         bar.close()
         print(f"stemtone: error: {e}", file=sys.stderr)
@@ -487,9 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="scheduled sampling: train also on the model's own draws, each input frame replaced "
                          "by its draw with a probability rising to Q over the first 100 epochs (against drift "
                          "while generating; 0: off; default %(default)s)")
-    le.add_argument("--fixed-windows", action="store_true",
-                    help="the same training windows every epoch (by default the lanes start at a random "
-                         "frame each epoch)")
+    le.add_argument("--vary-windows", action="store_true",
+                    help="the training lanes start at a random frame each epoch (by default the same windows "
+                         "every epoch)")
     le.add_argument("--size", choices=["standard", "small", "tiny"], default="standard",
                     help="model size (weights/cards/magnet.md; the learn page's sizes): standard (default), small "
                          "(1 layer x 128), tiny (1 layer x 32, n_fft 512: a quick try); --resume keeps the file's")

@@ -1,7 +1,7 @@
 """Native file jobs behind `stemtone learn` and `stemtone generate`.
 
     learn_file(path, out, epochs=200, resume=False, config=None, on_epoch=None, input_noise=1.0,
-               feedback=FEEDBACK, vary=True) -> final loss
+               feedback=FEEDBACK, vary=False) -> final loss
     generate_file(model_path, out, seconds=30, seed=0, temperature=1.0) -> seconds written
 
 learn: any format soundfile reads, mixed to mono and resampled to the model's rate; the
@@ -43,7 +43,7 @@ def open_model(dev, path):
 
 
 async def learn(path, out, epochs=200, resume=False, config=None, lr=1e-3, on_epoch=None, seed=0, input_noise=1.0,
-                feedback=FEEDBACK, vary=True):
+                feedback=FEEDBACK, vary=False):
     dev = get_device()
     if resume:
         if not os.path.exists(out):
@@ -69,7 +69,7 @@ async def learn(path, out, epochs=200, resume=False, config=None, lr=1e-3, on_ep
 
 
 def learn_file(path, out, epochs=200, resume=False, config=None, lr=1e-3, on_epoch=None, input_noise=1.0,
-               feedback=FEEDBACK, vary=True):
+               feedback=FEEDBACK, vary=False):
     return asyncio.run(learn(path, out, epochs, resume, config, lr, on_epoch, input_noise=input_noise,
                              feedback=feedback, vary=vary))[0]
 
