@@ -7,6 +7,13 @@
 //              of (seed, offset + count[0] * F + i): reproducible for a seed, independent
 //              of the grid. s_i = x[i % period] (a per-bin standard deviation) where
 //              period > 0, else 1.
+//   feed_back  scheduled sampling (parallel: Duckworth et al. 2019), in place on a training
+//              window's input frames z [S, B, F] (frames = B lanes): frame (s, b), s >= 1, is
+//              replaced, with probability count[1] / 2^32, by its prediction mag [S, B, F]
+//              row (s - 1, b) plus scale * x[f] * N(0, 1) (x [F]: the per-bin noise_std),
+//              i.e. by a draw of the sampler (pycore.learn.generate); row s = 0 stays.
+//              The choice: pcg hash of (seed, count[0] * S * B + s * B + b) below
+//              count[1]; the normal: as add_noise's, at (count[0] * n + i).
 //   gl_init    mag [F, frames] = max(exp(z / inv_std + mean) - eps, 0) from z [frames, F];
 //              c = tprev = mag * e^{i phi}, phi uniform from the hash of (seed + count[0], i).
 //   gl_project fast Griffin-Lim (Perraudin et al. 2013): t = mag * X / |X| (mag where
@@ -82,6 +89,29 @@ fn add_noise(@builtin(local_invocation_index) li: u32,
         s *= x[i % p.period];
     }
     z[i] += s * sqrt(-2.0 * log(u1)) * cos(TAU * u2);
+}
+
+@compute @workgroup_size(64)
+fn feed_back(@builtin(local_invocation_index) li: u32,
+             @builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = wg_linear(wid, nwg) * WG + li;   // index into z: row r = s * B + b, bin f
+    if (i >= p.n) {
+        return;
+    }
+    let r = i / p.F;
+    let f = i % p.F;
+    if (r < p.frames) {     // s = 0: its prediction belongs to the previous window
+        return;
+    }
+    let rows = p.n / p.F;
+    if (pcg(pcg(p.seed ^ 0x165667b1u) + count[0] * rows + r) >= count[1]) {
+        return;
+    }
+    let k = count[0] * p.n + i;
+    let u1 = uniform01(p.seed, k, 0x9e3779b9u);
+    let u2 = uniform01(p.seed, k, 0x85ebca6bu);
+    z[i] = mag[i - p.F * p.frames] + p.scale * x[f] * sqrt(-2.0 * log(u1)) * cos(TAU * u2);
 }
 
 @compute @workgroup_size(64)

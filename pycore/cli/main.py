@@ -339,7 +339,8 @@ def cmd_learn(args) -> int:
             tqdm.write(f"epoch {n}: loss {loss:.5f}")
     try:
         loss = learn_file(args.input, args.output, args.epochs, args.resume, config=SIZES[args.size], lr=args.lr,
-                          on_epoch=on_epoch, input_noise=args.input_noise)
+                          on_epoch=on_epoch, input_noise=args.input_noise,
+                          feedback=args.feedback, vary=args.vary_windows)
     except (ValueError, OSError, RuntimeError) as e:
         bar.close()
         print(f"stemtone: error: {e}", file=sys.stderr)
@@ -366,6 +367,7 @@ def cmd_generate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..learn.train import FEEDBACK
     p = argparse.ArgumentParser(prog="stemtone", description="Stemtone: music ML on WGSL compute shaders")
     p.add_argument("--weights-dir", dest="global_weights_dir", default=None, metavar="DIR",
                    help="the weights folder every command reads first and `weights fetch|convert` write "
@@ -481,6 +483,13 @@ def build_parser() -> argparse.ArgumentParser:
     le.add_argument("--input-noise", type=float, default=1.0, metavar="K",
                     help="train on inputs noised by K x the model's prediction error per bin, as sampling "
                          "noises them (against drift while generating; 0: clean inputs; default %(default)s)")
+    le.add_argument("--feedback", type=float, default=FEEDBACK, metavar="Q",
+                    help="scheduled sampling: train also on the model's own draws, each input frame replaced "
+                         "by its draw with a probability rising to Q over the first 100 epochs (against drift "
+                         "while generating; 0: off; default %(default)s)")
+    le.add_argument("--vary-windows", action="store_true",
+                    help="the training lanes start at a random frame each epoch (by default the same windows "
+                         "every epoch)")
     le.add_argument("--size", choices=["standard", "small", "tiny"], default="standard",
                     help="model size (weights/cards/magnet.md; the learn page's sizes): standard (default), small "
                          "(1 layer x 128), tiny (1 layer x 32, n_fft 512: a quick try); --resume keeps the file's")

@@ -1,6 +1,7 @@
 """Native file jobs behind `stemtone learn` and `stemtone generate`.
 
-    learn_file(path, out, epochs=200, resume=False, config=None, on_epoch=None, input_noise=1.0) -> final loss
+    learn_file(path, out, epochs=200, resume=False, config=None, on_epoch=None, input_noise=1.0,
+               feedback=FEEDBACK, vary=False) -> final loss
     generate_file(model_path, out, seconds=30, seed=0, temperature=1.0) -> seconds written
 
 learn: any format soundfile reads, mixed to mono and resampled to the model's rate; the
@@ -22,7 +23,7 @@ from ..models.magnet import DEFAULTS, MagNet
 from ..weights import safetensors
 from .clip import clip_frames
 from .generate import Generator
-from .train import Trainer
+from .train import FEEDBACK, Trainer
 
 
 def read_mono(path, rate):
@@ -41,7 +42,8 @@ def open_model(dev, path):
     return MagNet.load(dev, entries, meta), entries, meta
 
 
-async def learn(path, out, epochs=200, resume=False, config=None, lr=1e-3, on_epoch=None, seed=0, input_noise=1.0):
+async def learn(path, out, epochs=200, resume=False, config=None, lr=1e-3, on_epoch=None, seed=0, input_noise=1.0,
+                feedback=FEEDBACK, vary=False):
     dev = get_device()
     if resume:
         if not os.path.exists(out):
@@ -52,7 +54,7 @@ async def learn(path, out, epochs=200, resume=False, config=None, lr=1e-3, on_ep
     x = read_mono(path, model.config["sample_rate"])
     # a resumed model keeps the normalization its weights were trained on
     z, model.mean, model.std = await clip_frames(dev, x, model.config, (model.mean, model.std) if resume else None)
-    trainer = Trainer(model, z.numpy().ravel(), lr=lr, input_noise=input_noise)
+    trainer = Trainer(model, z.numpy().ravel(), lr=lr, input_noise=input_noise, feedback=feedback, vary=vary)
     if resume:
         trainer.restore({k: dev.tensor(e.data, e.shape) for k, e in entries.items() if k.startswith("adam.")},
                         meta)
@@ -66,8 +68,10 @@ async def learn(path, out, epochs=200, resume=False, config=None, lr=1e-3, on_ep
     return loss, trainer
 
 
-def learn_file(path, out, epochs=200, resume=False, config=None, lr=1e-3, on_epoch=None, input_noise=1.0):
-    return asyncio.run(learn(path, out, epochs, resume, config, lr, on_epoch, input_noise=input_noise))[0]
+def learn_file(path, out, epochs=200, resume=False, config=None, lr=1e-3, on_epoch=None, input_noise=1.0,
+               feedback=FEEDBACK, vary=False):
+    return asyncio.run(learn(path, out, epochs, resume, config, lr, on_epoch, input_noise=input_noise,
+                             feedback=feedback, vary=vary))[0]
 
 
 async def generate(model_path, out, seconds=30.0, seed=0, temperature=1.0, prime_from=None, on_block=None):

@@ -3,6 +3,12 @@
     z = logmag(X, mean=0.0, std=1.0, eps=1e-4)     X [F, frames, 2] -> z [frames, F]
     add_noise(z, scale, seed, offset=0, count=None, count_step=0)
                                                    in place: z += scale * N(0, 1)
+    feed_back(z, pred, bin_std, mix, scale=1.0, seed=0)
+                                                   in place on a window z [S, B, F]: with probability
+                                                   mix[1] / 2^32 frame (s >= 1, b) becomes
+                                                   pred[s - 1, b] + scale * bin_std * N(0, 1)
+                                                   (scheduled sampling; mix: u32 [2], the counter and
+                                                   the threshold, read when the work runs)
     y = griffin_lim(z, n_fft, hop, mean, std, iters=32, alpha=0.99, seed=0, eps=1e-4, count=None)
         z [frames, F] normalized log-magnitudes -> audio [(frames - 1) * hop]
 
@@ -88,6 +94,26 @@ def add_noise(z, scale, seed=0, offset=0, count=None, count_step=0, bin_std=None
         _run(op, z.size, bin_std if bin_std is not None else _unused(z.dev, 2), z, count=count,
              scale=float(scale), seed=int(seed) & 0xFFFFFFFF, offset=int(offset) & 0xFFFFFFFF,
              F=int(count_step) & 0xFFFFFFFF, period=bin_std.size if bin_std is not None else 0)
+
+
+def feed_back(z, pred, bin_std, mix, scale=1.0, seed=0):
+    """Parallel scheduled sampling (Duckworth et al. 2019) on a training window: z [S, B, F]
+    (the input frames, changed in place), pred [S, B, F] (the model's predictions from z:
+    pred[s - 1] stands for z[s]), bin_std [F] (the sampler's noise_std). mix: a u32 Tensor
+    [2], (counter, threshold): each frame (s >= 1, b) is replaced when the hash of (seed,
+    counter * S * B + s * B + b) is below the threshold (probability threshold / 2^32) by
+    pred[s - 1, b] + scale * bin_std * N(0, 1), the draw the sampler would feed back."""
+    op = "feed_back"
+    expect(op, isinstance(z, Tensor) and z.dtype == "f32" and z.ndim == 3, "z must be an f32 Tensor [S, B, F]", z)
+    expect(op, isinstance(pred, Tensor) and pred.dtype == "f32" and pred.shape == z.shape,
+           f"pred must be an f32 Tensor {z.shape}", pred)
+    expect(op, isinstance(bin_std, Tensor) and bin_std.dtype == "f32" and bin_std.shape == (z.shape[2],),
+           f"bin_std must be an f32 Tensor ({z.shape[2]},)", bin_std)
+    expect(op, isinstance(mix, Tensor) and mix.dtype == "u32" and mix.size == 2,
+           "mix must be a u32 Tensor of two elements (counter, threshold)", mix)
+    _, B, F = z.shape
+    _run(op, z.size, bin_std, z, mag=pred, count=mix, F=F, frames=B, scale=float(scale),
+         seed=int(seed) & 0xFFFFFFFF)
 
 
 def griffin_lim(z, n_fft, hop, mean, std, iters=32, alpha=0.99, seed=0, eps=1e-4, count=None):

@@ -34,6 +34,8 @@ def _clip_path():
 def torch_epoch_seconds(config, frames, lr=1e-3):
     import torch
 
+    from ...learn.train import FEEDBACK
+
     F, H, L, S, B = config["n_fft"] // 2 + 1, config["hidden"], config["layers"], config["seq_len"], config["batch"]
     lstm, out = torch.nn.LSTM(F, H, L), torch.nn.Linear(H, F)
     params = list(lstm.parameters()) + list(out.parameters())
@@ -49,6 +51,13 @@ def torch_epoch_seconds(config, frames, lr=1e-3):
     for w in range(windows):
         x, y = z[idx + w * S], z[idx + w * S + 1]
         x = x + noise_std * torch.randn_like(x)     # ours: input noise (Trainer's default)
+        if FEEDBACK:   # ours: scheduled sampling where it is the Trainer's default, at its largest mix
+            with torch.no_grad():
+                first = out(lstm(x, state)[0])
+                loss = torch.nn.functional.mse_loss(first, y)
+                mix = torch.rand(S, B, 1) < FEEDBACK
+                mix[0] = False
+                x = torch.where(mix, torch.cat([x[:1], first[:-1]]) + noise_std * torch.randn_like(x), x)
         pred, state = lstm(x, state)
         state = tuple(s.detach() for s in state)
         loss = torch.nn.functional.mse_loss(out(pred), y)
