@@ -1,8 +1,10 @@
 """Tone transfer in the regression suite, on real singing (Vocadito 14 and 10): how well
 each instrument's output follows the input, measured by CREPE on both (pycore.tone.features):
 
-    f0 error    median |f0_out - f0_in * 2**octave| in cents over voiced frames (CREPE
-                confidence > 0.5 and loudness > -50 dB); lower is better, tolerance 2 cents
+    f0 error    median |f0_out - f0_in| in cents to the nearest whole octave (the octave
+                knob, the register shift and the fold move the played pitch by octaves)
+                over voiced frames (CREPE confidence > 0.5 and loudness > -50 dB); lower
+                is better, tolerance 2 cents
     loudness    correlation of the input's and the output's A-weighted loudness tracks
                 (250 frames per second); higher is better, tolerance 0.005
     timbre      the share of the output's 1 s windows that the timbre check
@@ -51,16 +53,18 @@ def tone_metrics(dev, cases, seconds=6.0, log=print) -> tuple:
         fi, ci, li = asyncio.run(features(dev, x))
         fo, _, lo = asyncio.run(features(dev, y))
         voiced = (ci > 0.5) & (li > -50)
-        err = float(np.median(1200 * np.abs(np.log2(fo[voiced] / (fi[voiced] * 2 ** octave)))))
+        cents = 1200 * np.log2(fo[voiced] / fi[voiced])
+        err = float(np.median(np.abs(cents - 1200 * np.round(cents / 1200))))
+        played = int(np.round(np.median(cents) / 1200))            # the octaves the engine moved it by
         corr = float(np.corrcoef(li, lo)[0, 1])
         name = f"{instrument}/vocadito_{clip}{'' if octave == 0 else f'_oct{octave:+d}'}"
         out.append(metric(f"tone/{name}/f0_error", "tone", err, "cents", "lower", tol=2.0,
-                          note="median over voiced frames, CREPE on input and output"))
+                          note="median over voiced frames to the nearest octave, CREPE on input and output"))
         out.append(metric(f"tone/{name}/loudness_corr", "tone", corr, "", "higher", tol=0.005,
                           note="A-weighted loudness tracks, 250 frames/s"))
         share = summarize(check.classify(y), instrument)["share"]
         out.append(metric(f"tone/{name}/timbre_share", "tone", share, "", "higher", tol=0.15,
                           note="share of 1 s windows the timbre check labels as the instrument"))
-        tracks[name] = {"f0_in": (fi * 2 ** octave).tolist(), "f0_out": np.asarray(fo).tolist(),
+        tracks[name] = {"f0_in": (fi * 2.0 ** played).tolist(), "f0_out": np.asarray(fo).tolist(),
                         "voiced": voiced.tolist()}
     return out, tracks
