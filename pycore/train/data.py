@@ -120,15 +120,29 @@ def _step(r: random.Random) -> int:
     return size if r.random() < 0.5 else -size
 
 
+def _start(instrument: str, index: int, stream: str):
+    """(Instrument, random stream, empty Melody, first pitch) of a melody: the pitch walk
+    starts in the middle half of the instrument's range."""
+    inst = INSTRUMENTS[instrument]
+    r = random.Random(stream)
+    m = Melody(program=inst.programs[index % len(inst.programs)], notes=[])
+    span = inst.high - inst.low
+    return inst, r, m, r.randint(inst.low + span // 4, inst.high - span // 4)
+
+
+def _walk(r: random.Random, inst: Instrument, pitch: int) -> int:
+    """The next pitch of the walk: a step (`_step`), reflected at the range's ends."""
+    pitch += _step(r)
+    while not inst.low <= pitch <= inst.high:
+        pitch = 2 * inst.low - pitch if pitch < inst.low else 2 * inst.high - pitch
+    return pitch
+
+
 def melody(instrument: str, index: int, seconds: float = 15.0) -> Melody:
     """Melody `index` of an instrument: about `seconds` long (phrases separated by rests are
     added until one, with its rest, reaches `seconds`; the last note may end up to ~3 s
     before that), deterministic in (instrument, index)."""
-    inst = INSTRUMENTS[instrument]
-    r = random.Random(f"{instrument}/{index}")
-    m = Melody(program=inst.programs[index % len(inst.programs)], notes=[])
-    span = inst.high - inst.low
-    pitch = r.randint(inst.low + span // 4, inst.high - span // 4)
+    inst, r, m, pitch = _start(instrument, index, f"{instrument}/{index}")
     t = 0.25
     while t < seconds:
         # one phrase: its own tempo, articulation, loudness and swell
@@ -140,9 +154,7 @@ def melody(instrument: str, index: int, seconds: float = 15.0) -> Melody:
         for _ in range(r.randint(3, 12)):
             beats = r.choice((0.25, 0.5, 0.5, 1, 1, 1, 1.5, 2, 3) if inst.sustained else (0.25, 0.5, 0.5, 1, 1, 2))
             dur = beats * beat
-            pitch += _step(r)
-            while not inst.low <= pitch <= inst.high:            # reflect at the range's ends
-                pitch = 2 * inst.low - pitch if pitch < inst.low else 2 * inst.high - pitch
+            pitch = _walk(r, inst, pitch)
             velocity = min(127, max(20, velocity + r.randint(-12, 12)))
             length = {"legato": 1.0, "detached": r.uniform(0.8, 0.95), "staccato": r.uniform(0.3, 0.55),
                       "plucked": r.uniform(0.85, 1.0)}[articulation] * dur
@@ -169,11 +181,7 @@ def sung_melody(instrument: str, index: int, seconds: float = 15.0) -> Melody:
     note) and a singer's vibrato on long notes (0.15-0.65 semitone, 4.5-6.5 Hz, on the
     sustained instruments). The same range walk as `melody`; deterministic in
     (instrument, index), from its own random stream."""
-    inst = INSTRUMENTS[instrument]
-    r = random.Random(f"{instrument}/sung/{index}")
-    m = Melody(program=inst.programs[index % len(inst.programs)], notes=[])
-    span = inst.high - inst.low
-    pitch = r.randint(inst.low + span // 4, inst.high - span // 4)
+    inst, r, m, pitch = _start(instrument, index, f"{instrument}/sung/{index}")
     t = 0.25
     while t < seconds:
         beat = 60.0 / r.uniform(50, 110)
@@ -181,9 +189,7 @@ def sung_melody(instrument: str, index: int, seconds: float = 15.0) -> Melody:
         detached = r.random() < 0.3
         for k in range(r.randint(3, 8)):
             dur = r.choice((0.5, 1, 1, 1.5, 2, 2, 3, 4)) * beat
-            previous, pitch = pitch, pitch + _step(r)
-            while not inst.low <= pitch <= inst.high:            # reflect at the range's ends
-                pitch = 2 * inst.low - pitch if pitch < inst.low else 2 * inst.high - pitch
+            previous, pitch = pitch, _walk(r, inst, pitch)
             velocity = min(115, max(20, velocity + r.randint(-18, 18)))
             note = Note(t, t + max(0.1, dur * (r.uniform(0.85, 0.95) if detached else 1.0)), pitch, velocity)
             m.notes.append(note)
