@@ -78,15 +78,14 @@ Per frame f (16 kHz, hop 64 samples, 250 frames per second), on the GPU:
              (the output gate is open: on notes, and between them, where the
              instrument's filtered noise stands for the singer's breaths and consonants;
              holding the gain there made the output's loudness follow real singing
-             worse: correlation 0.909-0.926 against 0.923-0.948 on Vocadito clip 14 for
-             the five instruments), a slow gain (one-pole over LEVEL_FRAMES = 4 frames, within +-LEVEL_MAX_DB = 12 dB
-             of undoing the auto-adjust shift)
-             moves the synthesized output's A-weighted loudness, measured on the GPU over
+             worse: correlation 0.909-0.928 against 0.923-0.948 on Vocadito clip 14 for
+             the five instruments), a slow gain (one-pole over LEVEL_FRAMES = 4 frames,
+             within +-LEVEL_MAX_DB = 12 dB of undoing the auto-adjust shift) moves the synthesized output's A-weighted loudness, measured on the GPU over
              the last 512 output samples, toward the input's over the same 512 samples
              (the input frame LEVEL_LAG = 4 frames earlier) minus HEADROOM_DB (6 dB, so
              that a loud singer does not drive a peakier instrument into the limit); it
-             holds while the output is gated off (silence). A frame whose peak would pass LEVEL_PEAK (0.95)
-             gets no more gain than keeps it there.
+             holds while the output is gated off (silence). A frame whose peak would
+             pass LEVEL_PEAK (0.95) gets no more gain than keeps it there.
 
 Output per frame, besides the audio: the input's features as the engine analysed them
 (f0_hz, confidence, loudness_db) and played_f0_hz, the f0 the decoder was given (after

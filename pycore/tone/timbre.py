@@ -271,8 +271,9 @@ def winner(summary: dict):
 def tone_timbre(dev, instrument: str, audio_16k, check=None, model=None, labels=False) -> dict:
     """The timbre check on tone transfer of a recording (16 kHz mono): the model's output
     through ToneStream (offline, one push), and the sine and sawtooth controls driven by
-    the same features (at the pitch the model played: octave knob, register shift, fold). {"model": identify(...), "sine": ..., "sawtooth": ...}; a control
-    passes when no instrument wins MAJORITY of its windows ("identified_as": None)."""
+    the same features (at the pitch the model played: octave knob, register shift, fold).
+    {"model": identify(...), "sine": ..., "sawtooth": ...}; a control passes when no
+    instrument wins MAJORITY of its windows ("identified_as": None)."""
     import asyncio
 
     from .stream import ToneStream, load_tone_model

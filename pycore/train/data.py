@@ -197,7 +197,8 @@ def sung_melody(instrument: str, index: int, seconds: float = 15.0) -> Melody:
             if k and previous != pitch and r.random() < 0.7:    # scoop from the previous note
                 glide = min(r.uniform(0.06, 0.2), 0.5 * (note.end - note.start))
                 start = max(-BEND_RANGE, min(BEND_RANGE, previous - pitch))
-                m.bends = [b for b in m.bends if b[0] < note.start]   # the previous vibrato's reset: the scoop starts here
+                # the previous note's vibrato reset lands at this note's start: the scoop replaces it
+                m.bends = [b for b in m.bends if b[0] < note.start]
                 steps = max(2, int(glide / 0.01))
                 m.bends += [(note.start + i * glide / steps, start * (1 - i / steps)) for i in range(steps + 1)]
                 bend_end = note.start + glide
