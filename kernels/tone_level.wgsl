@@ -3,10 +3,12 @@
 // holds the pure-Python reference; pycore/tone/stream.py's docstring says why.
 //
 //   level  frame k in order: target = input loudness of frame k - lag (the lag frames
-//          before the block come from the state) + trim - headroom; while the output
-//          sounds (output gate >= 1: on notes and between them, where the instrument's
-//          noise stands for breaths and consonants), the target is above silence + 20 dB and the
-//          measured output loudness above silence, the gain (dB) moves by `rate` of the
+//          before the block come from the state) + trim - headroom, but at least
+//          silence + 20 dB (quiet singing makes a quiet instrument; the stage does not
+//          chase the noise floor); while the output sounds (output gate >= 1: on notes
+//          and between them, where the instrument's noise stands for breaths and
+//          consonants) and both the lagged input and the measured output loudness are
+//          above silence, the gain (dB) moves by `rate` of the
 //          way to target - measured, clamped to -shift +- max_db; g0, g1 = the linear
 //          gains before and after the frame, at most the limit that keeps the frame's
 //          peak at `peak` (never below 1); the frame's samples are scaled by a ramp
@@ -82,9 +84,10 @@ fn level(@builtin(local_invocation_index) lid: u32) {
         if (lid == 0u) {
             var gain = st[7];
             let before = gain;
-            let tgt = target_db(k) + trim - p.headroom;
+            let heard = target_db(k);
+            let tgt = max(heard + trim - p.headroom, p.silence + 20.0);
             let got = measured[k];
-            if (aux[3u * k + 1u] >= 1.0 && tgt > p.silence + 20.0 && got > p.silence) {
+            if (aux[3u * k + 1u] >= 1.0 && heard > p.silence && got > p.silence) {
                 let undo = -aux[3u * k];
                 let want = clamp(tgt - got, undo - p.max_db, undo + p.max_db);
                 gain = gain + (want - gain) * p.rate;

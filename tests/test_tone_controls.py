@@ -72,6 +72,32 @@ def test_level_follows_the_input_between_notes_and_holds_in_silence(dev):
     assert gains[2] == gains[1]
 
 
+def test_level_turns_a_loud_output_down_for_quiet_singing(dev):
+    """Quiet singing makes a quiet instrument: a take at -60 dB whose output comes out
+    at -30 dB (the calibration lifts a quiet singer into the model's range) pulls the
+    gain down towards the target's floor, silence + 20 = -50 dB (the input's -60 minus
+    the headroom is below it: the floor keeps the stage from chasing the noise floor),
+    as far as the +-12 dB clamp allows. Before the floor the gain held at 0 dB for every
+    target at or under -50 dB, and the first notes of a quiet take came out 20 dB over
+    the singer (Vocadito clip 14). The LAG frames before the take are silence: the gain
+    holds through them. Closed form of the one-pole (float32 exp2/log2: a few ulps)."""
+    import math
+
+    rules = Rules(hold_frames=5, gate_frames=2, auto_frames=5, ref_db=None, harmonics=3, noise=2, hop=8,
+                  headroom_db=6.0, level_frames=4, level_max_db=12.0)
+    keep = math.exp(-1.0 / rules.level_frames)
+    state, knobs = initial_state(dev, rules), dev.tensor([1.0, 0.0, -1.0])
+    n = 40
+    fc_t = dev.tensor(np.tile(np.float32([300.0, 0.9]), (n, 1)))
+    ld_t = dev.tensor(np.full(n, -60.0, np.float32))
+    aux = tone_controls(fc_t, ld_t, knobs, state, rules)[3]
+    audio = dev.tensor(np.full(n * rules.hop, 0.01, np.float32))
+    tone_level(audio, dev.tensor(np.full(n, -30.0, np.float32)), ld_t, fc_t, aux, knobs, state, rules)
+    gain = float(asyncio.run(state.read())[7])
+    want = -12.0 * (1 - keep ** (n - LAG))             # towards max(-66, -50) - (-30) = -20, clamped to -12
+    assert abs(gain - want) < 1e-4, (gain, want)
+
+
 PROBS = np.linspace(0.0, 1.0, CAL_POINTS)
 
 

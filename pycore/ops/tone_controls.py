@@ -296,9 +296,9 @@ def reference(fc, ld, audio, measured, knobs, state, rules: Rules, notes=None):
     rate = 1.0 - math.exp(-1.0 / rules.level_frames)
     out = list(audio)
     for k in range(F):
-        target, got = targets[k] + trim - rules.headroom_db, measured[k]
-        before = gain
-        if sounding[k] >= 1.0 and target > rules.silence_db + 20 and got > rules.silence_db:
+        heard, got, before = targets[k], measured[k], gain
+        target = max(heard + trim - rules.headroom_db, rules.silence_db + 20)   # quiet in, quiet out; the floor:
+        if sounding[k] >= 1.0 and heard > rules.silence_db and got > rules.silence_db:   # not the noise floor
             undo = -shifts[k]
             want = max(undo - rules.level_max_db, min(undo + rules.level_max_db, target - got))
             gain += (want - gain) * rate
