@@ -412,6 +412,30 @@ def test_training_resumed_from_checkpoints_equals_one_run(rng, tmp_path, monkeyp
         T.fit("violin", 6, checkpoint=ck, **kw)
 
 
+def test_a_finished_run_extends_on_the_same_learning_rate_decay(rng, tmp_path, monkeypatch):
+    """--extend takes a finished 4-step run on to 7 steps: steps 5..7 run at the 4-step
+    run's exponential decay continued (lr 1e-3 -> 1e-4 over steps 1..4, factor
+    10^(-1/3) per step, so step 7 runs at 1e-5); the record says so; the checkpoint of the
+    7-step run resumes as one, and a shorter run than the checkpoint's is refused."""
+    items = _items(rng)
+    monkeypatch.setattr(D, "load_split", lambda instrument, split: items)
+    kw = dict(batch=2, seconds=60 * 64 / 16000, config=TINY, eval_every=2, log=lambda *a: None)
+    ck = tmp_path / "violin.ckpt"
+    T.fit("violin", 4, checkpoint=ck, **kw)
+    with pytest.raises(ValueError, match="with --extend"):
+        T.fit("violin", 7, checkpoint=ck, **kw)
+    lrs = []
+    orig = T.train_step
+    monkeypatch.setattr(T, "train_step", lambda model, opt, b: lrs.append(opt.param_groups[0]["lr"]) or orig(model, opt, b))
+    model, rec = T.fit("violin", 7, checkpoint=ck, extend=True, **kw)
+    assert np.allclose(lrs, [1e-3 * 10 ** (-s / 3) for s in (4, 5, 6)], rtol=1e-9), lrs
+    assert rec["steps"] == 7 and rec["extended_from"] == 4 and rec["final_lr"] == 1e-5
+    assert [s for s, _ in rec["train_curve"]][-1] == 7
+    assert torch.load(ck, weights_only=False)["extended_from"] == 4
+    with pytest.raises(ValueError, match="for 7 steps; asked for violin with 5 steps"):
+        T.fit("violin", 5, checkpoint=ck, extend=True, **kw)
+
+
 def _card_ratio(instrument):
     import re
     from pycore.weights import BUNDLED_DIR

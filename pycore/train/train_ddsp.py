@@ -17,7 +17,8 @@ Training (ddsp's solo_instrument recipe, scaled to a CPU):
                 it: FFT sizes 2048 .. 64, 75 % overlap, L1 of the magnitudes plus L1 of
                 their logs, each a mean over its spectrogram, summed over the sizes)
     optimizer   Adam, learning rate 1e-3 decaying exponentially to 1e-4 at the last
-                step, gradients clipped to a global norm of 3 (ddsp's default)
+                step, gradients clipped to a global norm of 3 (ddsp's default);
+                --extend takes a finished run further on the same decay
     seeds       torch.manual_seed(seed) before the model is built; crops from
                 numpy.random.default_rng(seed): the same command gives the same weights
                 (on the same torch version and thread count; the timings in the
@@ -206,7 +207,7 @@ def train_step(model, opt, batch, clip=3.0):
 
 
 def fit(instrument, steps, batch=8, seconds=4.0, lr=1e-3, final_lr=1e-4, seed=0, config=CONFIG, eval_every=50,
-        threads=1, checkpoint=None, checkpoint_every=50, stop_after=None, log=print):
+        threads=1, checkpoint=None, checkpoint_every=50, stop_after=None, extend=False, log=print):
     """Train a model; returns (model, training record), or (None, None) when stop_after
     steps of this call ran out before the last step.
 
@@ -215,7 +216,11 @@ def fit(instrument, steps, batch=8, seconds=4.0, lr=1e-3, final_lr=1e-4, seed=0,
     torch's random states, the curves and the time spent. When it exists, training
     resumes from it, and the result is the same as one uninterrupted run (same weights:
     every random state is restored). stop_after: run at most this many steps in this
-    call, then write the checkpoint and return (a long run in bounded slices)."""
+    call, then write the checkpoint and return (a long run in bounded slices).
+    extend: the checkpoint may be of a shorter run (even a finished one); training goes
+    on from it to `steps` on the same exponential learning-rate decay (the schedule's
+    factor comes from the checkpoint, so the rate keeps falling past final_lr), and the
+    record's final_lr is the rate actually reached."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     hop = config.hop
@@ -226,12 +231,15 @@ def fit(instrument, steps, batch=8, seconds=4.0, lr=1e-3, final_lr=1e-4, seed=0,
     opt = torch.optim.Adam(model.parameters(), lr)
     decay = (final_lr / lr) ** (1 / max(1, steps - 1))
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, decay)
-    curve, holdout, recent, step_times, spent, first = [], [], [], [], 0.0, 1
+    curve, holdout, recent, step_times, spent, first, extended_from = [], [], [], [], 0.0, 1, None
     if checkpoint and Path(checkpoint).exists():
         ck = torch.load(checkpoint, weights_only=False)
-        if ck["steps"] != steps or ck["instrument"] != instrument:
+        longer = extend and ck["steps"] < steps
+        if (ck["steps"] != steps and not longer) or ck["instrument"] != instrument:
             raise ValueError(f"{checkpoint}: a checkpoint of {ck['instrument']} for {ck['steps']} steps; "
-                             f"asked for {instrument} with {steps} steps (delete it to start over)")
+                             f"asked for {instrument} with {steps} steps (delete it to start over, or extend a "
+                             f"shorter run with --extend)")
+        extended_from = ck.get("extended_from") or (ck["steps"] if longer else None)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])
@@ -247,7 +255,8 @@ def fit(instrument, steps, batch=8, seconds=4.0, lr=1e-3, final_lr=1e-4, seed=0,
     t_start = time.time()
 
     def save_checkpoint(step):
-        state = {"instrument": instrument, "steps": steps, "step": step, "model": model.state_dict(),
+        state = {"instrument": instrument, "steps": steps, "extended_from": extended_from, "step": step,
+                 "model": model.state_dict(),
                  "opt": opt.state_dict(), "sched": sched.state_dict(), "torch_rng": torch.get_rng_state(),
                  "crop_rng": train_set.rng.bit_generator.state, "curve": curve, "holdout": holdout,
                  "recent": recent, "step_times": step_times, "spent": spent + time.time() - t_start}
@@ -277,7 +286,8 @@ def fit(instrument, steps, batch=8, seconds=4.0, lr=1e-3, final_lr=1e-4, seed=0,
             return None, None
     record = {
         "instrument": instrument, "steps": steps, "batch": batch, "crop_seconds": seconds, "lr": lr,
-        "final_lr": final_lr, "seed": seed, "clip_norm": 3.0, "fft_sizes": list(FFT_SIZES),
+        "final_lr": float(f"{sched.get_last_lr()[0] / sched.gamma:.3g}") if extended_from else final_lr,
+        "extended_from": extended_from, "seed": seed, "clip_norm": 3.0, "fft_sizes": list(FFT_SIZES),
         "threads": threads, "torch": torch.__version__,
         "parameters": sum(p.numel() for p in model.parameters()),
         "median_step_seconds": round(float(np.median(step_times)), 3),
@@ -289,11 +299,11 @@ def fit(instrument, steps, batch=8, seconds=4.0, lr=1e-3, final_lr=1e-4, seed=0,
 
 
 def train(instrument, steps, out, batch=8, seconds=4.0, lr=1e-3, final_lr=1e-4, seed=0, config=CONFIG,
-          eval_every=50, threads=1, checkpoint=None, stop_after=None, log=print):
+          eval_every=50, threads=1, checkpoint=None, stop_after=None, extend=False, log=print):
     """Train (fit) and save the weights, the manifest entry and the card; returns the
     training record (also in the weights' metadata), or None when stopped early."""
     model, record = fit(instrument, steps, batch, seconds, lr, final_lr, seed, config, eval_every, threads,
-                        checkpoint, stop_after=stop_after, log=log)
+                        checkpoint, stop_after=stop_after, extend=extend, log=log)
     if model is None:
         return None
     out = Path(out)
@@ -557,7 +567,9 @@ def write_card(instrument, weights, evaluation=None):
                               "median confidence", "median spectral flatness"]), ""]
     out += ["Data license: " + DATA_LICENSE + ".", "",
             "## Training", "",
-            f"{rec['steps']} steps of Adam (lr {rec['lr']} decaying exponentially to {rec['final_lr']}, gradient "
+            f"{rec['steps']} steps of Adam (lr {rec['lr']} decaying exponentially to {rec['final_lr']}"
+            + (f", a {rec['extended_from']}-step run continued on the same decay" if rec.get("extended_from") else "")
+            + f", gradient "
             f"norm clipped at {rec['clip_norm']}), batches of {rec['batch']} random {rec['crop_seconds']} s crops, "
             f"multi-scale spectral loss (FFT sizes {', '.join(map(str, rec['fft_sizes']))}; L1 of magnitudes + L1 "
             f"of log magnitudes), seed {rec['seed']}, torch {rec['torch']} on CPU ({rec['threads']} "
@@ -623,6 +635,8 @@ def main(argv=None):
     p.add_argument("--ch", type=int, default=CONFIG.ch, help=f"MLP width (default {CONFIG.ch})")
     p.add_argument("--checkpoint", help="resume from / save to this file (torch.save) every 50 steps")
     p.add_argument("--stop-after", type=int, help="run at most this many steps now, then checkpoint and stop")
+    p.add_argument("--extend", action="store_true",
+                   help="--checkpoint holds a shorter run: go on from it to --steps on the same learning-rate decay")
     a = p.parse_args(argv)
     if a.stop_after is not None and not a.checkpoint:
         p.error("--stop-after needs --checkpoint (where the next run resumes from)")
@@ -636,7 +650,7 @@ def main(argv=None):
         p.error("--steps is required")
     config = dataclasses.replace(CONFIG, gru=a.gru, ch=a.ch)
     train(a.instrument, a.steps, out, a.batch, a.seconds, a.lr, a.final_lr, a.seed, config, eval_every=a.eval_every,
-          threads=a.threads, checkpoint=a.checkpoint, stop_after=a.stop_after)
+          threads=a.threads, checkpoint=a.checkpoint, stop_after=a.stop_after, extend=a.extend)
 
 
 if __name__ == "__main__":
