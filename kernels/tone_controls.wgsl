@@ -21,11 +21,14 @@
 //             R, a whole number of octaves, is chosen only at a note start: a voiced
 //             frame after at least `hold` unvoiced ones (the harmonic gate's hold ran
 //             out; the take's first voiced frame is one, the state starting at `hold`):
-//             R = round((pitch_median - m) / 12), m the running mean pitch including this
-//             frame (this frame's own pitch while no frame has been counted yet); within
-//             a note R stays, so a phrase is moved as a whole and the fold only guards the
-//             range. Without has_reg, R stays 0 (the fold alone, as before the rule).
-//             round: halves to even, as the reference's Python round.
+//             with x = (pitch_median - m) / 12, m the running mean pitch including this
+//             frame (this frame's own pitch while no frame has been counted yet), the
+//             take's first note takes R = round(x); a later note keeps the R it finds
+//             unless |x - R| > 0.5 + reg_margin, and then takes round(x) (hysteresis: a
+//             singer whose mean sits near a half-octave boundary does not flip octaves
+//             from note to note); within a note R stays, so a phrase is moved as a whole
+//             and the fold only guards the range. Without has_reg, R stays 0 (the fold
+//             alone, as before the rule). round: halves to even, as Python's round.
 //   calibration  (pycore/tone/calibration.py says why) the input's loudness mapped onto
 //             the instrument's training distribution by quantiles, causally:
 //             - observe: each voiced frame above CAL_LO adds to a histogram of 1 dB bins
@@ -52,7 +55,8 @@
 // (pycore.ops.tone_controls.STATE: 12 floats of the controls and the level stage, then the
 // calibration's: total weight, table age flag, histogram [CAL_BINS], map table
 // [CAL_BINS + 1], the instrument's loudness quantiles [CAL_POINTS], constant; then the
-// register's (reg_at): running mean voiced pitch (MIDI), R (octaves)); outputs
+// register's (reg_at): running mean voiced pitch (MIDI), R (octaves), 1 once R was
+// chosen); outputs
 // dec_f0 [F], dec_ld [F], gates [F, 2 + K + M], aux [F, 3] = (auto shift dB,
 // output gate, played f0 Hz: dec_f0 again, for tone_level's output).
 // Workgroup: one of WG invocations; invocation 0 runs the sequential part. Its loop
@@ -89,6 +93,7 @@ struct Params {
     cal_frames: f32,     // CAL_FRAMES
     has_reg: u32,        // 1: the register shift towards pitch_median (else R = 0)
     pitch_median: f32,   // the median of the model's training pitch (MIDI)
+    reg_margin: f32,     // REGISTER_MARGIN (octaves): R's hysteresis
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -123,8 +128,8 @@ fn table_at() -> u32 {
     return CAL + CAL_BINS;
 }
 
-// st[reg_at()] the running mean pitch (MIDI), st[reg_at() + 1] R (octaves): after the
-// calibration's part.
+// st[reg_at()] the running mean pitch (MIDI), st[reg_at() + 1] R (octaves), st[reg_at()
+// + 2] 1 once the take's first note chose R: after the calibration's part.
 fn reg_at() -> u32 {
     return CAL + 2u * CAL_BINS + 1u + CAL_POINTS;
 }
@@ -239,6 +244,7 @@ fn controls(@builtin(local_invocation_index) lid: u32) {
         let last = knobs[2];
         var sung_midi = st[reg_at()];
         var reg = st[reg_at() + 1u];
+        var chosen = st[reg_at() + 2u];
         for (var i = 0u; i < F; i++) {
             let f0 = fc[2u * i];
             let conf = fc[2u * i + 1u];
@@ -257,7 +263,11 @@ fn controls(@builtin(local_invocation_index) lid: u32) {
                     }
                 }
                 if (p.has_reg == 1u && onset) {
-                    reg = round((p.pitch_median - select(midi, sung_midi, sung > 0.0)) / 12.0);
+                    let x = (p.pitch_median - select(midi, sung_midi, sung > 0.0)) / 12.0;
+                    if (chosen == 0.0 || abs(x - reg) > 0.5 + p.reg_margin) {
+                        reg = round(x);
+                    }
+                    chosen = 1.0;
                 }
                 hold_f0 = fold(f0 * shift * exp2(reg));
             } else {
@@ -301,6 +311,7 @@ fn controls(@builtin(local_invocation_index) lid: u32) {
         st[6] = first + f32(F);
         st[reg_at()] = sung_midi;
         st[reg_at() + 1u] = reg;
+        st[reg_at() + 2u] = chosen;
     }
     storageBarrier();
     for (var j = lid; j < F * C; j += WG) {

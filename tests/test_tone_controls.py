@@ -13,6 +13,7 @@ from pycore.gpu.selfcheck import load_all
 from pycore.ops import ddsp as ops
 from pycore.ops.tone_controls import CAL_POINTS, LAG, REG, Rules, initial_state, tone_controls, tone_level
 from pycore.tone.calibration import pitch_median
+from pycore.tone.controls import REGISTER_MARGIN
 
 
 def test_controls_and_level_match_the_reference(dev):
@@ -166,12 +167,13 @@ FLUTE_LIKE = {"loudness_db": tuple(np.linspace(-30.0, 10.0, CAL_POINTS)),
               "midi": tuple(np.linspace(60.0, 93.0, CAL_POINTS))}        # median 76.5, the range [60, 93]
 
 
-def _register_rules(register: bool) -> Rules:
+def _register_rules(register: bool, margin: float = REGISTER_MARGIN) -> Rules:
     """A flute-like model (MIDI range 60..93, training pitch median 76.5) with the
-    engine's hold (25 frames) and running-mean length (750), with or without the register
-    shift (without: the fold alone, the engine before the rule)."""
+    engine's hold (25 frames), running-mean length (750) and register hysteresis (1/12
+    octave), with or without the register shift (without: the fold alone, the engine
+    before the rule)."""
     return Rules(lo_midi=60.0, hi_midi=93.0, calibration=FLUTE_LIKE["loudness_db"],
-                 pitch_median=pitch_median(FLUTE_LIKE) if register else None)
+                 pitch_median=pitch_median(FLUTE_LIKE) if register else None, reg_margin=margin)
 
 
 def _sing(dev, rules, notes, rest=40):
@@ -229,18 +231,42 @@ def test_register_moves_a_low_singer_by_whole_octaves_and_keeps_the_contour(dev)
 
 def test_register_changes_only_at_a_note_start(dev):
     """One long legato note (one note for the engine: no rest) starts at MIDI 48 (250
-    frames) and moves to 60 (1750 frames): the running pitch mean (plain over 750 voiced
-    frames, then exponential over 750) goes from 48 to 60 - 4 (1 - 1/750)^1250 = 59.24,
-    so round((76.5 - mean) / 12) drops from 2 to 1 in mid-note (past mean 58.5), but R
-    stays +2 to the note's end (60 plays at 84, state R = 2). After a rest of 40 frames
-    (past the hold of 25) the next note, at 60, starts with R = round(1.44) = 1: 72."""
-    notes = [(48, 250), (60, 1750), (None, 40), (60, 200)]
+    frames) and moves to 63 (1750 frames): the running pitch mean (plain over 750 voiced
+    frames, then exponential over 750) goes from 48 to 63 - 5 (1 - 1/750)^1250 = 62.06,
+    so (76.5 - mean) / 12 falls from 2.4 to 1.20 in mid-note (past 1.5 at mean 58.5), but
+    R stays +2 to the note's end (63 plays at 87, state R = 2). After a rest of 40 frames
+    (past the hold of 25) the next note, at 63, starts with R = round(1.20) = 1 (1.20 lies
+    0.80 from R = 2, past the hysteresis's 0.5 + 1/12): 75."""
+    notes = [(48, 250), (63, 1750), (None, 40), (63, 200)]
     midi, dec, states = _sing(dev, _register_rules(True), notes)
-    mean = 60.0 - 4.0 * (1.0 - 1.0 / 750.0) ** 1250
-    assert abs(mean - 59.24) < 0.01 and round((76.5 - mean) / 12.0) == 1
+    mean = 63.0 - 5.0 * (1.0 - 1.0 / 750.0) ** 1250
+    assert abs(mean - 62.06) < 0.01 and round((76.5 - mean) / 12.0) == 1
+    assert abs((76.5 - mean) / 12.0 - 2.0) > 0.5 + REGISTER_MARGIN + 0.1
     v = ~np.isnan(midi)
     k = _octaves(midi, dec)
     first = np.arange(len(midi))[v] < 2000
     assert np.all(k[first] == 2) and np.all(k[~first] == 1), (np.unique(k[first]), np.unique(k[~first]))
     assert states[1][REG + 1] == 2.0 and states[-1][REG + 1] == 1.0      # after frame 2000: still 2
     assert abs(states[1][REG] - mean) < 1e-3          # the state's mean pitch, float32
+
+
+def test_register_holds_its_octave_for_a_singer_near_the_half_octave_point(dev):
+    """A singer alternating notes at MIDI 69 and 72 (300 frames each, rests of 30 frames
+    between them: every note is a note start) on the flute-like model (median 76.5):
+    the running mean settles near 70.5, where (76.5 - mean) / 12 sits at 0.48-0.53, the
+    half-octave point. The first note (69: 0.54) takes R = 1. With the engine's
+    hysteresis (R changes only once |x - R| > 0.5 + 1/12) every note plays one octave up;
+    without it (margin 0, the rule before) R flips between 0 and 1 from note to note
+    (the float64 reference: 7 changes in 12 notes; here at least 4, so that a float32
+    rounding of the one note at x = 0.500 cannot decide the test)."""
+    notes = []
+    for _ in range(6):
+        notes += [(69, 300), (None, 30), (72, 300), (None, 30)]
+    midi, dec, _ = _sing(dev, _register_rules(True), notes)
+    k = _octaves(midi, dec)
+    assert np.all(k == 1), np.unique(k)
+    midi, dec, _ = _sing(dev, _register_rules(True, margin=0.0), notes)
+    k = _octaves(midi, dec)
+    changes = int(np.sum(k[1:] != k[:-1]))
+    print(f"\nregister changes between notes: hysteresis 0, margin 0 {changes}")
+    assert changes >= 4 and set(np.unique(k)) == {0, 1}, (changes, np.unique(k))

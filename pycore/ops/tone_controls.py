@@ -18,8 +18,10 @@ rules.calibration holds the model's loudness quantiles: pycore.tone.calibration)
 histogram's total weight, a table-built flag, the histogram [CAL_BINS], the map table
 [CAL_BINS + 1] and the instrument's quantiles [CAL_POINTS] (constant); then the register
 shift's (used when rules.pitch_median holds the model's training pitch median): the
-running mean of the voiced pitch (MIDI) and R, the register shift in octaves, chosen at
-note starts (kernels/tone_controls.wgsl has the rule). Both kernels update state in place.
+running mean of the voiced pitch (MIDI), R, the register shift in octaves, chosen at
+note starts with a hysteresis of rules.reg_margin (kernels/tone_controls.wgsl has the
+rule), and a flag set once the take's first note chose R. Both kernels update state in
+place.
 
 `reference` is the same logic in pure Python (float64), the check for the diagnostics
 page and the tests.
@@ -43,8 +45,8 @@ CAL_POINTS = 33     # the instrument's loudness quantiles, at probabilities k / 
 CAL_EVERY = 8       # the map table is rebuilt on frames whose index is a multiple of this
 CAL_ONE = 1e-5      # a CDF this close to 1 is 1 (the histogram's sum and its total round apart)
 CAL = 14            # where the histogram starts in the state
-REG = CAL + 2 * CAL_BINS + 1 + CAL_POINTS        # the register's mean pitch (MIDI) and R (octaves)
-STATE = REG + 2                                  # floats of state
+REG = CAL + 2 * CAL_BINS + 1 + CAL_POINTS        # the register's mean pitch (MIDI), R (octaves), chosen flag
+STATE = REG + 3                                  # floats of state
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class Rules:
     cal_prior_frames: float = 2000.0   # weight of the prior, in voiced frames
     cal_frames: int = 7500             # voiced frames of the histogram's memory
     pitch_median: float | None = None  # the model's training pitch median, MIDI (None: no register shift)
+    reg_margin: float = 0.0            # octaves past the half-octave point before a later note changes R
 
     @property
     def has_cal(self) -> bool:
@@ -95,7 +98,7 @@ class Rules:
 def initial_state(dev, rules: Rules) -> Tensor:
     """The state before a take's first frame: f0 held at the middle of the range, no
     note, no voiced loudness yet, gates closed, frame 0, gain 0 dB, silence (-80 dB)
-    before the input; no voiced pitch yet, register shift 0."""
+    before the input; no voiced pitch yet, register shift 0, not chosen yet."""
     return dev.tensor(reference_state(rules), (STATE,))
 
 
@@ -103,7 +106,7 @@ def reference_state(rules: Rules) -> list:
     mid = 440.0 * 2.0 ** (((rules.lo_midi + rules.hi_midi) / 2 - 69.0) / 12.0)
     quantiles = list(rules.calibration) if rules.has_cal else [0.0] * CAL_POINTS
     return ([mid, float(rules.hold_frames), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0] + [-80.0] * LAG
-            + [0.0, 0.0] + [0.0] * (2 * CAL_BINS + 1) + quantiles + [0.0, 0.0])
+            + [0.0, 0.0] + [0.0] * (2 * CAL_BINS + 1) + quantiles + [0.0, 0.0, 0.0])
 
 
 def loop_passes(F: int, rules: Rules) -> int:
@@ -143,7 +146,8 @@ def tone_controls(fc, ld, knobs, state, rules: Rules):
             step=1.0 / rules.gate_frames, auto_frames=float(rules.auto_frames), lo=rules.lo_midi,
             hi=rules.hi_midi, ref_db=rules.center_db if rules.center_db is not None else 0.0,
             has_cal=int(rules.has_cal), cal_prior=float(rules.cal_prior_frames), cal_frames=float(rules.cal_frames),
-            has_reg=int(rules.has_reg), pitch_median=float(rules.pitch_median) if rules.has_reg else 0.0)
+            has_reg=int(rules.has_reg), pitch_median=float(rules.pitch_median) if rules.has_reg else 0.0,
+            reg_margin=float(rules.reg_margin))
     return dec_f0, dec_ld, gates, aux
 
 
@@ -246,7 +250,7 @@ def reference(fc, ld, audio, measured, knobs, state, rules: Rules, notes=None):
     F, K, M = len(ld), rules.harmonics, rules.noise
     shift, trim, last = knobs
     hold_f0, unvoiced, sung_db, sung, harm, outg, first = state[:7]
-    sung_midi, reg = state[REG:REG + 2]
+    sung_midi, reg, chosen = state[REG:REG + 3]
     step = 1.0 / rules.gate_frames
     dec_f0, dec_ld, gates, sounding, shifts = [], [], [], [], []
     for i in range(F):
@@ -261,7 +265,9 @@ def reference(fc, ld, audio, measured, knobs, state, rules: Rules, notes=None):
                     _cal_observe(state, loud_in, sung, rules)
             if rules.has_reg and onset:
                 x = (rules.pitch_median - (sung_midi if sung else midi)) / 12.0
-                reg = float(round(x))
+                if not chosen or abs(x - reg) > 0.5 + rules.reg_margin:
+                    reg = float(round(x))
+                chosen = 1.0
                 if notes is not None:
                     notes.append((i, x, reg))
             hold_f0 = _fold(f0 * shift * 2.0 ** reg, rules.lo_midi, rules.hi_midi)
@@ -289,7 +295,7 @@ def reference(fc, ld, audio, measured, knobs, state, rules: Rules, notes=None):
         shifts.append(auto)
         gates += [1.0, outg * harm] + [1.0] * K + [outg] * M
     state[:7] = [hold_f0, unvoiced, sung_db, sung, harm, outg, first + F]
-    state[REG:REG + 2] = [sung_midi, reg]
+    state[REG:REG + 3] = [sung_midi, reg, chosen]
 
     hop, gain = rules.hop, state[7]
     targets = list(state[8:8 + LAG]) + list(ld)
@@ -325,8 +331,12 @@ async def _check_tone_controls(dev):
     # (notes of 5 voiced frames after 4 unvoiced, past the hold of 3: each starts a note;
     # the first frame quieter than the count's floor, so the first note's register comes
     # from its own pitch; a running mean over 5 frames of pitches 3 octaves apart, so
-    # that R takes several values; the reference's decisions are asserted at least 0.01
-    # octave from a rounding boundary, where float32's log2 cannot flip them): voiced
+    # that R takes several values; then a first note at MIDI 57 and the others at 63
+    # against a median of 66 with a margin of 0.35 octave: the first note takes R =
+    # round(0.75) = 1 (the margin does not apply to it), and the hysteresis holds R = 1
+    # where rounding would give 0 (x = 0.25);
+    # the reference's decisions are asserted at least 0.01 octave from a rounding or
+    # hysteresis boundary, where float32's log2 cannot flip them): voiced
     # and unvoiced runs longer than the hold,
     # octave folds both ways, silence, the auto-adjust, the calibration's histogram past
     # its memory (cal_frames) and its map rebuilt within a block, the level gain, its
@@ -337,12 +347,16 @@ async def _check_tone_controls(dev):
     # steepest quantile slope, here 32 quantile steps of at most 8 dB, plus 1e-5 dB).
     details = []
     quantiles = (-42.0, -35.0, -30.0, -27.5, -26.0) + tuple(-25.0 + 0.9 * k for k in range(26)) + (2.0, 10.0)
-    for cal, median in ((None, None), (quantiles, None), (quantiles, 66.0)):
+    moved = kept = False
+    wide = lambda r, block, i: r.choice((90.0, 300.0, 1700.0))       # noqa: E731 (MIDI 42, 63, 93)
+    near = lambda r, block, i: 220.0 if block == 0 and i < 9 else 311.0   # noqa: E731 (MIDI 57, then 63)
+    for cal, median, pitch in ((None, None, wide), (quantiles, None, wide), (quantiles, 66.0, wide),
+                               (quantiles, 66.0, near)):
         r = rng(71)
         lo, hi = (55.0, 79.0) if median is None else (43.0, 91.0)     # 4 octaves: most R visible past the fold
         rules = Rules(hold_frames=3, gate_frames=2, auto_frames=5, ref_db=-20.0, harmonics=3, noise=2, hop=8,
                       lo_midi=lo, hi_midi=hi, calibration=cal, cal_prior_frames=3.0, cal_frames=6,
-                      pitch_median=median)
+                      pitch_median=median, reg_margin=0.35)
         ld_tol = 1e-6 if cal is None else 1e-5 * 32 * 8 + 1e-5
         state_ref = reference_state(rules)
         state = initial_state(dev, rules)
@@ -352,7 +366,7 @@ async def _check_tone_controls(dev):
             fc, ld = [], []
             for i in range(F):
                 voiced = (i % 6) < 4 if median is None else (i % 9) < 5
-                fc += [r.choice([90.0, 300.0, 1700.0]) * r.uniform(0.97, 1.03), r.uniform(0.6, 1.0) if voiced
+                fc += [pitch(r, block, i) * r.uniform(0.97, 1.03), r.uniform(0.6, 1.0) if voiced
                        else r.uniform(0.0, 0.4)]
                 ld.append(r.choice([-90.0, -40.0, -20.0, -5.0, 25.0]) + r.uniform(-3, 3))
             if median is not None and block == 0:
@@ -372,12 +386,18 @@ async def _check_tone_controls(dev):
                 details.append(assert_close(f"tone_controls ({what}) block {block} {name}", await t.read(), w,
                                             rtol=tol, atol=tol))
         if median is not None:
-            margin = min(abs(abs(x - round(x)) - 0.5) for _, x, _ in notes)
-            if len(notes) < 4 or len({R for _, _, R in notes}) < 2 or margin < 0.01:
-                raise AssertionError(f"tone_controls check: the register inputs must start several notes with "
-                                     f"R moving, clear of rounding boundaries; got {notes}")
+            margin = min([abs(abs(x - round(x)) - 0.5) for _, x, _ in notes]          # rounding, and hysteresis
+                         + [abs(abs(x - prev) - 0.5 - rules.reg_margin)
+                            for (_, _, prev), (_, x, _) in zip(notes, notes[1:])])
+            moved |= len({R for _, _, R in notes}) > 1
+            kept |= any(R != round(x) for _, x, R in notes)         # a note where the hysteresis held R
+            if len(notes) < 4 or margin < 0.01:
+                raise AssertionError(f"tone_controls check: the register inputs must start several notes, clear "
+                                     f"of rounding and hysteresis boundaries; got {notes}")
         details.append(assert_close(f"tone_controls ({what}) state", await state.read(), state_ref,
                                     rtol=max(4e-6, ld_tol), atol=max(4e-6, ld_tol)))
+    if not (moved and kept):
+        raise AssertionError("tone_controls check: the register inputs must move R and hold it by the hysteresis")
     return details[-1]
 
 

@@ -53,7 +53,11 @@ Per frame f (16 kHz, hop 64 samples, 250 frames per second), on the GPU:
                frames above -50 dB, plain over the first AUTO_FRAMES, then
                exponential), and R changes only at a note start (a voiced frame after
                at least HOLD_FRAMES unvoiced ones: where the harmonic gate closed, so
-               no note or legato phrase is split; the take's first voiced frame is one).
+               no note or legato phrase is split; the take's first voiced frame is one),
+               and after the take's first note only once the unrounded shift lies more
+               than REGISTER_MARGIN (1/12 octave) past the half-octave point from the
+               current R (hysteresis: a singer whose mean sits near that point no
+               longer flips octaves from one note to the next).
                The fold stays as the guard for notes that still fall outside the range,
                and the octave knob is an offset on top;
              - loudness + loudness_db (user trim), then moved to the level the model was
@@ -149,7 +153,7 @@ from ..ops.loudness import loudness_db as loudness_op
 from ..ops.pitch import FRAME, crepe_decode, crepe_frames, pitch_track
 from ..ops.tone_controls import LAG, Rules, initial_state, tone_controls, tone_level
 from .controls import (AUTO_FRAMES, DEFAULT_RANGE, GATE_FRAMES, HEADROOM_DB, HOLD_FRAMES, LEVEL_FRAMES, LEVEL_MAX_DB,
-                       LEVEL_PEAK, SILENCE_DB, VOICED, fold_f0)  # noqa: F401 (fold_f0: public, pycore.tone.fold_f0)
+                       LEVEL_PEAK, REGISTER_MARGIN, SILENCE_DB, VOICED, fold_f0)  # noqa: F401 (fold_f0: public, pycore.tone.fold_f0)
 from .controls import CAL_FRAMES, CAL_PRIOR_FRAMES
 from .features import HOP, LOUDNESS_N_FFT, SAMPLE_RATE, load_crepe
 from .calibration import pitch_median
@@ -308,7 +312,7 @@ class ToneStream:
                            ref_db=model.loudness_db, harmonics=c.n_harmonics, noise=c.n_noise, hop=HOP,
                            calibration=model.calibration["loudness_db"] if model.calibration else None,
                            cal_prior_frames=CAL_PRIOR_FRAMES, cal_frames=CAL_FRAMES,
-                           pitch_median=pitch_median(model.calibration))
+                           pitch_median=pitch_median(model.calibration), reg_margin=REGISTER_MARGIN)
         self.knobs = None               # GPU tensors made on the first block (_fixed_tensors)
         self.plans = {}                 # frames per block -> (plan, input tensor, output tensor)
         self.frames_done = 0
