@@ -92,8 +92,9 @@ Per frame f (16 kHz, hop 64 samples, 250 frames per second), on the GPU:
              down as far as the clamp allows, where the gain used to hold for every
              target under -50 dB (the first notes of a quiet take came out 20 dB over
              the singer; correlation on Vocadito clip 14 +0.001 to +0.007, clip 10
-             unchanged); it holds while the output is gated off or the input is silent. A frame whose peak would
-             pass LEVEL_PEAK (0.95) gets no more gain than keeps it there.
+             unchanged); it holds while the output is gated off or the input is silent.
+             A frame whose peak would pass LEVEL_PEAK (0.95) gets no more gain than
+             keeps it there.
 
 Output per frame, besides the audio: the input's features as the engine analysed them
 (f0_hz, confidence, loudness_db) and played_f0_hz, the f0 the decoder was given (after
