@@ -415,8 +415,9 @@ def test_training_resumed_from_checkpoints_equals_one_run(rng, tmp_path, monkeyp
 def test_a_finished_run_extends_on_the_same_learning_rate_decay(rng, tmp_path, monkeypatch):
     """--extend takes a finished 4-step run on to 7 steps: steps 5..7 run at the 4-step
     run's exponential decay continued (lr 1e-3 -> 1e-4 over steps 1..4, factor
-    10^(-1/3) per step, so step 7 runs at 1e-5); the record says so; the checkpoint of the
-    7-step run resumes as one, and a shorter run than the checkpoint's is refused."""
+    10^(-1/3) per step, so step 7 runs at 1e-5); the record and the new checkpoint say so
+    (extended_from); without --extend, or to fewer steps than the checkpoint's, it is
+    refused."""
     items = _items(rng)
     monkeypatch.setattr(D, "load_split", lambda instrument, split: items)
     kw = dict(batch=2, seconds=60 * 64 / 16000, config=TINY, eval_every=2, log=lambda *a: None)
@@ -426,7 +427,8 @@ def test_a_finished_run_extends_on_the_same_learning_rate_decay(rng, tmp_path, m
         T.fit("violin", 7, checkpoint=ck, **kw)
     lrs = []
     orig = T.train_step
-    monkeypatch.setattr(T, "train_step", lambda model, opt, b: lrs.append(opt.param_groups[0]["lr"]) or orig(model, opt, b))
+    monkeypatch.setattr(T, "train_step",
+                        lambda model, opt, b: lrs.append(opt.param_groups[0]["lr"]) or orig(model, opt, b))
     model, rec = T.fit("violin", 7, checkpoint=ck, extend=True, **kw)
     assert np.allclose(lrs, [1e-3 * 10 ** (-s / 3) for s in (4, 5, 6)], rtol=1e-9), lrs
     assert rec["steps"] == 7 and rec["extended_from"] == 4 and rec["final_lr"] == 1e-5
