@@ -57,8 +57,9 @@
 // [CAL_BINS + 1], the instrument's loudness quantiles [CAL_POINTS], constant; then the
 // register's (reg_at): running mean voiced pitch (MIDI), R (octaves), 1 once R was
 // chosen); outputs
-// dec_f0 [F], dec_ld [F], gates [F, 2 + K + M], aux [F, 3] = (auto shift dB,
-// output gate, played f0 Hz: dec_f0 again, for tone_level's output).
+// dec_f0 [F], dec_ld [F], gates [F, 2 + K + M], aux [F, 4] = (auto shift dB,
+// output gate, played f0 Hz: dec_f0 again, for tone_level's output; 1 where the auto
+// shift is in effect: the running mean has counted a frame).
 // Workgroup: one of WG invocations; invocation 0 runs the sequential part. Its loop
 // passes (lavapipe's limit: kernels/common.wgsl), at most F + 1 + (F / CAL_EVERY + 2)
 // (3 CAL_BINS + CAL_POINTS + 5) + F (2 + K + M) / WG + 1: pycore.ops.tone_controls
@@ -297,9 +298,10 @@ fn controls(@builtin(local_invocation_index) lid: u32) {
             }
             dec_f0[i] = hold_f0;
             dec_ld[i] = max(-80.0, l + trim + adjust);
-            aux[3u * i] = adjust;
-            aux[3u * i + 1u] = outg;
-            aux[3u * i + 2u] = hold_f0;
+            aux[4u * i] = adjust;
+            aux[4u * i + 1u] = outg;
+            aux[4u * i + 2u] = hold_f0;
+            aux[4u * i + 3u] = select(0.0, 1.0, p.has_ref == 1u && sung > 0.0);
             gates[i * C + 1u] = outg * harm;
         }
         st[0] = hold_f0;
@@ -320,7 +322,7 @@ fn controls(@builtin(local_invocation_index) lid: u32) {
         if (c == 0u || (c >= 2u && c < 2u + p.harmonics)) {
             gates[j] = 1.0;
         } else if (c >= 2u + p.harmonics) {
-            gates[j] = aux[3u * i + 1u];
+            gates[j] = aux[4u * i + 1u];
         }
     }
 }

@@ -5,21 +5,25 @@
 //   level  frame k in order: target = input loudness of frame k - lag (the lag frames
 //          before the block come from the state) + trim - headroom, but at least
 //          silence + 20 dB (quiet singing makes a quiet instrument; the stage does not
-//          chase the noise floor); while the output sounds (output gate >= 1: on notes
-//          and between them, where the instrument's noise stands for breaths and
-//          consonants) and both the lagged input and the measured output loudness are
-//          above silence, the gain (dB) moves by `rate` of the
-//          way to target - measured, clamped to -shift +- max_db; g0, g1 = the linear
-//          gains before and after the frame, at most the limit that keeps the frame's
-//          peak at `peak` (never below 1); the frame's samples are scaled by a ramp
-//          from g0 to g1 (sample j by g0 + (g1 - g0) (j + 1) / hop), unchanged when
-//          g0 = g1 = 1.
+//          chase the noise floor). On the first frame where the auto shift is in
+//          effect (aux's fourth column; st[shifted_at] = 1 from then on), the gain moves
+//          against the shift at once, by undo = -shift: the decoder's input loudness
+//          jumps by the shift there, and the output would jump with it for the stage's
+//          lag and time constant (a quiet take's first note came out 15-20 dB over the
+//          singer). While the output sounds (output gate >= 1: on notes and between
+//          them, where the instrument's noise stands for breaths and consonants) and
+//          both the lagged input and the measured output loudness are above silence,
+//          the gain (dB) moves by `rate` of the way to target - measured, clamped to
+//          undo +- max_db; g0, g1 = the linear gains before and after the frame, at
+//          most the limit that keeps the frame's peak at `peak` (never below 1); the
+//          frame's samples are scaled by a ramp from g0 to g1 (sample j by
+//          g0 + (g1 - g0) (j + 1) / hop), unchanged when g0 = g1 = 1.
 //   out    [F * hop audio, F f0 Hz, F confidence, F loudness dB, F played f0 Hz (aux's
 //          third column)]: everything the caller reads back, in one buffer.
 //
 // Layouts (float32): audio [F * hop]; measured [F] (output loudness dB); ld [F];
-// fc [F, 2]; aux [F, 3] and knobs [3] as in tone_controls.wgsl; st [STATE] of which this
-// stage uses st[7 .. 12).
+// fc [F, 2]; aux [F, 4] and knobs [3] as in tone_controls.wgsl; st [STATE] of which this
+// stage uses st[7 .. 12) and st[shifted_at].
 // Workgroup: one of WG invocations; invocation 0 carries the gain, all of them take the
 // frame's peak (a tree reduction) and scale its samples.
 // Numerics: float32; the gains via exp2/log2 (a few ulps).
@@ -37,6 +41,7 @@ struct Params {
     headroom: f32,     // HEADROOM_DB
     silence: f32,      // SILENCE_DB
     peak: f32,         // LEVEL_PEAK
+    shifted_at: u32,   // the state's flag: 1 once the auto shift took effect
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -82,13 +87,18 @@ fn level(@builtin(local_invocation_index) lid: u32) {
             workgroupBarrier();
         }
         if (lid == 0u) {
-            var gain = st[7];
-            let before = gain;
+            let before = st[7];
+            var gain = before;
+            let undo = -aux[4u * k];
+            var shifted = st[p.shifted_at];
+            if (shifted == 0.0 && aux[4u * k + 3u] == 1.0) {
+                gain = gain + undo;
+                shifted = 1.0;
+            }
             let heard = target_db(k);
             let tgt = max(heard + trim - p.headroom, p.silence + 20.0);
             let got = measured[k];
-            if (aux[3u * k + 1u] >= 1.0 && heard > p.silence && got > p.silence) {
-                let undo = -aux[3u * k];
+            if (aux[4u * k + 1u] >= 1.0 && heard > p.silence && got > p.silence) {
                 let want = clamp(tgt - got, undo - p.max_db, undo + p.max_db);
                 gain = gain + (want - gain) * p.rate;
             }
@@ -110,6 +120,7 @@ fn level(@builtin(local_invocation_index) lid: u32) {
                 g0 = min(g0, limit);
             }
             st[7] = gain;
+            st[p.shifted_at] = shifted;
             ramp = vec3<f32>(g0, g1, same);
         }
         workgroupBarrier();
@@ -126,7 +137,7 @@ fn level(@builtin(local_invocation_index) lid: u32) {
         out[n + i] = fc[2u * i];
         out[n + F + i] = fc[2u * i + 1u];
         out[n + 2u * F + i] = ld[i];
-        out[n + 3u * F + i] = aux[3u * i + 2u];
+        out[n + 3u * F + i] = aux[4u * i + 2u];
     }
     if (lid == 0u) {
         var lag: array<f32, LAG>;

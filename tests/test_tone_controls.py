@@ -99,6 +99,30 @@ def test_level_turns_a_loud_output_down_for_quiet_singing(dev):
     assert abs(gain - want) < 1e-4, (gain, want)
 
 
+def test_level_moves_against_the_auto_shift_where_it_takes_effect(dev):
+    """The auto shift takes effect on the take's first voiced frame, where the decoder's
+    input loudness jumps by it: the level stage's gain moves against it there at once,
+    by -shift, and only there. A take of 6 unvoiced frames, then 10 voiced frames at
+    -40 dB for a model whose level (ref_db) is -10 dB (the running-mean shift: +30 dB
+    from the first voiced frame on), then 5 voiced frames at -20 dB (the running mean
+    rises, the shift falls). The output is measured under silence, so the one-pole never
+    moves: the gain is 0 dB after the unvoiced block, -30 dB after the first voiced one
+    and still -30 dB after the last. Before the rule it stayed at 0 dB, and the first
+    note of a quiet take came out 15-20 dB over the singer until the stage caught up
+    (Vocadito clip 14). Exact in float32 (one subtraction of whole numbers)."""
+    rules = Rules(hold_frames=5, gate_frames=2, auto_frames=50, ref_db=-10.0, harmonics=3, noise=2, hop=8)
+    state, knobs = initial_state(dev, rules), dev.tensor([1.0, 0.0, -1.0])
+    gains = []
+    for conf, loud, n in ((0.1, -40.0, 6), (0.9, -40.0, 10), (0.9, -20.0, 5)):
+        fc_t = dev.tensor(np.tile(np.float32([300.0, conf]), (n, 1)))
+        ld_t = dev.tensor(np.full(n, loud, np.float32))
+        aux = tone_controls(fc_t, ld_t, knobs, state, rules)[3]
+        audio = dev.tensor(np.full(n * rules.hop, 0.01, np.float32))
+        tone_level(audio, dev.tensor(np.full(n, -90.0, np.float32)), ld_t, fc_t, aux, knobs, state, rules)
+        gains.append(float(asyncio.run(state.read())[7]))
+    assert gains == [0.0, -30.0, -30.0], gains
+
+
 PROBS = np.linspace(0.0, 1.0, CAL_POINTS)
 
 

@@ -20,8 +20,9 @@ histogram's total weight, a table-built flag, the histogram [CAL_BINS], the map 
 shift's (used when rules.pitch_median holds the model's training pitch median): the
 running mean of the voiced pitch (MIDI), R, the register shift in octaves, chosen at
 note starts with a hysteresis of rules.reg_margin (kernels/tone_controls.wgsl has the
-rule), and a flag set once the take's first note chose R. Both kernels update state in
-place.
+rule), and a flag set once the take's first note chose R; last, the level stage's flag,
+set on the first frame where the auto shift took effect (its gain moved against the
+shift there). Both kernels update state in place.
 
 `reference` is the same logic in pure Python (float64), the check for the diagnostics
 page and the tests.
@@ -46,7 +47,8 @@ CAL_EVERY = 8       # the map table is rebuilt on frames whose index is a multip
 CAL_ONE = 1e-5      # a CDF this close to 1 is 1 (the histogram's sum and its total round apart)
 CAL = 14            # where the histogram starts in the state
 REG = CAL + 2 * CAL_BINS + 1 + CAL_POINTS        # the register's mean pitch (MIDI), R (octaves), chosen flag
-STATE = REG + 3                                  # floats of state
+SHIFTED = REG + 3                                # the level stage's flag: 1 once the auto shift took effect
+STATE = REG + 4                                  # floats of state
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,8 @@ class Rules:
 def initial_state(dev, rules: Rules) -> Tensor:
     """The state before a take's first frame: f0 held at the middle of the range, no
     note, no voiced loudness yet, gates closed, frame 0, gain 0 dB, silence (-80 dB)
-    before the input; no voiced pitch yet, register shift 0, not chosen yet."""
+    before the input; no voiced pitch yet, register shift 0, not chosen yet; no auto
+    shift met by the level stage yet."""
     return dev.tensor(reference_state(rules), (STATE,))
 
 
@@ -106,7 +109,7 @@ def reference_state(rules: Rules) -> list:
     mid = 440.0 * 2.0 ** (((rules.lo_midi + rules.hi_midi) / 2 - 69.0) / 12.0)
     quantiles = list(rules.calibration) if rules.has_cal else [0.0] * CAL_POINTS
     return ([mid, float(rules.hold_frames), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0] + [-80.0] * LAG
-            + [0.0, 0.0] + [0.0] * (2 * CAL_BINS + 1) + quantiles + [0.0, 0.0, 0.0])
+            + [0.0, 0.0] + [0.0] * (2 * CAL_BINS + 1) + quantiles + [0.0, 0.0, 0.0, 0.0])
 
 
 def loop_passes(F: int, rules: Rules) -> int:
@@ -130,14 +133,14 @@ def _check_inputs(op, fc, ld, knobs, state):
 
 def tone_controls(fc, ld, knobs, state, rules: Rules):
     """(decoder f0 [F], decoder loudness [F], controls multiplier [F, 2 + K + M],
-    aux [F, 3]: auto shift dB, output gate, played f0 Hz (the decoder f0, for tone_level's
-    output)) for one block; advances state (see the module docstring)."""
+    aux [F, 4]: auto shift dB, output gate, played f0 Hz (the decoder f0, for tone_level's
+    output), 1 where the auto shift is in effect) for one block; advances state (see the module docstring)."""
     op = "tone_controls"
     F = _check_inputs(op, fc, ld, knobs, state)
     expect_loop_steps(op, loop_passes(F, rules), f"a block of {F} frames", fc)
     dev = fc.dev
     dec_f0, dec_ld = dev.empty((F,)), dev.empty((F,))
-    gates, aux = dev.empty((F, rules.width)), dev.empty((F, 3))
+    gates, aux = dev.empty((F, rules.width)), dev.empty((F, 4))
     consts = {"WG": WG, "CAL_BINS": CAL_BINS, "CAL_POINTS": CAL_POINTS, "CAL_EVERY": CAL_EVERY}
     dev.run(dev.kernel("tone_controls", "controls", consts=consts), 1,
             fc=fc, ld=ld, knobs=knobs, st=state, dec_f0=dec_f0, dec_ld=dec_ld, gates=gates, aux=aux,
@@ -157,7 +160,7 @@ def tone_level(audio, measured, ld, fc, aux, knobs, state, rules: Rules):
     the octave knob, the register shift and the fold); advances state."""
     op = "tone_level"
     F = _check_inputs(op, fc, ld, knobs, state)
-    for name, t, n in (("audio", audio, F * rules.hop), ("measured", measured, F), ("aux", aux, 3 * F)):
+    for name, t, n in (("audio", audio, F * rules.hop), ("measured", measured, F), ("aux", aux, 4 * F)):
         expect(op, isinstance(t, Tensor) and t.dtype == "f32" and t.size == n,
                f"{name} must be an f32 tensor of {n} values", t)
     dev = fc.dev
@@ -166,7 +169,7 @@ def tone_level(audio, measured, ld, fc, aux, knobs, state, rules: Rules):
             audio=audio, measured=measured, ld=ld, fc=fc, aux=aux, knobs=knobs, st=state, out=out,
             frames=F, hop=rules.hop, rate=1.0 - math.exp(-1.0 / rules.level_frames),
             max_db=rules.level_max_db, headroom=rules.headroom_db, silence=rules.silence_db,
-            peak=rules.level_peak)
+            peak=rules.level_peak, shifted_at=SHIFTED)
     return out
 
 
@@ -252,7 +255,7 @@ def reference(fc, ld, audio, measured, knobs, state, rules: Rules, notes=None):
     hold_f0, unvoiced, sung_db, sung, harm, outg, first = state[:7]
     sung_midi, reg, chosen = state[REG:REG + 3]
     step = 1.0 / rules.gate_frames
-    dec_f0, dec_ld, gates, sounding, shifts = [], [], [], [], []
+    dec_f0, dec_ld, gates, sounding, shifts, live = [], [], [], [], [], []
     for i in range(F):
         f0, conf, loud_in = fc[2 * i], fc[2 * i + 1], ld[i]
         if conf >= rules.voiced and math.isfinite(f0) and f0 > 0:
@@ -293,19 +296,21 @@ def reference(fc, ld, audio, measured, knobs, state, rules: Rules, notes=None):
         dec_ld.append(max(-80.0, loud_in + trim + auto))
         sounding.append(outg)
         shifts.append(auto)
+        live.append(rules.center_db is not None and sung > 0)
         gates += [1.0, outg * harm] + [1.0] * K + [outg] * M
     state[:7] = [hold_f0, unvoiced, sung_db, sung, harm, outg, first + F]
     state[REG:REG + 3] = [sung_midi, reg, chosen]
 
-    hop, gain = rules.hop, state[7]
+    hop, gain, shifted = rules.hop, state[7], state[SHIFTED]
     targets = list(state[8:8 + LAG]) + list(ld)
     rate = 1.0 - math.exp(-1.0 / rules.level_frames)
     out = list(audio)
     for k in range(F):
-        heard, got, before = targets[k], measured[k], gain
+        heard, got, before, undo = targets[k], measured[k], gain, -shifts[k]
+        if not shifted and live[k]:     # the auto shift's first frame: move against it at once
+            gain, shifted = gain + undo, 1.0
         target = max(heard + trim - rules.headroom_db, rules.silence_db + 20)   # quiet in, quiet out; the floor:
         if sounding[k] >= 1.0 and heard > rules.silence_db and got > rules.silence_db:   # not the noise floor
-            undo = -shifts[k]
             want = max(undo - rules.level_max_db, min(undo + rules.level_max_db, target - got))
             gain += (want - gain) * rate
         g0, g1 = 10.0 ** (before / 20.0), 10.0 ** (gain / 20.0)
@@ -318,7 +323,7 @@ def reference(fc, ld, audio, measured, knobs, state, rules: Rules, notes=None):
         g0 = min(g0, limit)
         for j in range(hop):
             out[k * hop + j] *= g0 + (g1 - g0) / hop * (j + 1)
-    state[7] = gain
+    state[7], state[SHIFTED] = gain, shifted
     state[8:8 + LAG] = targets[F:F + LAG]
     out += [fc[2 * i] for i in range(F)] + [fc[2 * i + 1] for i in range(F)] + list(ld) + dec_f0
     return dec_f0, dec_ld, gates, out
@@ -340,7 +345,10 @@ async def _check_tone_controls(dev):
     # and unvoiced runs longer than the hold,
     # octave folds both ways, silence, the auto-adjust, the calibration's histogram past
     # its memory (cal_frames) and its map rebuilt within a block, the level gain, its
-    # peak limit, and the take's end. Inputs keep clear of thresholds so float32 rounding
+    # peak limit, and the take's end; without the register shift, the take starts with 7
+    # loud unvoiced frames, which the level stage measures (past its LAG) before the
+    # auto shift takes effect on the first voiced frame, where the gain moves against it
+    # (the check fails without that move). Inputs keep clear of thresholds so float32 rounding
     # cannot flip a decision; the bars are float32 rounding of a few chained operations
     # (gains through exp2/log2: a few ulps of 1e-6 relative; the calibrated loudness: its
     # CDF is a sum of up to CAL_BINS terms, 1e-5 of its unit, times the instrument's
@@ -365,10 +373,11 @@ async def _check_tone_controls(dev):
         for block, (F, last) in enumerate(((19, -1.0), (17, 32.0))):
             fc, ld = [], []
             for i in range(F):
-                voiced = (i % 6) < 4 if median is None else (i % 9) < 5
+                breath = median is None and block == 0 and i < 7     # loud, unvoiced: the take's start
+                voiced = ((i % 6) < 4 and not breath) if median is None else (i % 9) < 5
                 fc += [pitch(r, block, i) * r.uniform(0.97, 1.03), r.uniform(0.6, 1.0) if voiced
                        else r.uniform(0.0, 0.4)]
-                ld.append(r.choice([-90.0, -40.0, -20.0, -5.0, 25.0]) + r.uniform(-3, 3))
+                ld.append((-20.0 if breath else r.choice([-90.0, -40.0, -20.0, -5.0, 25.0])) + r.uniform(-3, 3))
             if median is not None and block == 0:
                 ld[0] = -60.0
             audio = rand(r, F * rules.hop, -0.9, 0.9)
