@@ -1,7 +1,8 @@
 """pycore.ops.tone_controls (the tone engine's control logic and level stage on the GPU)
 against its float64 pure-Python reference, its input calibration against analytic and
-batch quantile maps, its register shift against hand-computed octaves, and the GPU noise counter of pycore.ops.ddsp that lets a recorded
-plan move through the synthesizer's noise."""
+batch quantile maps, its register shift against hand-computed octaves, and the GPU noise
+counter of pycore.ops.ddsp that lets a recorded plan move through the synthesizer's
+noise."""
 
 import asyncio
 from statistics import NormalDist

@@ -84,7 +84,8 @@ Per frame f (16 kHz, hop 64 samples, 250 frames per second), on the GPU:
              holding the gain there made the output's loudness follow real singing
              worse: correlation 0.909-0.928 against 0.923-0.948 on Vocadito clip 14 for
              the five instruments), a slow gain (one-pole over LEVEL_FRAMES = 4 frames,
-             within +-LEVEL_MAX_DB = 12 dB of undoing the auto-adjust shift) moves the synthesized output's A-weighted loudness, measured on the GPU over
+             within +-LEVEL_MAX_DB = 12 dB of undoing the auto-adjust shift) moves the
+             synthesized output's A-weighted loudness, measured on the GPU over
              the last 512 output samples, toward the input's over the same 512 samples
              (the input frame LEVEL_LAG = 4 frames earlier) minus HEADROOM_DB (6 dB, so
              that a loud singer does not drive a peakier instrument into the limit), but
@@ -159,8 +160,8 @@ from ..ops import elementwise as E
 from ..ops.loudness import loudness_db as loudness_op
 from ..ops.pitch import FRAME, crepe_decode, crepe_frames, pitch_track
 from ..ops.tone_controls import LAG, Rules, initial_state, tone_controls, tone_level
-from .controls import (AUTO_FRAMES, DEFAULT_RANGE, GATE_FRAMES, HEADROOM_DB, HOLD_FRAMES, LEVEL_FRAMES, LEVEL_MAX_DB,
-                       LEVEL_PEAK, REGISTER_MARGIN, SILENCE_DB, VOICED, fold_f0)  # noqa: F401 (fold_f0: public, pycore.tone.fold_f0)
+from .controls import (AUTO_FRAMES, DEFAULT_RANGE, GATE_FRAMES, HEADROOM_DB, HOLD_FRAMES, LEVEL_FRAMES,  # noqa: F401
+                       LEVEL_MAX_DB, LEVEL_PEAK, REGISTER_MARGIN, SILENCE_DB, VOICED, fold_f0)  # (fold_f0: public)
 from .controls import CAL_FRAMES, CAL_PRIOR_FRAMES
 from .features import HOP, LOUDNESS_N_FFT, SAMPLE_RATE, load_crepe
 from .calibration import pitch_median
