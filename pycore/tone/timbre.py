@@ -29,7 +29,8 @@ Decision: a small network (one hidden layer of ReLUs, softmax over the classes) 
 standardized features picks the label; the classes are the five instruments, "other"
 (other GM programs) and "synthetic" (bare oscillators, sine to sawtooth, with and
 without noise, driven by voice-like f0 and loudness contours: what a control sounds
-like). A window labelled as an instrument is then verified (open set): it must also lie
+like; and the DDSP synthesizer with an untrained decoder on the same contours: what a
+model that learned nothing sounds like). A window labelled as an instrument is then verified (open set): it must also lie
 inside that instrument's own distribution, its Mahalanobis distance to the class
 centroid (the class's own covariance, shrunk) within the class radius, a quantile of
 the class's fitting windows; otherwise it is labelled "none". An instrument is
@@ -226,6 +227,25 @@ def harmonic_amplitudes(kind: str, n: int):
     raise ValueError(f"timbre: oscillator kind must be one of {', '.join(WAVEFORMS)}, got {kind!r}")
 
 
+def held_f0_and_gate(f0_hz, confidence, midi_range=None):
+    """([F] f0, [F] gate) per frame, as the engine plays a singer's features: the last
+    voiced f0 (confidence >= VOICED) held, folded into midi_range (None: as given; before
+    the first voiced frame, the range's middle), and a gate that ramps towards 1 on
+    voiced frames and 0 elsewhere over GATE_FRAMES."""
+    from .controls import DEFAULT_RANGE, GATE_FRAMES, VOICED, fold_f0
+
+    lo, hi = midi_range or DEFAULT_RANGE
+    f0s, gates, held, gate = [], [], 440.0 * 2 ** (((lo + hi) / 2 - 69) / 12), 0.0
+    for f0, conf in zip(f0_hz, confidence):
+        voiced = conf >= VOICED and f0 > 0
+        if voiced:
+            held = fold_f0(float(f0), lo, hi) if midi_range else float(f0)
+        gate += max(-1.0 / GATE_FRAMES, min(1.0 / GATE_FRAMES, (1.0 if voiced else 0.0) - gate))
+        f0s.append(held)
+        gates.append(gate)
+    return np.asarray(f0s, np.float64), np.asarray(gates, np.float64)
+
+
 def oscillator(f0_hz, confidence, loudness_db, midi_range, kind="sine", amplitudes=None):
     """The controls of the check: a sine or a band-limited sawtooth (or any WAVEFORMS
     kind, or the harmonic `amplitudes` 1..n given) driven by the same frame features as
@@ -235,18 +255,9 @@ def oscillator(f0_hz, confidence, loudness_db, midi_range, kind="sine", amplitud
     on voiced frames and 0 elsewhere, ramped over GATE_FRAMES; f0 and amplitude
     interpolated linearly between frames; harmonics above 8 kHz left out; peak scaled
     to 0.5."""
-    from .controls import DEFAULT_RANGE, GATE_FRAMES, VOICED, fold_f0
-
     hop = 64
-    lo, hi = midi_range or DEFAULT_RANGE
-    f0s, amps, held, gate = [], [], 440.0 * 2 ** (((lo + hi) / 2 - 69) / 12), 0.0
-    for f0, conf, ld in zip(f0_hz, confidence, loudness_db):
-        voiced = conf >= VOICED and f0 > 0
-        if voiced:
-            held = fold_f0(float(f0), lo, hi) if midi_range else float(f0)
-        gate += max(-1.0 / GATE_FRAMES, min(1.0 / GATE_FRAMES, (1.0 if voiced else 0.0) - gate))
-        f0s.append(held)
-        amps.append(gate * 10.0 ** (float(ld) / 20.0))
+    f0s, gates = held_f0_and_gate(f0_hz, confidence, midi_range)
+    amps = gates * 10.0 ** (np.asarray(loudness_db, np.float64) / 20.0)
     t = np.arange(len(f0s) * hop) / hop
     frames = np.arange(len(f0s))
     f, a = np.interp(t, frames, f0s), np.interp(t, frames, amps)

@@ -40,6 +40,9 @@ from torch import nn
 
 from ..models.ddsp import Config
 
+# the instrument models' sizes (train_ddsp.py's docstring says why they are smaller than Config's)
+CONFIG = Config(ch=128, gru=128, n_harmonics=60, n_noise=65, reverb_length=8000)
+
 
 class Fc(nn.Module):
     """Linear -> LayerNorm -> LeakyReLU (ddsp nn.Fc)."""

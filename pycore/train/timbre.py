@@ -34,7 +34,12 @@ of singing, nothing measured on a recording) folded into each instrument's range
 engine folds a singer. It is what the sine and sawtooth controls are, so a window like
 them is labelled "synthetic"; SYNTH_PER_RANGE segments per instrument range and melody
 index, seeded by soundfont slot and index (leaving a soundfont out leaves its synthetic
-segments out too).
+segments out too). With them, UNTRAINED_PER_RANGE segments of the instrument models' own
+DDSP synthesizer with an untrained decoder (random weights, `untrained_ddsp_audio`) on
+the same contours: a harmonic-plus-noise buzz whose spectrum moves with the controls,
+what a model with shuffled weights plays. (Without them the check read 4 of 20 such
+segments as an instrument, and a retrained violin model with its weights shuffled as a
+violin.)
 
 Classifier: scikit-learn's MLPClassifier (one hidden layer of 128 ReLUs, L2 penalty
 0.1, Adam, early stopping on 10 % of the fitting windows, seed 0) on standardized window
@@ -57,7 +62,8 @@ a model's output); and (d) for the held-out synthetic segments, per waveform, th
 of windows labelled as an instrument and the segments an instrument wins (the controls'
 failure, measured without a singer).
 
-Native only (numpy, scikit-learn, soundfile, the fluidsynth program).
+Native only (numpy, scikit-learn, soundfile, the fluidsynth program; torch for the untrained
+synthesizer).
 """
 
 from __future__ import annotations
@@ -107,6 +113,8 @@ SHRINK = 0.9                      # class covariance: (1 - SHRINK) * sample + SH
 HIDDEN, ALPHA = 128, 0.1          # the network's hidden units and L2 penalty
 SYNTHETIC = "synthetic"
 SYNTH_PER_RANGE = 2               # synthetic segments per melody index and instrument range
+UNTRAINED = "untrained-ddsp"      # the synthetic class's DDSP synthesizer with an untrained decoder
+UNTRAINED_PER_RANGE = 1           # of those per melody index and instrument range
 
 
 def segments(labels=PROGRAMS, indices=()) -> list:
@@ -267,6 +275,47 @@ def synthetic_audio(rng, instrument: str, seconds: float = SECONDS):
     return (0.5 * x / (np.abs(x).max() + 1e-9)).astype(np.float32), str(kind)
 
 
+def untrained_ddsp_audio(rng, instrument: str, seconds: float = SECONDS):
+    """The instrument models' own synthesizer (pycore.train.ddsp_torch at CONFIG's sizes:
+    decoder, harmonic-plus-noise synthesis, reverb) with a decoder that learned nothing,
+    on a voice contour folded into the instrument's range (the last voiced f0 held; the
+    loudness moved by -5..+15 dB, towards the calibrated input's levels) and gated to the
+    voiced frames over GATE_FRAMES. Weights: each tensor as torch initializes it, times
+    a gain of 0.5..4 (log-uniform, per tensor); layer norms' gains 1 + N(0, 0.05) and
+    offsets N(0, 0.05); the reverb a noise burst at -80..-20 dB decaying with a time
+    constant of 0.05..10 s (10 s: flat over its 0.5 s), or none (one in four). What a
+    model with untrained or shuffled weights sounds like, drawn from `rng` alone: no
+    trained model is used."""
+    import torch
+
+    from .ddsp_torch import CONFIG, DDSP
+
+    inst = D.INSTRUMENTS[instrument]
+    f0, conf, ld = voice_contour(rng, seconds)
+    f0s, gates = T.held_f0_and_gate(f0, conf, (inst.low, inst.high))
+    with torch.random.fork_rng():
+        torch.manual_seed(int(rng.integers(2 ** 62)))
+        model = DDSP(CONFIG)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name == "reverb.ir":
+                    t = torch.arange(len(p), dtype=torch.float64) / CONFIG.sample_rate
+                    burst = np.exp(-t.numpy() / np.exp(rng.uniform(np.log(0.05), np.log(10.0))))
+                    level = 10 ** (rng.uniform(-80, -20) / 20) if rng.random() < 0.75 else 0.0
+                    p.copy_(torch.from_numpy(rng.standard_normal(len(p)) * burst * level))
+                elif ".norm." in name:
+                    p.copy_(torch.from_numpy(rng.normal(1.0 if name.endswith("weight") else 0.0, 0.05, p.shape)))
+                else:
+                    p.mul_(float(np.exp(rng.uniform(np.log(0.5), np.log(4.0)))))
+            controls, _ = model(torch.tensor(f0s[None], dtype=torch.float32),
+                                torch.tensor(ld[None] + rng.uniform(-5, 15), dtype=torch.float32))
+            noise = torch.from_numpy(rng.uniform(-1, 1, (1, len(f0s) * CONFIG.hop)).astype(np.float32))
+            x = model.synthesize(controls, noise)[0].double().numpy()
+    x = x * np.interp(np.arange(len(x)) / CONFIG.hop, np.arange(len(gates)), gates)
+    x = np.concatenate([x, np.zeros(int(GAP / 2 * T.SAMPLE_RATE))])
+    return (0.5 * x / (np.abs(x).max() + 1e-9)).astype(np.float32)
+
+
 def synthetic_rows(slot: int, name: str, indices) -> list:
     """Feature rows of the synthetic class for one soundfont's slot (seeded by slot and
     melody index, so leaving a soundfont out leaves its synthetic segments out too)."""
@@ -278,6 +327,10 @@ def synthetic_rows(slot: int, name: str, indices) -> list:
                 feats, _ = T.window_features(audio)
                 rows.append({"soundfont": name, "label": SYNTHETIC, "program": kind, "split": split,
                              "features": feats})
+            for j in range(UNTRAINED_PER_RANGE):
+                audio = untrained_ddsp_audio(np.random.default_rng([slot, index, k, SYNTH_PER_RANGE + j]), instrument)
+                rows.append({"soundfont": name, "label": SYNTHETIC, "program": UNTRAINED, "split": split,
+                             "features": T.window_features(audio)[0]})
     return rows
 
 
@@ -409,7 +462,8 @@ def build(soundfonts=SOUNDFONTS, fit_n=FIT, test_n=TEST, cache=None, log=print) 
                            "license": SOURCES.get(k, ("?", "?"))[1], "sha256": sha256_file(soundfonts[k])}
                        for k in soundfonts},
         "programs": {k: list(v) for k, v in PROGRAMS.items()},
-        "synthetic": {"per_range_and_melody": SYNTH_PER_RANGE, "waveforms": list(T.WAVEFORMS) + ["spectrum"]},
+        "synthetic": {"per_range_and_melody": SYNTH_PER_RANGE, "waveforms": list(T.WAVEFORMS) + ["spectrum"],
+                      "untrained_ddsp_per_range_and_melody": UNTRAINED_PER_RANGE},
         "melodies": {"fit": [FIT_FROM, FIT_FROM + fit_n - 1], "test": [TEST_FROM, TEST_FROM + test_n - 1],
                      "seconds": SECONDS},
         "windows": {"fit": int(sum(len(r["features"]) for r in fitting)),
@@ -482,7 +536,8 @@ def card_section(instrument, figures, check_info) -> list:
             "The model's output through `stemtone tone` (ToneStream, offline) on real solo singing (Vocadito "
             "clips 10 and 14, CC BY 4.0), read by the project's timbre check (`pycore.tone.timbre`, built by "
             "`python -m pycore.train.timbre` from renders of four GM soundfonts the models were not trained "
-            "on, and a synthetic class of bare oscillators on made-up voice contours). A recording is identified "
+            "on, and a synthetic class of bare oscillators and of the DDSP synthesizer with an untrained decoder "
+            "on made-up voice contours). A recording is identified "
             "as the instrument when it wins at least half of the 1 s windows. "
             f"Ceiling of the check for the {instrument} (share of held-out render windows labelled "
             f"{instrument}): {ceiling[instrument]} over four soundfonts; {min(unseen)}..{max(unseen)} on a "

@@ -55,13 +55,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.ddsp import Config
 from ..tone.timbre import load_check
 from . import data as D
 from . import timbre
-from .ddsp_torch import DDSP, next_frame, filtered_noise, save, upsample_linear
+from .ddsp_torch import CONFIG, DDSP, next_frame, filtered_noise, save, upsample_linear
 
-CONFIG = Config(ch=128, gru=128, n_harmonics=60, n_noise=65, reverb_length=8000)
 FFT_SIZES = (2048, 1024, 512, 256, 128, 64)
 REPO = Path(__file__).resolve().parent.parent.parent
 WEIGHTS_DIR = REPO / "weights"
