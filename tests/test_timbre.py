@@ -244,9 +244,11 @@ def shipped(dev, check, singing):
 
 # the instruments the check identifies on this singing (5 s of vocadito 10) with the
 # shipped models. The trumpet and the saxophone are since their models were retrained
-# with sung phrases for 2500 steps (they read as saxophone, and as violin / other,
-# before). Figures on both clips, whole, in the cards and weights/cards/timbre.json, from
-# python -m pycore.train.timbre --singing
+# with sung phrases (they read as saxophone, and as violin / other, before). The shuffled
+# copies of all five read as synthetic since the check's synthetic class holds untrained
+# DDSP decoders (before, the retrained violin's read as violin). Figures on both clips,
+# whole, in the cards and weights/cards/timbre.json, from python -m pycore.train.timbre
+# --singing
 IDENTIFIED = ("violin", "flute", "trumpet", "saxophone", "guitar")
 
 

@@ -3,6 +3,8 @@ pycore.train.data.calibration (where it comes from): the shipped models carry th
 quantiles of their own training renders, and a weights file with a malformed
 calibration is refused with a message naming the fault."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -55,10 +57,12 @@ def test_data_calibration_is_the_quantiles_of_the_voiced_frames():
 @pytest.mark.skipif(not D.fluidsynth_available(), reason="needs fluidsynth and FluidR3_GM (apt-get install -y "
                     "fluidsynth fluid-soundfont-gm)")
 def test_the_violins_calibration_is_its_training_renders():
-    """Re-rendered, the violin's 18 training melodies give exactly the stored quantiles
-    (renders and the loudness op are deterministic; float32 storage)."""
-    items = D.calibration_renders("violin", log=lambda *a: None)
-    assert len(items) == 18
+    """Re-rendered, the violin's 27 training melodies (30, less the hold-out's 3) give
+    exactly the stored quantiles (renders and the loudness op are deterministic; float32
+    storage)."""
+    items = D.calibration_renders("violin", melodies=30, log=lambda *a: None)
+    record = json.loads(load_metadata(weights_path("ddsp-violin"))["stemtone_training"])
+    assert len(items) == 27 == record["train_melodies"]
     cal = D.calibration(items)
     stored = load(weights_path("ddsp-violin"))
     assert np.array_equal(np.frombuffer(stored[C.LOUDNESS].data, np.float32), cal["loudness_db"])

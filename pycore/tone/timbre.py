@@ -30,12 +30,13 @@ standardized features picks the label; the classes are the five instruments, "ot
 (other GM programs) and "synthetic" (bare oscillators, sine to sawtooth, with and
 without noise, driven by voice-like f0 and loudness contours: what a control sounds
 like; and the DDSP synthesizer with an untrained decoder on the same contours: what a
-model that learned nothing sounds like). A window labelled as an instrument is then verified (open set): it must also lie
-inside that instrument's own distribution, its Mahalanobis distance to the class
-centroid (the class's own covariance, shrunk) within the class radius, a quantile of
-the class's fitting windows; otherwise it is labelled "none". An instrument is
-identified on a recording when it wins at least half of the windows (`MAJORITY`);
-"none", "other" and "synthetic" (`NOT_INSTRUMENTS`) never identify one.
+model that learned nothing sounds like). A window labelled as an instrument is then
+verified (open set): it must also lie inside that instrument's own distribution, its
+Mahalanobis distance to the class centroid (the class's own covariance, shrunk) within
+the class radius, a quantile of the class's fitting windows; otherwise it is labelled
+"none". An instrument is identified on a recording when it wins at least half of the
+windows (`MAJORITY`); "none", "other" and "synthetic" (`NOT_INSTRUMENTS`) never identify
+one.
 """
 
 from __future__ import annotations

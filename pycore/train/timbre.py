@@ -554,7 +554,7 @@ def set_section(text: str, lines: list) -> str:
     if SECTION in text:
         a = text.index(SECTION)
         b = text.find("\n## ", a + len(SECTION))
-        return text[:a] + body + (text[b + 1:] if b >= 0 else "")
+        return text[:a] + body + ("\n" + text[b + 1:] if b >= 0 else "")
     at = text.find("## Reproduce")
     return text + "\n" + body if at < 0 else text[:at] + body + "\n" + text[at:]
 

@@ -513,6 +513,18 @@ def _parts(row, name):
     return f"{row[name]} ({row[name + '_lin']} + {row[name + '_log']})"
 
 
+def train_commands(instrument, rec, cfg, name) -> list:
+    """The training command lines that made a model with record `rec`: one run, or (an
+    extended model) the shorter run and its --extend through the same checkpoint."""
+    base = (f"python -m pycore.train.train_ddsp --instrument {instrument} --batch {rec['batch']} --seed {rec['seed']}"
+            + "".join(f" --{k} {cfg[k]}" for k in ("gru", "ch") if cfg.get(k, getattr(CONFIG, k)) != getattr(CONFIG, k))
+            + f" --out weights/{name}.safetensors")
+    if not rec.get("extended_from"):
+        return [f"{base} --steps {rec['steps']}"]
+    ck = f"--checkpoint {instrument}.ckpt"
+    return [f"{base} --steps {rec['extended_from']} {ck}", f"{base} --steps {rec['steps']} {ck} --extend"]
+
+
 def write_card(instrument, weights, evaluation=None):
     """weights/cards/ddsp-<instrument>.md from the weights' metadata, the data summary
     and (optionally) evaluate.py's hold-out figures."""
@@ -596,10 +608,7 @@ def write_card(instrument, weights, evaluation=None):
             "apt-get install -y fluidsynth fluid-soundfont-gm",
             f"python -m pycore.train.data {instrument}"
             + (f" --melodies {summary['train']['melodies'] + summary['holdout']['melodies']}" if summary else ""),
-            f"python -m pycore.train.train_ddsp --instrument {instrument} --steps {rec['steps']} "
-            f"--batch {rec['batch']} --seed {rec['seed']}"
-            + "".join(f" --{k} {cfg[k]}" for k in ("gru", "ch") if cfg.get(k, getattr(CONFIG, k)) != getattr(CONFIG, k))
-            + f" --out weights/{name}.safetensors",
+            *train_commands(instrument, rec, cfg, name),
             f"python -m pycore.train.evaluate {instrument}", "```", "",
             "## Limits", "",
             "Trained briefly on CPU on synthesized (sampled) instrument audio: the timbre is the soundfont's, "
