@@ -216,10 +216,11 @@ def follow_singing(dev, instrument, clip, calibrated=True, register=True, check=
                          engine's octave choice (decoder f0 over input f0, in whole
                          octaves: the register shift and the fold together) changes:
                          the melody's contour broken mid-note. The decisions are the
-                         control rules' float64 reference on the input's per-frame CREPE
-                         features, as for ks (the engine itself plays a lagged,
-                         interpolated pitch track: the same notes to within a few frames);
-                         octave_breaks_count the number of such steps
+                         engine's own (ToneStream's played_f0_hz at frame t + PITCH_LAG
+                         against the input's CREPE f0 at frame t): the float64 reference
+                         on the input's offline features, which ks uses, can choose
+                         another octave at a note start (its features differ a little
+                         from the stream's); octave_breaks_count the number of such steps
       octaves            share of the voiced frames at each octave choice (e.g. {"+1": 0.9})
       singer_midi        median MIDI of the input's voiced frames (confidence > 0.5,
                          loudness > -50 dB); inst_midi the model's training pitch median
@@ -247,11 +248,12 @@ def follow_singing(dev, instrument, clip, calibrated=True, register=True, check=
         s = ToneStream(model)
         if not register:                        # the loudness calibration without the register shift
             s.rules = dataclasses.replace(s.rules, pitch_median=None)
-        parts = [(await s.push(x))["audio"], (await s.flush())["audio"]]
-        y = np.concatenate([np.frombuffer(p, np.float32) for p in parts])
-        return y[s.delay_samples:s.delay_samples + len(x)], s.rules
+        parts = [await s.push(x), await s.flush()]
+        y = np.concatenate([np.frombuffer(p["audio"], np.float32) for p in parts])
+        played = np.concatenate([np.asarray(p["played_f0_hz"], np.float64) for p in parts])
+        return y[s.delay_samples:s.delay_samples + len(x)], s.rules, played
 
-    y, rules = asyncio.run(render())
+    y, rules, played = asyncio.run(render())
     fo, _, lo = asyncio.run(features(dev, y))
 
     def cents(out, inp):
@@ -260,10 +262,11 @@ def follow_singing(dev, instrument, clip, calibrated=True, register=True, check=
 
     n = len(fi) - PITCH_LAG
     F = len(li)
-    dec_f0, dec = T.reference(np.stack([fi, ci], 1).reshape(-1).tolist(), li.tolist(), [0.0] * (F * rules.hop),
-                              [-80.0] * F, [1.0, 0.0, -1.0], T.reference_state(rules), rules)[:2]
+    _, dec = T.reference(np.stack([fi, ci], 1).reshape(-1).tolist(), li.tolist(), [0.0] * (F * rules.hop),
+                         [-80.0] * F, [1.0, 0.0, -1.0], T.reference_state(rules), rules)[:2]
     d = np.sort(np.asarray(dec)[voiced])
-    breaks, steps, octaves = octave_breaks(fi, ci, np.asarray(dec_f0), rules)
+    m = min(len(fi), len(played) - PITCH_LAG)
+    breaks, steps, octaves = octave_breaks(fi[:m], ci[:m], played[PITCH_LAG:PITCH_LAG + m], rules)
     ks = np.max(np.abs(np.arange(1, len(d) + 1) / len(d) - np.interp(d, q, np.linspace(0, 1, len(q)))))
     row = {"clip": f"vocadito_{clip}", "calibrated": calibrated,
            "pitch_cents": cents(fo[PITCH_LAG:][voiced[:n]], fi[:n][voiced[:n]]),
