@@ -463,7 +463,8 @@ def calibration_section(instrument, weights) -> list:
                 "training distribution above. Timbre: share of 1 s windows the timbre check reads as "
                 f"{instrument}. Octave breaks: share of the frame-to-frame steps inside the engine's notes (voiced "
                 "frames less than the hold apart) where its octave choice (the played f0 over the input's, 3 "
-                "frames later) changes (the contour broken mid-note; `evaluate.octave_breaks`), and the share of voiced frames at each octave choice; the singer's "
+                "frames later) changes (the contour broken mid-note; `evaluate.octave_breaks`), and the share "
+                "of voiced frames at each octave choice; the singer's "
                 "median pitch (MIDI) is given with the clip.", "",
                 _table([[f"{r['clip']} ({r['singer_midi']})" if "singer_midi" in r else r["clip"],
                          "yes" if r["calibrated"] else "no", "yes" if r.get("register") else "no",
