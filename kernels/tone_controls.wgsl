@@ -17,18 +17,22 @@
 //             or, when the model carries its calibration (has_cal), auto = calibrated(ld)
 //             - ld: the input calibration below.
 //             Then all invocations write the multiplier rows [1, g h, 1 x K, g x M].
-//   register  (has_reg: the model carries its training pitch's median, pitch_median)
+//   register  (has_reg: the model carries its central training register, the band
+//             [band_lo, band_hi] MIDI: its training pitch's quantiles at 1/8 and 7/8)
 //             R, a whole number of octaves, is chosen only at a note start: a voiced
 //             frame after at least `hold` unvoiced ones (the harmonic gate's hold ran
-//             out; the take's first voiced frame is one, the state starting at `hold`):
-//             with x = (pitch_median - m) / 12, m the running mean pitch including this
-//             frame (this frame's own pitch while no frame has been counted yet), the
-//             take's first note takes R = round(x); a later note keeps the R it finds
-//             unless |x - R| > 0.5 + reg_margin, and then takes round(x) (hysteresis: a
-//             singer whose mean sits near a half-octave boundary does not flip octaves
-//             from note to note); within a note R stays, so a phrase is moved as a whole
-//             and the fold only guards the range. Without has_reg, R stays 0 (the fold
-//             alone, as before the rule). round: halves to even, as Python's round.
+//             out; the take's first voiced frame is one, the state starting at `hold`),
+//             from m, the running mean pitch including this frame (this frame's own
+//             pitch while no frame has been counted yet): the take's first note takes the
+//             smallest shift (in size) that puts m + 12 R inside the band (where no whole
+//             octave does, a band narrower than an octave, the one nearer the band; a tie:
+//             the smaller); a later note keeps the R it finds while m + 12 R lies within
+//             12 reg_margin semitones of the band, and else chooses again (hysteresis: a
+//             singer whose mean sits near the band's edge does not flip octaves from
+//             note to note); within a note R stays, so a phrase is moved as a whole and
+//             the fold only guards the range. Without has_reg, R stays 0 (the fold
+//             alone, as before the rule). register_shift below; its float64 twin is
+//             pycore.ops.tone_controls.register_shift.
 //   calibration  (pycore/tone/calibration.py says why) the input's loudness mapped onto
 //             the instrument's training distribution by quantiles, causally:
 //             - observe: each voiced frame above CAL_LO adds to a histogram of 1 dB bins
@@ -92,8 +96,9 @@ struct Params {
     has_cal: u32,        // 1: the model's calibration (else the running-mean shift)
     cal_prior: f32,      // CAL_PRIOR_FRAMES
     cal_frames: f32,     // CAL_FRAMES
-    has_reg: u32,        // 1: the register shift towards pitch_median (else R = 0)
-    pitch_median: f32,   // the median of the model's training pitch (MIDI)
+    has_reg: u32,        // 1: the register shift into [band_lo, band_hi] (else R = 0)
+    band_lo: f32,        // the model's central training register (MIDI)
+    band_hi: f32,
     reg_margin: f32,     // REGISTER_MARGIN (octaves): R's hysteresis
 }
 
@@ -133,6 +138,26 @@ fn table_at() -> u32 {
 // + 2] 1 once the take's first note chose R: after the calibration's part.
 fn reg_at() -> u32 {
     return CAL + 2u * CAL_BINS + 1u + CAL_POINTS;
+}
+
+// R at a note start with running mean pitch m (the header's register rule).
+fn register_shift(m: f32, current: f32, chosen: bool) -> f32 {
+    let slack = 12.0 * p.reg_margin;
+    let at = m + 12.0 * current;
+    if (chosen && at >= p.band_lo - slack && at <= p.band_hi + slack) {
+        return current;
+    }
+    let lift = ceil((p.band_lo - m) / 12.0);    // the smallest R with m + 12 R >= band_lo
+    let drop = floor((p.band_hi - m) / 12.0);   // the largest R with m + 12 R <= band_hi
+    if (lift <= drop) {
+        return min(max(0.0, lift), drop);
+    }
+    let below = p.band_lo - (m + 12.0 * drop);
+    let above = m + 12.0 * lift - p.band_hi;
+    if (below < above || (below == above && abs(drop) < abs(lift))) {
+        return drop;
+    }
+    return lift;
 }
 
 fn inst_q(k: u32) -> f32 {
@@ -264,10 +289,7 @@ fn controls(@builtin(local_invocation_index) lid: u32) {
                     }
                 }
                 if (p.has_reg == 1u && onset) {
-                    let x = (p.pitch_median - select(midi, sung_midi, sung > 0.0)) / 12.0;
-                    if (chosen == 0.0 || abs(x - reg) > 0.5 + p.reg_margin) {
-                        reg = round(x);
-                    }
+                    reg = register_shift(select(midi, sung_midi, sung > 0.0), reg, chosen == 1.0);
                     chosen = 1.0;
                 }
                 hold_f0 = fold(f0 * shift * exp2(reg));

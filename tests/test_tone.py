@@ -227,15 +227,19 @@ def test_out_of_range_pitch_is_moved_by_octaves(dev, models, instrument, freq, f
     """A held sine outside the model's range. Without the register shift (a model with no
     calibration) the fold moves it the fewest octaves into the range: flute 80 Hz (MIDI
     39.5, range 60..93) two up to 320 Hz, saxophone 1500 Hz (90.5, range 49..80) one down
-    to 750 Hz. With it, the one note moves by R = round((training pitch median - its
-    pitch) / 12) octaves (its own pitch is the running mean at its first frame), then
-    the fold: e.g. the flute (median 77.1) R = +3, 640 Hz."""
-    from pycore.tone.calibration import pitch_median
+    to 750 Hz. With it, the one note first moves by R octaves, the smallest shift that
+    brings its pitch (the running mean at its first frame) into the model's central
+    training register (pycore.tone.calibration.pitch_band), then the fold: e.g. the
+    flute (band 65.1 .. 89.0) R = +3, 640 Hz; the saxophone (53.8 .. 73.1) R = -2, 375 Hz."""
+    from pycore.ops.tone_controls import register_shift
+    from pycore.tone.calibration import pitch_band
 
     model = models(instrument)
     if register:
         midi = 69 + 12 * np.log2(freq / 440)
-        want = fold_f0(freq * 2.0 ** round((pitch_median(model.calibration) - midi) / 12), *model.midi_range)
+        R = register_shift(midi, 0.0, False, pitch_band(model.calibration), 0.0)
+        assert R == {"flute": 3.0, "saxophone": -2.0}[instrument]
+        want = fold_f0(freq * 2.0 ** R, *model.midi_range)
     else:
         model = load_tone_model(dev, instrument)
         model.calibration, want = None, folded

@@ -12,8 +12,9 @@ import pytest
 
 from pycore.gpu.selfcheck import load_all
 from pycore.ops import ddsp as ops
-from pycore.ops.tone_controls import CAL_POINTS, LAG, REG, Rules, initial_state, tone_controls, tone_level
-from pycore.tone.calibration import pitch_median
+from pycore.ops.tone_controls import (CAL_POINTS, LAG, REG, Rules, initial_state, register_shift, tone_controls,
+                                      tone_level)
+from pycore.tone.calibration import pitch_band
 from pycore.tone.controls import REGISTER_MARGIN
 
 
@@ -189,16 +190,17 @@ def test_calibration_converges_to_the_batch_quantile_map(dev):
 # ---------------------------------------------------------------- the register shift
 
 FLUTE_LIKE = {"loudness_db": tuple(np.linspace(-30.0, 10.0, CAL_POINTS)),
-              "midi": tuple(np.linspace(60.0, 93.0, CAL_POINTS))}        # median 76.5, the range [60, 93]
+              "midi": tuple(np.linspace(60.0, 93.0, CAL_POINTS))}   # the range [60, 93], band (64.125, 88.875)
 
 
 def _register_rules(register: bool, margin: float = REGISTER_MARGIN) -> Rules:
-    """A flute-like model (MIDI range 60..93, training pitch median 76.5) with the
-    engine's hold (25 frames), running-mean length (750) and register hysteresis (1/12
-    octave), with or without the register shift (without: the fold alone, the engine
-    before the rule)."""
+    """A flute-like model (MIDI range 60..93, training pitch uniform over it: its central
+    register, the quantiles at 1/8 and 7/8, is the band 64.125..88.875) with the engine's
+    hold (25 frames), running-mean length (750) and register hysteresis (1/12 octave),
+    with or without the register shift (without: the fold alone, the engine before the
+    rule)."""
     return Rules(lo_midi=60.0, hi_midi=93.0, calibration=FLUTE_LIKE["loudness_db"],
-                 pitch_median=pitch_median(FLUTE_LIKE) if register else None, reg_margin=margin)
+                 pitch_band=pitch_band(FLUTE_LIKE) if register else None, reg_margin=margin)
 
 
 def _sing(dev, rules, notes, rest=40):
@@ -228,10 +230,11 @@ def _octaves(midi, dec):
 
 
 def test_register_moves_a_low_singer_by_whole_octaves_and_keeps_the_contour(dev):
-    """A low singer (MIDI 45..52, mean about 48) on a flute-like model (training pitch
-    median 76.5, range 60..93): R = round((76.5 - 48) / 12) = +2 from the first note's
-    first frame on (the take's first voiced frame is a note start; its own pitch, 48, is
-    the mean then), so every note plays exactly two octaves up (45..52 -> 69..76, inside
+    """A low singer (MIDI 45..52, mean about 48) on a flute-like model (band 64.125 ..
+    88.875, range 60..93): R = +2, the smallest shift into the band (48 + 12 = 60 lies
+    below it, 48 + 24 = 72 inside), from the first note's first frame on (the take's
+    first voiced frame is a note start; its own pitch, 48, is the mean then), so every
+    note plays exactly two octaves up (45..52 -> 69..76, inside
     the range: the fold does nothing). Two legato phrases (one note each for the engine:
     no unvoiced run reaches the hold) cross MIDI 48, the old fold's boundary for this
     range (47 folds up two octaves to 71, 48 one octave to 60): without the rule the
@@ -255,43 +258,62 @@ def test_register_moves_a_low_singer_by_whole_octaves_and_keeps_the_contour(dev)
 
 
 def test_register_changes_only_at_a_note_start(dev):
-    """One long legato note (one note for the engine: no rest) starts at MIDI 48 (250
-    frames) and moves to 63 (1750 frames): the running pitch mean (plain over 750 voiced
-    frames, then exponential over 750) goes from 48 to 63 - 5 (1 - 1/750)^1250 = 62.06,
-    so (76.5 - mean) / 12 falls from 2.4 to 1.20 in mid-note (past 1.5 at mean 58.5), but
-    R stays +2 to the note's end (63 plays at 87, state R = 2). After a rest of 40 frames
-    (past the hold of 25) the next note, at 63, starts with R = round(1.20) = 1 (1.20 lies
-    0.80 from R = 2, past the hysteresis's 0.5 + 1/12): 75."""
-    notes = [(48, 250), (63, 1750), (None, 40), (63, 200)]
+    """One long legato note (one note for the engine: no rest) starts at MIDI 48 (100
+    frames: R = +2, 72 in the band 64.125 .. 88.875) and moves to 68 (1900 frames): the
+    running pitch mean (plain over 750 voiced frames, then exponential over 750) goes
+    from 48 to 68 - (68 - 65.33) (1 - 1/750)^1250 = 67.50, so the shifted mean 91.50 lies
+    past the band's top and its margin (88.875 + 1) in mid-note, but R stays +2 to the
+    note's end (68 plays at 92, state R = 2). After a rest of 40 frames (past the hold of
+    25) the next note, at 68, starts with R = 0: the mean 67.50 lies inside the band."""
+    notes = [(48, 100), (68, 1900), (None, 40), (68, 200)]
     midi, dec, states = _sing(dev, _register_rules(True), notes)
-    mean = 63.0 - 5.0 * (1.0 - 1.0 / 750.0) ** 1250
-    assert abs(mean - 62.06) < 0.01 and round((76.5 - mean) / 12.0) == 1
-    assert abs((76.5 - mean) / 12.0 - 2.0) > 0.5 + REGISTER_MARGIN + 0.1
+    mean = 68.0 - (68.0 - (100 * 48.0 + 650 * 68.0) / 750) * (1.0 - 1.0 / 750.0) ** 1250
+    assert abs(mean - 67.50) < 0.01 and mean + 24.0 > 88.875 + 12.0 * REGISTER_MARGIN + 0.5
     v = ~np.isnan(midi)
     k = _octaves(midi, dec)
     first = np.arange(len(midi))[v] < 2000
-    assert np.all(k[first] == 2) and np.all(k[~first] == 1), (np.unique(k[first]), np.unique(k[~first]))
-    assert states[1][REG + 1] == 2.0 and states[-1][REG + 1] == 1.0      # after frame 2000: still 2
+    assert np.all(k[first] == 2) and np.all(k[~first] == 0), (np.unique(k[first]), np.unique(k[~first]))
+    assert states[1][REG + 1] == 2.0 and states[-1][REG + 1] == 0.0      # after frame 2000: still 2
     assert abs(states[1][REG] - mean) < 1e-3          # the state's mean pitch, float32
 
 
-def test_register_holds_its_octave_for_a_singer_near_the_half_octave_point(dev):
-    """A singer alternating notes at MIDI 69 and 72 (300 frames each, rests of 30 frames
-    between them: every note is a note start) on the flute-like model (median 76.5):
-    the running mean settles near 70.5, where (76.5 - mean) / 12 sits at 0.48-0.53, the
-    half-octave point. The first note (69: 0.54) takes R = 1. With the engine's
-    hysteresis (R changes only once |x - R| > 0.5 + 1/12) every note plays one octave up;
-    without it (margin 0, the rule before) R flips between 0 and 1 from note to note
-    (the float64 reference: 7 changes in 12 notes; here at least 4, so that a float32
-    rounding of the one note at x = 0.500 cannot decide the test)."""
-    notes = []
+def test_register_holds_its_octave_for_a_singer_at_the_bands_edge(dev):
+    """A singer alternating notes at MIDI 62.5 and 65 (300 frames each, rests of 30
+    frames between them: every note is a note start; a first note at 65) on the
+    flute-like model (band 64.125 .. 88.875): the first note lies inside the band and
+    takes R = 0 (the singer is not moved); the running mean then settles between 63.5
+    and 64.2, dipping below the band's lower edge by up to 0.62 semitone at the 62.5
+    notes' starts. With the engine's hysteresis (R changes once m + 12 R lies more than
+    1/12 octave outside the band) every note plays as sung; without it (margin 0) the
+    first dip (mean 63.75, the third note) moves the singer up an octave, and R stays 1
+    from there (the band is wider than an octave: 75.5 .. 76.2 lies well inside it, so
+    there is no flipping back)."""
+    notes = [(65, 300), (None, 30)]
     for _ in range(6):
-        notes += [(69, 300), (None, 30), (72, 300), (None, 30)]
+        notes += [(62.5, 300), (None, 30), (65, 300), (None, 30)]
     midi, dec, _ = _sing(dev, _register_rules(True), notes)
     k = _octaves(midi, dec)
-    assert np.all(k == 1), np.unique(k)
+    assert np.all(k == 0), np.unique(k)
     midi, dec, _ = _sing(dev, _register_rules(True, margin=0.0), notes)
     k = _octaves(midi, dec)
     changes = int(np.sum(k[1:] != k[:-1]))
-    print(f"\nregister changes between notes: hysteresis 0, margin 0 {changes}")
-    assert changes >= 4 and set(np.unique(k)) == {0, 1}, (changes, np.unique(k))
+    print(f"\nregister changes between notes without the margin: {changes}")
+    assert changes == 1 and np.all(k[:600] == 0) and np.all(k[600:] == 1), (changes, np.unique(k))
+
+
+def test_register_shift_rule():
+    """register_shift, the float64 rule the kernel mirrors, on hand-worked cases: inside
+    the band no shift; below or above it the smallest shift in; a band narrower than an
+    octave (60 .. 70.5) where no octave lands inside: the nearer side (71: 70.5 is 0.5
+    away, 59 is 1 away, so 0; 71.9: 59.9 is 0.1 away, so -1); the hysteresis keeps a
+    chosen R within the margin and chooses again past it."""
+    wide, narrow = (64.125, 88.875), (60.0, 70.5)
+    assert register_shift(70.0, 0.0, False, wide, 0.0) == 0.0
+    assert register_shift(48.0, 0.0, False, wide, 0.0) == 2.0           # 60 below, 72 inside
+    assert register_shift(40.0, 0.0, False, wide, 0.0) == 3.0           # 64 below, 76 inside
+    assert register_shift(100.0, 0.0, False, wide, 0.0) == -1.0         # 88 inside
+    assert register_shift(71.0, 0.0, False, narrow, 0.0) == 0.0
+    assert register_shift(71.9, 0.0, False, narrow, 0.0) == -1.0
+    assert register_shift(63.5, 0.0, True, wide, 1.0 / 12.0) == 0.0     # 0.625 below: within 1 semitone
+    assert register_shift(63.0, 0.0, True, wide, 1.0 / 12.0) == 1.0     # 1.125 below: past it
+    assert register_shift(63.5, 0.0, False, wide, 1.0 / 12.0) == 1.0    # the first note: no margin

@@ -17,10 +17,10 @@ voiced loudness and its count, harmonic and output gates, next frame index, leve
 rules.calibration holds the model's loudness quantiles: pycore.tone.calibration): its
 histogram's total weight, a table-built flag, the histogram [CAL_BINS], the map table
 [CAL_BINS + 1] and the instrument's quantiles [CAL_POINTS] (constant); then the register
-shift's (used when rules.pitch_median holds the model's training pitch median): the
+shift's (used when rules.pitch_band holds the model's central training register): the
 running mean of the voiced pitch (MIDI), R, the register shift in octaves, chosen at
-note starts with a hysteresis of rules.reg_margin (kernels/tone_controls.wgsl has the
-rule), and a flag set once the take's first note chose R; last, the level stage's flag,
+note starts with a hysteresis of rules.reg_margin (`register_shift`; kernels/tone_controls.wgsl
+has the same rule), and a flag set once the take's first note chose R; last, the level stage's flag,
 set on the first frame where the auto shift took effect (its gain moved against the
 shift there). Both kernels update state in place.
 
@@ -73,8 +73,8 @@ class Rules:
     calibration: tuple | None = None   # the instrument's CAL_POINTS loudness quantiles (None: the mean shift)
     cal_prior_frames: float = 2000.0   # weight of the prior, in voiced frames
     cal_frames: int = 7500             # voiced frames of the histogram's memory
-    pitch_median: float | None = None  # the model's training pitch median, MIDI (None: no register shift)
-    reg_margin: float = 0.0            # octaves past the half-octave point before a later note changes R
+    pitch_band: tuple | None = None    # (lo, hi) MIDI: the model's central training register (None: no shift)
+    reg_margin: float = 0.0            # octaves the shifted mean may stray outside the band before R changes
 
     @property
     def has_cal(self) -> bool:
@@ -82,7 +82,7 @@ class Rules:
 
     @property
     def has_reg(self) -> bool:
-        return self.pitch_median is not None
+        return self.pitch_band is not None
 
     @property
     def center_db(self) -> float | None:
@@ -149,8 +149,8 @@ def tone_controls(fc, ld, knobs, state, rules: Rules):
             step=1.0 / rules.gate_frames, auto_frames=float(rules.auto_frames), lo=rules.lo_midi,
             hi=rules.hi_midi, ref_db=rules.center_db if rules.center_db is not None else 0.0,
             has_cal=int(rules.has_cal), cal_prior=float(rules.cal_prior_frames), cal_frames=float(rules.cal_frames),
-            has_reg=int(rules.has_reg), pitch_median=float(rules.pitch_median) if rules.has_reg else 0.0,
-            reg_margin=float(rules.reg_margin))
+            has_reg=int(rules.has_reg), band_lo=float(rules.pitch_band[0]) if rules.has_reg else 0.0,
+            band_hi=float(rules.pitch_band[1]) if rules.has_reg else 0.0, reg_margin=float(rules.reg_margin))
     return dec_f0, dec_ld, gates, aux
 
 
@@ -244,12 +244,32 @@ def _calibrated(state, loud):
     return state[table + j] + (x - j) * (state[table + j + 1] - state[table + j])
 
 
+def register_shift(m: float, current: float, chosen: bool, band: tuple, margin: float) -> float:
+    """R, the register shift in whole octaves, at a note start whose running mean pitch is
+    m (MIDI): the smallest shift (in size) that puts m + 12 R inside the band (lo, hi),
+    the model's central training register; where no whole octave lands inside (a band
+    narrower than an octave), the one that leaves m + 12 R nearer the band (a tie: the
+    smaller shift). Once chosen, the current R stays while m + 12 R lies within
+    `margin` octaves of the band (hysteresis). Float64; kernels/tone_controls.wgsl's
+    register_shift is the same rule in float32."""
+    lo, hi = band
+    slack = 12.0 * margin
+    if chosen and lo - slack <= m + 12.0 * current <= hi + slack:
+        return current
+    lift = math.ceil((lo - m) / 12.0)         # the smallest R with m + 12 R >= lo
+    drop = math.floor((hi - m) / 12.0)        # the largest R with m + 12 R <= hi
+    if lift <= drop:
+        return float(min(max(0, lift), drop))
+    below, above = lo - (m + 12.0 * drop), m + 12.0 * lift - hi
+    return float(drop if below < above or (below == above and abs(drop) < abs(lift)) else lift)
+
+
 def reference(fc, ld, audio, measured, knobs, state, rules: Rules, notes=None):
     """Both stages on host lists, float64: (dec_f0, dec_ld, gates, out); state (a list
     of STATE floats) is updated in place. audio and measured are what the decoder and
     synthesizer made of dec_f0 / dec_ld / gates (the check feeds arbitrary values).
     notes: a list to which each note start of a register-shifted model appends (frame
-    index in the block, (pitch_median - mean pitch) / 12 unrounded, R)."""
+    index in the block, the mean pitch the rule saw, R before, R after)."""
     F, K, M = len(ld), rules.harmonics, rules.noise
     shift, trim, last = knobs
     hold_f0, unvoiced, sung_db, sung, harm, outg, first = state[:7]
@@ -267,12 +287,11 @@ def reference(fc, ld, audio, measured, knobs, state, rules: Rules, notes=None):
                 if rules.has_cal:
                     _cal_observe(state, loud_in, sung, rules)
             if rules.has_reg and onset:
-                x = (rules.pitch_median - (sung_midi if sung else midi)) / 12.0
-                if not chosen or abs(x - reg) > 0.5 + rules.reg_margin:
-                    reg = float(round(x))
+                m, before = (sung_midi if sung else midi), reg
+                reg = register_shift(m, reg, bool(chosen), rules.pitch_band, rules.reg_margin)
                 chosen = 1.0
                 if notes is not None:
-                    notes.append((i, x, reg))
+                    notes.append((i, m, before, reg))
             hold_f0 = _fold(f0 * shift * 2.0 ** reg, rules.lo_midi, rules.hi_midi)
         else:
             unvoiced = min(unvoiced + 1, rules.hold_frames)
@@ -336,12 +355,13 @@ async def _check_tone_controls(dev):
     # (notes of 5 voiced frames after 4 unvoiced, past the hold of 3: each starts a note;
     # the first frame quieter than the count's floor, so the first note's register comes
     # from its own pitch; a running mean over 5 frames of pitches 3 octaves apart, so
-    # that R takes several values; then a first note at MIDI 57 and the others at 63
-    # against a median of 66 with a margin of 0.35 octave: the first note takes R =
-    # round(0.75) = 1 (the margin does not apply to it), and the hysteresis holds R = 1
-    # where rounding would give 0 (x = 0.25);
-    # the reference's decisions are asserted at least 0.01 octave from a rounding or
-    # hysteresis boundary, where float32's log2 cannot flip them): voiced
+    # that R takes several values against a band (60, 70.5) narrower than an octave (a
+    # mean between 70.5 and 72, modulo 12, lands in neither side); then a first note at
+    # MIDI 57 and the others at 63 with a margin of 0.5 octave: the first note takes
+    # R = 1 (69, inside; the margin does not apply to it), and the hysteresis holds R = 1
+    # at 63 (75 lies within 6 semitones of the band) where a fresh choice would give 0;
+    # the reference's decisions are asserted at least 0.05 semitone from a boundary of
+    # the rule, where float32's log2 cannot flip them): voiced
     # and unvoiced runs longer than the hold,
     # octave folds both ways, silence, the auto-adjust, the calibration's histogram past
     # its memory (cal_frames) and its map rebuilt within a block, the level gain, its
@@ -358,13 +378,14 @@ async def _check_tone_controls(dev):
     moved = kept = False
     wide = lambda r, block, i: r.choice((90.0, 300.0, 1700.0))       # noqa: E731 (MIDI 42, 63, 93)
     near = lambda r, block, i: 220.0 if block == 0 and i < 9 else 311.0   # noqa: E731 (MIDI 57, then 63)
-    for cal, median, pitch in ((None, None, wide), (quantiles, None, wide), (quantiles, 66.0, wide),
-                               (quantiles, 66.0, near)):
+    band = (60.0, 70.5)
+    for cal, reg_band, pitch in ((None, None, wide), (quantiles, None, wide), (quantiles, band, wide),
+                                 (quantiles, band, near)):
         r = rng(71)
-        lo, hi = (55.0, 79.0) if median is None else (43.0, 91.0)     # 4 octaves: most R visible past the fold
+        lo, hi = (55.0, 79.0) if reg_band is None else (43.0, 91.0)     # 4 octaves: most R visible past the fold
         rules = Rules(hold_frames=3, gate_frames=2, auto_frames=5, ref_db=-20.0, harmonics=3, noise=2, hop=8,
                       lo_midi=lo, hi_midi=hi, calibration=cal, cal_prior_frames=3.0, cal_frames=6,
-                      pitch_median=median, reg_margin=0.35)
+                      pitch_band=reg_band, reg_margin=0.5)
         ld_tol = 1e-6 if cal is None else 1e-5 * 32 * 8 + 1e-5
         state_ref = reference_state(rules)
         state = initial_state(dev, rules)
@@ -373,12 +394,12 @@ async def _check_tone_controls(dev):
         for block, (F, last) in enumerate(((19, -1.0), (17, 32.0))):
             fc, ld = [], []
             for i in range(F):
-                breath = median is None and block == 0 and i < 7     # loud, unvoiced: the take's start
-                voiced = ((i % 6) < 4 and not breath) if median is None else (i % 9) < 5
+                breath = reg_band is None and block == 0 and i < 7     # loud, unvoiced: the take's start
+                voiced = ((i % 6) < 4 and not breath) if reg_band is None else (i % 9) < 5
                 fc += [pitch(r, block, i) * r.uniform(0.97, 1.03), r.uniform(0.6, 1.0) if voiced
                        else r.uniform(0.0, 0.4)]
                 ld.append((-20.0 if breath else r.choice([-90.0, -40.0, -20.0, -5.0, 25.0])) + r.uniform(-3, 3))
-            if median is not None and block == 0:
+            if reg_band is not None and block == 0:
                 ld[0] = -60.0
             audio = rand(r, F * rules.hop, -0.9, 0.9)
             measured = [v + r.uniform(-20, 5) for v in ld]
@@ -388,19 +409,18 @@ async def _check_tone_controls(dev):
             fc_t, ld_t = dev.tensor(fc, (F, 2)), dev.tensor(ld)
             dec_f0, dec_ld, gates, aux = tone_controls(fc_t, ld_t, knobs, state, rules)
             out = tone_level(dev.tensor(audio), dev.tensor(measured), ld_t, fc_t, aux, knobs, state, rules)
-            what = "register" if median is not None else "calibrated" if cal else "mean shift"
+            what = "register" if reg_band is not None else "calibrated" if cal else "mean shift"
             for name, t, w, tol in (("decoder f0", dec_f0, want[0], 1e-6),
                                     ("decoder loudness", dec_ld, want[1], ld_tol),
                                     ("gates", gates, want[2], 1e-6), ("level", out, want[3], 4e-6)):
                 details.append(assert_close(f"tone_controls ({what}) block {block} {name}", await t.read(), w,
                                             rtol=tol, atol=tol))
-        if median is not None:
-            margin = min([abs(abs(x - round(x)) - 0.5) for _, x, _ in notes]          # rounding, and hysteresis
-                         + [abs(abs(x - prev) - 0.5 - rules.reg_margin)
-                            for (_, _, prev), (_, x, _) in zip(notes, notes[1:])])
-            moved |= len({R for _, _, R in notes}) > 1
-            kept |= any(R != round(x) for _, x, R in notes)         # a note where the hysteresis held R
-            if len(notes) < 4 or margin < 0.01:
+        if reg_band is not None:
+            margin = min(_register_margin(m, before, k > 0, band, rules.reg_margin)
+                         for k, (_, m, before, _) in enumerate(notes))
+            moved |= len({R for *_, R in notes}) > 1
+            kept |= any(R != register_shift(m, before, False, band, 0.0) for _, m, before, R in notes)
+            if len(notes) < 4 or margin < 0.05:
                 raise AssertionError(f"tone_controls check: the register inputs must start several notes, clear "
                                      f"of rounding and hysteresis boundaries; got {notes}")
         details.append(assert_close(f"tone_controls ({what}) state", await state.read(), state_ref,
@@ -408,6 +428,21 @@ async def _check_tone_controls(dev):
     if not (moved and kept):
         raise AssertionError("tone_controls check: the register inputs must move R and hold it by the hysteresis")
     return details[-1]
+
+
+def _register_margin(m, before, chosen, band, margin):
+    """Semitones between a register decision's mean m and the nearest boundary of
+    register_shift's rule (where lift or drop change, the hysteresis's edges, and a
+    tie between the two sides of a band narrower than an octave)."""
+    lo, hi = band
+    edges = [abs(v - 12.0 * round(v / 12.0)) for v in (lo - m, hi - m)]
+    if chosen:
+        at = m + 12.0 * before
+        edges += [abs(at - (lo - 12.0 * margin)), abs(at - (hi + 12.0 * margin))]
+    drop = math.floor((hi - m) / 12.0)
+    if math.ceil((lo - m) / 12.0) > drop:
+        edges.append(abs((lo - (m + 12.0 * drop)) - (m + 12.0 * (drop + 1) - hi)) / 2.0)
+    return min(edges)
 
 
 def _f32(values):

@@ -32,14 +32,20 @@ quantiles onto it; Stemtone does the same, causally:
                     at 1 dB steps rebuilt every 8 frames (kernels/tone_controls.wgsl has
                     the exact rule; pycore.ops.tone_controls the float64 reference).
 
-The register: the singer's pitch is moved onto the model's by whole octaves before the
-engine's octave fold: R = round((median of "calibration.midi" - the running mean of the
-singer's voiced pitch in MIDI) / 12), chosen only at a note start (the first voiced frame
-after the harmonic gate's hold ran out), so a phrase is moved as a whole; the fold into
-the model's MIDI range remains as the guard (`pitch_median`; pycore.tone.stream's
-docstring has the rule, kernels/tone_controls.wgsl the exact one). The shift is one
-whole number per note, so the rule compares one statistic of each distribution: their
-centres (the model's median, the singer's running mean).
+The register: the singer's pitch is moved by whole octaves before the engine's octave
+fold, into the model's central training register: the band between the quantiles of
+"calibration.midi" at 1/8 and 7/8 (REGISTER_BAND: the central three quarters of the
+pitches the model was trained on; `pitch_band`). R is the smallest shift (in size) that
+puts the running mean of the singer's voiced pitch (MIDI) inside the band, chosen only
+at a note start (the first voiced frame after the harmonic gate's hold ran out), so a
+phrase is moved as a whole, and kept at later note starts while the shifted mean stays
+within REGISTER_MARGIN of the band; the fold into the model's MIDI range remains as the
+guard (pycore.tone.stream's docstring has the rule, kernels/tone_controls.wgsl the exact
+one). A singer already inside the band is not moved: the shift is the least that brings
+the melody where the model has most of its training, not a move of the singer's centre
+onto the model's (the rule before, R = round((median - mean) / 12), moved a singer who
+sat 1.5 octaves below a median by one octave or by two on a few semitones' difference,
+and moved singers who were already inside the band).
 
 All of it runs on the GPU inside the controls kernel, with its state in the engine's
 state buffer, so the live page and `stemtone tone` (the same ToneStream over blocks of a
@@ -61,6 +67,7 @@ LOUDNESS = "calibration.loudness_db"
 MIDI = "calibration.midi"
 LOUDNESS_RANGE = (-80.0, 40.0)     # loudness_db's range (pycore.ops.loudness) with room above
 MIDI_RANGE = (0.0, 127.0)
+REGISTER_BAND = (1 / 8, 7 / 8)     # the central training register: these quantiles of "calibration.midi"
 
 
 def _quantiles(params: dict, key: str, lo: float, hi: float, where: str) -> tuple:
@@ -89,6 +96,16 @@ def read(params: dict, where: str = "weights") -> dict | None:
 
 def pitch_median(calib: dict | None) -> float | None:
     """The median of the training score's pitch (MIDI; the quantile at probability 1/2)
-    of `read`'s dict: where the register shift moves a singer's running mean pitch
-    (pycore.ops.tone_controls.Rules.pitch_median); None without a calibration."""
+    of `read`'s dict, None without a calibration (reported beside the singer's median)."""
     return None if calib is None else float(calib["midi"][(CAL_POINTS - 1) // 2])
+
+
+def pitch_band(calib: dict | None) -> tuple | None:
+    """(lo, hi) MIDI: the training score's pitch quantiles at REGISTER_BAND's
+    probabilities (points 4 and 28 of 33), the band the register shift moves a singer's
+    running mean pitch into (pycore.ops.tone_controls.Rules.pitch_band); None without a
+    calibration."""
+    if calib is None:
+        return None
+    last = CAL_POINTS - 1
+    return tuple(float(calib["midi"][round(p * last)]) for p in REGISTER_BAND)

@@ -22,10 +22,11 @@ CAL_PRIOR_FRAMES = 2000           # the calibration's prior weighs as this many 
                                   # against the uncalibrated engine's (saxophone 0.903): 250 frames 0.894,
                                   # 750 0.899, 2000 0.902 (a young histogram's map moves, the level stage lags it)
 CAL_FRAMES = 7500                 # voiced frames (30 s) the calibration's histogram remembers
-REGISTER_MARGIN = 1.0 / 12.0      # octaves past the half-octave point before a later note changes the
-                                  # register shift (hysteresis): one semitone, the median change of the
-                                  # running mean pitch from one note start to the next on the sung training
-                                  # melodies (1.2-1.3 semitones past their first 3 s; not chosen on test clips)
+REGISTER_MARGIN = 1.0 / 12.0      # octaves the shifted mean pitch may stray outside the model's band before
+                                  # a later note changes the register shift (hysteresis): one semitone, the
+                                  # median change of the running mean pitch from one note start to the
+                                  # next on the sung training melodies (1.2-1.3 semitones past their first
+                                  # 3 s; not chosen on test clips)
 
 
 def fold_f0(f0_hz: float, lo_midi: float, hi_midi: float) -> float:

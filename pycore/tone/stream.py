@@ -47,17 +47,19 @@ Per frame f (16 kHz, hop 64 samples, 250 frames per second), on the GPU:
                against its neighbours) and a low singer sits at the bottom edge of a
                flute's range; so a model that carries its input calibration
                (pycore.tone.calibration: its training pitch quantiles) gets the singer's
-               register moved onto its own first: R = round((the model's training pitch
-               median - the running mean of the input's voiced pitch in MIDI) / 12)
-               whole octaves, the mean counted like the loudness mean below (voiced
-               frames above -50 dB, plain over the first AUTO_FRAMES, then
-               exponential), and R changes only at a note start (a voiced frame after
-               at least HOLD_FRAMES unvoiced ones: where the harmonic gate closed, so
-               no note or legato phrase is split; the take's first voiced frame is one),
-               and after the take's first note only once the unrounded shift lies more
-               than REGISTER_MARGIN (1/12 octave) past the half-octave point from the
-               current R (hysteresis: a singer whose mean sits near that point no
-               longer flips octaves from one note to the next).
+               register moved into its own first: R whole octaves, the smallest shift
+               (in size) that puts the running mean of the input's voiced pitch in MIDI
+               inside the model's central training register (the band between its
+               training pitch quantiles at 1/8 and 7/8; a singer already inside is not
+               moved), the mean counted like the loudness mean below (voiced frames
+               above -50 dB, plain over the first AUTO_FRAMES, then exponential), and R
+               changes only at a note start (a voiced frame after at least HOLD_FRAMES
+               unvoiced ones: where the harmonic gate closed, so no note or legato
+               phrase is split; the take's first voiced frame is one), and after the
+               take's first note only once the shifted mean lies more than
+               REGISTER_MARGIN (1/12 octave) outside the band (hysteresis: a singer
+               whose mean sits near the band's edge does not flip octaves from one note
+               to the next).
                The fold stays as the guard for notes that still fall outside the range,
                and the octave knob is an offset on top;
              - loudness + loudness_db (user trim), then moved to the level the model was
@@ -164,7 +166,7 @@ from .controls import (AUTO_FRAMES, DEFAULT_RANGE, GATE_FRAMES, HEADROOM_DB, HOL
                        LEVEL_MAX_DB, LEVEL_PEAK, REGISTER_MARGIN, SILENCE_DB, VOICED, fold_f0)  # (fold_f0: public)
 from .controls import CAL_FRAMES, CAL_PRIOR_FRAMES
 from .features import HOP, LOUDNESS_N_FFT, SAMPLE_RATE, load_crepe
-from .calibration import pitch_median
+from .calibration import pitch_band
 
 PITCH_STEP = 2                    # CREPE analyses every second frame (8 ms) ...
 PITCH_LAG = 3                     # ... and frame f plays the pitch track at frame f - 3
@@ -320,7 +322,7 @@ class ToneStream:
                            ref_db=model.loudness_db, harmonics=c.n_harmonics, noise=c.n_noise, hop=HOP,
                            calibration=model.calibration["loudness_db"] if model.calibration else None,
                            cal_prior_frames=CAL_PRIOR_FRAMES, cal_frames=CAL_FRAMES,
-                           pitch_median=pitch_median(model.calibration), reg_margin=REGISTER_MARGIN)
+                           pitch_band=pitch_band(model.calibration), reg_margin=REGISTER_MARGIN)
         self.knobs = None               # GPU tensors made on the first block (_fixed_tensors)
         self.plans = {}                 # frames per block -> (plan, input tensor, output tensor)
         self.frames_done = 0

@@ -247,7 +247,7 @@ def follow_singing(dev, instrument, clip, calibrated=True, register=True, check=
     async def render():
         s = ToneStream(model)
         if not register:                        # the loudness calibration without the register shift
-            s.rules = dataclasses.replace(s.rules, pitch_median=None)
+            s.rules = dataclasses.replace(s.rules, pitch_band=None)
         parts = [await s.push(x), await s.flush()]
         y = np.concatenate([np.frombuffer(p["audio"], np.float32) for p in parts])
         played = np.concatenate([np.asarray(p["played_f0_hz"], np.float64) for p in parts])

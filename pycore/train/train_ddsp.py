@@ -444,9 +444,9 @@ def calibration_section(instrument, weights) -> list:
            f"computed by `pycore.train.data.calibration` over {rec['frames']:,} frames ({rec['frames_counted']}; "
            f"{rec['source']}: `python -m pycore.train.train_ddsp --instrument {instrument} --calibrate-only`; "
            "training stores it itself). The engine maps the loudness by the loudness quantiles, and moves the singer's "
-           "register by whole octaves towards the pitch quantiles' median (the register shift: R = round((median - the "
-           "singer's running mean pitch) / 12), chosen at note starts only, before the octave fold into the MIDI "
-           "range).", "",
+           "register by whole octaves into the pitch quantiles' central band, 4/32 .. 28/32 (the register shift: the "
+           "smallest R that puts the singer's running mean pitch + 12 R inside it, chosen at note starts only, with a "
+           "semitone of hysteresis, before the octave fold into the MIDI range).", "",
            _table([["loudness (dB)", *[f"{tensors[C.LOUDNESS][k]:.1f}" for k in ks]],
                    ["pitch of the score (MIDI)", *[f"{tensors[C.MIDI][k]:.1f}" for k in ks]]],
                   ["quantile", *[f"{k}/32" for k in ks]]), ""]
