@@ -28,10 +28,11 @@
 //             octave does, a band narrower than an octave, the one nearer the band; a tie:
 //             the smaller); a later note keeps the R it finds while m + 12 R lies within
 //             12 reg_margin semitones of the band, and else chooses again (hysteresis: a
-//             singer whose mean sits near the band's edge does not flip octaves from
-//             note to note); within a note R stays, so a phrase is moved as a whole and
-//             the fold only guards the range. Without has_reg, R stays 0 (the fold
-//             alone, as before the rule). register_shift below; its float64 twin is
+//             singer whose mean dips just past the band's edge keeps its octave; a band
+//             narrower than an octave would otherwise flip R between notes); within a
+//             note R stays, so a phrase is moved as a whole and the fold only guards
+//             the range. Without has_reg, R stays 0 (the fold alone, as before the
+//             rule). register_shift below; its float64 twin is
 //             pycore.ops.tone_controls.register_shift.
 //   calibration  (pycore/tone/calibration.py says why) the input's loudness mapped onto
 //             the instrument's training distribution by quantiles, causally:

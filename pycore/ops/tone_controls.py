@@ -255,7 +255,7 @@ def register_shift(m: float, current: float, chosen: bool, band: tuple, margin: 
     lo, hi = band
     slack = 12.0 * margin
     if chosen and lo - slack <= m + 12.0 * current <= hi + slack:
-        return current
+        return float(current)
     lift = math.ceil((lo - m) / 12.0)         # the smallest R with m + 12 R >= lo
     drop = math.floor((hi - m) / 12.0)        # the largest R with m + 12 R <= hi
     if lift <= drop:

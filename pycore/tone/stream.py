@@ -58,8 +58,7 @@ Per frame f (16 kHz, hop 64 samples, 250 frames per second), on the GPU:
                phrase is split; the take's first voiced frame is one), and after the
                take's first note only once the shifted mean lies more than
                REGISTER_MARGIN (1/12 octave) outside the band (hysteresis: a singer
-               whose mean sits near the band's edge does not flip octaves from one note
-               to the next).
+               whose mean dips just past the band's edge keeps its octave).
                The fold stays as the guard for notes that still fall outside the range,
                and the octave knob is an offset on top;
              - loudness + loudness_db (user trim), then moved to the level the model was
